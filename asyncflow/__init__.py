@@ -1,0 +1,34 @@
+"""asyncflow: an asyncio-native workflow engine for HPC and AI campaigns.
+
+Decorated ``async def`` functions become tasks; calling one returns a future
+at once, and passing a future to another task makes a dependency::
+
+    import asyncio
+    from asyncflow import WorkflowEngine
+
+    async def main():
+        async with await WorkflowEngine.create() as engine:
+            @engine.function_task
+            async def double(x):
+                return 2 * x
+
+            print(await double(double(1)))  # 4
+
+    asyncio.run(main())
+"""
+
+from ._version import __version__
+from .backends import LocalExecutionBackend, NoopExecutionBackend
+from .data import InputFile, OutputFile
+from .engine import WorkflowEngine
+from .errors import DependencyFailureError
+
+__all__ = [
+    "DependencyFailureError",
+    "InputFile",
+    "LocalExecutionBackend",
+    "NoopExecutionBackend",
+    "OutputFile",
+    "WorkflowEngine",
+    "__version__",
+]

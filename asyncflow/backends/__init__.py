@@ -1,0 +1,13 @@
+"""Execution backends: where tasks run.
+
+Built in: :class:`NoopExecutionBackend` (dry run) and
+:class:`LocalExecutionBackend` (threads or processes on this machine). The
+HPC backends of ``rhapsody-py`` (Dask, RADICAL-Pilot, Dragon) plug into the
+engine unchanged: ``pip install 'asyncflow-otel[hpc]'``.
+"""
+
+from ._base import TASK_STATES, BaseBackend
+from .local import LocalExecutionBackend
+from .noop import NoopExecutionBackend
+
+__all__ = ["TASK_STATES", "BaseBackend", "LocalExecutionBackend", "NoopExecutionBackend"]

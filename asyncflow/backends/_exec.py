@@ -1,0 +1,94 @@
+"""Running one executable task as a subprocess, in a worker thread.
+
+The process gets the exact argv (no shell unless ``shell=True`` is asked
+for), its own session (so cancelling kills its whole process group), and no
+standard input.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["kill_group", "run_executable"]
+
+
+def _env(overrides: Any) -> dict[str, str] | None:
+    if not overrides:
+        return None
+    env = dict(os.environ)
+    env.update({str(k): str(v) for k, v in dict(overrides).items()})
+    return env
+
+
+def run_executable(
+    task: dict[str, Any],
+    work_dir: str,
+    procs: dict[str, subprocess.Popen[bytes]],
+    on_start: Callable[[], None],
+) -> tuple[int, str, str]:
+    """Run the task's command; return ``(exit code, stdout, stderr)``.
+
+    Options come from ``task_backend_specific_kwargs``: ``shell`` (run the
+    original command string through ``/bin/sh``), ``cwd``, ``env`` (merged
+    over the current environment). With ``capture_stdio`` the output goes to
+    ``<work_dir>/<uid>.stdout`` and ``.stderr`` and the returned strings are
+    empty.
+
+    Raises:
+        OSError: the program could not be started (not found, not executable).
+    """
+    uid = task["uid"]
+    opts = task.get("task_backend_specific_kwargs") or {}
+    argv = [str(task["executable"]), *(str(a) for a in task.get("arguments") or ())]
+    cmd: Any = argv
+    if opts.get("shell"):
+        cmd = task.get("command") or subprocess.list2cmdline(argv)
+    capture = bool(task.get("capture_stdio"))
+    if capture:
+        os.makedirs(work_dir, exist_ok=True)
+        out_f = open(os.path.join(work_dir, f"{uid}.stdout"), "wb")  # noqa: SIM115
+        err_f = open(os.path.join(work_dir, f"{uid}.stderr"), "wb")  # noqa: SIM115
+        stdout: Any = out_f
+        stderr: Any = err_f
+    else:
+        stdout = stderr = subprocess.PIPE
+    try:
+        proc = subprocess.Popen(
+            cmd,
+            shell=bool(opts.get("shell")),
+            cwd=opts.get("cwd"),
+            env=_env(opts.get("env")),
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+        )
+        procs[uid] = proc
+        try:
+            on_start()
+            out, err = proc.communicate()
+        finally:
+            procs.pop(uid, None)
+    finally:
+        if capture:
+            out_f.close()
+            err_f.close()
+    if capture:
+        return proc.returncode, "", ""
+    return (
+        proc.returncode,
+        out.decode(errors="replace") if out else "",
+        err.decode(errors="replace") if err else "",
+    )
+
+
+def kill_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    """Send ``sig`` to the process group of ``proc`` (ignored if it is gone)."""
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -1,0 +1,328 @@
+"""``LocalExecutionBackend``: tasks on this machine, on threads or processes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import threading
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from typing import Any
+
+from ._base import BaseBackend
+from ._exec import kill_group, run_executable
+from ._runners import CancelHandles, run_coroutine_function, run_pickled
+
+__all__ = ["LocalExecutionBackend"]
+
+logger = logging.getLogger("asyncflow.backends")
+
+_PROMPT_HELP = (
+    "LocalExecutionBackend cannot answer prompts: register an AI backend and route "
+    'prompt tasks to it with @engine.prompt_task(backend="<name>")'
+)
+
+
+class LocalExecutionBackend(BaseBackend):
+    """Runs function tasks on a pool and executables as subprocesses.
+
+    ``await LocalExecutionBackend()`` or ``async with LocalExecutionBackend()
+    as backend:``. Reports ``RUNNING`` when a task really starts (a pool
+    worker picked it up, or its process was spawned), then ``DONE``,
+    ``FAILED`` or ``CANCELED``.
+
+    Args:
+        executor: a ``ThreadPoolExecutor`` (the default, one is created) or a
+            ``ProcessPoolExecutor`` (functions, arguments and results travel
+            with cloudpickle, so closures work). Given executors are shut
+            down with the backend.
+        name: the backend name.
+        max_executables: executables running at once (default: CPU count);
+            the rest wait in order.
+        kill_grace: seconds between SIGTERM and SIGKILL when a running
+            executable is cancelled.
+    """
+
+    def __init__(
+        self,
+        executor: Executor | None = None,
+        name: str = "default",
+        *,
+        max_executables: int | None = None,
+        kill_grace: float = 3.0,
+    ) -> None:
+        super().__init__(name)
+        if executor is not None and not isinstance(executor, Executor):
+            raise TypeError(
+                f"executor must be a concurrent.futures Executor, not {type(executor).__name__}"
+            )
+        limit = max_executables if max_executables is not None else (os.cpu_count() or 1)
+        if limit < 1:
+            raise ValueError(f"max_executables must be at least 1, not {limit}")
+        self._executor: Executor = executor or ThreadPoolExecutor(
+            thread_name_prefix=f"asyncflow-{name}"
+        )
+        self._processes = isinstance(self._executor, ProcessPoolExecutor)
+        self._exec_pool = ThreadPoolExecutor(limit, thread_name_prefix=f"asyncflow-{name}-exec")
+        self.max_executables = limit
+        self.kill_grace = kill_grace
+        # uid -> [concurrent future or None while submitting, task dict]
+        self._queued: dict[str, list[Any]] = {}
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._handles: CancelHandles = {}
+        self._cancelled: set[str] = set()
+        self._tasks_by_uid: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        self._manager: Any = None
+        self._started_queue: Any = None
+        self._started_reader: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def __await__(self) -> Any:
+        async def _ready() -> LocalExecutionBackend:
+            return self
+
+        return _ready().__await__()
+
+    async def __aenter__(self) -> LocalExecutionBackend:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    @property
+    def executor(self) -> Executor:
+        """The pool function tasks run on."""
+        return self._executor
+
+    # ------------------------------------------------------------------ submission
+    async def submit_tasks(self, tasks: list[dict[str, Any]]) -> None:
+        """Start the tasks (each waits for a free worker)."""
+        for task in tasks:
+            if self._closed:
+                self._finish(task, "CANCELED")
+                continue
+            if task.get("prompt") is not None:
+                task["exception"] = NotImplementedError(_PROMPT_HELP)
+                self._finish(task, "FAILED")
+            elif task.get("executable"):
+                self._submit(self._exec_pool, task, self._run_executable_task, task)
+            elif self._processes:
+                self._submit_to_process(task)
+            else:
+                self._submit(self._executor, task, self._run_function_task, task)
+
+    def _submit(self, pool: Executor, task: dict[str, Any], fn: Any, arg: Any) -> None:
+        # Registered before submitting: the worker may start (and unregister)
+        # before ``submit`` even returns.
+        entry: list[Any] = [None, task]
+        self._queued[task["uid"]] = entry
+        entry[0] = pool.submit(fn, arg)
+
+    def _finish(self, task: dict[str, Any], state: str) -> None:
+        uid = task["uid"]
+        if state != "RUNNING":
+            self._queued.pop(uid, None)
+            if uid in self._cancelled:
+                self._cancelled.discard(uid)
+                state = "CANCELED"
+        self._callback(task, state)
+
+    def _start(self, task: dict[str, Any]) -> bool:
+        """A worker picked ``task`` up: report RUNNING unless it was cancelled."""
+        uid = task["uid"]
+        self._queued.pop(uid, None)
+        if uid in self._cancelled or self._closed:
+            self._finish(task, "CANCELED")
+            return False
+        self._callback(task, "RUNNING")
+        return True
+
+    def _run_function_task(self, task: dict[str, Any]) -> None:
+        if not self._start(task):
+            return
+        try:
+            value = run_coroutine_function(
+                task["function"], task.get("args"), task.get("kwargs"), task["uid"], self._handles
+            )
+        except asyncio.CancelledError:
+            self._finish(task, "CANCELED")
+        except BaseException as exc:  # noqa: BLE001 - reported as the task's failure
+            task["exception"] = exc
+            task["return_value"] = None
+            self._finish(task, "FAILED")
+        else:
+            task["return_value"] = value
+            self._finish(task, "DONE")
+
+    def _run_executable_task(self, task: dict[str, Any]) -> None:
+        uid = task["uid"]
+        self._queued.pop(uid, None)
+        if uid in self._cancelled or self._closed:
+            self._finish(task, "CANCELED")
+            return
+        try:
+            code, out, err = run_executable(
+                task, self._work_dir, self._procs, lambda: self._callback(task, "RUNNING")
+            )
+        except BaseException as exc:  # noqa: BLE001 - e.g. program not found
+            task["exception"] = exc
+            task["exit_code"] = None
+            task["stdout"], task["stderr"] = "", str(exc)
+            self._finish(task, "FAILED")
+            return
+        task["exit_code"] = code
+        task["stdout"] = out
+        task["stderr"] = err
+        task["return_value"] = out
+        self._finish(task, "DONE" if code == 0 else "FAILED")
+
+    def _submit_to_process(self, task: dict[str, Any]) -> None:
+        import cloudpickle
+
+        uid = task["uid"]
+        try:
+            payload = cloudpickle.dumps((task["function"], task.get("args"), task.get("kwargs")))
+        except Exception as exc:  # noqa: BLE001 - unpicklable function or arguments
+            task["exception"] = TypeError(f"cannot send task {uid} to a process: {exc}")
+            self._finish(task, "FAILED")
+            return
+        self._ensure_started_queue()
+        self._tasks_by_uid[uid] = task
+        entry: list[Any] = [None, task]
+        self._queued[uid] = entry
+        cf = self._executor.submit(run_pickled, payload, uid, self._started_queue)
+        entry[0] = cf
+        cf.add_done_callback(lambda f: self._process_done(task, f))
+
+    def _process_done(self, task: dict[str, Any], cf: Future[tuple[bool, bytes]]) -> None:
+        import cloudpickle
+
+        self._tasks_by_uid.pop(task["uid"], None)
+        if cf.cancelled():
+            self._finish(task, "CANCELED")
+            return
+        exc = cf.exception()
+        if exc is not None:  # the worker died (BrokenProcessPool) or pickling failed
+            task["exception"] = exc
+            self._finish(task, "FAILED")
+            return
+        ok, blob = cf.result()
+        try:
+            outcome = cloudpickle.loads(blob)
+        except Exception as load_exc:  # noqa: BLE001
+            ok, outcome = False, load_exc
+        if ok:
+            task["return_value"] = outcome
+            self._finish(task, "DONE")
+        else:
+            task["exception"] = outcome
+            task["return_value"] = None
+            self._finish(task, "FAILED")
+
+    def _ensure_started_queue(self) -> None:
+        if self._started_queue is not None:
+            return
+        import multiprocessing
+
+        # A manager queue can travel inside a submitted call, so any process
+        # pool, even one the user built, can tell us when a task starts.
+        self._manager = multiprocessing.Manager()
+        self._started_queue = self._manager.Queue()
+        self._started_reader = threading.Thread(
+            target=self._read_started, name=f"asyncflow-{self.name}-started", daemon=True
+        )
+        self._started_reader.start()
+
+    def _read_started(self) -> None:
+        queue = self._started_queue
+        while True:
+            try:
+                uid = queue.get()
+            except (EOFError, OSError):
+                return
+            if uid is None:
+                return
+            task = self._tasks_by_uid.get(uid)
+            if task is not None:
+                self._queued.pop(uid, None)
+                self._callback(task, "RUNNING")
+
+    # ------------------------------------------------------------------ cancellation
+    async def cancel_task(self, uid: str) -> bool:
+        """Cancel a queued or running task.
+
+        A queued task never starts. A running executable's process group gets
+        SIGTERM, then SIGKILL after ``kill_grace`` seconds. A running thread
+        function is cancelled at its next ``await``. A function already
+        running in a process cannot be stopped (it finishes and is reported
+        CANCELED). Returns True when the task will not complete normally.
+        """
+        self._cancelled.add(uid)
+        queued = self._queued.get(uid)
+        if queued is not None and queued[0] is not None and queued[0].cancel():
+            if not (self._processes and not queued[1].get("executable")):
+                # The wrapper will never run; process futures report through
+                # their done callback instead.
+                self._finish(queued[1], "CANCELED")
+            return True
+        proc = self._procs.get(uid)
+        if proc is not None:
+            kill_group(proc, signal.SIGTERM)
+            loop = asyncio.get_running_loop()
+            loop.call_later(self.kill_grace, kill_group, proc, signal.SIGKILL)
+            return True
+        handle = self._handles.get(uid)
+        if handle is not None:
+            worker_loop, task = handle
+            try:
+                worker_loop.call_soon_threadsafe(task.cancel)
+            except RuntimeError:
+                return False
+            return True
+        return False
+
+    # ------------------------------------------------------------------ shutdown
+    async def shutdown(self) -> None:
+        """Stop: queued tasks are cancelled, running executables killed.
+
+        Never blocks the event loop; running thread functions are cancelled at
+        their next ``await`` and otherwise left to finish in the background.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        for uid in list(self._queued):
+            await self.cancel_task(uid)
+        for uid, proc in list(self._procs.items()):
+            self._cancelled.add(uid)
+            kill_group(proc, signal.SIGKILL)
+        for uid, (worker_loop, task) in list(self._handles.items()):
+            self._cancelled.add(uid)
+            try:
+                worker_loop.call_soon_threadsafe(task.cancel)
+            except RuntimeError:
+                pass
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._shutdown_pools)
+
+    def _shutdown_pools(self) -> None:
+        self._exec_pool.shutdown(wait=True, cancel_futures=True)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._processes and self._tasks_by_uid:
+            # Functions still running in worker processes cannot be cancelled:
+            # end the workers rather than wait for them.
+            workers = getattr(self._executor, "_processes", None) or {}
+            for proc in list(workers.values()):
+                proc.terminate()
+        if self._manager is not None:
+            try:
+                self._started_queue.put(None)
+            except Exception:  # noqa: BLE001 - manager already gone
+                pass
+            if self._started_reader is not None:
+                self._started_reader.join(timeout=5)
+            self._manager.shutdown()

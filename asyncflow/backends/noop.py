@@ -1,0 +1,55 @@
+"""``NoopExecutionBackend``: a dry run that never runs user code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._base import BaseBackend
+
+__all__ = ["NoopExecutionBackend"]
+
+DUMMY_OUTPUT = "Dummy Output"
+DUMMY_PROMPT_OUTPUT = "Dummy Prompt Output"
+
+
+class NoopExecutionBackend(BaseBackend):
+    """Completes every task at once with ``"Dummy Output"``.
+
+    Prompt tasks get ``"Dummy Prompt Output"``. Useful to check a workflow's
+    shape, routing and telemetry without running anything, and to measure
+    the engine's own cost.
+
+    Args:
+        name: the backend name.
+    """
+
+    def __init__(self, name: str = "default") -> None:
+        super().__init__(name)
+
+    async def submit_tasks(self, tasks: list[dict[str, Any]]) -> None:
+        """Report every task DONE with a dummy result."""
+        callback = self._callback
+        for task in tasks:
+            if task.get("prompt") is not None:
+                task["return_value"] = DUMMY_PROMPT_OUTPUT
+            elif task.get("executable"):
+                task["stdout"] = DUMMY_OUTPUT
+                task["stderr"] = ""
+                task["exit_code"] = 0
+                task["return_value"] = DUMMY_OUTPUT
+            else:
+                task["return_value"] = DUMMY_OUTPUT
+            callback(task, "DONE")
+
+    async def cancel_task(self, uid: str) -> bool:
+        """Nothing runs, so nothing can be cancelled."""
+        return False
+
+    async def shutdown(self) -> None:
+        """Nothing to stop."""
+
+    def __await__(self) -> Any:
+        async def _self() -> NoopExecutionBackend:
+            return self
+
+        return _self().__await__()

@@ -1,0 +1,122 @@
+"""Dependency discovery in task arguments.
+
+Futures and ``InputFile``/``OutputFile`` objects are found anywhere in the
+arguments: positional, keyword, and nested in lists, tuples (named tuples
+too), sets and dict values. Discovery and substitution are
+``functools.singledispatch`` functions, so supporting another container is a
+``register`` call, not a change to the engine::
+
+    @find_dependencies.register(MyBag)
+    def _(obj, found):
+        for item in obj.items:
+            find_dependencies(item, found)
+
+No asyncio loop is needed here: futures are recognised with
+``asyncio.isfuture``, which only looks at attributes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from functools import singledispatch
+from typing import Any
+
+from ..data import InputFile, OutputFile
+
+__all__ = ["Found", "find_dependencies", "substitute"]
+
+# Types that can hold nothing: skipped without a dispatch.
+ATOMIC: frozenset[type] = frozenset({int, float, str, bytes, bool, type(None), complex})
+
+
+class Found:
+    """What discovery collected: futures (deduplicated, in order) and files."""
+
+    __slots__ = ("_seen", "futures", "input_files", "output_files")
+
+    def __init__(self) -> None:
+        self.futures: list[Any] = []
+        self._seen: set[int] = set()
+        self.input_files: list[InputFile] = []
+        self.output_files: list[OutputFile] = []
+
+    def add_future(self, fut: Any) -> None:
+        key = id(fut)
+        if key not in self._seen:
+            self._seen.add(key)
+            self.futures.append(fut)
+
+
+@singledispatch
+def find_dependencies(obj: object, found: Found) -> None:
+    """Record the futures and files inside ``obj`` into ``found``."""
+    if asyncio.isfuture(obj):
+        found.add_future(obj)
+
+
+@find_dependencies.register(list)
+@find_dependencies.register(tuple)
+@find_dependencies.register(set)
+@find_dependencies.register(frozenset)
+def _find_in_iterable(obj: list[Any] | tuple[Any, ...] | set[Any], found: Found) -> None:
+    for item in obj:
+        if type(item) not in ATOMIC:
+            find_dependencies(item, found)
+
+
+@find_dependencies.register(dict)
+def _find_in_dict(obj: dict[Any, Any], found: Found) -> None:
+    for item in obj.values():
+        if type(item) not in ATOMIC:
+            find_dependencies(item, found)
+
+
+@find_dependencies.register(InputFile)
+def _find_input(obj: InputFile, found: Found) -> None:
+    found.input_files.append(obj)
+
+
+@find_dependencies.register(OutputFile)
+def _find_output(obj: OutputFile, found: Found) -> None:
+    found.output_files.append(obj)
+
+
+@singledispatch
+def substitute(obj: Any) -> Any:
+    """Return ``obj`` with every (finished) future replaced by its result."""
+    if asyncio.isfuture(obj):
+        return obj.result()
+    return obj
+
+
+@substitute.register(list)
+def _sub_list(obj: list[Any]) -> list[Any]:
+    return [item if type(item) in ATOMIC else substitute(item) for item in obj]
+
+
+@substitute.register(tuple)
+def _sub_tuple(obj: tuple[Any, ...]) -> tuple[Any, ...]:
+    items = [item if type(item) in ATOMIC else substitute(item) for item in obj]
+    if type(obj) is tuple:
+        return tuple(items)
+    return type(obj)(*items)  # named tuples take their fields positionally
+
+
+@substitute.register(set)
+def _sub_set(obj: set[Any]) -> set[Any]:
+    return {item if type(item) in ATOMIC else substitute(item) for item in obj}
+
+
+@substitute.register(frozenset)
+def _sub_frozenset(obj: frozenset[Any]) -> frozenset[Any]:
+    return frozenset(item if type(item) in ATOMIC else substitute(item) for item in obj)
+
+
+@substitute.register(dict)
+def _sub_dict(obj: dict[Any, Any]) -> dict[Any, Any]:
+    out = {k: (v if type(v) in ATOMIC else substitute(v)) for k, v in obj.items()}
+    if type(obj) is dict:
+        return out
+    clone = obj.copy()  # keep OrderedDict / defaultdict behaviour
+    clone.update(out)
+    return clone

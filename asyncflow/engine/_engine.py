@@ -1,0 +1,761 @@
+"""``WorkflowEngine``: tasks, dependencies, routing, cancellation, shutdown.
+
+The engine is event-driven. A task call registers the task in the pure
+:class:`~asyncflow.engine._graph.Graph`; the instructions it returns say which
+tasks are ready. Ready tasks are batched per backend and handed over in one
+``submit_tasks`` call per loop iteration. Backends report states through
+``task_callbacks`` (from any thread); the report finishes the future and feeds
+the graph, which releases the dependents in the same step. Nothing polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import os
+import secrets
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping
+from typing import Any
+
+from ..errors import DependencyFailureError, EngineShutdownError, UnknownBackendError
+from . import _graph as g
+from ._deps import ATOMIC, Found, find_dependencies, substitute
+from ._future import KIND_BLOCK, KIND_EXECUTABLE, KIND_FUNCTION, KIND_PROMPT, TaskFuture
+from ._registry import Components
+from ._results import failure_of, stdout_file, value_of
+from ._signals import install_signal_handlers, remove_signal_handlers
+from ._tasks import TaskSpec, make_decorator
+
+__all__ = ["WorkflowEngine"]
+
+logger = logging.getLogger("asyncflow")
+
+_STATE_DONE = "DONE"
+_STATE_FAILED = "FAILED"
+_CANCEL_STATES = frozenset({"CANCELED", "CANCELLED"})
+
+
+class WorkflowEngine:
+    """Runs decorated ``async def`` tasks on one or more backends.
+
+    Create it with ``engine = await WorkflowEngine.create(...)``; see
+    ``docs/`` and API.md for the full contract.
+    """
+
+    def __init__(
+        self,
+        backend: Any = None,
+        dry_run: bool = False,
+        implicit_data: bool = True,
+        uid: str | None = None,
+        work_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "WorkflowEngine needs a running event loop: "
+                "use 'engine = await WorkflowEngine.create(...)' inside async code"
+            ) from None
+        self._loop = loop
+        self._thread_id = threading.get_ident()
+        self.uid = uid or f"asyncflow.session.{secrets.token_hex(4)}"
+        self.dry_run = dry_run
+        self.implicit_data = implicit_data
+        self.work_dir = os.path.abspath(os.fspath(work_dir) if work_dir else os.getcwd())
+        self._backends: dict[str, Any] = {}
+        self._links: dict[str, tuple[bool, bool]] = {}
+        self.backend: Any = None
+        if backend is not None:
+            self._add_backends(backend)
+        self._graph = g.Graph()
+        self._tasks: dict[str, TaskFuture[Any]] = {}
+        self.components = Components(self._tasks)
+        self._counter = 0
+        self._outbox: dict[str, list[TaskFuture[Any]]] = {}
+        self._flush_scheduled = False
+        self._inbox: deque[tuple[dict[str, Any], str]] = deque()
+        self._wakeup_pending = False
+        self._closed = False
+        self._shutdown_task: asyncio.Task[None] | None = None
+        self._workflow: contextvars.ContextVar[tuple[str, str | None] | None] = (
+            contextvars.ContextVar(f"asyncflow.workflow.{self.uid}", default=None)
+        )
+        self._block: contextvars.ContextVar[TaskFuture[Any] | None] = contextvars.ContextVar(
+            f"asyncflow.block.{self.uid}", default=None
+        )
+        self._background: set[asyncio.Task[Any]] = set()
+        self.telemetry: Any = None
+        self.function_task = make_decorator(self, KIND_FUNCTION)
+        self.executable_task = make_decorator(self, KIND_EXECUTABLE)
+        self.prompt_task = make_decorator(self, KIND_PROMPT)
+        self.block = make_decorator(self, KIND_BLOCK)
+
+    # ------------------------------------------------------------------ creation
+    @classmethod
+    async def create(
+        cls,
+        backend: Any = None,
+        dry_run: bool = False,
+        implicit_data: bool = True,
+        uid: str | None = None,
+        work_dir: str | os.PathLike[str] | None = None,
+    ) -> WorkflowEngine:
+        """Create an engine and attach its backends.
+
+        Args:
+            backend: a backend, or a list of them (the first is the default).
+                ``None``: ``NoopExecutionBackend()`` when ``dry_run``, else a
+                ``LocalExecutionBackend()`` on threads.
+            dry_run: with no backend given, run nothing (no-op backend).
+            implicit_data: ask backends that support it to link the data of
+                every dependency (``link_implicit_data_deps``).
+            uid: the session uid; default ``asyncflow.session.<8 hex>``.
+            work_dir: parent of the backends' working directory
+                ``<work_dir>/<uid>``; default the current directory.
+
+        Raises:
+            ValueError: two backends share a name.
+        """
+        engine = cls(None, dry_run, implicit_data, uid, work_dir)
+        if backend is None:
+            from ..backends import LocalExecutionBackend, NoopExecutionBackend
+
+            if dry_run:
+                backend = NoopExecutionBackend()
+            else:
+                backend = await LocalExecutionBackend()
+                logger.info("no backend given: using LocalExecutionBackend on threads")
+        engine._add_backends(backend)
+        session_dir = os.path.join(engine.work_dir, engine.uid)
+        await engine._loop.run_in_executor(None, lambda: os.makedirs(session_dir, exist_ok=True))
+        for be in engine._backends.values():
+            be._work_dir = session_dir
+        install_signal_handlers(engine)
+        return engine
+
+    def _add_backends(self, backend: Any) -> None:
+        backends = list(backend) if isinstance(backend, (list, tuple)) else [backend]
+        if not backends:
+            raise ValueError("WorkflowEngine.create() needs at least one backend")
+        names: dict[str, Any] = {}
+        for be in backends:
+            name = getattr(be, "name", None)
+            if not isinstance(name, str) or not name:
+                raise TypeError(f"backend {be!r} has no 'name' string attribute")
+            if name in names:
+                raise ValueError(
+                    f"duplicate backend name {name!r}: give each backend a unique name="
+                )
+            names[name] = be
+        for be in backends:
+            be.register_callback(self.task_callbacks)
+            self._links[be.name] = (
+                bool(getattr(be, "supports_implicit_data_linking", False)),
+                bool(getattr(be, "supports_explicit_data_linking", False)),
+            )
+        self._backends = names
+        self.backend = backends[0]
+
+    @property
+    def backends(self) -> Mapping[str, Any]:
+        """The registered backends by name; the first registered is the default."""
+        return dict(self._backends)
+
+    @property
+    def is_shutdown(self) -> bool:
+        """True once ``shutdown()`` has started."""
+        return self._closed
+
+    async def __aenter__(self) -> WorkflowEngine:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    # ------------------------------------------------------------------ workflows
+    @contextlib.asynccontextmanager
+    async def workflow_scope(
+        self, workflow_id: str | None = None, name: str | None = None
+    ) -> AsyncIterator[str]:
+        """Group every task registered inside under one workflow id.
+
+        Args:
+            workflow_id: the instance id; default ``wf-<8 hex>``.
+            name: the workflow type (low cardinality, e.g. ``"simulate"``).
+
+        Yields:
+            The workflow id.
+        """
+        wf_id = workflow_id or f"wf-{secrets.token_hex(4)}"
+        token = self._workflow.set((wf_id, name))
+        try:
+            yield wf_id
+        finally:
+            self._workflow.reset(token)
+
+    # ------------------------------------------------------------------ task calls
+    def _call(self, spec: TaskSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> TaskFuture[Any]:
+        fut: TaskFuture[Any] = TaskFuture(self, self._loop)
+        self._counter += 1
+        ident = f"{self._counter:06d}"
+        fut.id = ident
+        fut.uid = ("block." if spec.kind == KIND_BLOCK else "task.") + ident
+        fut.name = spec.name
+        fut.kind = spec.kind
+        fut.func = spec.func
+        fut.capture_stdio = spec.capture_stdio
+        fut.service = spec.service
+        fut.target_backend = spec.backend
+        td = spec.task_description
+        wf_override = None
+        if kwargs and ("task_description" in kwargs or "workflow_id" in kwargs):
+            call_td = kwargs.pop("task_description", None)
+            wf_override = kwargs.pop("workflow_id", None)
+            if call_td is not None:
+                if not isinstance(call_td, dict):
+                    fut.args, fut.kwargs = args, kwargs
+                    fut.task_description = dict(td)
+                    self._set_context(fut, wf_override)
+                    self._tasks[fut.uid] = fut
+                    return self._fail_at_once(
+                        fut,
+                        TypeError(
+                            f"task_description for '{spec.name}' must be a dict, "
+                            f"not {type(call_td).__name__}"
+                        ),
+                    )
+                td = {**td, **call_td}
+            else:
+                td = dict(td)
+        else:
+            td = dict(td) if td else {}
+        fut.args = args
+        fut.kwargs = kwargs
+        fut.task_description = td
+        self._set_context(fut, wf_override)
+        self._tasks[fut.uid] = fut
+        if self._closed:
+            return self._fail_at_once(fut, EngineShutdownError("engine is shut down"))
+        if spec.backend is not None and spec.backend not in self._backends:
+            known = ", ".join(repr(n) for n in self._backends)
+            return self._fail_at_once(
+                fut,
+                UnknownBackendError(
+                    f"task '{spec.name}' is routed to unknown backend {spec.backend!r}; "
+                    f"known backends: {known}"
+                ),
+            )
+        found: Found | None = None
+        for item in args:
+            if type(item) not in ATOMIC:
+                if found is None:
+                    found = Found()
+                find_dependencies(item, found)
+        if kwargs:
+            for item in kwargs.values():
+                if type(item) not in ATOMIC:
+                    if found is None:
+                        found = Found()
+                    find_dependencies(item, found)
+        if found is None:
+            self._graph.add_ready(fut)
+            self._release(fut)
+            return fut
+        deps = found.futures
+        if found.input_files or found.output_files:
+            fut._files = (found.input_files, found.output_files)
+        for dep in deps:
+            if not (type(dep) is TaskFuture and dep._engine is self) and dep not in self._graph:
+                self._track_foreign(dep)
+        fut._deps = deps
+        self._apply(self._graph.add(fut, deps))
+        return fut
+
+    def _set_context(self, fut: TaskFuture[Any], wf_override: str | None) -> None:
+        scope = self._workflow.get()
+        block = self._block.get()
+        if block is not None:
+            if block._members is None:
+                block._members = []
+            block._members.append(fut)
+        if wf_override is not None:
+            fut.workflow_id = str(wf_override)
+        elif block is not None:
+            fut.workflow_id = block.uid
+        else:
+            fut.workflow_id = scope[0] if scope else None
+        fut.workflow_name = scope[1] if scope else None
+
+    def _fail_at_once(self, fut: TaskFuture[Any], exc: BaseException) -> TaskFuture[Any]:
+        self._graph.add_ready(fut)
+        fut.set_exception(exc)
+        self._apply(self._graph.finish(fut, g.FAILED))
+        return fut
+
+    def _track_foreign(self, dep: Any) -> None:
+        """A future the engine did not make: a graph node finished by its callback."""
+        self._graph.add_ready(dep)
+
+        def _done(f: asyncio.Future[Any]) -> None:
+            if f.cancelled():
+                state = g.CANCELLED
+            elif f.exception() is not None:
+                state = g.FAILED
+            else:
+                state = g.DONE
+            self._apply(self._graph.finish(f, state))
+
+        dep.add_done_callback(_done)
+
+    # ------------------------------------------------------------------ graph instructions
+    def _apply(self, instructions: Iterable[tuple[str, Any, Any]]) -> None:
+        for kind, key, cause in instructions:
+            if kind == "release":
+                if type(key) is TaskFuture:
+                    self._release(key)
+            elif kind == "fail":
+                self._fail_dependent(key, cause)
+            else:
+                self._cancel_dependent(key, cause)
+
+    def _fail_dependent(self, fut: TaskFuture[Any], cause: Any) -> None:
+        if fut.done():
+            return
+        cause_exc = None if cause.cancelled() else cause.exception()
+        cause_name = getattr(cause, "name", None) or repr(cause)
+        fut.set_exception(DependencyFailureError(fut.name, [cause_name], cause_exc))
+        # The root failure is reported on its own future; silence the echoes.
+        fut._log_traceback = False
+
+    def _cancel_dependent(self, fut: TaskFuture[Any], cause: Any) -> None:
+        if not fut.done():
+            cause_name = getattr(cause, "uid", None) or repr(cause)
+            fut._cancel_now(f"dependency {cause_name} was cancelled")
+
+    def _release(self, fut: TaskFuture[Any]) -> None:
+        """All dependencies of ``fut`` are done: resolve arguments and hand it on."""
+        if fut.done():
+            return
+        try:
+            if fut._deps:
+                args = substitute(fut.args) if fut.args else fut.args
+                kwargs = substitute(fut.kwargs) if fut.kwargs else fut.kwargs
+            else:
+                args, kwargs = fut.args, fut.kwargs
+        except BaseException as exc:  # a foreign future's result() raised
+            self._finish_exc(fut, exc)
+            return
+        kind = fut.kind
+        if kind == KIND_FUNCTION:
+            self._enqueue(fut, self._describe(fut, args, kwargs))
+        elif kind == KIND_BLOCK:
+            self._start_block(fut, args, kwargs)
+        else:
+            self._evaluate_body(fut, args, kwargs)
+
+    # ------------------------------------------------------------------ descriptions
+    def _describe(
+        self, fut: TaskFuture[Any], args: Any, kwargs: Any, **extra: Any
+    ) -> dict[str, Any]:
+        deps = fut._deps
+        files = fut._files
+        desc: dict[str, Any] = {
+            "uid": fut.uid,
+            "name": fut.name,
+            "function": fut.func if fut.kind == KIND_FUNCTION else None,
+            "args": args,
+            "kwargs": kwargs,
+            "executable": None,
+            "arguments": None,
+            "prompt": None,
+            "is_service": fut.service,
+            "task_backend_specific_kwargs": fut.task_description,
+            "target_backend": fut.target_backend,
+            "capture_stdio": fut.capture_stdio,
+            "workflow_id": fut.workflow_id,
+            "metadata": {
+                "dependencies": tuple(
+                    {"uid": getattr(d, "uid", None), "name": getattr(d, "name", None)}
+                    for d in deps
+                )
+                if deps
+                else (),
+                "input_files": tuple(f.path for f in files[0]) if files else (),
+                "output_files": tuple(f.filename for f in files[1]) if files else (),
+                "workflow_name": fut.workflow_name,
+            },
+        }
+        if extra:
+            desc.update(extra)
+        fut._desc = desc
+        return desc
+
+    def _evaluate_body(self, fut: TaskFuture[Any], args: Any, kwargs: Any) -> None:
+        """Run an executable or prompt body (on this loop) with resolved values."""
+        body = fut.func(*args, **kwargs)
+        task = self._loop.create_task(body)
+        fut._body = task
+
+        def _done(t: asyncio.Task[Any]) -> None:
+            fut._body = None
+            if fut.done():
+                return
+            if t.cancelled():
+                self._finish_cancel(fut, "task body was cancelled")
+                return
+            exc = t.exception()
+            if exc is not None:
+                self._finish_exc(fut, exc)
+                return
+            value = t.result()
+            if fut.kind == KIND_EXECUTABLE:
+                self._executable_ready(fut, value)
+            else:
+                self._prompt_ready(fut, value)
+
+        task.add_done_callback(_done)
+
+    def _executable_ready(self, fut: TaskFuture[Any], command: Any) -> None:
+        import shlex
+
+        if not isinstance(command, str) and command is not None:
+            self._finish_exc(
+                fut,
+                TypeError(
+                    f"executable task '{fut.name}' must return a non-empty command string, "
+                    f"not {type(command).__name__}"
+                ),
+            )
+            return
+        if command is None or not command.strip():
+            self._finish_exc(
+                fut, ValueError(f"executable task '{fut.name}' must return a non-empty command string")
+            )
+            return
+        try:
+            argv = shlex.split(command)
+        except ValueError as exc:
+            self._finish_exc(fut, ValueError(f"executable task '{fut.name}': bad command {command!r}: {exc}"))
+            return
+        desc = self._describe(fut, fut.args, fut.kwargs, executable=argv[0], arguments=argv[1:])
+        desc["args"], desc["kwargs"] = (), {}
+        desc["command"] = command
+        self._enqueue(fut, desc)
+
+    def _prompt_ready(self, fut: TaskFuture[Any], prompt: Any) -> None:
+        if not isinstance(prompt, str) and prompt is not None:
+            self._finish_exc(
+                fut,
+                TypeError(
+                    f"prompt task '{fut.name}' must return a non-empty string prompt, "
+                    f"not {type(prompt).__name__}"
+                ),
+            )
+            return
+        if prompt is None or not prompt.strip():
+            self._finish_exc(fut, ValueError(f"prompt task '{fut.name}' must return a non-empty string prompt"))
+            return
+        desc = self._describe(fut, (), {}, prompt=prompt)
+        self._enqueue(fut, desc)
+
+    # ------------------------------------------------------------------ submission
+    def _enqueue(self, fut: TaskFuture[Any], desc: dict[str, Any]) -> None:
+        name = fut.target_backend or self.backend.name
+        batch = self._outbox.get(name)
+        if batch is None:
+            self._outbox[name] = [fut]
+        else:
+            batch.append(fut)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        outbox, self._outbox = self._outbox, {}
+        graph = self._graph
+        for name, futs in outbox.items():
+            backend = self._backends[name]
+            implicit, explicit = self._links[name]
+            batch: list[dict[str, Any]] = []
+            for fut in futs:
+                if fut.done():
+                    continue
+                graph.submitted(fut)
+                fut._backend = backend
+                desc = fut._desc
+                assert desc is not None
+                if (implicit and self.implicit_data and fut._deps) or (explicit and fut._files):
+                    self._link_data(backend, fut, implicit and self.implicit_data, explicit)
+                batch.append(desc)
+            if batch:
+                self._drive(backend.submit_tasks(batch), batch)
+
+    def _link_data(self, backend: Any, fut: TaskFuture[Any], implicit: bool, explicit: bool) -> None:
+        desc = fut._desc
+        inputs, _ = fut._files or ((), ())
+        produced: dict[str, TaskFuture[Any]] = {}
+        for dep in fut._deps:
+            if type(dep) is TaskFuture and dep._files:
+                for out in dep._files[1]:
+                    produced[os.path.basename(out.filename)] = dep
+        linked_explicitly: set[int] = set()
+        try:
+            if explicit:
+                for inp in inputs:
+                    src = produced.get(inp.filename)
+                    if src is not None:
+                        linked_explicitly.add(id(src))
+                        backend.link_explicit_data_deps(
+                            src_task=src._desc, dst_task=desc, file_name=inp.filename
+                        )
+                    else:
+                        backend.link_explicit_data_deps(
+                            src_task=None, dst_task=desc, file_name=inp.filename, file_path=inp.path
+                        )
+            if implicit:
+                for dep in fut._deps:
+                    if type(dep) is TaskFuture and id(dep) not in linked_explicitly and dep._desc:
+                        backend.link_implicit_data_deps(dep._desc, desc)
+        except Exception:
+            logger.exception("backend %r failed to link the data of %s", backend.name, fut.uid)
+
+    def _drive(self, coro: Coroutine[Any, Any, Any], batch: list[dict[str, Any]]) -> None:
+        """Run ``submit_tasks`` now; only a submission that suspends gets a Task."""
+        try:
+            first = coro.send(None)
+        except StopIteration:
+            return
+        except BaseException as exc:  # noqa: BLE001 - every task of the batch fails
+            self._submit_failed(batch, exc)
+            return
+        task = self._loop.create_task(_resume(coro, first))
+        self._background.add(task)
+
+        def _done(t: asyncio.Task[Any]) -> None:
+            self._background.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                self._submit_failed(batch, t.exception())  # type: ignore[arg-type]
+
+        task.add_done_callback(_done)
+
+    def _submit_failed(self, batch: list[dict[str, Any]], exc: BaseException) -> None:
+        logger.error("submit_tasks failed for %d task(s): %r", len(batch), exc)
+        for desc in batch:
+            fut = self._tasks.get(desc["uid"])
+            if fut is not None and not fut.done():
+                self._finish_exc(fut, exc)
+
+    # ------------------------------------------------------------------ backend reports
+    def task_callbacks(self, task: dict[str, Any], state: str) -> None:
+        """Receive a task state from a backend. Safe to call from any thread.
+
+        Args:
+            task: the task dict the backend was given (results written in).
+            state: ``RUNNING``, ``DONE``, ``FAILED`` or ``CANCELED``; others
+                are ignored.
+        """
+        if threading.get_ident() == self._thread_id:
+            self._on_state(task, state)
+            return
+        self._inbox.append((task, state))
+        if not self._wakeup_pending:
+            self._wakeup_pending = True
+            try:
+                self._loop.call_soon_threadsafe(self._drain_inbox)
+            except RuntimeError:  # loop closed: nobody is waiting any more
+                self._wakeup_pending = False
+
+    def _drain_inbox(self) -> None:
+        self._wakeup_pending = False
+        inbox = self._inbox
+        while inbox:
+            task, state = inbox.popleft()
+            self._on_state(task, state)
+
+    def _on_state(self, task: dict[str, Any], state: str) -> None:
+        fut = self._tasks.get(task.get("uid"))  # type: ignore[arg-type]
+        if fut is None or fut.done():
+            return
+        if state == "RUNNING":
+            if self._graph.started(fut):
+                fut._running = True
+            return
+        if fut._cancel_requested:
+            if state == _STATE_DONE or state == _STATE_FAILED or state in _CANCEL_STATES:
+                self._finish_cancel(fut, fut._cancel_msg)
+            return
+        if state == _STATE_DONE:
+            path = None
+            if fut.capture_stdio and fut.kind == KIND_EXECUTABLE and fut._backend is not None:
+                path = stdout_file(fut._backend._work_dir, fut.uid)
+            fut._running = False
+            fut.set_result(value_of(task, fut.kind, path))
+            self._apply(self._graph.finish(fut, g.DONE))
+        elif state == _STATE_FAILED:
+            self._finish_exc(fut, failure_of(task, fut.kind))
+        elif state in _CANCEL_STATES:
+            self._finish_cancel(fut, "cancelled by the backend")
+
+    def _finish_exc(self, fut: TaskFuture[Any], exc: BaseException) -> None:
+        if fut.done():
+            return
+        fut._running = False
+        if isinstance(exc, asyncio.CancelledError):
+            self._finish_cancel(fut, str(exc) or None)
+            return
+        fut.set_exception(exc)
+        self._apply(self._graph.finish(fut, g.FAILED))
+
+    def _finish_cancel(self, fut: TaskFuture[Any], msg: Any) -> None:
+        if fut.done():
+            return
+        fut._running = False
+        fut._cancel_now(msg)
+        self._apply(self._graph.finish(fut, g.CANCELLED))
+
+    # ------------------------------------------------------------------ cancellation
+    def _request_cancel(self, fut: TaskFuture[Any], msg: Any) -> bool:
+        if fut.kind == KIND_BLOCK:
+            return self._cancel_block(fut, msg)
+        state = self._graph.state(fut) if fut in self._graph else g.WAITING
+        if state in (g.WAITING, g.READY):
+            body = fut._body
+            if body is not None:
+                body.cancel()
+            self._finish_cancel(fut, msg)
+            return True
+        if fut._cancel_requested:
+            return True
+        fut._cancel_requested = True
+        fut._cancel_msg = msg
+        backend = fut._backend
+        self._spawn(self._cancel_on_backend(backend, fut))
+        return True
+
+    async def _cancel_on_backend(self, backend: Any, fut: TaskFuture[Any]) -> None:
+        try:
+            await backend.cancel_task(fut.uid)
+        except Exception:
+            logger.exception("backend %r failed to cancel %s", backend.name, fut.uid)
+
+    def _cancel_block(self, fut: TaskFuture[Any], msg: Any) -> bool:
+        for member in list(fut._members or ()):
+            if not member.done():
+                member.cancel(msg)
+        body = fut._body
+        if body is not None:
+            body.cancel(msg)
+        self._finish_cancel(fut, msg)
+        return True
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = self._loop.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # ------------------------------------------------------------------ blocks
+    def _start_block(self, fut: TaskFuture[Any], args: Any, kwargs: Any) -> None:
+        self._describe(fut, args, kwargs)
+        self._graph.started(fut)
+        fut._running = True
+        task = self._loop.create_task(self._run_block(fut, args, kwargs))
+        fut._body = task
+
+        def _done(t: asyncio.Task[Any]) -> None:
+            fut._body = None
+            if fut.done():
+                return
+            if t.cancelled():
+                self._finish_cancel(fut, "block body was cancelled")
+            elif t.exception() is not None:
+                self._finish_exc(fut, t.exception())  # type: ignore[arg-type]
+            else:
+                fut._running = False
+                fut.set_result(t.result())
+                self._apply(self._graph.finish(fut, g.DONE))
+
+        task.add_done_callback(_done)
+
+    async def _run_block(self, fut: TaskFuture[Any], args: Any, kwargs: Any) -> Any:
+        # This task runs in a copy of the caller's context: setting the block
+        # here makes it the parent of every task the body registers.
+        self._block.set(fut)
+        return await fut.func(*args, **kwargs)
+
+    # ------------------------------------------------------------------ shutdown
+    async def shutdown(self, skip_execution_backend: bool = False) -> None:
+        """Cancel every unfinished task, shut the backends down, stop telemetry.
+
+        Safe to call twice or concurrently: later calls wait for the first.
+
+        Args:
+            skip_execution_backend: leave the backends running.
+        """
+        if self._shutdown_task is None:
+            self._closed = True
+            self._shutdown_task = self._loop.create_task(self._shutdown(skip_execution_backend))
+        await asyncio.shield(self._shutdown_task)
+
+    async def _shutdown(self, skip_execution_backend: bool) -> None:
+        remove_signal_handlers(self)
+        unfinished = [f for f in self._graph.unfinished() if type(f) is TaskFuture]
+        for fut in unfinished:
+            if fut.kind == KIND_BLOCK and not fut.done():
+                fut.cancel("engine shut down")
+        for fut in unfinished:
+            if not fut.done():
+                fut.cancel("engine shut down")
+        if self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+        if not skip_execution_backend:
+            backends = list(self._backends.values())
+            results = await asyncio.gather(*(b.shutdown() for b in backends), return_exceptions=True)
+            for be, res in zip(backends, results):
+                if isinstance(res, BaseException):
+                    logger.error("backend %r failed to shut down: %r", be.name, res)
+        self._drain_inbox()
+        for fut in unfinished:
+            if not fut.done():
+                self._finish_cancel(fut, "engine shut down")
+        tel = self.telemetry
+        if tel is not None:
+            await tel.stop()
+
+
+async def _resume(coro: Coroutine[Any, Any, Any], first: Any) -> Any:
+    return await _Resume(coro, first)
+
+
+class _Resume:
+    """Continue a coroutine that was stepped once by hand, inside a Task."""
+
+    __slots__ = ("coro", "first")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
+        self.coro = coro
+        self.first = first
+
+    def __await__(self) -> Any:
+        coro, value = self.coro, self.first
+        while True:
+            try:
+                sent = yield value
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:
+                try:
+                    value = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    value = coro.send(sent)
+                except StopIteration as stop:
+                    return stop.value

@@ -1,0 +1,102 @@
+"""``TaskFuture``: the future a task call returns, and the task's own record.
+
+One object per task keeps memory flat at 100,000 tasks: the future carries the
+fields the engine needs (slots, no ``__dict__``); the description dict a
+backend receives is built when the task is released and kept for
+``engine.components``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from ._engine import WorkflowEngine
+
+__all__ = ["TaskFuture"]
+
+T = TypeVar("T")
+
+KIND_FUNCTION = "function"
+KIND_EXECUTABLE = "executable"
+KIND_PROMPT = "prompt"
+KIND_BLOCK = "block"
+
+
+class TaskFuture(asyncio.Future, Generic[T]):  # type: ignore[type-arg]
+    """An ``asyncio.Future`` for one task or block of a :class:`WorkflowEngine`.
+
+    Attributes:
+        id: the engine-unique number, e.g. ``"000001"``.
+        uid: ``"task.000001"`` or ``"block.000001"``.
+        name: the function name.
+    """
+
+    __slots__ = (
+        "_backend",
+        "_body",
+        "_cancel_msg",
+        "_cancel_requested",
+        "_deps",
+        "_desc",
+        "_engine",
+        "_files",
+        "_members",
+        "_running",
+        "args",
+        "capture_stdio",
+        "func",
+        "id",
+        "kind",
+        "kwargs",
+        "name",
+        "service",
+        "target_backend",
+        "task_description",
+        "uid",
+        "workflow_id",
+        "workflow_name",
+    )
+
+    def __init__(self, engine: WorkflowEngine, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop=loop)
+        self._engine = engine
+        self._running = False
+        self._cancel_requested = False
+        self._cancel_msg: Any = None
+        self._desc: dict[str, Any] | None = None
+        self._backend: Any = None
+        self._body: asyncio.Task[Any] | None = None
+        self._members: list[TaskFuture[Any]] | None = None
+        self._deps: list[Any] | tuple[()] = ()
+        self._files: Any = None
+
+    @property
+    def state(self) -> str:
+        """``PENDING``, ``RUNNING``, ``DONE``, ``FAILED`` or ``CANCELLED``."""
+        if self.done():
+            if self.cancelled():
+                return "CANCELLED"
+            return "FAILED" if self.exception() is not None else "DONE"
+        return "RUNNING" if self._running else "PENDING"
+
+    def cancel(self, msg: Any = None) -> bool:
+        """Cancel the task.
+
+        A task that has not reached a backend is cancelled at once. A task a
+        backend holds is asked to stop through that backend; the future is
+        cancelled when the backend reports the task ended (whatever it
+        reports: the caller asked for a cancellation, so a late result is
+        dropped). Cancelling a block cancels its body and every unfinished
+        member, recursively. Returns False when the future is already done.
+        """
+        if self.done():
+            return False
+        return self._engine._request_cancel(self, msg)
+
+    def _cancel_now(self, msg: Any = None) -> bool:
+        return super().cancel(msg)
+
+    def __repr__(self) -> str:
+        return f"<TaskFuture {self.uid} {self.name!r} {self.state}>"

@@ -1,0 +1,256 @@
+"""The pure, synchronous core of the scheduler: dependency bookkeeping.
+
+No asyncio and no I/O here. The engine feeds events in (a node was added, was
+submitted, started, finished) and gets instructions out (which nodes became
+ready, which must fail or be cancelled because of a dependency). Keys are
+opaque hashable objects; the engine uses its task futures.
+
+States and the transitions allowed between them::
+
+    WAITING ──> READY ──> SUBMITTED ──> RUNNING ──> DONE | FAILED | CANCELLED
+       │          │           │
+       └──────────┴───────────┴──> DONE | FAILED | CANCELLED
+
+A node is WAITING while a dependency is unfinished and READY once all are
+done. A dependency that fails or is cancelled fails (cancels) every node that
+transitively depends on it; the instructions come out in an order where each
+cause precedes the nodes it brings down, so errors can be chained.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Hashable, Iterable
+from typing import Final
+
+__all__ = [
+    "CANCELLED",
+    "DONE",
+    "FAILED",
+    "READY",
+    "RUNNING",
+    "SUBMITTED",
+    "TERMINAL",
+    "TRANSITIONS",
+    "WAITING",
+    "Graph",
+    "InvalidTransition",
+]
+
+WAITING: Final = "WAITING"
+READY: Final = "READY"
+SUBMITTED: Final = "SUBMITTED"
+RUNNING: Final = "RUNNING"
+DONE: Final = "DONE"
+FAILED: Final = "FAILED"
+CANCELLED: Final = "CANCELLED"
+
+TERMINAL: Final = frozenset({DONE, FAILED, CANCELLED})
+
+TRANSITIONS: Final[dict[str, frozenset[str]]] = {
+    WAITING: frozenset({READY, FAILED, CANCELLED}),
+    READY: frozenset({SUBMITTED, RUNNING, DONE, FAILED, CANCELLED}),
+    SUBMITTED: frozenset({RUNNING, DONE, FAILED, CANCELLED}),
+    RUNNING: frozenset({DONE, FAILED, CANCELLED}),
+    DONE: frozenset(),
+    FAILED: frozenset(),
+    CANCELLED: frozenset(),
+}
+
+# Instruction kinds returned by ``add`` and ``finish``.
+RELEASE: Final = "release"  # node is READY: submit it
+FAIL: Final = "fail"  # node FAILED because ``cause`` failed
+CANCEL: Final = "cancel"  # node CANCELLED because ``cause`` was cancelled
+
+Instruction = tuple[str, Hashable, Hashable]
+
+
+class InvalidTransition(RuntimeError):
+    """A state change the transition table forbids (raised in validate mode)."""
+
+
+class Graph:
+    """Dependency bookkeeping for one engine.
+
+    Three dicts, no object per node: the state of every node, the count of
+    unfinished dependencies of each WAITING node, and the dependents of each
+    node that has unfinished ones. An independent task costs one dict entry.
+
+    Args:
+        validate: check every transition against :data:`TRANSITIONS` and the
+            counters against the edges after each call (slow; for tests).
+    """
+
+    def __init__(self, *, validate: bool = False) -> None:
+        self._state: dict[Hashable, str] = {}
+        self._waiting: dict[Hashable, int] = {}
+        self._dependents: dict[Hashable, list[Hashable]] = {}
+        self._validate = validate
+
+    # ------------------------------------------------------------------ queries
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._state
+
+    def __len__(self) -> int:
+        return len(self._state)
+
+    def state(self, key: Hashable) -> str:
+        """The state of ``key``; ``KeyError`` if it was never added."""
+        return self._state[key]
+
+    def unfinished(self) -> list[Hashable]:
+        """Keys of nodes not yet in a terminal state, in insertion order."""
+        return [k for k, st in self._state.items() if st not in TERMINAL]
+
+    def counts(self) -> dict[str, int]:
+        """Number of nodes per state."""
+        out: dict[str, int] = {}
+        for st in self._state.values():
+            out[st] = out.get(st, 0) + 1
+        return out
+
+    def dependents(self, key: Hashable) -> list[Hashable]:
+        """Nodes still waiting on ``key`` (a copy)."""
+        return list(self._dependents.get(key, ()))
+
+    # ------------------------------------------------------------------ events
+    def add_ready(self, key: Hashable) -> None:
+        """Add a node without dependencies: it is READY at once."""
+        if key in self._state:
+            raise ValueError(f"node {key!r} added twice")
+        self._state[key] = READY
+
+    def add(self, key: Hashable, deps: Iterable[Hashable] = ()) -> list[Instruction]:
+        """Add a node that depends on ``deps`` (each already added).
+
+        Returns ``[(RELEASE, key, None)]`` when it is ready at once, one
+        FAIL/CANCEL instruction when a dependency already failed or was
+        cancelled, and ``[]`` when it must wait.
+        """
+        states = self._state
+        if key in states:
+            raise ValueError(f"node {key!r} added twice")
+        dependents = self._dependents
+        waiting = 0
+        linked: list[list[Hashable]] = []
+        seen: set[Hashable] = set()
+        for dep in deps:
+            if dep in seen:
+                continue
+            seen.add(dep)
+            dep_state = states.get(dep)
+            if dep_state is None:
+                raise KeyError(f"dependency {dep!r} of {key!r} is not in the graph")
+            if dep_state == DONE:
+                continue
+            if dep_state == FAILED or dep_state == CANCELLED:
+                # Brought down at once: undo the edges made so far (``key`` is
+                # the last entry of each list it was appended to).
+                for lst in linked:
+                    lst.pop()
+                states[key] = dep_state
+                self._check()
+                return [(FAIL if dep_state == FAILED else CANCEL, key, dep)]
+            waiting += 1
+            lst = dependents.get(dep)
+            if lst is None:
+                lst = dependents[dep] = []
+            lst.append(key)
+            linked.append(lst)
+        if waiting == 0:
+            states[key] = READY
+            self._check()
+            return [(RELEASE, key, None)]
+        states[key] = WAITING
+        self._waiting[key] = waiting
+        self._check()
+        return []
+
+    def submitted(self, key: Hashable) -> None:
+        """The engine handed the node to a backend."""
+        self._move(key, SUBMITTED)
+
+    def started(self, key: Hashable) -> bool:
+        """The backend reports the node running. False if it already ended."""
+        st = self._state[key]
+        if st in TERMINAL or st == RUNNING:
+            return False
+        self._move(key, RUNNING)
+        return True
+
+    def finish(self, key: Hashable, state: str) -> list[Instruction]:
+        """The node ended in ``state`` (DONE, FAILED or CANCELLED).
+
+        Returns the instructions for its dependents: RELEASE for those now
+        ready, FAIL/CANCEL (with their cause) for everything brought down,
+        transitively, causes first. A second report for a node that already
+        ended is ignored and returns ``[]``.
+        """
+        if state not in TERMINAL:
+            raise ValueError(f"finish() needs a terminal state, not {state!r}")
+        states = self._state
+        if states[key] in TERMINAL:
+            return []
+        self._move(key, state)
+        if key in self._waiting:
+            del self._waiting[key]
+        below = self._dependents.pop(key, None)
+        if not below:
+            return []
+        out: list[Instruction] = []
+        waiting = self._waiting
+        if state == DONE:
+            for dep_key in below:
+                if states[dep_key] != WAITING:
+                    continue
+                left = waiting[dep_key] - 1
+                if left:
+                    waiting[dep_key] = left
+                else:
+                    del waiting[dep_key]
+                    states[dep_key] = READY
+                    out.append((RELEASE, dep_key, None))
+            self._check()
+            return out
+        kind = FAIL if state == FAILED else CANCEL
+        queue: deque[tuple[Hashable, Hashable]] = deque((d, key) for d in below)
+        dependents = self._dependents
+        while queue:
+            dep_key, cause = queue.popleft()
+            if states[dep_key] != WAITING:
+                continue
+            states[dep_key] = state
+            del waiting[dep_key]
+            out.append((kind, dep_key, cause))
+            more = dependents.pop(dep_key, None)
+            if more:
+                queue.extend((b, dep_key) for b in more)
+        self._check()
+        return out
+
+    # ------------------------------------------------------------------ internals
+    def _move(self, key: Hashable, new: str) -> None:
+        if self._validate and new not in TRANSITIONS[self._state[key]]:
+            raise InvalidTransition(f"{key!r}: {self._state[key]} -> {new}")
+        self._state[key] = new
+
+    def _check(self) -> None:
+        if not self._validate:
+            return
+        pending_edges: dict[Hashable, int] = {}
+        for src, lst in self._dependents.items():
+            if self._state[src] in TERMINAL:
+                raise InvalidTransition(f"{src!r} ended but still lists dependents")
+            for dep in lst:
+                if self._state[dep] == WAITING:
+                    pending_edges[dep] = pending_edges.get(dep, 0) + 1
+        for key, st in self._state.items():
+            if st == WAITING:
+                count = self._waiting.get(key, 0)
+                if count <= 0 or count != pending_edges.get(key, 0):
+                    raise InvalidTransition(
+                        f"{key!r} waits on {count} but has "
+                        f"{pending_edges.get(key, 0)} unfinished dependencies"
+                    )
+            elif key in self._waiting:
+                raise InvalidTransition(f"{key!r} is {st} but still counted as waiting")

@@ -1,0 +1,146 @@
+"""The four task decorators: ``function_task``, ``executable_task``,
+``prompt_task`` and ``block``, bare or with options."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+
+from ..errors import TaskDefinitionError
+from ._future import TaskFuture
+
+if TYPE_CHECKING:
+    from ._engine import WorkflowEngine
+
+__all__ = ["TaskDecorator", "TaskSpec", "make_decorator"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_DECORATOR_NAMES = {
+    "function": "function_task",
+    "executable": "executable_task",
+    "prompt": "prompt_task",
+    "block": "block",
+}
+
+
+class TaskSpec:
+    """What a decorator fixed about a task: its body and options."""
+
+    __slots__ = ("backend", "capture_stdio", "func", "kind", "name", "service", "task_description")
+
+    def __init__(
+        self,
+        kind: str,
+        func: Callable[..., Coroutine[Any, Any, Any]],
+        backend: str | None,
+        capture_stdio: bool,
+        service: bool,
+    ) -> None:
+        label = _DECORATOR_NAMES[kind]
+        name = getattr(func, "__name__", None) or repr(func)
+        if not inspect.iscoroutinefunction(func):
+            raise TaskDefinitionError(
+                f"@{label} needs an 'async def' function; {name!r} is not a coroutine function"
+            )
+        if backend is not None and not isinstance(backend, str):
+            raise TaskDefinitionError(
+                f"@{label}(backend=...) takes a backend name (str), not {type(backend).__name__}"
+            )
+        self.kind = kind
+        self.func = func
+        self.name = name
+        self.backend = backend
+        self.capture_stdio = bool(capture_stdio)
+        self.service = bool(service)
+        self.task_description = _default_task_description(func, name)
+
+
+def _default_task_description(func: Callable[..., Any], name: str) -> dict[str, Any]:
+    try:
+        param = inspect.signature(func).parameters.get("task_description")
+    except (TypeError, ValueError):
+        return {}
+    if param is None or param.default is inspect.Parameter.empty or param.default is None:
+        return {}
+    if not isinstance(param.default, dict):
+        raise TaskDefinitionError(
+            f"the task_description default of {name!r} must be a dict, "
+            f"not {type(param.default).__name__}"
+        )
+    return dict(param.default)
+
+
+class TaskDecorator:
+    """``@engine.function_task`` and friends, usable bare or with options."""
+
+    __slots__ = ("_engine", "_kind")
+
+    def __init__(self, engine: WorkflowEngine, kind: str) -> None:
+        self._engine = engine
+        self._kind = kind
+
+    @overload
+    def __call__(
+        self, func: Callable[P, Coroutine[Any, Any, R]], /
+    ) -> Callable[P, TaskFuture[R]]: ...
+
+    @overload
+    def __call__(
+        self,
+        func: None = None,
+        /,
+        *,
+        backend: str | None = None,
+        capture_stdio: bool = False,
+        service: bool = False,
+    ) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Callable[P, TaskFuture[R]]]: ...
+
+    def __call__(
+        self,
+        func: Callable[P, Coroutine[Any, Any, R]] | None = None,
+        /,
+        *,
+        backend: str | None = None,
+        capture_stdio: bool = False,
+        service: bool = False,
+    ) -> Any:
+        """Make ``func`` a task; with only options, return the decorator.
+
+        Args:
+            func: the ``async def`` function (omitted when options are given).
+            backend: route the task to the backend with this name.
+            capture_stdio: have the backend write ``<uid>.stdout``/``.stderr``.
+            service: mark a long-running service task.
+
+        Raises:
+            TypeError: ``func`` is not a coroutine function (names it).
+        """
+        if func is not None and not callable(func):
+            raise TaskDefinitionError(
+                f"@{_DECORATOR_NAMES[self._kind]} takes options as keywords, "
+                f"e.g. backend={func!r}"
+            )
+
+        def wrap(f: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, TaskFuture[R]]:
+            spec = TaskSpec(self._kind, f, backend, capture_stdio, service)
+            call = self._engine._call
+
+            @functools.wraps(f)
+            def task(*args: P.args, **kwargs: P.kwargs) -> TaskFuture[R]:
+                return call(spec, args, kwargs)
+
+            task.__asyncflow_spec__ = spec  # type: ignore[attr-defined]
+            return task
+
+        if func is None:
+            return wrap
+        return wrap(func)
+
+
+def make_decorator(engine: WorkflowEngine, kind: str) -> TaskDecorator:
+    """The decorator of ``kind`` bound to ``engine``."""
+    return TaskDecorator(engine, kind)
