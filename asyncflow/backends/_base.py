@@ -51,17 +51,12 @@ class BaseBackend:
         self.name = name
         self._callback: StateCallback = _no_callback
         self._work_dir: str = os.getcwd()
-        self.attached_to: Any = None
-
-    @property
-    def is_attached(self) -> bool:
-        """True when an engine registered its callback."""
-        return self.attached_to is not None
+        self.is_attached = False
+        self.attached_to: list[str] = []
 
     def register_callback(self, callback: StateCallback) -> None:
         """Set the function that receives ``(task, state)`` reports."""
         self._callback = callback
-        self.attached_to = getattr(callback, "__self__", callback)
 
     def get_task_states_map(self) -> dict[str, str]:
         """The state names this backend reports."""

@@ -154,6 +154,9 @@ class WorkflowEngine:
             names[name] = be
         for be in backends:
             be.register_callback(self.task_callbacks)
+            with contextlib.suppress(AttributeError, TypeError):
+                be.is_attached = True
+                be.attached_to = [*(getattr(be, "attached_to", None) or []), self.uid]
             self._links[be.name] = (
                 bool(getattr(be, "supports_implicit_data_linking", False)),
                 bool(getattr(be, "supports_explicit_data_linking", False)),
@@ -561,7 +564,10 @@ class WorkflowEngine:
                 are ignored.
         """
         if threading.get_ident() == self._thread_id:
-            self._on_state(task, state)
+            try:
+                self._on_state(task, state)
+            except Exception:  # a backend must never see the engine's errors
+                logger.exception("engine failed to handle %s for %s", state, task.get("uid"))
             return
         self._inbox.append((task, state))
         if not self._wakeup_pending:
@@ -576,7 +582,10 @@ class WorkflowEngine:
         inbox = self._inbox
         while inbox:
             task, state = inbox.popleft()
-            self._on_state(task, state)
+            try:
+                self._on_state(task, state)
+            except Exception:
+                logger.exception("engine failed to handle %s for %s", state, task.get("uid"))
 
     def _on_state(self, task: dict[str, Any], state: str) -> None:
         fut = self._tasks.get(task.get("uid"))  # type: ignore[arg-type]
