@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["BaseBackend", "StateCallback", "TASK_STATES"]
+__all__ = ["TASK_STATES", "BaseBackend", "StateCallback"]
 
 logger = logging.getLogger("asyncflow.backends")
 

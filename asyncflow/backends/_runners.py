@@ -9,6 +9,7 @@ exceptions with cloudpickle, so closures and ``__main__`` functions work.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -21,12 +22,24 @@ _local = threading.local()
 CancelHandles = dict[str, tuple[asyncio.AbstractEventLoop, "asyncio.Task[Any]"]]
 
 
+class _LoopHolder:
+    """Owns a worker thread's loop; closes it when the thread's locals go."""
+
+    __slots__ = ("loop",)
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+
+    def __del__(self) -> None:
+        if not self.loop.is_closed() and not self.loop.is_running():
+            self.loop.close()
+
+
 def _worker_loop() -> asyncio.AbstractEventLoop:
-    loop: asyncio.AbstractEventLoop | None = getattr(_local, "loop", None)
-    if loop is None or loop.is_closed():
-        loop = asyncio.new_event_loop()
-        _local.loop = loop
-    return loop
+    holder: _LoopHolder | None = getattr(_local, "holder", None)
+    if holder is None or holder.loop.is_closed():
+        holder = _local.holder = _LoopHolder()
+    return holder.loop
 
 
 def run_coroutine_function(
@@ -61,10 +74,9 @@ def run_pickled(payload: bytes, uid: str, started: Any) -> tuple[bool, bytes]:
 
     func, args, kwargs = cloudpickle.loads(payload)
     if started is not None:
-        try:
+        # A lost start report must not fail the task.
+        with contextlib.suppress(Exception):
             started.put(uid)
-        except Exception:  # noqa: BLE001 - a lost start report must not fail the task
-            pass
     try:
         value = run_coroutine_function(func, args, kwargs)
     except BaseException as exc:  # noqa: BLE001 - shipped back to the parent

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -302,10 +303,8 @@ class LocalExecutionBackend(BaseBackend):
             kill_group(proc, signal.SIGKILL)
         for uid, (worker_loop, task) in list(self._handles.items()):
             self._cancelled.add(uid)
-            try:
+            with contextlib.suppress(RuntimeError):  # that loop is already closed
                 worker_loop.call_soon_threadsafe(task.cancel)
-            except RuntimeError:
-                pass
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._shutdown_pools)
 
@@ -319,10 +318,8 @@ class LocalExecutionBackend(BaseBackend):
             for proc in list(workers.values()):
                 proc.terminate()
         if self._manager is not None:
-            try:
+            with contextlib.suppress(Exception):  # the manager is already gone
                 self._started_queue.put(None)
-            except Exception:  # noqa: BLE001 - manager already gone
-                pass
             if self._started_reader is not None:
                 self._started_reader.join(timeout=5)
             self._manager.shutdown()

@@ -37,6 +37,7 @@ logger = logging.getLogger("asyncflow")
 _STATE_DONE = "DONE"
 _STATE_FAILED = "FAILED"
 _CANCEL_STATES = frozenset({"CANCELED", "CANCELLED"})
+_FINAL_STATES = _CANCEL_STATES | {_STATE_DONE, _STATE_FAILED}
 
 
 class WorkflowEngine:
@@ -202,7 +203,9 @@ class WorkflowEngine:
             self._workflow.reset(token)
 
     # ------------------------------------------------------------------ task calls
-    def _call(self, spec: TaskSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> TaskFuture[Any]:
+    def _call(
+        self, spec: TaskSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> TaskFuture[Any]:
         fut: TaskFuture[Any] = TaskFuture(self, self._loop)
         self._counter += 1
         ident = f"{self._counter:06d}"
@@ -350,7 +353,7 @@ class WorkflowEngine:
                 kwargs = substitute(fut.kwargs) if fut.kwargs else fut.kwargs
             else:
                 args, kwargs = fut.args, fut.kwargs
-        except BaseException as exc:  # a foreign future's result() raised
+        except BaseException as exc:  # noqa: BLE001 - a foreign future's result() raised
             self._finish_exc(fut, exc)
             return
         kind = fut.kind
@@ -383,8 +386,7 @@ class WorkflowEngine:
             "workflow_id": fut.workflow_id,
             "metadata": {
                 "dependencies": tuple(
-                    {"uid": getattr(d, "uid", None), "name": getattr(d, "name", None)}
-                    for d in deps
+                    {"uid": getattr(d, "uid", None), "name": getattr(d, "name", None)} for d in deps
                 )
                 if deps
                 else (),
@@ -437,13 +439,16 @@ class WorkflowEngine:
             return
         if command is None or not command.strip():
             self._finish_exc(
-                fut, ValueError(f"executable task '{fut.name}' must return a non-empty command string")
+                fut,
+                ValueError(f"executable task '{fut.name}' must return a non-empty command string"),
             )
             return
         try:
             argv = shlex.split(command)
         except ValueError as exc:
-            self._finish_exc(fut, ValueError(f"executable task '{fut.name}': bad command {command!r}: {exc}"))
+            self._finish_exc(
+                fut, ValueError(f"executable task '{fut.name}': bad command {command!r}: {exc}")
+            )
             return
         desc = self._describe(fut, fut.args, fut.kwargs, executable=argv[0], arguments=argv[1:])
         desc["args"], desc["kwargs"] = (), {}
@@ -461,7 +466,9 @@ class WorkflowEngine:
             )
             return
         if prompt is None or not prompt.strip():
-            self._finish_exc(fut, ValueError(f"prompt task '{fut.name}' must return a non-empty string prompt"))
+            self._finish_exc(
+                fut, ValueError(f"prompt task '{fut.name}' must return a non-empty string prompt")
+            )
             return
         desc = self._describe(fut, (), {}, prompt=prompt)
         self._enqueue(fut, desc)
@@ -499,7 +506,9 @@ class WorkflowEngine:
             if batch:
                 self._drive(backend.submit_tasks(batch), batch)
 
-    def _link_data(self, backend: Any, fut: TaskFuture[Any], implicit: bool, explicit: bool) -> None:
+    def _link_data(
+        self, backend: Any, fut: TaskFuture[Any], implicit: bool, explicit: bool
+    ) -> None:
         desc = fut._desc
         inputs, _ = fut._files or ((), ())
         produced: dict[str, TaskFuture[Any]] = {}
@@ -596,7 +605,7 @@ class WorkflowEngine:
                 fut._running = True
             return
         if fut._cancel_requested:
-            if state == _STATE_DONE or state == _STATE_FAILED or state in _CANCEL_STATES:
+            if state in _FINAL_STATES:
                 self._finish_cancel(fut, fut._cancel_msg)
             return
         if state == _STATE_DONE:
@@ -724,8 +733,10 @@ class WorkflowEngine:
             await asyncio.gather(*list(self._background), return_exceptions=True)
         if not skip_execution_backend:
             backends = list(self._backends.values())
-            results = await asyncio.gather(*(b.shutdown() for b in backends), return_exceptions=True)
-            for be, res in zip(backends, results):
+            results = await asyncio.gather(
+                *(b.shutdown() for b in backends), return_exceptions=True
+            )
+            for be, res in zip(backends, results, strict=True):
                 if isinstance(res, BaseException):
                     logger.error("backend %r failed to shut down: %r", be.name, res)
         self._drain_inbox()
@@ -755,10 +766,10 @@ class _Resume:
         while True:
             try:
                 sent = yield value
-            except GeneratorExit:
+            except GeneratorExit:  # noqa: PERF203 - one step per loop turn by design
                 coro.close()
                 raise
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - forwarded into the coroutine
                 try:
                     value = coro.throw(exc)
                 except StopIteration as stop:

@@ -59,6 +59,20 @@ class TaskFuture(asyncio.Future, Generic[T]):  # type: ignore[type-arg]
         "workflow_name",
     )
 
+    id: str
+    uid: str
+    name: str
+    kind: str
+    func: Any
+    args: Any
+    kwargs: Any
+    capture_stdio: bool
+    service: bool
+    target_backend: str | None
+    task_description: dict[str, Any]
+    workflow_id: str | None
+    workflow_name: str | None
+
     def __init__(self, engine: WorkflowEngine, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop=loop)
         self._engine = engine

@@ -143,7 +143,7 @@ class Graph:
                 raise KeyError(f"dependency {dep!r} of {key!r} is not in the graph")
             if dep_state == DONE:
                 continue
-            if dep_state == FAILED or dep_state == CANCELLED:
+            if dep_state in (FAILED, CANCELLED):
                 # Brought down at once: undo the edges made so far (``key`` is
                 # the last entry of each list it was appended to).
                 for lst in linked:
@@ -152,11 +152,11 @@ class Graph:
                 self._check()
                 return [(FAIL if dep_state == FAILED else CANCEL, key, dep)]
             waiting += 1
-            lst = dependents.get(dep)
-            if lst is None:
-                lst = dependents[dep] = []
-            lst.append(key)
-            linked.append(lst)
+            edges = dependents.get(dep)
+            if edges is None:
+                edges = dependents[dep] = []
+            edges.append(key)
+            linked.append(edges)
         if waiting == 0:
             states[key] = READY
             self._check()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from ..errors import TaskDefinitionError
 from ._future import TaskFuture
@@ -121,8 +121,7 @@ class TaskDecorator:
         """
         if func is not None and not callable(func):
             raise TaskDefinitionError(
-                f"@{_DECORATOR_NAMES[self._kind]} takes options as keywords, "
-                f"e.g. backend={func!r}"
+                f"@{_DECORATOR_NAMES[self._kind]} takes options as keywords, e.g. backend={func!r}"
             )
 
         def wrap(f: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, TaskFuture[R]]:

@@ -1,0 +1,58 @@
+"""One parametrised engine fixture: every behavioural test runs on both
+built-in backends (the way anyio's ``anyio_backend`` fixture works)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from asyncflow import LocalExecutionBackend, NoopExecutionBackend, WorkflowEngine
+
+DUMMY = "Dummy Output"
+
+
+@pytest.fixture(params=["noop", "local"])
+def backend_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def engine(backend_kind: str, tmp_path: Path) -> AsyncIterator[WorkflowEngine]:
+    backend: Any
+    if backend_kind == "noop":
+        backend = NoopExecutionBackend()
+    else:
+        backend = await LocalExecutionBackend()
+    eng = await WorkflowEngine.create(backend=backend, work_dir=tmp_path)
+    try:
+        yield eng
+    finally:
+        await eng.shutdown()
+
+
+@pytest.fixture
+async def local_engine(tmp_path: Path) -> AsyncIterator[WorkflowEngine]:
+    eng = await WorkflowEngine.create(backend=await LocalExecutionBackend(), work_dir=tmp_path)
+    try:
+        yield eng
+    finally:
+        await eng.shutdown()
+
+
+def expected(engine: WorkflowEngine, value: Any) -> Any:
+    """What a function task returns: its value, or the no-op backend's dummy."""
+    return DUMMY if isinstance(engine.backend, NoopExecutionBackend) else value
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll ``predicate`` with a deadline (never a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached before the deadline")
+        await asyncio.sleep(0.005)

@@ -1,0 +1,162 @@
+"""The pure scheduling core: no event loop anywhere in this file."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from asyncflow.engine import _graph as g
+
+
+def make() -> g.Graph:
+    return g.Graph(validate=True)
+
+
+def test_node_without_deps_is_released_at_once() -> None:
+    graph = make()
+    assert graph.add("a") == [(g.RELEASE, "a", None)]
+    assert graph.state("a") == g.READY
+
+
+def test_dependent_waits_then_is_released_when_all_deps_done() -> None:
+    graph = make()
+    graph.add("a")
+    graph.add("b")
+    assert graph.add("c", ["a", "b"]) == []
+    assert graph.state("c") == g.WAITING
+    assert graph.finish("a", g.DONE) == []
+    assert graph.finish("b", g.DONE) == [(g.RELEASE, "c", None)]
+    assert graph.state("c") == g.READY
+
+
+def test_same_dependency_twice_counts_once() -> None:
+    graph = make()
+    graph.add("a")
+    graph.add("c", ["a", "a", "a"])
+    assert graph.finish("a", g.DONE) == [(g.RELEASE, "c", None)]
+
+
+def test_dependency_already_done_does_not_wait() -> None:
+    graph = make()
+    graph.add("a")
+    graph.finish("a", g.DONE)
+    assert graph.add("b", ["a"]) == [(g.RELEASE, "b", None)]
+
+
+def test_dependency_already_failed_fails_at_once_and_leaves_no_edge() -> None:
+    graph = make()
+    graph.add("ok")
+    graph.add("bad")
+    graph.finish("bad", g.FAILED)
+    assert graph.add("c", ["ok", "bad"]) == [(g.FAIL, "c", "bad")]
+    assert graph.state("c") == g.FAILED
+    # "ok" must not release "c" later: the edge made before "bad" was undone.
+    assert graph.finish("ok", g.DONE) == []
+
+
+def test_dependency_already_cancelled_cancels_at_once() -> None:
+    graph = make()
+    graph.add("a")
+    graph.finish("a", g.CANCELLED)
+    assert graph.add("b", ["a"]) == [(g.CANCEL, "b", "a")]
+
+
+def test_failure_cascades_transitively_causes_first() -> None:
+    graph = make()
+    graph.add("a")
+    graph.add("b", ["a"])
+    graph.add("c", ["b"])
+    graph.add("d", ["a", "c"])
+    out = graph.finish("a", g.FAILED)
+    assert [(k, n) for k, n, _ in out] == [(g.FAIL, "b"), (g.FAIL, "d"), (g.FAIL, "c")]
+    causes = {n: c for _, n, c in out}
+    assert causes == {"b": "a", "d": "a", "c": "b"}
+    assert all(graph.state(n) == g.FAILED for n in "abcd")
+
+
+def test_cancel_cascades() -> None:
+    graph = make()
+    graph.add("a")
+    graph.add("b", ["a"])
+    graph.add("c", ["b"])
+    out = graph.finish("a", g.CANCELLED)
+    assert [(k, n) for k, n, _ in out] == [(g.CANCEL, "b"), (g.CANCEL, "c")]
+
+
+def test_lifecycle_transitions_and_duplicate_final_report_ignored() -> None:
+    graph = make()
+    graph.add("a")
+    graph.submitted("a")
+    assert graph.started("a") is True
+    assert graph.started("a") is False
+    graph.finish("a", g.DONE)
+    assert graph.finish("a", g.FAILED) == []
+    assert graph.started("a") is False
+    assert graph.state("a") == g.DONE
+
+
+def test_validate_mode_rejects_forbidden_transition() -> None:
+    graph = make()
+    graph.add("a")
+    graph.add("b", ["a"])
+    with pytest.raises(g.InvalidTransition):
+        graph.submitted("b")  # WAITING -> SUBMITTED skips READY
+
+
+def test_bad_inputs() -> None:
+    graph = make()
+    graph.add("a")
+    with pytest.raises(ValueError, match="added twice"):
+        graph.add("a")
+    with pytest.raises(KeyError, match="not in the graph"):
+        graph.add("b", ["nope"])
+    with pytest.raises(ValueError, match="terminal"):
+        graph.finish("a", g.RUNNING)
+
+
+def test_transition_table_is_closed() -> None:
+    for src, targets in g.TRANSITIONS.items():
+        assert targets <= set(g.TRANSITIONS), src
+    for terminal in g.TERMINAL:
+        assert g.TRANSITIONS[terminal] == frozenset()
+
+
+def test_unfinished_and_counts() -> None:
+    graph = make()
+    graph.add("a")
+    graph.add("b", ["a"])
+    graph.finish("a", g.DONE)
+    assert graph.unfinished() == ["b"]
+    assert graph.counts() == {g.DONE: 1, g.READY: 1}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(min_value=0, max_value=2**32 - 1), st.integers(min_value=1, max_value=80))
+def test_random_dags_always_drain(seed: int, size: int) -> None:
+    """Whatever the outcomes, every node ends terminal and never runs before its deps."""
+    rng = random.Random(seed)
+    graph = make()
+    deps: dict[int, list[int]] = {}
+    ready: list[int] = []
+    for node in range(size):
+        deps[node] = rng.sample(range(node), k=min(node, rng.randint(0, 3)))
+        ready += [k for kind, k, _ in graph.add(node, deps[node]) if kind == g.RELEASE]
+    finished: dict[int, str] = {}
+    while ready:
+        node = ready.pop(rng.randrange(len(ready)))
+        assert all(finished.get(d) == g.DONE for d in deps[node])
+        graph.submitted(node)
+        graph.started(node)
+        outcome = rng.choice([g.DONE, g.DONE, g.DONE, g.FAILED, g.CANCELLED])
+        finished[node] = outcome
+        for kind, key, cause in graph.finish(node, outcome):
+            if kind == g.RELEASE:
+                ready.append(key)
+            else:
+                assert cause in deps[key] or cause in finished
+                finished[key] = g.FAILED if kind == g.FAIL else g.CANCELLED
+    assert graph.unfinished() == []
+    assert len(finished) == size
