@@ -16,9 +16,11 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+LINT_PATHS := asyncflow tests $(wildcard bench)
+
 lint: $(STAMP)
-	$(BIN)/ruff check asyncflow tests bench
-	$(BIN)/ruff format --check asyncflow tests bench
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy
 
 test: lint
