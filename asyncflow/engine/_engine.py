@@ -69,6 +69,7 @@ class WorkflowEngine:
         self.implicit_data = implicit_data
         self.work_dir = os.path.abspath(os.fspath(work_dir) if work_dir else os.getcwd())
         self._backends: dict[str, Any] = {}
+        self._session_keys: set[str] = set()
         self._links: dict[str, tuple[bool, bool]] = {}
         self.backend: Any = None
         if backend is not None:
@@ -154,6 +155,8 @@ class WorkflowEngine:
                 )
             names[name] = be
         for be in backends:
+            if _keys_by_uid(be):
+                self._session_keys.add(be.name)
             be.register_callback(self.task_callbacks)
             with contextlib.suppress(AttributeError, TypeError):
                 be.is_attached = True
@@ -493,6 +496,7 @@ class WorkflowEngine:
             backend = self._backends[name]
             implicit, explicit = self._links[name]
             batch: list[dict[str, Any]] = []
+            keyed = name in self._session_keys
             for fut in futs:
                 if fut.done():
                     continue
@@ -500,6 +504,10 @@ class WorkflowEngine:
                 fut._backend = backend
                 desc = fut._desc
                 assert desc is not None
+                if keyed:
+                    # The backend would use the task uid as its cluster-wide
+                    # key: two engines on one scheduler would share results.
+                    desc["task_backend_specific_kwargs"].setdefault("key", f"{self.uid}.{fut.uid}")
                 if (implicit and self.implicit_data and fut._deps) or (explicit and fut._files):
                     self._link_data(backend, fut, implicit and self.implicit_data, explicit)
                 batch.append(desc)
@@ -608,15 +616,15 @@ class WorkflowEngine:
             if state in _FINAL_STATES:
                 self._finish_cancel(fut, fut._cancel_msg)
             return
+        captured = fut.capture_stdio and fut.kind == KIND_EXECUTABLE and fut._backend is not None
         if state == _STATE_DONE:
-            path = None
-            if fut.capture_stdio and fut.kind == KIND_EXECUTABLE and fut._backend is not None:
-                path = stdout_file(fut._backend._work_dir, fut.uid)
+            path = stdout_file(fut._backend._work_dir, fut.uid) if captured else None
             fut._running = False
             fut.set_result(value_of(task, fut.kind, path))
             self._apply(self._graph.finish(fut, g.DONE))
         elif state == _STATE_FAILED:
-            self._finish_exc(fut, failure_of(task, fut.kind))
+            stdio_dir = fut._backend._work_dir if captured else None
+            self._finish_exc(fut, failure_of(task, fut.kind, stdio_dir))
         elif state in _CANCEL_STATES:
             self._finish_cancel(fut, "cancelled by the backend")
 
@@ -746,6 +754,12 @@ class WorkflowEngine:
         tel = self.telemetry
         if tel is not None:
             await tel.stop()
+
+
+def _keys_by_uid(backend: Any) -> bool:
+    """Does this backend key its tasks cluster-wide by the task uid (RHAPSODY's Dask)?"""
+    cls = type(backend)
+    return cls.__module__.startswith("rhapsody.") and "Dask" in cls.__name__
 
 
 async def _resume(coro: Coroutine[Any, Any, Any], first: Any) -> Any:

@@ -64,19 +64,40 @@ def value_of(task: dict[str, Any], kind: str, stdout_path: str | None) -> Any:
     return task.get("return_value")
 
 
-def failure_of(task: dict[str, Any], kind: str) -> BaseException:
-    """The exception for a task a backend reported FAILED."""
+def _tail(path: str, limit: int = 4096) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - limit))
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def failure_of(task: dict[str, Any], kind: str, stdio_dir: str | None = None) -> BaseException:
+    """The exception for a task a backend reported FAILED.
+
+    Args:
+        task: the task dict after the backend wrote its results.
+        kind: ``function``, ``executable`` or ``prompt``.
+        stdio_dir: for ``capture_stdio`` tasks, the directory of the
+            ``<uid>.stdout``/``.stderr`` files. Their tails go into the error:
+            some backends put the file paths in the ``stdout``/``stderr``
+            fields, which must not pass for the output.
+    """
     exc = task.get("exception")
     if isinstance(exc, BaseException):
         return exc
     if kind == "executable":
         command = [task.get("executable") or "", *(task.get("arguments") or [])]
-        stderr = _text(task.get("stderr"))
+        if stdio_dir is not None:
+            base = os.path.join(stdio_dir, str(task.get("uid")))
+            stderr, stdout = _tail(base + ".stderr"), _tail(base + ".stdout")
+        else:
+            stderr, stdout = _text(task.get("stderr")), _text(task.get("stdout"))
         if exc and not stderr:
             stderr = _text(exc)
-        return ExecutableError(
-            exit_code_of(task), stderr, _text(task.get("stdout")), [str(c) for c in command]
-        )
+        return ExecutableError(exit_code_of(task), stderr, stdout, [str(c) for c in command])
     if exc:
         return BackendError(_text(exc))
     stderr = _text(task.get("stderr")).strip()

@@ -45,8 +45,10 @@ def _capture(fn: Any, out: list[BaseException]) -> None:
         out.append(exc)
 
 
-async def test_defaults(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    os.chdir(tmp_path)
+async def test_defaults(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
     caplog.set_level(logging.INFO, logger="asyncflow")
     engine = await WorkflowEngine.create()
     try:
@@ -735,11 +737,13 @@ async def test_shutdown_is_idempotent_concurrent_and_fails_fast_afterwards(
     gate.cancel()
 
 
-async def test_signal_handlers_only_in_main_thread(caplog: pytest.LogCaptureFixture) -> None:
+async def test_signal_handlers_only_in_main_thread(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
     import signal
 
     loop = asyncio.get_running_loop()
-    engine = await WorkflowEngine.create(dry_run=True, work_dir=os.getcwd() + "/.never")
+    engine = await WorkflowEngine.create(dry_run=True, work_dir=tmp_path)
     try:
         handle = loop._signal_handlers.get(signal.SIGTERM)  # type: ignore[attr-defined]
         assert handle is not None
@@ -749,7 +753,7 @@ async def test_signal_handlers_only_in_main_thread(caplog: pytest.LogCaptureFixt
 
     def in_thread(out: list[Any]) -> None:
         async def main() -> None:
-            eng = await WorkflowEngine.create(dry_run=True, work_dir=os.getcwd() + "/.never")
+            eng = await WorkflowEngine.create(dry_run=True, work_dir=tmp_path)
             await eng.shutdown()
 
         try:
