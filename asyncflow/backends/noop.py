@@ -15,6 +15,9 @@ DUMMY_PROMPT_OUTPUT = "Dummy Prompt Output"
 class NoopExecutionBackend(BaseBackend):
     """Completes every task at once with ``"Dummy Output"``.
 
+    Each task is reported RUNNING and then DONE, so telemetry shows the same
+    lifecycle as on a real backend, with a run time of zero.
+
     Prompt tasks get ``"Dummy Prompt Output"``. Useful to check a workflow's
     shape, routing and telemetry without running anything, and to measure
     the engine's own cost.
@@ -30,6 +33,7 @@ class NoopExecutionBackend(BaseBackend):
         """Report every task DONE with a dummy result."""
         callback = self._callback
         for task in tasks:
+            callback(task, "RUNNING")  # a dry run "runs" for no time
             if task.get("prompt") is not None:
                 task["return_value"] = DUMMY_PROMPT_OUTPUT
             elif task.get("executable"):

@@ -92,6 +92,7 @@ class WorkflowEngine:
         )
         self._background: set[asyncio.Task[Any]] = set()
         self.telemetry: Any = None
+        self._rec: Any = None
         self.function_task = make_decorator(self, KIND_FUNCTION)
         self.executable_task = make_decorator(self, KIND_EXECUTABLE)
         self.prompt_task = make_decorator(self, KIND_PROMPT)
@@ -199,11 +200,22 @@ class WorkflowEngine:
             The workflow id.
         """
         wf_id = workflow_id or f"wf-{secrets.token_hex(4)}"
+        rec = self._rec
+        span = None
+        if rec is not None:
+            parent = self._telemetry_parent()
+            span = rec.workflow_started(wf_id, name, parent.span_id if parent else None)
         token = self._workflow.set((wf_id, name))
+        error: BaseException | None = None
         try:
             yield wf_id
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
             self._workflow.reset(token)
+            if span is not None and self._rec is not None:
+                self._rec.workflow_ended(span, error)
 
     # ------------------------------------------------------------------ task calls
     def _call(
@@ -231,6 +243,7 @@ class WorkflowEngine:
                     fut.task_description = dict(td)
                     self._set_context(fut, wf_override)
                     self._tasks[fut.uid] = fut
+                    self._created(fut, ())
                     return self._fail_at_once(
                         fut,
                         TypeError(
@@ -249,8 +262,10 @@ class WorkflowEngine:
         self._set_context(fut, wf_override)
         self._tasks[fut.uid] = fut
         if self._closed:
+            self._created(fut, ())
             return self._fail_at_once(fut, EngineShutdownError("engine is shut down"))
         if spec.backend is not None and spec.backend not in self._backends:
+            self._created(fut, ())
             known = ", ".join(repr(n) for n in self._backends)
             return self._fail_at_once(
                 fut,
@@ -272,10 +287,14 @@ class WorkflowEngine:
                         found = Found()
                     find_dependencies(item, found)
         if found is None:
+            if self._rec is not None:
+                self._created(fut, ())
             self._graph.add_ready(fut)
             self._release(fut)
             return fut
         deps = found.futures
+        if self._rec is not None:
+            self._created(fut, deps)
         if found.input_files or found.output_files:
             fut._files = (found.input_files, found.output_files)
         for dep in deps:
@@ -284,6 +303,32 @@ class WorkflowEngine:
         fut._deps = deps
         self._apply(self._graph.add(fut, deps))
         return fut
+
+    def _created(self, fut: TaskFuture[Any], deps: Any) -> None:
+        rec = self._rec
+        if rec is None:
+            return
+        block = self._block.get()
+        parent = block._tel if block is not None else None
+        backend = fut.target_backend or self.backend.name
+        depends_on = [d.uid for d in deps if type(d) is TaskFuture]
+        fut._tel = rec.task_created(fut, backend, parent, self._workflow.get(), depends_on)
+
+    def _ended(self, fut: TaskFuture[Any], result: str, exc: BaseException | None) -> None:
+        span = fut._tel
+        if span is not None and self._rec is not None:
+            fut._tel = None
+            self._rec.task_finished(fut, span, result, exc, self._closed)
+
+    def _telemetry_parent(self) -> Any:
+        """The span record of the innermost block or workflow scope, if any."""
+        block = self._block.get()
+        if block is not None and block._tel is not None:
+            return block._tel
+        scope = self._workflow.get()
+        if scope is not None and self._rec is not None:
+            return self._rec.open_workflows.get(scope[0])
+        return None
 
     def _set_context(self, fut: TaskFuture[Any], wf_override: str | None) -> None:
         scope = self._workflow.get()
@@ -303,6 +348,7 @@ class WorkflowEngine:
     def _fail_at_once(self, fut: TaskFuture[Any], exc: BaseException) -> TaskFuture[Any]:
         self._graph.add_ready(fut)
         fut.set_exception(exc)
+        self._ended(fut, "failed", exc)
         self._apply(self._graph.finish(fut, g.FAILED))
         return fut
 
@@ -337,19 +383,26 @@ class WorkflowEngine:
             return
         cause_exc = None if cause.cancelled() else cause.exception()
         cause_name = getattr(cause, "name", None) or repr(cause)
-        fut.set_exception(DependencyFailureError(fut.name, [cause_name], cause_exc))
+        exc = DependencyFailureError(fut.name, [cause_name], cause_exc)
+        fut.set_exception(exc)
         # The root failure is reported on its own future; silence the echoes.
         fut._log_traceback = False
+        if fut._tel is not None:
+            self._ended(fut, "failed", exc)
 
     def _cancel_dependent(self, fut: TaskFuture[Any], cause: Any) -> None:
         if not fut.done():
             cause_name = getattr(cause, "uid", None) or repr(cause)
             fut._cancel_now(f"dependency {cause_name} was cancelled")
+            if fut._tel is not None:
+                self._ended(fut, "canceled", None)
 
     def _release(self, fut: TaskFuture[Any]) -> None:
         """All dependencies of ``fut`` are done: resolve arguments and hand it on."""
         if fut.done():
             return
+        if fut._tel is not None:
+            self._rec.task_event(fut._tel, "resolved", "asyncflow.TaskResolved")
         try:
             if fut._deps:
                 args = substitute(fut.args) if fut.args else fut.args
@@ -478,6 +531,8 @@ class WorkflowEngine:
 
     # ------------------------------------------------------------------ submission
     def _enqueue(self, fut: TaskFuture[Any], desc: dict[str, Any]) -> None:
+        if fut._tel is not None:
+            self._rec.task_event(fut._tel, "queued", "TaskQueued")
         name = fut.target_backend or self.backend.name
         batch = self._outbox.get(name)
         if batch is None:
@@ -501,6 +556,8 @@ class WorkflowEngine:
                 if fut.done():
                     continue
                 graph.submitted(fut)
+                if fut._tel is not None:
+                    self._rec.task_event(fut._tel, "submitted", "TaskSubmitted")
                 fut._backend = backend
                 desc = fut._desc
                 assert desc is not None
@@ -611,6 +668,8 @@ class WorkflowEngine:
         if state == "RUNNING":
             if self._graph.started(fut):
                 fut._running = True
+                if fut._tel is not None:
+                    self._rec.task_started(fut._tel)
             return
         if fut._cancel_requested:
             if state in _FINAL_STATES:
@@ -621,6 +680,8 @@ class WorkflowEngine:
             path = stdout_file(fut._backend._work_dir, fut.uid) if captured else None
             fut._running = False
             fut.set_result(value_of(task, fut.kind, path))
+            if fut._tel is not None:
+                self._ended(fut, "completed", None)
             self._apply(self._graph.finish(fut, g.DONE))
         elif state == _STATE_FAILED:
             stdio_dir = fut._backend._work_dir if captured else None
@@ -636,6 +697,8 @@ class WorkflowEngine:
             self._finish_cancel(fut, str(exc) or None)
             return
         fut.set_exception(exc)
+        if fut._tel is not None:
+            self._ended(fut, "failed", exc)
         self._apply(self._graph.finish(fut, g.FAILED))
 
     def _finish_cancel(self, fut: TaskFuture[Any], msg: Any) -> None:
@@ -643,6 +706,8 @@ class WorkflowEngine:
             return
         fut._running = False
         fut._cancel_now(msg)
+        if fut._tel is not None:
+            self._ended(fut, "canceled", None)
         self._apply(self._graph.finish(fut, g.CANCELLED))
 
     # ------------------------------------------------------------------ cancellation
@@ -690,6 +755,8 @@ class WorkflowEngine:
         self._describe(fut, args, kwargs)
         self._graph.started(fut)
         fut._running = True
+        if fut._tel is not None:
+            self._rec.task_started(fut._tel)
         task = self._loop.create_task(self._run_block(fut, args, kwargs))
         fut._body = task
 
@@ -704,6 +771,8 @@ class WorkflowEngine:
             else:
                 fut._running = False
                 fut.set_result(t.result())
+                if fut._tel is not None:
+                    self._ended(fut, "completed", None)
                 self._apply(self._graph.finish(fut, g.DONE))
 
         task.add_done_callback(_done)
@@ -713,6 +782,75 @@ class WorkflowEngine:
         # here makes it the parent of every task the body registers.
         self._block.set(fut)
         return await fut.func(*args, **kwargs)
+
+    # ------------------------------------------------------------------ telemetry
+    async def start_telemetry(
+        self,
+        resource_poll_interval: float = 5.0,
+        checkpoint_interval: float | None = None,
+        checkpoint_path: str | os.PathLike[str] | None = None,
+        span_processors: list[Any] | None = None,
+        metric_readers: list[Any] | None = None,
+        resource: Any = None,
+        *,
+        otlp_endpoint: str | None = None,
+        otlp_protocol: str | None = None,
+        prometheus_port: int | None = None,
+        prometheus_host: str = "127.0.0.1",
+        span_buffer: int = 10_000,
+    ) -> Any:
+        """Start OpenTelemetry traces, metrics, events and the checkpoint file.
+
+        Args:
+            resource_poll_interval: seconds between node CPU/memory/GPU samples.
+            checkpoint_interval: seconds between metric snapshots in the
+                checkpoint file (None: only at stop).
+            checkpoint_path: a directory; the engine writes
+                ``<dir>/<uid>.<start epoch>.telemetry.jsonl`` there.
+            span_processors: OTel span processors to hand every span to.
+            metric_readers: OTel metric readers for the engine's meter provider.
+            resource: an OTel ``Resource`` (default: from ``OTEL_SERVICE_NAME``
+                / ``OTEL_RESOURCE_ATTRIBUTES``, else ``service.name=asyncflow``).
+            otlp_endpoint: send spans and metrics over OTLP (default:
+                ``OTEL_EXPORTER_OTLP_ENDPOINT``).
+            otlp_protocol: ``grpc`` or ``http/protobuf`` (default:
+                ``OTEL_EXPORTER_OTLP_PROTOCOL``, else ``grpc``).
+            prometheus_port: serve ``/metrics`` on this port (default:
+                ``ASYNCFLOW_PROMETHEUS_PORT``; 0 picks a free port).
+            prometheus_host: the address ``/metrics`` binds to.
+            span_buffer: finished spans kept in memory for ``read_traces()``.
+
+        Returns:
+            The ``Telemetry`` object; a second call returns the same one.
+        """
+        if self.telemetry is not None:
+            return self.telemetry
+        if self._closed:
+            raise EngineShutdownError("engine is shut down")
+        try:
+            from ..telemetry.manager import start
+        except ImportError as exc:  # pragma: no cover - the SDK is a dependency
+            raise ImportError(
+                f"telemetry needs the OpenTelemetry SDK ({exc}); "
+                "reinstall with: pip install asyncflow-otel"
+            ) from exc
+        tel = await start(
+            self,
+            resource_poll_interval=resource_poll_interval,
+            checkpoint_interval=checkpoint_interval,
+            checkpoint_path=checkpoint_path,
+            span_processors=span_processors,
+            metric_readers=metric_readers,
+            resource=resource,
+            otlp_endpoint=otlp_endpoint,
+            otlp_protocol=otlp_protocol,
+            prometheus_port=prometheus_port,
+            prometheus_host=prometheus_host,
+            span_buffer=span_buffer,
+        )
+        self.telemetry = tel
+        self._rec = tel._recorder
+        return tel
 
     # ------------------------------------------------------------------ shutdown
     async def shutdown(self, skip_execution_backend: bool = False) -> None:
@@ -780,7 +918,7 @@ class _Resume:
         while True:
             try:
                 sent = yield value
-            except GeneratorExit:  # noqa: PERF203 - one step per loop turn by design
+            except GeneratorExit:
                 coro.close()
                 raise
             except BaseException as exc:  # noqa: BLE001 - forwarded into the coroutine

@@ -44,6 +44,7 @@ class TaskFuture(asyncio.Future, Generic[T]):  # type: ignore[type-arg]
         "_files",
         "_members",
         "_running",
+        "_tel",
         "args",
         "capture_stdio",
         "func",
@@ -85,6 +86,7 @@ class TaskFuture(asyncio.Future, Generic[T]):  # type: ignore[type-arg]
         self._members: list[TaskFuture[Any]] | None = None
         self._deps: list[Any] | tuple[()] = ()
         self._files: Any = None
+        self._tel: Any = None
 
     @property
     def state(self) -> str:

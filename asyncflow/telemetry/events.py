@@ -1,0 +1,163 @@
+"""Event records: the engine's lifecycle events and user-defined ones.
+
+Events are frozen records. Every event has the base fields ``event_id``,
+``event_type``, ``event_time``, ``emit_time``, ``session_id``, ``backend``,
+``task_id``, ``node_id`` and ``attributes``; an event class adds its own
+fields, all keyword-only with defaults::
+
+    ResourceAssigned = define_event(
+        "campaign.ResourceAssigned", workflow_type="", instance="", resource="", priority=0
+    )
+    tel.emit(ResourceAssigned(workflow_type="simulate", instance="wf-1", resource="gpu:0"))
+
+No OpenTelemetry import here: ``define_event`` is importable from
+``asyncflow`` without loading the SDK.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import keyword
+from typing import Any, ClassVar
+
+from . import names as n
+
+__all__ = [
+    "ENGINE_EVENT_TYPES",
+    "Event",
+    "ResourceAssigned",
+    "ResourceUpdate",
+    "SessionEnded",
+    "SessionStarted",
+    "TaskCanceled",
+    "TaskCompleted",
+    "TaskCreated",
+    "TaskFailed",
+    "TaskQueued",
+    "TaskResolved",
+    "TaskStarted",
+    "TaskSubmitted",
+    "define_event",
+    "event_class",
+]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Event:
+    """Base of every event record.
+
+    Attributes:
+        event_id: unique in the session (filled by ``emit`` when omitted).
+        event_type: the event's name, e.g. ``"TaskStarted"``.
+        event_time: when it happened (seconds since the epoch).
+        emit_time: when it was recorded (filled by ``emit``).
+        session_id: the engine session (filled by ``emit``).
+        backend: the backend of the task, when there is one.
+        task_id: the task or block uid, when there is one.
+        node_id: the host name (filled by ``emit``).
+        attributes: free-form attributes (``asyncflow.workflow_id`` for tasks).
+    """
+
+    TYPE: ClassVar[str] = "Event"
+
+    event_id: int | str | None = None
+    event_type: str = ""
+    event_time: float | None = None
+    emit_time: float | None = None
+    session_id: str | None = None
+    backend: str | None = None
+    task_id: str | None = None
+    node_id: str | None = None
+    attributes: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.event_type:
+            object.__setattr__(self, "event_type", type(self).TYPE)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as a plain dict (base fields and own fields)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+_BASE_FIELDS = frozenset(n.EVENT_BASE_FIELDS)
+_REGISTRY: dict[str, type[Event]] = {}
+
+
+def _engine_event(name: str, **fields: Any) -> Any:
+    return _make(name, fields, engine=True)
+
+
+def _field(default: Any) -> Any:
+    if isinstance(default, (list, dict, set)):
+        return dataclasses.field(default_factory=lambda: copy.copy(default))
+    return dataclasses.field(default=default)
+
+
+def _make(name: str, fields: dict[str, Any], *, engine: bool) -> type[Event]:
+    for field in fields:
+        if field in _BASE_FIELDS:
+            raise ValueError(f"event field {field!r} would shadow a base field of every event")
+        if not field.isidentifier() or keyword.iskeyword(field) or field.startswith("_"):
+            raise ValueError(f"event field {field!r} is not a valid public field name")
+    cls_name = name.rsplit(".", 1)[-1] or "Event"
+    spec = [(field, Any, _field(default)) for field, default in fields.items()]
+    cls = dataclasses.make_dataclass(
+        cls_name,
+        spec,
+        bases=(Event,),
+        frozen=True,
+        kw_only=True,
+        namespace={"TYPE": name, "__module__": __name__ if engine else "asyncflow.events"},
+    )
+    _REGISTRY[name] = cls
+    return cls
+
+
+def define_event(name: str, **fields: Any) -> type[Event]:
+    """Make a user event class named ``name`` with the given fields.
+
+    Args:
+        name: the event type; must contain a dot (``"campaign.ResourceAssigned"``)
+            so it never collides with an engine event.
+        **fields: field names and their defaults.
+
+    Returns:
+        A frozen event class; instances go to ``Telemetry.emit``.
+
+    Raises:
+        ValueError: the name has no dot, is an engine event name, or a field
+            would shadow a base field.
+    """
+    if not isinstance(name, str) or "." not in name.strip(".") or " " in name:
+        raise ValueError(
+            f"event name {name!r} must contain a dot, e.g. 'campaign.ResourceAssigned'"
+        )
+    if name in n.ENGINE_EVENTS:
+        raise ValueError(f"event name {name!r} is an engine event")
+    return _make(name, fields, engine=False)
+
+
+def event_class(name: str) -> type[Event] | None:
+    """The class registered for an event type, if any."""
+    return _REGISTRY.get(name)
+
+
+SessionStarted = _engine_event(n.EVENT_SESSION_STARTED)
+TaskCreated = _engine_event(n.EVENT_TASK_CREATED)
+TaskResolved = _engine_event(n.EVENT_TASK_RESOLVED)
+TaskQueued = _engine_event(n.EVENT_TASK_QUEUED)
+TaskSubmitted = _engine_event(n.EVENT_TASK_SUBMITTED)
+TaskStarted = _engine_event(n.EVENT_TASK_STARTED)
+TaskCompleted = _engine_event(n.EVENT_TASK_COMPLETED)
+TaskFailed = _engine_event(n.EVENT_TASK_FAILED, error_type="")
+TaskCanceled = _engine_event(n.EVENT_TASK_CANCELED)
+ResourceUpdate = _engine_event(
+    n.EVENT_RESOURCE_UPDATE, cpu_percent=None, memory_percent=None, gpu_percent=None
+)
+ResourceAssigned = _engine_event(n.EVENT_RESOURCE_ASSIGNED, slots=(), cpus=0, gpus=0)
+SessionEnded = _engine_event(n.EVENT_SESSION_ENDED)
+
+ENGINE_EVENT_TYPES: dict[str, type[Event]] = {
+    name: cls for name, cls in _REGISTRY.items() if name in n.ENGINE_EVENTS
+}

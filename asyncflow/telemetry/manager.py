@@ -1,0 +1,429 @@
+"""The ``Telemetry`` object ``engine.start_telemetry()`` returns."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+import logging
+import os
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from . import names as n
+from ._otel import Instruments, SpanBridge, make_resource, otlp_exporters
+from ._recorder import Recorder, SpanRecord
+from ._sampler import NodeSampler
+from .checkpoint import CheckpointWriter, dumps
+from .events import ENGINE_EVENT_TYPES, Event, ResourceUpdate
+from .otlp_json import spans_to_otlp_json
+
+__all__ = ["Telemetry", "start"]
+
+logger = logging.getLogger("asyncflow.telemetry")
+
+Subscriber = Callable[[Event], Any]
+
+
+class Telemetry:
+    """Traces, metrics, events and the checkpoint file of one engine session.
+
+    Made by ``await engine.start_telemetry(...)``; stopped by
+    ``engine.shutdown()`` (or ``await tel.stop()``).
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        recorder: Recorder,
+        bridge: SpanBridge | None,
+        instruments: Instruments,
+        writer: CheckpointWriter | None,
+        parent_lookup: Callable[[], SpanRecord | None],
+    ) -> None:
+        self._loop = loop
+        self._recorder = recorder
+        self._bridge = bridge
+        self._instruments = instruments
+        self._writer = writer
+        self._parent_lookup = parent_lookup
+        self._subscribers: list[Subscriber] = []
+        self._failed_subscribers: set[int] = set()
+        self._ids = itertools.count(1_000_000_000)
+        self._slots: dict[tuple[str, str, str], int] = {}
+        self._sampler: NodeSampler | None = None
+        self._prometheus: Any = None
+        self._metric_task: asyncio.Task[None] | None = None
+        self._stopped = False
+        self._stop_task: asyncio.Task[None] | None = None
+        self._pending: set[asyncio.Task[Any]] = set()
+        self._thread_id = threading.get_ident()
+        recorder.deliver = self._deliver_engine_event
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def session_id(self) -> str:
+        """The engine session this telemetry belongs to (the engine uid)."""
+        return self._recorder.session_id
+
+    @property
+    def trace_id(self) -> str:
+        """The session's trace id (hex)."""
+        return self._recorder.trace_hex
+
+    @property
+    def checkpoint_file(self) -> Path | None:
+        """The JSON Lines checkpoint file, when a checkpoint directory was given."""
+        return self._writer.path if self._writer is not None else None
+
+    @property
+    def prometheus_port(self) -> int | None:
+        """The port ``/metrics`` is served on, when it is."""
+        return self._prometheus[1] if self._prometheus is not None else None
+
+    # ------------------------------------------------------------------ events
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Call ``callback(event)`` for every event; sync or ``async def``.
+
+        An exception in a subscriber is logged (once per subscriber) and never
+        reaches the engine. Returns a function that unsubscribes.
+        """
+        self._subscribers.append(callback)
+        self._recorder.subscribers_active = True
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._subscribers.remove(callback)
+            self._recorder.subscribers_active = bool(self._subscribers)
+
+        return unsubscribe
+
+    def emit(self, event: Event) -> Event:
+        """Record ``event``: checkpoint line and subscribers. Thread-safe, never blocks.
+
+        Missing ``event_id``, ``event_time``, ``emit_time``, ``session_id`` and
+        ``node_id`` are filled in. Returns the recorded event.
+        """
+        if not isinstance(event, Event):
+            raise TypeError(f"emit() takes an Event (see define_event), not {type(event).__name__}")
+        now = time.time()
+        rec = self._recorder
+        event = dataclasses.replace(
+            event,
+            event_id=event.event_id if event.event_id is not None else next(self._ids),
+            event_time=event.event_time if event.event_time is not None else now,
+            emit_time=now,
+            session_id=event.session_id or rec.session_id,
+            node_id=event.node_id or rec.node_id,
+        )
+        if self._writer is not None and not self._stopped:
+            record = {"section": n.SECTION_EVENT, "name": event.event_type, **event.to_dict()}
+            record["trace_id"] = rec.trace_hex
+            record["span_id"] = rec.session.hex
+            self._writer.write(dumps(record) + "\n")
+        if self._subscribers:
+            if threading.get_ident() == self._thread_id:
+                self._dispatch(event)
+            else:
+                with contextlib.suppress(RuntimeError):  # loop closed: nobody listens
+                    self._loop.call_soon_threadsafe(self._dispatch, event)
+        return event
+
+    def _deliver_engine_event(
+        self, name: str, rec: SpanRecord | None, t: float, extra: dict[str, Any]
+    ) -> None:
+        cls = ENGINE_EVENT_TYPES[name]
+        attrs = {}
+        if rec is not None and rec.attributes.get(n.WORKFLOW_ID):
+            attrs[n.WORKFLOW_ID] = rec.attributes[n.WORKFLOW_ID]
+        event = cls(
+            event_id=self._recorder._next_event,
+            event_time=t,
+            emit_time=t,
+            session_id=self._recorder.session_id,
+            backend=rec.backend if rec is not None else None,
+            task_id=rec.uid if rec is not None else None,
+            node_id=self._recorder.node_id,
+            attributes=attrs,
+            **extra,
+        )
+        self._dispatch(event)
+
+    def _dispatch(self, event: Event) -> None:
+        for callback in list(self._subscribers):
+            try:
+                result = callback(event)
+            except Exception:  # noqa: BLE001 - subscribers never break the engine
+                self._subscriber_failed(callback)
+                continue
+            if asyncio.iscoroutine(result):
+                task = self._loop.create_task(self._guard(callback, result))
+                self._pending.add(task)
+                task.add_done_callback(self._pending.discard)
+
+    async def _guard(self, callback: Subscriber, awaitable: Awaitable[Any]) -> None:
+        try:
+            await awaitable
+        except Exception:  # noqa: BLE001
+            self._subscriber_failed(callback)
+
+    def _subscriber_failed(self, callback: Subscriber) -> None:
+        if id(callback) not in self._failed_subscribers:
+            self._failed_subscribers.add(id(callback))
+            logger.exception("event subscriber %r failed (later failures not logged)", callback)
+
+    # ------------------------------------------------------------------ spans
+    def register_span_enricher(self, fn: Callable[[Any, dict[str, Any]], Any]) -> None:
+        """Add ``fn(task_future, attributes) -> dict | None`` to enrich task spans.
+
+        The returned dict is merged into the span's attributes when the task
+        ends. An enricher that raises is logged and removed.
+        """
+        self._recorder.enrichers.append(fn)
+
+    @contextlib.contextmanager
+    def span_scope(
+        self, name: str, attributes: dict[str, Any] | None = None
+    ) -> Iterator[SpanRecord]:
+        """A span of your own around a piece of code, under the current workflow or block."""
+        rec_parent = self._parent_lookup()
+        parent = rec_parent.span_id if rec_parent is not None else self._recorder.session.span_id
+        rec = self._recorder._span(parent, "span", name)
+        rec.attributes = dict(attributes or {})
+        status, desc = "UNSET", ""
+        try:
+            yield rec
+        except BaseException as exc:
+            status, desc = "ERROR", f"{type(exc).__name__}: {exc}"
+            rec.attributes[n.ERROR_TYPE] = type(exc).__name__
+            raise
+        finally:
+            rec.end_ns = time.time_ns()
+            self._recorder._finish_span(rec, status, desc)
+
+    def read_traces(self) -> list[dict[str, Any]]:
+        """The finished spans still in the in-memory ring (oldest first)."""
+        return list(self._recorder.ring)
+
+    def task_spans(self) -> list[dict[str, Any]]:
+        """The finished task spans in the ring."""
+        return [s for s in self._recorder.ring if s["attributes"].get(n.LEVEL) == n.LEVEL_TASK]
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """Every metric data point now, as plain dicts (name, unit, attributes, value/histogram)."""
+        return self._instruments.read()
+
+    def summary(self) -> dict[str, Any]:
+        """Tasks by state, durations, failures by error type, per workflow type."""
+        rec = self._recorder
+        durations = []
+        for (workflow, name, result), (count, total, low, high) in sorted(rec.durations.items()):
+            durations.append(
+                {
+                    "workflow_name": workflow,
+                    "task_name": name,
+                    "result": result,
+                    "count": count,
+                    "mean_s": total / count,
+                    "min_s": low,
+                    "max_s": high,
+                }
+            )
+        return {
+            "session_id": rec.session_id,
+            "tasks_by_state": dict(rec.by_state),
+            "active_tasks": sum(rec.active_tasks.values()),
+            "failures_by_error_type": dict(rec.failures),
+            "per_workflow_type": {k: dict(v) for k, v in rec.per_workflow.items()},
+            "durations": durations,
+            "spans_finished": rec.spans_finished,
+        }
+
+    def export_as_otlp(self, path: str | os.PathLike[str] | None = None) -> Path:
+        """Write the spans in the ring as an OTLP/JSON file; returns its path."""
+        if path is None:
+            base = self._writer.path.parent if self._writer is not None else Path.cwd()
+            path = base / f"{self.session_id}.otlp.json"
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        resource = self._bridge.resource.attributes if self._bridge is not None else {}
+        target.write_text(spans_to_otlp_json(self.read_traces(), dict(resource)), encoding="utf-8")
+        return target
+
+    def _resource_sample(self, sample: dict[str, Any]) -> None:
+        gpus = sample.get("gpu") or []
+        self.emit(
+            ResourceUpdate(
+                cpu_percent=sample.get("cpu"),
+                memory_percent=sample.get("memory"),
+                gpu_percent=(sum(gpus) / len(gpus)) if gpus else None,
+            )
+        )
+
+    # ------------------------------------------------------------------ slots (resources)
+    def set_slots(self, backend: str, kind: str, busy: int, idle: int) -> None:
+        """Publish a backend's busy and idle slots of one kind (``cpu``/``gpu``)."""
+        self._slots[(backend, kind, n.SLOT_BUSY)] = busy
+        self._slots[(backend, kind, n.SLOT_IDLE)] = idle
+
+    # ------------------------------------------------------------------ stop
+    def _metric_snapshot(self) -> None:
+        if self._writer is None:
+            return
+        rec = self._recorder
+        node = self._sampler.last if self._sampler is not None else {}
+        self._writer.write_record(
+            {
+                "section": n.SECTION_METRIC,
+                "time_s": time.time(),
+                "session_id": rec.session_id,
+                "tasks_by_state": dict(rec.by_state),
+                "active_tasks": {f"{s}/{b}": v for (s, b), v in rec.active_tasks.items()},
+                "active_workflows": dict(rec.active_workflows),
+                "resource_slots": {f"{b}/{k}/{s}": v for (b, k, s), v in self._slots.items()},
+                "node": node,
+            }
+        )
+
+    async def _snapshots(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self._metric_snapshot()
+
+    async def stop(self) -> None:
+        """End the session span, flush every exporter, close the checkpoint file."""
+        if self._stop_task is None:
+            self._stop_task = self._loop.create_task(self._stop())
+        await asyncio.shield(self._stop_task)
+
+    async def _stop(self) -> None:
+        if self._metric_task is not None:
+            self._metric_task.cancel()
+        if self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+        self._recorder.session_ended()
+        self._metric_snapshot()
+        self._stopped = True
+        await self._loop.run_in_executor(None, self._stop_blocking)
+
+    def _stop_blocking(self) -> None:
+        if self._sampler is not None:
+            self._sampler.stop()
+        if self._bridge is not None:
+            self._bridge.flush()
+            self._bridge.shutdown()
+        self._instruments.shutdown()
+        if self._prometheus is not None:
+            server = self._prometheus[0]
+            server.shutdown()
+            server.server_close()
+        if self._writer is not None:
+            self._writer.close()
+
+
+async def start(
+    engine: Any,
+    *,
+    resource_poll_interval: float,
+    checkpoint_interval: float | None,
+    checkpoint_path: str | os.PathLike[str] | None,
+    span_processors: list[Any] | None,
+    metric_readers: list[Any] | None,
+    resource: Any,
+    otlp_endpoint: str | None,
+    otlp_protocol: str | None,
+    prometheus_port: int | None,
+    prometheus_host: str,
+    span_buffer: int,
+) -> Telemetry:
+    """Build and start the telemetry of ``engine`` (see ``engine.start_telemetry``)."""
+    import socket
+
+    loop = asyncio.get_running_loop()
+    session_id = engine.uid
+    res = make_resource(resource, session_id)
+    writer = None
+    if checkpoint_path is not None:
+        started = int(time.time())
+        file = Path(checkpoint_path) / f"{session_id}.{started}{n.CHECKPOINT_SUFFIX}"
+        writer = CheckpointWriter(file)
+    processors = list(span_processors or [])
+    readers = list(metric_readers or [])
+    endpoint = otlp_endpoint or os.environ.get(n.ENV_OTLP_ENDPOINT)
+    if endpoint:
+        protocol = otlp_protocol or os.environ.get(n.ENV_OTLP_PROTOCOL) or "grpc"
+        try:
+            from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+            from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+            from ._guard import GuardedMetricExporter, GuardedSpanExporter
+
+            span_exporter, metric_exporter = otlp_exporters(endpoint, protocol)
+            processors.append(BatchSpanProcessor(GuardedSpanExporter(span_exporter, endpoint)))
+            readers.append(
+                PeriodicExportingMetricReader(
+                    GuardedMetricExporter(metric_exporter, endpoint), export_interval_millis=5_000
+                )
+            )
+        except ValueError:
+            raise
+        except Exception:
+            logger.warning("OTLP export to %s is off", endpoint, exc_info=True)
+    port = prometheus_port
+    if port is None and os.environ.get(n.ENV_PROMETHEUS_PORT):
+        port = int(os.environ[n.ENV_PROMETHEUS_PORT])
+    prom_registry = None
+    if port is not None:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from prometheus_client import CollectorRegistry
+
+        prom_registry = CollectorRegistry(auto_describe=True)
+        readers.append(PrometheusMetricReader(registry=prom_registry))
+    bridge = SpanBridge(processors, res) if processors else None
+    recorder = Recorder(
+        session_id,
+        socket.gethostname(),
+        writer,
+        span_buffer,
+        bridge,
+        None,
+    )
+    slots: dict[tuple[str, str, str], int] = {}
+    sampler_holder: list[NodeSampler] = []
+
+    def node() -> dict[str, Any]:
+        return sampler_holder[0].last if sampler_holder else {}
+
+    instruments = Instruments(
+        res,
+        readers,
+        lambda: recorder.active_tasks,
+        lambda: recorder.active_workflows,
+        lambda: slots,
+        node,
+    )
+    recorder.metrics = instruments
+    tel = Telemetry(loop, recorder, bridge, instruments, writer, engine._telemetry_parent)
+    tel._slots = slots
+    if bridge is None:
+        tel._bridge = SpanBridge([], res)
+    recorder.session_started()
+    try:
+        sampler = NodeSampler(resource_poll_interval, tel._resource_sample)
+        sampler_holder.append(sampler)
+        tel._sampler = sampler
+    except Exception:
+        logger.warning("node utilisation sampling is off", exc_info=True)
+    if prom_registry is not None:
+        from prometheus_client import start_http_server
+
+        assert port is not None
+        server, _thread = start_http_server(port, addr=prometheus_host, registry=prom_registry)
+        tel._prometheus = (server, server.server_address[1])
+    if checkpoint_interval:
+        tel._metric_task = loop.create_task(tel._snapshots(checkpoint_interval))
+    return tel

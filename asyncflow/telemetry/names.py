@@ -1,0 +1,253 @@
+"""Every telemetry name asyncflow emits: one module, imported everywhere else.
+
+Span names, attribute keys, span event names, engine event names, metric
+instrument names, units and the Prometheus series names they become on the
+scrape path are an API: the Grafana dashboards, the collector config, the
+Dash app and the docs depend on them and are checked against this module by
+tests. Nothing here imports anything but the standard library.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# ---------------------------------------------------------------- span tree
+LEVEL: Final = "asyncflow.level"
+LEVEL_SESSION: Final = "session"
+LEVEL_WORKFLOW: Final = "workflow"
+LEVEL_BLOCK: Final = "block"
+LEVEL_TASK: Final = "task"
+LEVELS: Final = (LEVEL_SESSION, LEVEL_WORKFLOW, LEVEL_BLOCK, LEVEL_TASK)
+
+SPAN_SESSION: Final = "session"
+
+
+def span_name(level: str, name: str | None = None) -> str:
+    """``"<level> <name>"``: ``"task simulate"``, ``"workflow train"``; ``"session"``."""
+    return level if not name else f"{level} {name}"
+
+
+# ---------------------------------------------------------------- span attributes
+SESSION_ID: Final = "asyncflow.session.id"
+WORKFLOW_ID: Final = "asyncflow.workflow_id"
+WORKFLOW_NAME: Final = "asyncflow.workflow.name"
+WORKFLOW_RESULT: Final = "asyncflow.workflow.result"
+BLOCK_UID: Final = "asyncflow.block.uid"
+TASK_UID: Final = "asyncflow.task.uid"
+TASK_NAME: Final = "asyncflow.task.name"
+TASK_TYPE: Final = "asyncflow.task.type"
+TASK_RESULT: Final = "asyncflow.task.result"
+TASK_STATE: Final = "asyncflow.task.state"
+TASK_DEPENDS_ON: Final = "asyncflow.task.depends_on"
+TASK_CPUS: Final = "asyncflow.task.cpus"
+TASK_GPUS: Final = "asyncflow.task.gpus"
+TASK_SLOTS: Final = "asyncflow.task.slots"
+BACKEND: Final = "asyncflow.backend"
+ERROR_TYPE: Final = "error.type"  # the OTel semantic-convention key
+RESOURCE_KIND: Final = "asyncflow.resource.kind"
+SLOT_STATE: Final = "asyncflow.slot.state"
+NODE: Final = "asyncflow.node"
+GPU: Final = "asyncflow.gpu"
+SERVICE_NAME: Final = "service.name"
+SERVICE_INSTANCE_ID: Final = "service.instance.id"
+
+SPAN_ATTRIBUTES: Final = frozenset(
+    {
+        LEVEL,
+        SESSION_ID,
+        WORKFLOW_ID,
+        WORKFLOW_NAME,
+        WORKFLOW_RESULT,
+        BLOCK_UID,
+        TASK_UID,
+        TASK_NAME,
+        TASK_TYPE,
+        TASK_RESULT,
+        TASK_DEPENDS_ON,
+        TASK_CPUS,
+        TASK_GPUS,
+        TASK_SLOTS,
+        BACKEND,
+        ERROR_TYPE,
+    }
+)
+
+# Values of TASK_TYPE, TASK_RESULT, TASK_STATE, WORKFLOW_RESULT, SLOT_STATE.
+TYPE_FUNCTION: Final = "function"
+TYPE_EXECUTABLE: Final = "executable"
+TYPE_PROMPT: Final = "prompt"
+TYPE_BLOCK: Final = "block"
+RESULT_COMPLETED: Final = "completed"
+RESULT_FAILED: Final = "failed"
+RESULT_CANCELED: Final = "canceled"
+STATE_PENDING: Final = "pending"
+STATE_RUNNING: Final = "running"
+SLOT_BUSY: Final = "busy"
+SLOT_IDLE: Final = "idle"
+KIND_CPU: Final = "cpu"
+KIND_GPU: Final = "gpu"
+
+# Span events on task and block spans: wait, queue and run segments.
+SPAN_EVENT_RESOLVED: Final = "resolved"
+SPAN_EVENT_QUEUED: Final = "queued"
+SPAN_EVENT_SUBMITTED: Final = "submitted"
+SPAN_EVENT_STARTED: Final = "started"
+SPAN_EVENTS: Final = (
+    SPAN_EVENT_RESOLVED,
+    SPAN_EVENT_QUEUED,
+    SPAN_EVENT_SUBMITTED,
+    SPAN_EVENT_STARTED,
+)
+
+# ---------------------------------------------------------------- events
+EVENT_SESSION_STARTED: Final = "SessionStarted"
+EVENT_TASK_CREATED: Final = "TaskCreated"
+EVENT_TASK_RESOLVED: Final = "asyncflow.TaskResolved"
+EVENT_TASK_QUEUED: Final = "TaskQueued"
+EVENT_TASK_SUBMITTED: Final = "TaskSubmitted"
+EVENT_TASK_STARTED: Final = "TaskStarted"
+EVENT_TASK_COMPLETED: Final = "TaskCompleted"
+EVENT_TASK_FAILED: Final = "TaskFailed"
+EVENT_TASK_CANCELED: Final = "TaskCanceled"
+EVENT_RESOURCE_UPDATE: Final = "ResourceUpdate"
+EVENT_RESOURCE_ASSIGNED: Final = "asyncflow.ResourceAssigned"
+EVENT_SESSION_ENDED: Final = "SessionEnded"
+
+TASK_LIFECYCLE_EVENTS: Final = (
+    EVENT_TASK_CREATED,
+    EVENT_TASK_RESOLVED,
+    EVENT_TASK_QUEUED,
+    EVENT_TASK_SUBMITTED,
+    EVENT_TASK_STARTED,
+)
+TASK_FINAL_EVENTS: Final = (EVENT_TASK_COMPLETED, EVENT_TASK_FAILED, EVENT_TASK_CANCELED)
+ENGINE_EVENTS: Final = (
+    EVENT_SESSION_STARTED,
+    *TASK_LIFECYCLE_EVENTS,
+    *TASK_FINAL_EVENTS,
+    EVENT_RESOURCE_UPDATE,
+    EVENT_RESOURCE_ASSIGNED,
+    EVENT_SESSION_ENDED,
+)
+
+# Base fields of every event record.
+EVENT_BASE_FIELDS: Final = (
+    "event_id",
+    "event_type",
+    "event_time",
+    "emit_time",
+    "session_id",
+    "backend",
+    "task_id",
+    "node_id",
+    "attributes",
+)
+
+# ---------------------------------------------------------------- metrics
+METRIC_TASK_DURATION: Final = "asyncflow.task.duration"
+METRIC_TASK_QUEUE_DURATION: Final = "asyncflow.task.queue.duration"
+METRIC_TASKS_ACTIVE: Final = "asyncflow.tasks.active"
+METRIC_WORKFLOW_DURATION: Final = "asyncflow.workflow.duration"
+METRIC_WORKFLOWS_ACTIVE: Final = "asyncflow.workflows.active"
+METRIC_RESOURCE_SLOTS: Final = "asyncflow.resource.slots"
+METRIC_NODE_CPU: Final = "asyncflow.node.cpu.utilization"
+METRIC_NODE_MEMORY: Final = "asyncflow.node.memory.utilization"
+METRIC_NODE_GPU: Final = "asyncflow.node.gpu.utilization"
+
+UNIT_SECONDS: Final = "s"
+UNIT_PERCENT: Final = "%"
+UNIT_TASKS: Final = "{task}"
+UNIT_WORKFLOWS: Final = "{workflow}"
+UNIT_SLOTS: Final = "{slot}"
+
+# Explicit histogram buckets (seconds): from sub-millisecond no-ops to
+# day-long simulations.
+DURATION_BUCKETS: Final = (
+    0.001,
+    0.005,
+    0.01,
+    0.05,
+    0.1,
+    0.5,
+    1.0,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+    14400.0,
+    86400.0,
+)
+
+# The labels each instrument may carry (bounded cardinality: never a task
+# uid, a workflow instance id, a message or a path).
+METRIC_ATTRIBUTES: Final[dict[str, tuple[str, ...]]] = {
+    METRIC_TASK_DURATION: (TASK_NAME, TASK_TYPE, TASK_RESULT, BACKEND, WORKFLOW_NAME, ERROR_TYPE),
+    METRIC_TASK_QUEUE_DURATION: (BACKEND, WORKFLOW_NAME),
+    METRIC_TASKS_ACTIVE: (TASK_STATE, BACKEND),
+    METRIC_WORKFLOW_DURATION: (WORKFLOW_NAME, WORKFLOW_RESULT),
+    METRIC_WORKFLOWS_ACTIVE: (WORKFLOW_NAME,),
+    METRIC_RESOURCE_SLOTS: (BACKEND, RESOURCE_KIND, SLOT_STATE),
+    METRIC_NODE_CPU: (NODE,),
+    METRIC_NODE_MEMORY: (NODE,),
+    METRIC_NODE_GPU: (NODE, GPU),
+}
+
+
+def prometheus_label(attribute: str) -> str:
+    """The Prometheus label an attribute key becomes (dots to underscores)."""
+    return "".join(c if c.isalnum() or c == "_" else "_" for c in attribute)
+
+
+# Series names on the scrape path (OTel Prometheus exporter, and the
+# collector's Prometheus exporter with the same translation). Histograms add
+# _bucket, _sum and _count.
+PROM_TASK_DURATION: Final = "asyncflow_task_duration_seconds"
+PROM_TASK_QUEUE_DURATION: Final = "asyncflow_task_queue_duration_seconds"
+PROM_TASKS_ACTIVE: Final = "asyncflow_tasks_active"
+PROM_WORKFLOW_DURATION: Final = "asyncflow_workflow_duration_seconds"
+PROM_WORKFLOWS_ACTIVE: Final = "asyncflow_workflows_active"
+PROM_RESOURCE_SLOTS: Final = "asyncflow_resource_slots"
+PROM_NODE_CPU: Final = "asyncflow_node_cpu_utilization_percent"
+PROM_NODE_MEMORY: Final = "asyncflow_node_memory_utilization_percent"
+PROM_NODE_GPU: Final = "asyncflow_node_gpu_utilization_percent"
+
+PROMETHEUS_NAMES: Final[dict[str, str]] = {
+    METRIC_TASK_DURATION: PROM_TASK_DURATION,
+    METRIC_TASK_QUEUE_DURATION: PROM_TASK_QUEUE_DURATION,
+    METRIC_TASKS_ACTIVE: PROM_TASKS_ACTIVE,
+    METRIC_WORKFLOW_DURATION: PROM_WORKFLOW_DURATION,
+    METRIC_WORKFLOWS_ACTIVE: PROM_WORKFLOWS_ACTIVE,
+    METRIC_RESOURCE_SLOTS: PROM_RESOURCE_SLOTS,
+    METRIC_NODE_CPU: PROM_NODE_CPU,
+    METRIC_NODE_MEMORY: PROM_NODE_MEMORY,
+    METRIC_NODE_GPU: PROM_NODE_GPU,
+}
+HISTOGRAM_METRICS: Final = frozenset(
+    {METRIC_TASK_DURATION, METRIC_TASK_QUEUE_DURATION, METRIC_WORKFLOW_DURATION}
+)
+
+
+def prometheus_series(metric: str) -> tuple[str, ...]:
+    """Every series name an instrument produces on the scrape path."""
+    base = PROMETHEUS_NAMES[metric]
+    if metric in HISTOGRAM_METRICS:
+        return (f"{base}_bucket", f"{base}_sum", f"{base}_count")
+    return (base,)
+
+
+# ---------------------------------------------------------------- checkpoint file
+SECTION: Final = "section"
+SECTION_EVENT: Final = "event"
+SECTION_SPAN: Final = "span"
+SECTION_METRIC: Final = "metric"
+CHECKPOINT_SUFFIX: Final = ".telemetry.jsonl"
+
+# ---------------------------------------------------------------- environment
+ENV_PROMETHEUS_PORT: Final = "ASYNCFLOW_PROMETHEUS_PORT"
+ENV_SERVICE_NAME: Final = "OTEL_SERVICE_NAME"
+ENV_OTLP_ENDPOINT: Final = "OTEL_EXPORTER_OTLP_ENDPOINT"
+ENV_OTLP_PROTOCOL: Final = "OTEL_EXPORTER_OTLP_PROTOCOL"
+DEFAULT_SERVICE_NAME: Final = "asyncflow"
