@@ -32,13 +32,17 @@ class SpanRecord:
         "attrs_json",
         "backend",
         "backend_json",
+        "closed",
         "end_ns",
+        "error",
         "events",
         "failed",
         "hex",
         "level",
         "name",
+        "owner",
         "parent",
+        "pending",
         "span_id",
         "start_ns",
         "uid",
@@ -59,6 +63,11 @@ class SpanRecord:
         self.backend_json = "null"
         self.uid: str | None = None
         self.failed = False
+        # Workflow spans: tasks still running, whether the scope has exited.
+        self.owner: SpanRecord | None = None
+        self.pending = 0
+        self.closed = False
+        self.error: BaseException | None = None
 
 
 class Recorder:
@@ -160,6 +169,9 @@ class Recorder:
         self._event(n.EVENT_SESSION_STARTED, None, self.session.start_ns)
 
     def session_ended(self) -> None:
+        for workflow in list(self.open_workflows.values()):
+            workflow.closed = True  # a scope still open at shutdown ends here
+            self._end_workflow(workflow)
         rec = self.session
         rec.end_ns = time.time_ns()
         self._event(n.EVENT_SESSION_ENDED, None, rec.end_ns)
@@ -183,12 +195,20 @@ class Recorder:
         return rec
 
     def workflow_ended(self, rec: SpanRecord, error: BaseException | None) -> None:
+        """The scope exited; the span ends when its last task has ended too."""
+        rec.closed = True
+        rec.error = error
+        if rec.pending <= 0:
+            self._end_workflow(rec)
+
+    def _end_workflow(self, rec: SpanRecord) -> None:
         wf_id = rec.attributes[n.WORKFLOW_ID]
         if self.open_workflows.get(wf_id) is rec:
             del self.open_workflows[wf_id]
         name = rec.attributes[n.WORKFLOW_NAME]
         self.active_workflows[name] = self.active_workflows.get(name, 1) - 1
         rec.end_ns = time.time_ns()
+        error = rec.error
         if error is not None and not _is_cancel(error):
             result, status, desc = n.RESULT_FAILED, "ERROR", f"{type(error).__name__}: {error}"
             rec.attributes[n.ERROR_TYPE] = type(error).__name__
@@ -223,6 +243,11 @@ class Recorder:
         )
         rec.uid = fut.uid
         wf_id = fut.workflow_id
+        if scope is not None:
+            owner = self.open_workflows.get(scope[0])
+            if owner is not None:
+                owner.pending += 1
+                rec.owner = owner
         attrs: dict[str, Any] = {
             n.LEVEL: level,
             n.WORKFLOW_ID: wf_id or "",
@@ -294,9 +319,8 @@ class Recorder:
             status, desc = "ERROR", str(error) if error is not None else "failed"
             self._event(n.EVENT_TASK_FAILED, rec, t_ns, {"error_type": error_type})
             self.failures[error_type] = self.failures.get(error_type, 0) + 1
-            wf = self.open_workflows.get(attrs[n.WORKFLOW_ID]) if attrs[n.WORKFLOW_ID] else None
-            if wf is not None:
-                wf.failed = True
+            if rec.owner is not None:
+                rec.owner.failed = True
         elif result == n.RESULT_CANCELED:
             status, desc = ("ERROR", "canceled: engine shut down") if cut_off else ("UNSET", "")
             self._event(n.EVENT_TASK_CANCELED, rec, t_ns)
@@ -346,6 +370,12 @@ class Recorder:
                 error_type,
             )
         self._finish_span(rec, status, desc)
+        owner = rec.owner
+        if owner is not None:
+            rec.owner = None
+            owner.pending -= 1
+            if owner.closed and owner.pending <= 0:
+                self._end_workflow(owner)
 
     # ------------------------------------------------------------------ spans
     def _finish_span(self, rec: SpanRecord, status: str, desc: str) -> None:
