@@ -243,7 +243,7 @@ class WorkflowEngine:
                     fut.task_description = dict(td)
                     self._set_context(fut, wf_override)
                     self._tasks[fut.uid] = fut
-                    self._created(fut, ())
+                    self._created(fut)
                     return self._fail_at_once(
                         fut,
                         TypeError(
@@ -262,10 +262,10 @@ class WorkflowEngine:
         self._set_context(fut, wf_override)
         self._tasks[fut.uid] = fut
         if self._closed:
-            self._created(fut, ())
+            self._created(fut)
             return self._fail_at_once(fut, EngineShutdownError("engine is shut down"))
         if spec.backend is not None and spec.backend not in self._backends:
-            self._created(fut, ())
+            self._created(fut)
             known = ", ".join(repr(n) for n in self._backends)
             return self._fail_at_once(
                 fut,
@@ -288,13 +288,13 @@ class WorkflowEngine:
                     find_dependencies(item, found)
         if found is None:
             if self._rec is not None:
-                self._created(fut, ())
+                self._created(fut)
             self._graph.add_ready(fut)
             self._release(fut)
             return fut
         deps = found.futures
         if self._rec is not None:
-            self._created(fut, deps)
+            self._created(fut)
         if found.input_files or found.output_files:
             fut._files = (found.input_files, found.output_files)
         for dep in deps:
@@ -304,21 +304,21 @@ class WorkflowEngine:
         self._apply(self._graph.add(fut, deps))
         return fut
 
-    def _created(self, fut: TaskFuture[Any], deps: Any) -> None:
+    def _created(self, fut: TaskFuture[Any]) -> None:
         rec = self._rec
         if rec is None:
             return
         block = self._block.get()
         parent = block._tel if block is not None else None
         backend = fut.target_backend or self.backend.name
-        depends_on = [d.uid for d in deps if type(d) is TaskFuture]
-        fut._tel = rec.task_created(fut, backend, parent, self._workflow.get(), depends_on)
+        fut._tel = rec.task_created(fut, backend, parent, self._workflow.get())
 
     def _ended(self, fut: TaskFuture[Any], result: str, exc: BaseException | None) -> None:
         span = fut._tel
         if span is not None and self._rec is not None:
             fut._tel = None
-            self._rec.task_finished(fut, span, result, exc, self._closed)
+            depends_on = tuple([d.uid for d in fut._deps if type(d) is TaskFuture])
+            self._rec.task_finished(span, result, exc, self._closed, depends_on)
 
     def _telemetry_parent(self) -> Any:
         """The span record of the innermost block or workflow scope, if any."""
@@ -402,7 +402,7 @@ class WorkflowEngine:
         if fut.done():
             return
         if fut._tel is not None:
-            self._rec.task_event(fut._tel, "resolved", "asyncflow.TaskResolved")
+            self._rec.resolved(fut._tel)
         try:
             if fut._deps:
                 args = substitute(fut.args) if fut.args else fut.args
@@ -532,7 +532,7 @@ class WorkflowEngine:
     # ------------------------------------------------------------------ submission
     def _enqueue(self, fut: TaskFuture[Any], desc: dict[str, Any]) -> None:
         if fut._tel is not None:
-            self._rec.task_event(fut._tel, "queued", "TaskQueued")
+            self._rec.queued(fut._tel)
         name = fut.target_backend or self.backend.name
         batch = self._outbox.get(name)
         if batch is None:
@@ -557,7 +557,7 @@ class WorkflowEngine:
                     continue
                 graph.submitted(fut)
                 if fut._tel is not None:
-                    self._rec.task_event(fut._tel, "submitted", "TaskSubmitted")
+                    self._rec.submitted(fut._tel)
                 fut._backend = backend
                 desc = fut._desc
                 assert desc is not None
@@ -669,7 +669,7 @@ class WorkflowEngine:
             if self._graph.started(fut):
                 fut._running = True
                 if fut._tel is not None:
-                    self._rec.task_started(fut._tel)
+                    self._rec.started(fut._tel)
             return
         if fut._cancel_requested:
             if state in _FINAL_STATES:
@@ -756,7 +756,7 @@ class WorkflowEngine:
         self._graph.started(fut)
         fut._running = True
         if fut._tel is not None:
-            self._rec.task_started(fut._tel)
+            self._rec.started(fut._tel)
         task = self._loop.create_task(self._run_block(fut, args, kwargs))
         fut._body = task
 

@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from opentelemetry import trace as trace_api
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import (
-    HistogramDataPoint,
-    InMemoryMetricReader,
-    MetricReader,
-    NumberDataPoint,
-)
+from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event as SpanEvent
@@ -30,6 +26,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from .._version import __version__
 from . import names as n
+from ._aggregate import Histograms
 
 __all__ = ["Instruments", "SpanBridge", "make_resource", "otlp_exporters"]
 
@@ -155,170 +152,180 @@ def otlp_exporters(endpoint: str, protocol: str) -> tuple[Any, Any]:
 
 
 class Instruments:
-    """The engine's metric instruments on its own ``MeterProvider``."""
+    """The engine's metric instruments on its own ``MeterProvider``.
+
+    Durations are aggregated by the recorder's own histograms (see
+    ``_aggregate``); with an OpenTelemetry reader attached (OTLP, Prometheus,
+    the caller's), the values recorded since the last collection are replayed
+    into the SDK histograms right before each collection, off the hot path.
+    Gauges and up-down counters are observable instruments reading the
+    recorder's live counters.
+    """
 
     def __init__(
         self,
         resource: Resource,
         readers: Iterable[MetricReader],
+        histograms: Sequence[Histograms],
         active_tasks: Callable[[], dict[tuple[str, str], int]],
         active_workflows: Callable[[], dict[str, int]],
         slots: Callable[[], dict[tuple[str, str, str], int]],
         node: Callable[[], dict[str, Any]],
     ) -> None:
-        self.memory_reader = InMemoryMetricReader()
+        self.readers = list(readers)
+        self.histograms = list(histograms)
+        self._active_tasks = active_tasks
+        self._active_workflows = active_workflows
+        self._slots = slots
+        self._node = node
+        self.provider: MeterProvider | None = None
+        if not self.readers:
+            return  # nobody collects: the recorder's own aggregates are enough
         buckets = ExplicitBucketHistogramAggregation(boundaries=n.DURATION_BUCKETS)
         views = [
             View(instrument_name=name, aggregation=buckets) for name in sorted(n.HISTOGRAM_METRICS)
         ]
-        self.provider = MeterProvider(
-            resource=resource, metric_readers=[self.memory_reader, *readers], views=views
-        )
+        self.provider = MeterProvider(resource=resource, metric_readers=self.readers, views=views)
         meter = self.provider.get_meter("asyncflow", __version__)
-        self._task_duration = meter.create_histogram(
-            n.METRIC_TASK_DURATION,
-            unit=n.UNIT_SECONDS,
-            description="Task duration, registration to end",
-        )
-        self._queue_duration = meter.create_histogram(
-            n.METRIC_TASK_QUEUE_DURATION,
-            unit=n.UNIT_SECONDS,
-            description="Time a task waited on its backend, submitted to started",
-        )
-        self._workflow_duration = meter.create_histogram(
-            n.METRIC_WORKFLOW_DURATION, unit=n.UNIT_SECONDS, description="Workflow scope duration"
-        )
-        self._attrs: dict[tuple[str, ...], dict[str, str]] = {}
+        sdk_histograms = {
+            hist.name: meter.create_histogram(
+                hist.name, unit=n.UNIT_SECONDS, description=_HELP[hist.name]
+            )
+            for hist in self.histograms
+        }
+        for hist in self.histograms:
+            hist.track = True
+        lock = threading.Lock()
 
-        def observe_tasks(_: CallbackOptions) -> Iterable[Observation]:
-            return [
-                Observation(v, {n.TASK_STATE: state, n.BACKEND: backend})
-                for (state, backend), v in list(active_tasks().items())
-            ]
-
-        def observe_workflows(_: CallbackOptions) -> Iterable[Observation]:
-            return [
-                Observation(v, {n.WORKFLOW_NAME: name})
-                for name, v in list(active_workflows().items())
-            ]
-
-        def observe_slots(_: CallbackOptions) -> Iterable[Observation]:
-            return [
-                Observation(v, {n.BACKEND: be, n.RESOURCE_KIND: kind, n.SLOT_STATE: state})
-                for (be, kind, state), v in list(slots().items())
-            ]
-
-        def gauge(key: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
-            def observe(_: CallbackOptions) -> Iterable[Observation]:
-                sample = node()
-                host = sample.get("node", "")
-                value = sample.get(key)
-                if key == "gpu":
-                    return [
-                        Observation(v, {n.NODE: host, n.GPU: str(i)})
-                        for i, v in enumerate(value or ())
-                    ]
-                return [] if value is None else [Observation(value, {n.NODE: host})]
-
-            return observe
+        def replay(_: CallbackOptions) -> Iterable[Observation]:
+            # Runs before the storages are collected: what it records is in
+            # this collection, for every reader.
+            with lock:
+                for hist in self.histograms:
+                    instrument = sdk_histograms[hist.name]
+                    cache: dict[tuple[str, ...], dict[str, str]] = {}
+                    for value, key in hist.take_pending():
+                        attrs = cache.get(key)
+                        if attrs is None:
+                            attrs = cache[key] = hist.attributes(key)
+                        instrument.record(value, attrs)
+            return [Observation(v.value, v.attributes) for v in self._task_observations()]
 
         meter.create_observable_up_down_counter(
             n.METRIC_TASKS_ACTIVE,
-            [observe_tasks],
+            [replay],
             unit=n.UNIT_TASKS,
-            description="Tasks not yet finished",
+            description=_HELP[n.METRIC_TASKS_ACTIVE],
         )
         meter.create_observable_up_down_counter(
             n.METRIC_WORKFLOWS_ACTIVE,
-            [observe_workflows],
+            [lambda _: [Observation(v["value"], v["attributes"]) for v in self._workflows()]],
             unit=n.UNIT_WORKFLOWS,
-            description="Workflow scopes open",
+            description=_HELP[n.METRIC_WORKFLOWS_ACTIVE],
         )
         meter.create_observable_up_down_counter(
             n.METRIC_RESOURCE_SLOTS,
-            [observe_slots],
+            [lambda _: [Observation(v["value"], v["attributes"]) for v in self._slot_points()]],
             unit=n.UNIT_SLOTS,
-            description="Resource slots",
+            description=_HELP[n.METRIC_RESOURCE_SLOTS],
         )
-        meter.create_observable_gauge(
-            n.METRIC_NODE_CPU,
-            [gauge("cpu")],
-            unit=n.UNIT_PERCENT,
-            description="Node CPU utilisation",
-        )
-        meter.create_observable_gauge(
-            n.METRIC_NODE_MEMORY,
-            [gauge("memory")],
-            unit=n.UNIT_PERCENT,
-            description="Node memory utilisation",
-        )
-        meter.create_observable_gauge(
-            n.METRIC_NODE_GPU, [gauge("gpu")], unit=n.UNIT_PERCENT, description="GPU utilisation"
-        )
+        for metric in (n.METRIC_NODE_CPU, n.METRIC_NODE_MEMORY, n.METRIC_NODE_GPU):
+            meter.create_observable_gauge(
+                metric,
+                [self._gauge_callback(metric)],
+                unit=n.UNIT_PERCENT,
+                description=_HELP[metric],
+            )
 
-    def task_done(
-        self,
-        seconds: float,
-        name: str,
-        kind: str,
-        result: str,
-        backend: str,
-        workflow: str,
-        error_type: str,
-    ) -> None:
-        key = (name, kind, result, backend, workflow, error_type)
-        attrs = self._attrs.get(key)
-        if attrs is None:
-            attrs = self._attrs[key] = {
-                n.TASK_NAME: name,
-                n.TASK_TYPE: kind,
-                n.TASK_RESULT: result,
-                n.BACKEND: backend,
-                n.WORKFLOW_NAME: workflow,
-            }
-            if error_type:
-                attrs[n.ERROR_TYPE] = error_type
-        self._task_duration.record(seconds, attrs)
+    def _gauge_callback(self, metric: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def observe(_: CallbackOptions) -> Iterable[Observation]:
+            return [Observation(p["value"], p["attributes"]) for p in self._node_points(metric)]
 
-    def queued(self, seconds: float, backend: str, workflow: str) -> None:
-        key = ("\0queue", backend, workflow)
-        attrs = self._attrs.get(key)
-        if attrs is None:
-            attrs = self._attrs[key] = {n.BACKEND: backend, n.WORKFLOW_NAME: workflow}
-        self._queue_duration.record(seconds, attrs)
+        return observe
 
-    def workflow_done(self, seconds: float, name: str, result: str) -> None:
-        self._workflow_duration.record(seconds, {n.WORKFLOW_NAME: name, n.WORKFLOW_RESULT: result})
+    # ------------------------------------------------------------------ plain points
+    def _task_observations(self) -> list[Any]:
+        return [
+            _Point(v, {n.TASK_STATE: state, n.BACKEND: backend})
+            for (state, backend), v in list(self._active_tasks().items())
+        ]
+
+    def _workflows(self) -> list[dict[str, Any]]:
+        return [
+            {"value": v, "attributes": {n.WORKFLOW_NAME: name}}
+            for name, v in list(self._active_workflows().items())
+        ]
+
+    def _slot_points(self) -> list[dict[str, Any]]:
+        return [
+            {"value": v, "attributes": {n.BACKEND: be, n.RESOURCE_KIND: kind, n.SLOT_STATE: state}}
+            for (be, kind, state), v in list(self._slots().items())
+        ]
+
+    def _node_points(self, metric: str) -> list[dict[str, Any]]:
+        sample = self._node()
+        host = sample.get("node", "")
+        if metric == n.METRIC_NODE_GPU:
+            return [
+                {"value": v, "attributes": {n.NODE: host, n.GPU: str(i)}}
+                for i, v in enumerate(sample.get("gpu") or ())
+            ]
+        value = sample.get("cpu" if metric == n.METRIC_NODE_CPU else "memory")
+        return [] if value is None else [{"value": value, "attributes": {n.NODE: host}}]
 
     def read(self) -> list[dict[str, Any]]:
-        """Every current data point as plain dicts."""
-        data = self.memory_reader.get_metrics_data()
+        """Every current data point as plain dicts (name, unit, attributes, value/histogram)."""
         out: list[dict[str, Any]] = []
-        if data is None:
-            return out
-        for rm in data.resource_metrics:
-            for sm in rm.scope_metrics:
-                for metric in sm.metrics:
-                    for point in metric.data.data_points:
-                        entry: dict[str, Any] = {
-                            "name": metric.name,
-                            "unit": metric.unit,
-                            "attributes": dict(point.attributes or {}),
-                        }
-                        if isinstance(point, HistogramDataPoint):
-                            entry.update(
-                                count=point.count,
-                                sum=point.sum,
-                                bucket_counts=list(point.bucket_counts),
-                                explicit_bounds=list(point.explicit_bounds),
-                            )
-                        elif isinstance(point, NumberDataPoint):
-                            entry["value"] = point.value
-                        out.append(entry)
+        for hist in self.histograms:
+            for point in hist.points():
+                point["unit"] = n.UNIT_SECONDS
+                out.append(point)
+        units = {
+            n.METRIC_TASKS_ACTIVE: n.UNIT_TASKS,
+            n.METRIC_WORKFLOWS_ACTIVE: n.UNIT_WORKFLOWS,
+            n.METRIC_RESOURCE_SLOTS: n.UNIT_SLOTS,
+        }
+        simple = {
+            n.METRIC_TASKS_ACTIVE: [
+                {"value": p.value, "attributes": p.attributes} for p in self._task_observations()
+            ],
+            n.METRIC_WORKFLOWS_ACTIVE: self._workflows(),
+            n.METRIC_RESOURCE_SLOTS: self._slot_points(),
+        }
+        for metric in (n.METRIC_NODE_CPU, n.METRIC_NODE_MEMORY, n.METRIC_NODE_GPU):
+            simple[metric] = self._node_points(metric)
+        out.extend(
+            {"name": metric, "unit": units.get(metric, n.UNIT_PERCENT), **point}
+            for metric, points in simple.items()
+            for point in points
+        )
         return out
 
     def shutdown(self) -> None:
+        if self.provider is None:
+            return
         try:
             self.provider.shutdown(timeout_millis=10_000)
         except Exception:
             logger.warning("metric provider failed to shut down", exc_info=True)
+
+
+class _Point:
+    __slots__ = ("attributes", "value")
+
+    def __init__(self, value: float, attributes: dict[str, str]) -> None:
+        self.value = value
+        self.attributes = attributes
+
+
+_HELP = {
+    n.METRIC_TASK_DURATION: "Task duration, registration to end",
+    n.METRIC_TASK_QUEUE_DURATION: "Time a task waited on its backend, submitted to started",
+    n.METRIC_WORKFLOW_DURATION: "Workflow duration, scope entry to its last task's end",
+    n.METRIC_TASKS_ACTIVE: "Tasks not yet finished, by state",
+    n.METRIC_WORKFLOWS_ACTIVE: "Workflows not yet finished",
+    n.METRIC_RESOURCE_SLOTS: "Resource slots by kind and state",
+    n.METRIC_NODE_CPU: "Node CPU utilisation",
+    n.METRIC_NODE_MEMORY: "Node memory utilisation",
+    n.METRIC_NODE_GPU: "GPU utilisation",
+}

@@ -1,15 +1,25 @@
 """The hot path of telemetry: what the engine calls at every task transition.
 
-Kept cheap enough to leave on. A task costs a small span record, one
-pre-formatted JSON line per lifecycle event, one span line at the end, two
-histogram points and a few dict increments; OpenTelemetry ``ReadableSpan``
-objects are built only when a span processor wants them, and event objects
-only when someone subscribed. The OpenTelemetry SDK is not imported here.
+Kept cheap enough to leave on. A task's record holds plain integers (its
+lifecycle timestamps) until it ends; attributes are built once, at the end.
+Checkpoint lines are rendered by the writer thread from queued records, and
+OpenTelemetry ``ReadableSpan`` objects are built only when a span processor
+wants them, event objects only when someone subscribed. The OpenTelemetry
+SDK is not imported here.
+
+Lines are written at a task's milestones: ``TaskCreated`` and
+``TaskStarted`` as they happen (a live dashboard sees what waits and what
+runs), the ``resolved``/``queued``/``submitted`` steps together with the
+final event and the span when the task ends. Every line carries its own
+``event_time``; subscribers get every event as it happens.
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
+import logging
 import random
 import time
 from collections import deque
@@ -17,57 +27,162 @@ from collections.abc import Callable
 from typing import Any
 
 from . import names as n
-from .checkpoint import CheckpointWriter, dumps
+from ._aggregate import Histograms
+from ._render import ID_FINAL, ID_QUEUED, ID_RESOLVED, ID_STARTED, ID_SUBMITTED, LineRenderer
 
-__all__ = ["Recorder", "SpanRecord"]
+__all__ = ["Recorder", "SpanRecord", "WorkflowRecord", "span_dict"]
+
+logger = logging.getLogger("asyncflow.telemetry")
 
 _json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
 
+_ID_RESOLVED, _ID_QUEUED, _ID_SUBMITTED, _ID_STARTED, _ID_FINAL = (
+    ID_RESOLVED,
+    ID_QUEUED,
+    ID_SUBMITTED,
+    ID_STARTED,
+    ID_FINAL,
+)
+_STEPS = (
+    ("t_resolved", n.SPAN_EVENT_RESOLVED, n.EVENT_TASK_RESOLVED, _ID_RESOLVED),
+    ("t_queued", n.SPAN_EVENT_QUEUED, n.EVENT_TASK_QUEUED, _ID_QUEUED),
+    ("t_submitted", n.SPAN_EVENT_SUBMITTED, n.EVENT_TASK_SUBMITTED, _ID_SUBMITTED),
+    ("t_started", n.SPAN_EVENT_STARTED, n.EVENT_TASK_STARTED, _ID_STARTED),
+)
+
 
 class SpanRecord:
-    """One span being recorded (session, workflow, block or task)."""
+    """One span being recorded (session, block, task or a user span)."""
 
     __slots__ = (
         "attributes",
-        "attrs_json",
         "backend",
-        "backend_json",
-        "closed",
+        "depends_on",
         "end_ns",
-        "error",
-        "events",
-        "failed",
-        "hex",
+        "error_type",
+        "extra",
+        "fut",
+        "id_base",
         "level",
         "name",
         "owner",
         "parent",
-        "pending",
+        "result",
         "span_id",
         "start_ns",
+        "status",
+        "status_description",
+        "t_queued",
+        "t_resolved",
+        "t_started",
+        "t_submitted",
         "uid",
+        "workflow_id",
     )
 
     def __init__(self, span_id: int, parent: int | None, level: str, name: str) -> None:
         self.span_id = span_id
-        self.hex = f"{span_id:016x}"
         self.parent = parent
         self.level = level
         self.name = name
         self.start_ns = time.time_ns()
         self.end_ns = 0
-        self.events: list[tuple[str, int]] = []
+        self.t_resolved = self.t_queued = self.t_submitted = self.t_started = 0
+        self.id_base = 0
         self.attributes: dict[str, Any] = {}
-        self.attrs_json = "{}"
         self.backend: str | None = None
-        self.backend_json = "null"
         self.uid: str | None = None
-        self.failed = False
-        # Workflow spans: tasks still running, whether the scope has exited.
-        self.owner: SpanRecord | None = None
+        self.workflow_id: str | None = None
+        self.fut: Any = None  # tasks and blocks: their future (attributes come from it)
+        self.result = ""
+        self.error_type = ""
+        self.depends_on: tuple[str, ...] = ()
+        self.extra: dict[str, Any] | None = None  # attributes added by enrichers
+        self.owner: WorkflowRecord | None = None
+        self.status = "UNSET"
+        self.status_description = ""
+
+    def attributes_dict(self) -> dict[str, Any]:
+        """The span's attributes (built on demand for task and block spans)."""
+        fut = self.fut
+        if fut is None:
+            return self.attributes
+        uid = self.uid
+        if self.level == n.LEVEL_BLOCK:
+            attrs: dict[str, Any] = {
+                n.LEVEL: n.LEVEL_BLOCK,
+                n.WORKFLOW_ID: uid,
+                n.WORKFLOW_NAME: fut.workflow_name or "",
+                n.BLOCK_UID: uid,
+            }
+        else:
+            td = fut.task_description
+            attrs = {
+                n.LEVEL: n.LEVEL_TASK,
+                n.WORKFLOW_ID: self.workflow_id or "",
+                n.WORKFLOW_NAME: fut.workflow_name or "",
+                n.TASK_UID: uid,
+                n.TASK_NAME: fut.name,
+                n.TASK_TYPE: fut.kind,
+                n.BACKEND: self.backend or "",
+                n.TASK_CPUS: _count(td, "cpus", 1),
+                n.TASK_GPUS: _count(td, "gpus", 0),
+                n.TASK_DEPENDS_ON: list(self.depends_on),
+            }
+        if self.result:
+            attrs[n.TASK_RESULT] = self.result
+        if self.error_type:
+            attrs[n.ERROR_TYPE] = self.error_type
+        if self.extra:
+            attrs.update(self.extra)
+        return attrs
+
+    def span_events(self) -> list[tuple[str, int]]:
+        """The lifecycle span events that happened, in order."""
+        return [(name, t) for attr, name, _, _ in _STEPS if (t := getattr(self, attr))]
+
+
+class WorkflowRecord(SpanRecord):
+    """A workflow span: it ends when its scope exited and its last task ended."""
+
+    __slots__ = ("closed", "error", "failed", "pending")
+
+    def __init__(self, span_id: int, parent: int | None, name: str) -> None:
+        super().__init__(span_id, parent, n.LEVEL_WORKFLOW, name)
         self.pending = 0
         self.closed = False
+        self.failed = False
         self.error: BaseException | None = None
+
+
+def _count(td: dict[str, Any] | None, key: str, default: int) -> int:
+    if not td:
+        return default
+    try:
+        return int(td.get(key, default))
+    except (TypeError, ValueError):
+        return default
+
+
+def span_dict(rec: SpanRecord, trace_hex: str) -> dict[str, Any]:
+    """A finished span as the checkpoint file's ``span`` record."""
+    end = rec.end_ns
+    return {
+        "section": n.SECTION_SPAN,
+        "name": rec.name,
+        "span_id": f"{rec.span_id:016x}",
+        "trace_id": trace_hex,
+        "parent_span_id": f"{rec.parent:016x}" if rec.parent else None,
+        "start_ns": rec.start_ns,
+        "end_ns": end,
+        "start_time_s": rec.start_ns / 1e9,
+        "end_time_s": end / 1e9,
+        "duration_ms": (end - rec.start_ns) / 1e6,
+        "status_code": rec.status,
+        "status_description": rec.status_description,
+        "attributes": rec.attributes_dict(),
+        "events": [{"name": name, "time_ns": t} for name, t in rec.span_events()],
+    }
 
 
 class Recorder:
@@ -80,89 +195,77 @@ class Recorder:
         ring_size: how many finished spans stay in memory for ``read_traces``.
         span_sink: called with each finished span dict when span processors
             want OpenTelemetry spans (None: nobody does).
-        metrics: the metric instruments, or None.
     """
 
     def __init__(
         self,
         session_id: str,
         node_id: str,
-        writer: CheckpointWriter | None,
         ring_size: int,
         span_sink: Callable[[dict[str, Any]], None] | None,
-        metrics: Any,
     ) -> None:
         self.session_id = session_id
         self.node_id = node_id
         self._rng = random.Random()
         self.trace_id = self._rng.getrandbits(128) or 1
         self.trace_hex = f"{self.trace_id:032x}"
-        self.writer = writer
-        self.ring: deque[dict[str, Any]] = deque(maxlen=ring_size)
+        self.writer: Any = None
+        self._put: Callable[[tuple[Any, ...]], None] | None = None
+        self._lines = LineRenderer(session_id, node_id, self.trace_hex)
+        self.ring: deque[SpanRecord] = deque(maxlen=max(1, ring_size))
         self.span_sink = span_sink
-        self.metrics = metrics
         self.enrichers: list[Callable[[Any, dict[str, Any]], Any]] = []
         self.subscribers_active = False
-        self.deliver: Callable[[str, SpanRecord | None, float, dict[str, Any]], None] | None = None
-        self._next_event = 0
-        self._common = (
-            f'"session_id":{_json(session_id)},"node_id":{_json(node_id)},'
-            f'"trace_id":"{self.trace_hex}"'
-        )
-        self._backend_json: dict[str | None, str] = {None: "null"}
+        self.deliver: Callable[..., None] | None = None
+        # Event ids come in blocks of 8: a task's events are base + offset.
+        self._blocks = itertools.count(1)
         # Live gauges, read by observable instruments.
         self.active_tasks: dict[tuple[str, str], int] = {}
         self.active_workflows: dict[str, int] = {}
-        self.open_workflows: dict[str, SpanRecord] = {}
-        # Aggregates for summary(): never grow with the number of tasks.
+        self.open_workflows: dict[str, WorkflowRecord] = {}
+        # Aggregates: they never grow with the number of tasks.
+        self.task_duration = Histograms(
+            n.METRIC_TASK_DURATION, n.METRIC_ATTRIBUTES[n.METRIC_TASK_DURATION], n.DURATION_BUCKETS
+        )
+        self.queue_duration = Histograms(
+            n.METRIC_TASK_QUEUE_DURATION,
+            n.METRIC_ATTRIBUTES[n.METRIC_TASK_QUEUE_DURATION],
+            n.DURATION_BUCKETS,
+        )
+        self.workflow_duration = Histograms(
+            n.METRIC_WORKFLOW_DURATION,
+            n.METRIC_ATTRIBUTES[n.METRIC_WORKFLOW_DURATION],
+            n.DURATION_BUCKETS,
+        )
         self.by_state: dict[str, int] = {}
-        self.durations: dict[tuple[str, str, str], list[float]] = {}
         self.failures: dict[str, int] = {}
         self.per_workflow: dict[str, dict[str, int]] = {}
         self.spans_finished = 0
         self.session = self._span(None, n.LEVEL_SESSION, n.SPAN_SESSION)
         self.session.attributes = {n.LEVEL: n.LEVEL_SESSION, n.SESSION_ID: session_id}
 
-    # ------------------------------------------------------------------ ids and lines
+    def attach(self, writer: Any) -> None:
+        """Send checkpoint records to ``writer`` (a checkpoint sink) from now on."""
+        self.writer = writer
+        self._put = writer.write
+
+    # ------------------------------------------------------------------ ids and events
     def _span(self, parent: int | None, level: str, name: str) -> SpanRecord:
         return SpanRecord(self._rng.getrandbits(64) or 1, parent, level, name)
 
     def new_event_id(self) -> int:
-        self._next_event += 1
-        return self._next_event
+        """A fresh event id (thread-safe)."""
+        return next(self._blocks) << 3
 
     def _event(
         self, name: str, rec: SpanRecord | None, t_ns: int, extra: dict[str, Any] | None = None
     ) -> None:
-        """Record an engine event: a checkpoint line, and subscribers if any."""
-        self._next_event += 1
-        t = t_ns / 1e9
-        if self.writer is not None:
-            if rec is None:
-                target = (
-                    '"backend":null,"task_id":null,"attributes":{},'
-                    f'"span_id":"{self.session.hex}"'
-                )
-            else:
-                uid = "null" if rec.uid is None else f'"{rec.uid}"'
-                target = (
-                    f'"backend":{rec.backend_json},"task_id":{uid},'
-                    f'"attributes":{rec.attrs_json},"span_id":"{rec.hex}"'
-                )
-            more = "" if not extra else "," + _json(extra)[1:-1]
-            self.writer.write(
-                f'{{"section":"event","name":"{name}","event_type":"{name}",'
-                f'"event_id":{self._next_event},"event_time":{t},"emit_time":{t},'
-                f"{self._common},{target}{more}}}\n"
-            )
+        """Record a session-level engine event now: a checkpoint line and subscribers."""
+        event_id = self.new_event_id()
+        if self._put is not None:
+            self._put(("L", self._lines.session_event(name, t_ns, event_id, self.session.span_id)))
         if self.subscribers_active and self.deliver is not None:
-            self.deliver(name, rec, t, extra or {})
-
-    def backend_json(self, name: str | None) -> str:
-        cached = self._backend_json.get(name)
-        if cached is None:
-            cached = self._backend_json[name] = _json(name)
-        return cached
+            self.deliver(name, rec, t_ns / 1e9, extra or {}, event_id)
 
     # ------------------------------------------------------------------ session
     def session_started(self) -> None:
@@ -175,13 +278,13 @@ class Recorder:
         rec = self.session
         rec.end_ns = time.time_ns()
         self._event(n.EVENT_SESSION_ENDED, None, rec.end_ns)
-        self._finish_span(rec, "UNSET", "")
+        self.finish_span(rec, "UNSET", "")
 
     # ------------------------------------------------------------------ workflows
-    def workflow_started(self, wf_id: str, name: str | None, parent: int | None) -> SpanRecord:
-        rec = self._span(
+    def workflow_started(self, wf_id: str, name: str | None, parent: int | None) -> WorkflowRecord:
+        rec = WorkflowRecord(
+            self._rng.getrandbits(64) or 1,
             parent or self.session.span_id,
-            n.LEVEL_WORKFLOW,
             n.span_name(n.LEVEL_WORKFLOW, name or wf_id),
         )
         rec.attributes = {
@@ -194,14 +297,14 @@ class Recorder:
         self.active_workflows[key] = self.active_workflows.get(key, 0) + 1
         return rec
 
-    def workflow_ended(self, rec: SpanRecord, error: BaseException | None) -> None:
+    def workflow_ended(self, rec: WorkflowRecord, error: BaseException | None) -> None:
         """The scope exited; the span ends when its last task has ended too."""
         rec.closed = True
         rec.error = error
         if rec.pending <= 0:
             self._end_workflow(rec)
 
-    def _end_workflow(self, rec: SpanRecord) -> None:
+    def _end_workflow(self, rec: WorkflowRecord) -> None:
         wf_id = rec.attributes[n.WORKFLOW_ID]
         if self.open_workflows.get(wf_id) is rec:
             del self.open_workflows[wf_id]
@@ -209,7 +312,7 @@ class Recorder:
         self.active_workflows[name] = self.active_workflows.get(name, 1) - 1
         rec.end_ns = time.time_ns()
         error = rec.error
-        if error is not None and not _is_cancel(error):
+        if error is not None and not isinstance(error, asyncio.CancelledError):
             result, status, desc = n.RESULT_FAILED, "ERROR", f"{type(error).__name__}: {error}"
             rec.attributes[n.ERROR_TYPE] = type(error).__name__
         elif error is not None:
@@ -219,9 +322,8 @@ class Recorder:
         else:
             result, status, desc = n.RESULT_COMPLETED, "UNSET", ""
         rec.attributes[n.WORKFLOW_RESULT] = result
-        if self.metrics is not None:
-            self.metrics.workflow_done((rec.end_ns - rec.start_ns) / 1e9, name, result)
-        self._finish_span(rec, status, desc)
+        self.workflow_duration.record((name, result), (rec.end_ns - rec.start_ns) / 1e9)
+        self.finish_span(rec, status, desc)
 
     # ------------------------------------------------------------------ tasks and blocks
     def task_created(
@@ -230,60 +332,70 @@ class Recorder:
         backend: str | None,
         parent: SpanRecord | None,
         scope: tuple[str, str | None] | None,
-        depends_on: list[str],
     ) -> SpanRecord:
-        if parent is None and scope is not None:
-            parent = self.open_workflows.get(scope[0])
-        is_block = fut.kind == n.TYPE_BLOCK
-        level = n.LEVEL_BLOCK if is_block else n.LEVEL_TASK
-        rec = self._span(
+        owner = self.open_workflows.get(scope[0]) if scope is not None else None
+        if parent is None:
+            parent = owner
+        level = n.LEVEL_BLOCK if fut.kind == n.TYPE_BLOCK else n.LEVEL_TASK
+        rec = SpanRecord(
+            self._rng.getrandbits(64) or 1,
             parent.span_id if parent is not None else self.session.span_id,
             level,
             f"{level} {fut.name}",
         )
+        rec.fut = fut
         rec.uid = fut.uid
-        wf_id = fut.workflow_id
-        if scope is not None:
-            owner = self.open_workflows.get(scope[0])
-            if owner is not None:
-                owner.pending += 1
-                rec.owner = owner
-        attrs: dict[str, Any] = {
-            n.LEVEL: level,
-            n.WORKFLOW_ID: wf_id or "",
-            n.WORKFLOW_NAME: fut.workflow_name or "",
-        }
-        if is_block:
-            attrs[n.BLOCK_UID] = fut.uid
-            attrs[n.WORKFLOW_ID] = fut.uid
-        else:
-            attrs[n.TASK_UID] = fut.uid
-            attrs[n.TASK_NAME] = fut.name
-            attrs[n.TASK_TYPE] = fut.kind
-            attrs[n.BACKEND] = backend or ""
-            td = fut.task_description
-            attrs[n.TASK_CPUS] = int(td.get("cpus", 1)) if td else 1
-            attrs[n.TASK_GPUS] = int(td.get("gpus", 0)) if td else 0
+        rec.workflow_id = fut.workflow_id
+        base = rec.id_base = next(self._blocks) << 3
+        if owner is not None:
+            owner.pending += 1
+            rec.owner = owner
+        if level == n.LEVEL_TASK:
             rec.backend = backend
-            rec.backend_json = self.backend_json(backend)
             key = (n.STATE_PENDING, backend or "")
             self.active_tasks[key] = self.active_tasks.get(key, 0) + 1
-        if depends_on:
-            attrs[n.TASK_DEPENDS_ON] = depends_on
-        rec.attributes = attrs
-        if wf_id:
-            rec.attrs_json = f'{{"{n.WORKFLOW_ID}":{_json(wf_id)}}}'
-        self._event(n.EVENT_TASK_CREATED, rec, rec.start_ns)
+        if self._put is not None:
+            td = fut.task_description
+            self._put(
+                (
+                    "C",
+                    rec.uid,
+                    base,
+                    rec.start_ns,
+                    backend,
+                    rec.workflow_id,
+                    rec.span_id,
+                    rec.parent,
+                    level,
+                    fut.name,
+                    fut.kind,
+                    fut.workflow_name or "",
+                    _count(td, "cpus", 1),
+                    _count(td, "gpus", 0),
+                )
+            )
+        if self.subscribers_active and self.deliver is not None:
+            self.deliver(n.EVENT_TASK_CREATED, rec, rec.start_ns / 1e9, {}, base)
         return rec
 
-    def task_event(self, rec: SpanRecord, span_event: str, event_name: str) -> None:
-        t_ns = time.time_ns()
-        rec.events.append((span_event, t_ns))
-        self._event(event_name, rec, t_ns)
+    def resolved(self, rec: SpanRecord) -> None:
+        rec.t_resolved = t_ns = time.time_ns()
+        if self.subscribers_active and self.deliver is not None:
+            self.deliver(n.EVENT_TASK_RESOLVED, rec, t_ns / 1e9, {}, rec.id_base + _ID_RESOLVED)
 
-    def task_started(self, rec: SpanRecord) -> None:
-        t_ns = time.time_ns()
-        rec.events.append((n.SPAN_EVENT_STARTED, t_ns))
+    def queued(self, rec: SpanRecord) -> None:
+        rec.t_queued = t_ns = time.time_ns()
+        if self.subscribers_active and self.deliver is not None:
+            self.deliver(n.EVENT_TASK_QUEUED, rec, t_ns / 1e9, {}, rec.id_base + _ID_QUEUED)
+
+    def submitted(self, rec: SpanRecord) -> None:
+        rec.t_submitted = t_ns = time.time_ns()
+        if self.subscribers_active and self.deliver is not None:
+            self.deliver(n.EVENT_TASK_SUBMITTED, rec, t_ns / 1e9, {}, rec.id_base + _ID_SUBMITTED)
+
+    def started(self, rec: SpanRecord) -> None:
+        rec.t_started = t_ns = time.time_ns()
+        event_id = rec.id_base + _ID_STARTED
         if rec.level == n.LEVEL_TASK:
             backend = rec.backend or ""
             active = self.active_tasks
@@ -291,85 +403,61 @@ class Recorder:
             active[key] = active.get(key, 1) - 1
             key = (n.STATE_RUNNING, backend)
             active[key] = active.get(key, 0) + 1
-            if self.metrics is not None:
-                submitted = _event_time(rec, n.SPAN_EVENT_SUBMITTED)
-                if submitted:
-                    self.metrics.queued(
-                        (t_ns - submitted) / 1e9, backend, rec.attributes[n.WORKFLOW_NAME]
-                    )
-        self._event(n.EVENT_TASK_STARTED, rec, t_ns)
+            if rec.t_submitted:
+                self.queue_duration.record(
+                    (backend, rec.fut.workflow_name or ""), (t_ns - rec.t_submitted) / 1e9
+                )
+        if self._put is not None:
+            self._put(("S", rec.uid, t_ns))
+        if self.subscribers_active and self.deliver is not None:
+            self.deliver(n.EVENT_TASK_STARTED, rec, t_ns / 1e9, {}, event_id)
 
     def task_finished(
-        self, fut: Any, rec: SpanRecord, result: str, error: BaseException | None, cut_off: bool
+        self,
+        rec: SpanRecord,
+        result: str,
+        error: BaseException | None,
+        cut_off: bool,
+        depends_on: tuple[str, ...],
     ) -> None:
-        t_ns = time.time_ns()
-        rec.end_ns = t_ns
-        attrs = rec.attributes
-        attrs[n.TASK_RESULT] = result
-        is_task = rec.level == n.LEVEL_TASK
-        if is_task:
-            backend = rec.backend or ""
-            started = any(name == n.SPAN_EVENT_STARTED for name, _ in rec.events)
-            key = (n.STATE_RUNNING if started else n.STATE_PENDING, backend)
-            self.active_tasks[key] = self.active_tasks.get(key, 1) - 1
+        t_ns = rec.end_ns = time.time_ns()
+        rec.result = result
+        rec.depends_on = depends_on
         error_type = ""
-        if result == n.RESULT_FAILED:
-            error_type = type(error).__name__ if error is not None else "Error"
-            attrs[n.ERROR_TYPE] = error_type
-            status, desc = "ERROR", str(error) if error is not None else "failed"
-            self._event(n.EVENT_TASK_FAILED, rec, t_ns, {"error_type": error_type})
-            self.failures[error_type] = self.failures.get(error_type, 0) + 1
+        if result == n.RESULT_COMPLETED:
+            status, desc, final = "OK", "", n.EVENT_TASK_COMPLETED
+        elif result == n.RESULT_FAILED:
+            error_type = rec.error_type = type(error).__name__ if error is not None else "Error"
+            status, final = "ERROR", n.EVENT_TASK_FAILED
+            desc = str(error) if error is not None else "failed"
             if rec.owner is not None:
                 rec.owner.failed = True
-        elif result == n.RESULT_CANCELED:
+        else:
             status, desc = ("ERROR", "canceled: engine shut down") if cut_off else ("UNSET", "")
-            self._event(n.EVENT_TASK_CANCELED, rec, t_ns)
-        else:
-            status, desc = "OK", ""
-            self._event(n.EVENT_TASK_COMPLETED, rec, t_ns)
-        for enrich in self.enrichers:
-            try:
-                extra = enrich(fut, attrs)
-                if extra:
-                    attrs.update(extra)
-            except Exception:
-                self.enrichers.remove(enrich)
-                import logging
-
-                logging.getLogger("asyncflow.telemetry").exception(
-                    "span enricher %r failed and was removed", enrich
-                )
-                break
-        duration = (t_ns - rec.start_ns) / 1e9
-        level_name = attrs.get(n.TASK_NAME) or rec.name
-        workflow_name = attrs[n.WORKFLOW_NAME]
-        self.by_state[result] = self.by_state.get(result, 0) + 1
-        stats_key = (workflow_name, level_name, result)
-        stats = self.durations.get(stats_key)
-        if stats is None:
-            self.durations[stats_key] = [1, duration, duration, duration]
-        else:
-            stats[0] += 1
-            stats[1] += duration
-            if duration < stats[2]:
-                stats[2] = duration
-            if duration > stats[3]:
-                stats[3] = duration
-        per_wf = self.per_workflow.get(workflow_name)
-        if per_wf is None:
-            per_wf = self.per_workflow[workflow_name] = {}
-        per_wf[result] = per_wf.get(result, 0) + 1
-        if is_task and self.metrics is not None:
-            self.metrics.task_done(
-                duration,
-                level_name,
-                attrs[n.TASK_TYPE],
-                result,
-                rec.backend or "",
-                workflow_name,
-                error_type,
+            final = n.EVENT_TASK_CANCELED
+        if self.subscribers_active and self.deliver is not None:
+            extra = {"error_type": error_type} if error_type else {}
+            self.deliver(final, rec, t_ns / 1e9, extra, rec.id_base + _ID_FINAL)
+        if self.enrichers:
+            self._enrich(rec)
+        if rec.level == n.LEVEL_TASK:
+            fut = rec.fut
+            backend = rec.backend or ""
+            key = (n.STATE_RUNNING if rec.t_started else n.STATE_PENDING, backend)
+            self.active_tasks[key] = self.active_tasks.get(key, 1) - 1
+            workflow_name = fut.workflow_name or ""
+            self.task_duration.record(
+                (fut.name, fut.kind, result, backend, workflow_name, error_type),
+                (t_ns - rec.start_ns) / 1e9,
             )
-        self._finish_span(rec, status, desc)
+            self.by_state[result] = self.by_state.get(result, 0) + 1
+            if error_type:
+                self.failures[error_type] = self.failures.get(error_type, 0) + 1
+            per_wf = self.per_workflow.get(workflow_name)
+            if per_wf is None:
+                per_wf = self.per_workflow[workflow_name] = {}
+            per_wf[result] = per_wf.get(result, 0) + 1
+        self.finish_span(rec, status, desc, final)
         owner = rec.owner
         if owner is not None:
             rec.owner = None
@@ -377,41 +465,73 @@ class Recorder:
             if owner.closed and owner.pending <= 0:
                 self._end_workflow(owner)
 
+    def _enrich(self, rec: SpanRecord) -> None:
+        attrs = rec.attributes_dict()
+        added: dict[str, Any] = {}
+        for enrich in list(self.enrichers):
+            try:
+                extra = enrich(rec.fut, attrs)
+            except Exception:  # an enricher never breaks a task
+                self.enrichers.remove(enrich)
+                logger.exception("span enricher %r failed and was removed", enrich)
+                continue
+            if extra:
+                attrs.update(extra)
+                added.update(extra)
+        if added:
+            rec.extra = added
+
     # ------------------------------------------------------------------ spans
-    def _finish_span(self, rec: SpanRecord, status: str, desc: str) -> None:
-        end = rec.end_ns or time.time_ns()
-        span = {
-            "section": n.SECTION_SPAN,
-            "name": rec.name,
-            "span_id": rec.hex,
-            "trace_id": self.trace_hex,
-            "parent_span_id": f"{rec.parent:016x}" if rec.parent else None,
-            "start_ns": rec.start_ns,
-            "end_ns": end,
-            "start_time_s": rec.start_ns / 1e9,
-            "end_time_s": end / 1e9,
-            "duration_ms": (end - rec.start_ns) / 1e6,
-            "status_code": status,
-            "status_description": desc,
-            "attributes": rec.attributes,
-            "events": [{"name": name, "time_ns": t} for name, t in rec.events],
-        }
+    def finish_span(
+        self, rec: SpanRecord, status: str, desc: str, final: str | None = None
+    ) -> None:
+        """End a span; ``final`` is a task's final event, written with it."""
+        if not rec.end_ns:
+            rec.end_ns = time.time_ns()
+        rec.status = status
+        rec.status_description = desc
         self.spans_finished += 1
-        self.ring.append(span)
-        if self.writer is not None:
-            self.writer.write(dumps(span) + "\n")
+        self.ring.append(rec)
+        if self._put is not None:
+            if final is not None:
+                self._put(
+                    (
+                        "F",
+                        rec.uid,
+                        final,
+                        rec.error_type,
+                        rec.end_ns,
+                        status,
+                        desc,
+                        rec.t_resolved,
+                        rec.t_queued,
+                        rec.t_submitted,
+                        rec.t_started,
+                        rec.result,
+                        rec.depends_on,
+                        rec.extra,
+                    )
+                )
+            else:
+                self._put(
+                    (
+                        "P",
+                        (
+                            rec.name,
+                            rec.span_id,
+                            rec.parent,
+                            rec.start_ns,
+                            rec.end_ns,
+                            status,
+                            desc,
+                            rec.attributes_dict(),
+                            rec.span_events(),
+                        ),
+                    )
+                )
         if self.span_sink is not None:
-            self.span_sink(span)
+            self.span_sink(span_dict(rec, self.trace_hex))
 
-
-def _event_time(rec: SpanRecord, name: str) -> int:
-    for event_name, t in reversed(rec.events):
-        if event_name == name:
-            return t
-    return 0
-
-
-def _is_cancel(error: BaseException) -> bool:
-    import asyncio
-
-    return isinstance(error, asyncio.CancelledError)
+    def traces(self) -> list[dict[str, Any]]:
+        """The finished spans in the ring, as dicts."""
+        return [span_dict(rec, self.trace_hex) for rec in list(self.ring)]

@@ -2,16 +2,22 @@
 
 One JSON object per line, ``"section"`` first (``event``, ``span`` or
 ``metric``), so a reader can pick sections by prefix without parsing. The
-writer appends whole lines from a background thread, at least once a second
-and whenever enough lines are waiting; a process killed mid-run leaves a file
-whose complete lines all parse. Readers skip a torn last line.
+lines are rendered and appended by a writer process (a thread when no
+process can be started), whole, at least once a second; a run killed
+mid-way leaves a file whose complete lines all parse. Readers skip a torn
+last line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import marshal
 import os
+import struct
+import subprocess
+import sys
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -19,8 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from . import names as n
+from ._render import LineRenderer
 
-__all__ = ["CheckpointWriter", "checkpoint_files", "read_checkpoint"]
+__all__ = [
+    "CheckpointWriter",
+    "ProcessCheckpointWriter",
+    "checkpoint_files",
+    "open_checkpoint",
+    "read_checkpoint",
+]
 
 logger = logging.getLogger("asyncflow.telemetry")
 
@@ -28,37 +41,59 @@ logger = logging.getLogger("asyncflow.telemetry")
 _WAKE_AT = 5_000
 
 
-class CheckpointWriter:
-    """Appends lines to the checkpoint file from a background thread.
+class _Sink:
+    """Where checkpoint records go; subclasses decide where they are rendered."""
+
+    path: Path
+
+    def write(self, record: tuple[Any, ...]) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def write_line(self, line: str) -> None:
+        """Queue one rendered line. Never blocks; thread-safe."""
+        self.write(("L", line))
+
+    def write_record(self, record: dict[str, Any]) -> None:
+        """Queue one record as a JSON line."""
+        self.write(("L", dumps(record) + "\n"))
+
+    def close(self) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class CheckpointWriter(_Sink):
+    """Renders and appends records from a background thread of this process.
+
+    The fallback when the writer process cannot start: the rendering then
+    competes with the engine for the GIL.
 
     Args:
         path: the file to create (its directory is created).
+        renderer: turns records into lines.
         flush_interval: the longest time a line waits before it is written.
     """
 
-    def __init__(self, path: str | os.PathLike[str], flush_interval: float = 1.0) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], renderer: LineRenderer, flush_interval: float = 1.0
+    ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._renderer = renderer
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        self._queue: deque[str] = deque()
+        self._queue: deque[tuple[Any, ...]] = deque()
         self._interval = flush_interval
         self._wake = threading.Event()
         self._stopping = False
         self._failed = False
-        self.lines_written = 0
         self._thread = threading.Thread(target=self._run, name="asyncflow-checkpoint", daemon=True)
         self._thread.start()
 
-    def write(self, line: str) -> None:
-        """Queue one line (ending in a newline). Never blocks; thread-safe."""
+    def write(self, record: tuple[Any, ...]) -> None:
+        """Queue one record. Never blocks; thread-safe."""
         queue = self._queue
-        queue.append(line)
-        if len(queue) > _WAKE_AT:
+        queue.append(record)
+        if len(queue) > _WAKE_AT and not self._wake.is_set():
             self._wake.set()
-
-    def write_record(self, record: dict[str, Any]) -> None:
-        """Queue one record as a JSON line."""
-        self.write(dumps(record) + "\n")
 
     def _run(self) -> None:
         while not self._stopping:
@@ -69,22 +104,22 @@ class CheckpointWriter:
     def _drain(self) -> None:
         queue = self._queue
         count = len(queue)
-        if not count:
+        if not count or self._failed:
             return
-        lines = [queue.popleft() for _ in range(count)]
-        if self._failed:
-            return
+        render = self._renderer.render
+        lines = []
+        for _ in range(count):
+            record = queue.popleft()
+            try:
+                lines.append(render(record))
+            except Exception:
+                logger.exception("checkpoint file %s: a record could not be rendered", self.path)
         try:
             self._file.write("".join(lines))
             self._file.flush()
-            self.lines_written += count
         except (OSError, ValueError) as exc:  # disk full, file closed under us
             self._failed = True
             logger.warning("checkpoint file %s: writing stopped: %s", self.path, exc)
-
-    def flush(self) -> None:
-        """Write what is queued now (from the calling thread)."""
-        self._drain()
 
     def close(self) -> None:
         """Write everything queued and close the file. Idempotent."""
@@ -92,20 +127,132 @@ class CheckpointWriter:
             return
         self._stopping = True
         self._wake.set()
-        self._thread.join(timeout=30)
+        self._thread.join(timeout=60)
         self._drain()
-        try:
+        with contextlib.suppress(OSError, ValueError):
             self._file.flush()
             os.fsync(self._file.fileno())
-        except (OSError, ValueError):
-            pass
         self._file.close()
+
+
+class ProcessCheckpointWriter(_Sink):
+    """Ships records to a writer process that renders and appends them.
+
+    Rendering JSON costs more than the engine spends on a no-op task; in a
+    process of its own it runs on another core instead of holding this
+    process's GIL. Records are batched and sent at least every
+    ``send_interval`` seconds; the writer process flushes the file after each
+    batch. If this process dies, the writer still writes what it received.
+
+    Args:
+        path: the file to create.
+        header: ``(session_id, node_id, trace_hex)`` for the renderer.
+        send_interval: the longest time a record waits before it is sent.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        header: tuple[str, str, str],
+        send_interval: float = 0.25,
+    ) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        package_parent = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (package_parent, env.get("PYTHONPATH", "")) if p
+        )
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "asyncflow.telemetry._writer_main", str(self.path), *header],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,  # a Ctrl-C for the run must not kill its record
+        )
+        assert self._proc.stdin is not None
+        self._pipe = self._proc.stdin
+        self._buffer: list[tuple[Any, ...]] = []
+        self._interval = send_interval
+        self._wake = threading.Event()
+        self._stopping = False
+        self._failed = False
+        self._send_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="asyncflow-checkpoint", daemon=True)
+        self._thread.start()
+
+    def write(self, record: tuple[Any, ...]) -> None:
+        """Queue one record. Never blocks; thread-safe."""
+        buffer = self._buffer
+        buffer.append(record)
+        if len(buffer) > _WAKE_AT and not self._wake.is_set():
+            self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stopping:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            self._send()
+
+    def _send(self) -> None:
+        with self._send_lock:
+            batch, self._buffer = self._buffer, []
+            if not batch or self._failed:
+                return
+            try:
+                blob = marshal.dumps(batch)
+            except ValueError:  # an attribute value marshal cannot carry
+                blob = marshal.dumps([_plain(r) for r in batch])
+            try:
+                self._pipe.write(struct.pack("<I", len(blob)) + blob)
+                self._pipe.flush()
+            except (OSError, ValueError) as exc:
+                self._failed = True
+                logger.warning("checkpoint writer for %s stopped: %s", self.path, exc)
+
+    def close(self) -> None:
+        """Send everything queued, let the writer finish, and wait for it."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(timeout=60)
+        self._send()
+        with contextlib.suppress(OSError, ValueError):
+            self._pipe.close()
+        try:
+            self._proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            logger.warning("checkpoint writer for %s did not finish; killing it", self.path)
+            self._proc.kill()
+            self._proc.wait()
+
+
+def _plain(record: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A record whose values marshal can carry (others become strings)."""
+    try:
+        marshal.dumps(record)
+        return record
+    except ValueError:
+        return tuple(json.loads(dumps(list(record))))
+
+
+def open_checkpoint(
+    path: str | os.PathLike[str], header: tuple[str, str, str], *, in_process: bool = False
+) -> _Sink:
+    """A checkpoint sink for ``path``: a writer process, else a writer thread."""
+    if not in_process:
+        try:
+            return ProcessCheckpointWriter(path, header)
+        except OSError as exc:
+            logger.warning("no checkpoint writer process (%s): writing from a thread", exc)
+    return CheckpointWriter(path, LineRenderer(*header))
 
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
 
 
-def dumps(record: dict[str, Any]) -> str:
+def dumps(record: Any) -> str:
     """A compact JSON text for one record (unknown types as ``str``)."""
     return _encoder.encode(record)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import itertools
 import logging
 import os
 import threading
@@ -18,7 +17,7 @@ from . import names as n
 from ._otel import Instruments, SpanBridge, make_resource, otlp_exporters
 from ._recorder import Recorder, SpanRecord
 from ._sampler import NodeSampler
-from .checkpoint import CheckpointWriter, dumps
+from .checkpoint import dumps, open_checkpoint
 from .events import ENGINE_EVENT_TYPES, Event, ResourceUpdate
 from .otlp_json import spans_to_otlp_json
 
@@ -42,7 +41,7 @@ class Telemetry:
         recorder: Recorder,
         bridge: SpanBridge | None,
         instruments: Instruments,
-        writer: CheckpointWriter | None,
+        writer: Any,
         parent_lookup: Callable[[], SpanRecord | None],
     ) -> None:
         self._loop = loop
@@ -53,7 +52,6 @@ class Telemetry:
         self._parent_lookup = parent_lookup
         self._subscribers: list[Subscriber] = []
         self._failed_subscribers: set[int] = set()
-        self._ids = itertools.count(1_000_000_000)
         self._slots: dict[tuple[str, str, str], int] = {}
         self._sampler: NodeSampler | None = None
         self._prometheus: Any = None
@@ -114,7 +112,7 @@ class Telemetry:
         rec = self._recorder
         event = dataclasses.replace(
             event,
-            event_id=event.event_id if event.event_id is not None else next(self._ids),
+            event_id=event.event_id if event.event_id is not None else rec.new_event_id(),
             event_time=event.event_time if event.event_time is not None else now,
             emit_time=now,
             session_id=event.session_id or rec.session_id,
@@ -123,8 +121,8 @@ class Telemetry:
         if self._writer is not None and not self._stopped:
             record = {"section": n.SECTION_EVENT, "name": event.event_type, **event.to_dict()}
             record["trace_id"] = rec.trace_hex
-            record["span_id"] = rec.session.hex
-            self._writer.write(dumps(record) + "\n")
+            record["span_id"] = f"{rec.session.span_id:016x}"
+            self._writer.write_line(dumps(record) + "\n")
         if self._subscribers:
             if threading.get_ident() == self._thread_id:
                 self._dispatch(event)
@@ -134,14 +132,14 @@ class Telemetry:
         return event
 
     def _deliver_engine_event(
-        self, name: str, rec: SpanRecord | None, t: float, extra: dict[str, Any]
+        self, name: str, rec: SpanRecord | None, t: float, extra: dict[str, Any], event_id: int
     ) -> None:
         cls = ENGINE_EVENT_TYPES[name]
         attrs = {}
-        if rec is not None and rec.attributes.get(n.WORKFLOW_ID):
-            attrs[n.WORKFLOW_ID] = rec.attributes[n.WORKFLOW_ID]
+        if rec is not None and rec.workflow_id:
+            attrs[n.WORKFLOW_ID] = rec.workflow_id
         event = cls(
-            event_id=self._recorder._next_event,
+            event_id=event_id,
             event_time=t,
             emit_time=t,
             session_id=self._recorder.session_id,
@@ -203,15 +201,15 @@ class Telemetry:
             raise
         finally:
             rec.end_ns = time.time_ns()
-            self._recorder._finish_span(rec, status, desc)
+            self._recorder.finish_span(rec, status, desc)
 
     def read_traces(self) -> list[dict[str, Any]]:
         """The finished spans still in the in-memory ring (oldest first)."""
-        return list(self._recorder.ring)
+        return self._recorder.traces()
 
     def task_spans(self) -> list[dict[str, Any]]:
         """The finished task spans in the ring."""
-        return [s for s in self._recorder.ring if s["attributes"].get(n.LEVEL) == n.LEVEL_TASK]
+        return [s for s in self.read_traces() if s["attributes"].get(n.LEVEL) == n.LEVEL_TASK]
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """Every metric data point now, as plain dicts (name, unit, attributes, value/histogram)."""
@@ -221,16 +219,21 @@ class Telemetry:
         """Tasks by state, durations, failures by error type, per workflow type."""
         rec = self._recorder
         durations = []
-        for (workflow, name, result), (count, total, low, high) in sorted(rec.durations.items()):
+        for point in sorted(
+            rec.task_duration.points(), key=lambda p: sorted(p["attributes"].items())
+        ):
+            attrs = point["attributes"]
             durations.append(
                 {
-                    "workflow_name": workflow,
-                    "task_name": name,
-                    "result": result,
-                    "count": count,
-                    "mean_s": total / count,
-                    "min_s": low,
-                    "max_s": high,
+                    "workflow_name": attrs.get(n.WORKFLOW_NAME, ""),
+                    "task_name": attrs.get(n.TASK_NAME, ""),
+                    "task_type": attrs.get(n.TASK_TYPE, ""),
+                    "backend": attrs.get(n.BACKEND, ""),
+                    "result": attrs.get(n.TASK_RESULT, ""),
+                    "error_type": attrs.get(n.ERROR_TYPE, ""),
+                    "count": point["count"],
+                    "total_s": point["sum"],
+                    "mean_s": point["sum"] / point["count"],
                 }
             )
         return {
@@ -346,11 +349,6 @@ async def start(
     loop = asyncio.get_running_loop()
     session_id = engine.uid
     res = make_resource(resource, session_id)
-    writer = None
-    if checkpoint_path is not None:
-        started = int(time.time())
-        file = Path(checkpoint_path) / f"{session_id}.{started}{n.CHECKPOINT_SUFFIX}"
-        writer = CheckpointWriter(file)
     processors = list(span_processors or [])
     readers = list(metric_readers or [])
     endpoint = otlp_endpoint or os.environ.get(n.ENV_OTLP_ENDPOINT)
@@ -384,14 +382,14 @@ async def start(
         prom_registry = CollectorRegistry(auto_describe=True)
         readers.append(PrometheusMetricReader(registry=prom_registry))
     bridge = SpanBridge(processors, res) if processors else None
-    recorder = Recorder(
-        session_id,
-        socket.gethostname(),
-        writer,
-        span_buffer,
-        bridge,
-        None,
-    )
+    node_id = socket.gethostname()
+    recorder = Recorder(session_id, node_id, span_buffer, bridge)
+    writer = None
+    if checkpoint_path is not None:
+        started = int(time.time())
+        file = Path(checkpoint_path) / f"{session_id}.{started}{n.CHECKPOINT_SUFFIX}"
+        writer = open_checkpoint(file, (session_id, node_id, recorder.trace_hex))
+        recorder.attach(writer)
     slots: dict[tuple[str, str, str], int] = {}
     sampler_holder: list[NodeSampler] = []
 
@@ -401,12 +399,12 @@ async def start(
     instruments = Instruments(
         res,
         readers,
+        [recorder.task_duration, recorder.queue_duration, recorder.workflow_duration],
         lambda: recorder.active_tasks,
         lambda: recorder.active_workflows,
         lambda: slots,
         node,
     )
-    recorder.metrics = instruments
     tel = Telemetry(loop, recorder, bridge, instruments, writer, engine._telemetry_parent)
     tel._slots = slots
     if bridge is None:

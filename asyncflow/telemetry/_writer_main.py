@@ -1,0 +1,58 @@
+"""The checkpoint writer process: ``python -m asyncflow.telemetry._writer_main``.
+
+Reads length-prefixed marshal batches of records from standard input,
+renders them and appends the lines to the checkpoint file, flushing after
+every batch. Ends at end of input (the engine closed the pipe, or died).
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import signal
+import struct
+import sys
+
+from ._render import LineRenderer
+
+
+def _read_exact(stream: object, size: int) -> bytes:
+    chunks = []
+    while size:
+        chunk = stream.read(size)  # type: ignore[attr-defined]
+        if not chunk:
+            return b""
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def main(argv: list[str]) -> int:
+    """Run the writer; returns the exit code."""
+    path, session_id, node_id, trace_hex = argv
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # finish the record; the pipe ends us
+    renderer = LineRenderer(session_id, node_id, trace_hex)
+    stream = sys.stdin.buffer
+    with open(path, "a", encoding="utf-8") as out:
+        while True:
+            head = _read_exact(stream, 4)
+            if len(head) < 4:
+                break
+            blob = _read_exact(stream, struct.unpack("<I", head)[0])
+            if not blob:
+                break
+            lines = []
+            for record in marshal.loads(blob):
+                try:
+                    lines.append(renderer.render(tuple(record)))
+                except Exception as exc:  # noqa: BLE001 - one bad record must not stop the file
+                    sys.stderr.write(f"asyncflow checkpoint: skipped a record: {exc!r}\n")
+            out.write("".join(lines))
+            out.flush()
+        out.flush()
+        os.fsync(out.fileno())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
