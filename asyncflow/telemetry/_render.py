@@ -106,7 +106,7 @@ class LineRenderer:
         if created is None:
             raise ValueError(f"task {uid!r} ended without a created record")
         (_, _, base, start, backend, workflow_id, span_id, parent, level, name) = created[:10]
-        workflow_name, task_kind, cpus, gpus = created[10:14]
+        task_kind, workflow_name, cpus, gpus = created[10:14]
         line = self._line
         parts = []
         if t_resolved:

@@ -414,6 +414,16 @@ async def test_checkpoint_file_has_every_span_once(engine: WorkflowEngine, tmp_p
     spans = [r for r in records if r["section"] == "span"]
     assert len(spans) == len({s["span_id"] for s in spans}) == 200 + 2  # tasks, workflow, session
     assert len(spans) == len(exporter.get_finished_spans())
+    # The file and the OTel spans say the same thing about every span.
+    otel = {f"{s.context.span_id:016x}": s for s in exporter.get_finished_spans()}
+    for span in spans:
+        twin = otel[span["span_id"]]
+        assert span["name"] == twin.name
+        assert span["start_ns"] == twin.start_time and span["end_ns"] == twin.end_time
+        assert span["attributes"] == {
+            k: list(v) if isinstance(v, tuple) else v for k, v in twin.attributes.items()
+        }
+        assert [e["name"] for e in span["events"]] == [e.name for e in twin.events]
     keys = {
         "name",
         "span_id",

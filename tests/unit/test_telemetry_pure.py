@@ -1,0 +1,164 @@
+"""Telemetry's pure parts: names, histograms, line rendering, checkpoint reading."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from asyncflow.telemetry import names
+from asyncflow.telemetry._aggregate import Histograms
+from asyncflow.telemetry._render import LineRenderer
+from asyncflow.telemetry.checkpoint import CheckpointWriter, read_checkpoint
+
+T0 = 1_764_400_000_123_456_789
+
+
+def test_prometheus_names_follow_the_exporter_translation() -> None:
+    assert names.prometheus_label(names.TASK_NAME) == "asyncflow_task_name"
+    assert names.prometheus_label(names.ERROR_TYPE) == "error_type"
+    assert names.prometheus_series(names.METRIC_TASK_DURATION) == (
+        "asyncflow_task_duration_seconds_bucket",
+        "asyncflow_task_duration_seconds_sum",
+        "asyncflow_task_duration_seconds_count",
+    )
+    assert names.prometheus_series(names.METRIC_TASKS_ACTIVE) == ("asyncflow_tasks_active",)
+    assert set(names.PROMETHEUS_NAMES) == set(names.METRIC_ATTRIBUTES)
+    for labels in names.METRIC_ATTRIBUTES.values():
+        assert names.TASK_UID not in labels and names.WORKFLOW_ID not in labels
+    assert names.span_name("task", "simulate") == "task simulate"
+    assert names.span_name("session") == "session"
+
+
+def test_histograms_bucket_like_prometheus() -> None:
+    hist = Histograms("x", ("a", "b"), (0.1, 1.0))
+    hist.record(("k", ""), 0.1)  # on the bound: that bucket (le="0.1")
+    hist.record(("k", ""), 0.5)
+    hist.record(("k", ""), 7.0)  # above every bound: +Inf
+    (point,) = hist.points()
+    assert point["bucket_counts"] == [1, 1, 1]
+    assert point["count"] == 3 and point["sum"] == pytest.approx(7.6)
+    assert point["attributes"] == {"a": "k"}  # empty values left out
+    assert hist.take_pending() == []  # nothing tracked without a reader
+    hist.track = True
+    hist.record(("k", "z"), 2.0)
+    assert hist.take_pending() == [(2.0, ("k", "z"))]
+    assert hist.take_pending() == []
+
+
+def render_task(renderer: LineRenderer, *, failed: bool = False) -> list[dict[str, object]]:
+    created = (
+        "C",
+        "task.000007",
+        56,
+        T0,
+        "gpu",
+        "wf-1",
+        0xABC,
+        0xDEF,
+        "task",
+        "train",
+        "function",
+        "training",
+        1,
+        2,
+    )
+    started = ("S", "task.000007", T0 + 40)
+    finished = (
+        "F",
+        "task.000007",
+        "TaskFailed" if failed else "TaskCompleted",
+        "KeyError" if failed else "",
+        T0 + 100,
+        "ERROR" if failed else "OK",
+        'bad "key"' if failed else "",
+        T0 + 10,
+        T0 + 20,
+        T0 + 30,
+        T0 + 40,
+        "failed" if failed else "completed",
+        ("task.000001",),
+        {"user.tag": "x"},
+    )
+    text = renderer.render(created) + renderer.render(started) + renderer.render(finished)
+    assert text.endswith("\n")
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_task_records_render_to_events_and_one_span() -> None:
+    renderer = LineRenderer("sess", "node-1", "ab" * 16)
+    lines = render_task(renderer)
+    assert [r["section"] for r in lines] == ["event"] * 6 + ["span"]
+    assert [r["name"] for r in lines[:6]] == [
+        "TaskCreated",
+        "TaskStarted",
+        "asyncflow.TaskResolved",
+        "TaskQueued",
+        "TaskSubmitted",
+        "TaskCompleted",
+    ]
+    for event in lines[:6]:
+        assert set(names.EVENT_BASE_FIELDS) <= set(event)
+        assert event["event_type"] == event["name"]
+        assert event["task_id"] == "task.000007" and event["backend"] == "gpu"
+        assert event["attributes"] == {names.WORKFLOW_ID: "wf-1"}
+        assert event["span_id"] == f"{0xABC:016x}" and event["trace_id"] == "ab" * 16
+    assert lines[0]["event_time"] == pytest.approx(T0 / 1e9)
+    assert len({e["event_id"] for e in lines[:6]}) == 6
+    span = lines[6]
+    assert span["name"] == "task train" and span["parent_span_id"] == f"{0xDEF:016x}"
+    assert span["start_ns"] == T0 and span["end_ns"] == T0 + 100
+    assert span["duration_ms"] == pytest.approx(100 / 1e6)
+    assert [e["name"] for e in span["events"]] == list(names.SPAN_EVENTS)
+    attrs = span["attributes"]
+    assert attrs[names.TASK_NAME] == "train" and attrs[names.WORKFLOW_NAME] == "training"
+    assert attrs[names.TASK_GPUS] == 2 and attrs[names.TASK_DEPENDS_ON] == ["task.000001"]
+    assert attrs[names.TASK_RESULT] == "completed" and attrs["user.tag"] == "x"
+    assert names.ERROR_TYPE not in attrs
+
+
+def test_failed_task_renders_error_type_and_escaped_message() -> None:
+    lines = render_task(LineRenderer('se"ss', "node", "cd" * 16), failed=True)
+    assert lines[0]["session_id"] == 'se"ss'
+    assert lines[5]["name"] == "TaskFailed" and lines[5]["error_type"] == "KeyError"
+    span = lines[6]
+    assert span["status_code"] == "ERROR" and span["status_description"] == 'bad "key"'
+    assert span["attributes"][names.ERROR_TYPE] == "KeyError"
+
+
+def test_other_records() -> None:
+    renderer = LineRenderer("s", "n", "ef" * 16)
+    span = ("workflow x", 5, None, T0, T0 + 9, "UNSET", "", {"k": [1, 2]}, [])
+    record = json.loads(renderer.render(("P", span)))
+    assert record["parent_span_id"] is None and record["attributes"] == {"k": [1, 2]}
+    assert renderer.render(("L", '{"section":"metric"}')) == '{"section":"metric"}\n'
+    event = json.loads(renderer.session_event("SessionStarted", T0, 8, 5))
+    assert event["task_id"] is None and event["span_id"] == f"{5:016x}"
+    with pytest.raises(ValueError, match="unknown"):
+        renderer.render(("Z",))
+
+
+def test_reader_skips_torn_and_garbage_lines(tmp_path: Path) -> None:
+    path = tmp_path / "run.telemetry.jsonl"
+    path.write_text(
+        '{"section":"event","name":"A"}\n'
+        "not json at all\n"
+        '{"section":"span","name":"s"}\n'
+        '{"section":"event","name":"B"}\n'
+        '{"section":"span","na'
+    )
+    assert [r["name"] for r in read_checkpoint(path)] == ["A", "s", "B"]
+    assert [r["name"] for r in read_checkpoint(path, ["span"])] == ["s"]
+    assert [r["name"] for r in read_checkpoint(tmp_path, ["event"])] == ["A", "B"]
+
+
+def test_thread_writer_renders_records(tmp_path: Path) -> None:
+    path = tmp_path / "t.telemetry.jsonl"
+    writer = CheckpointWriter(path, LineRenderer("s", "n", "01" * 16), flush_interval=0.01)
+    writer.write_record({"section": "metric", "v": 1})
+    writer.write(("P", ("session", 1, None, T0, T0 + 1, "UNSET", "", {}, [])))
+    writer.close()
+    writer.close()
+    records = list(read_checkpoint(path))
+    assert [r["section"] for r in records] == ["metric", "span"]
