@@ -22,6 +22,7 @@ from .backends import LocalExecutionBackend, NoopExecutionBackend
 from .data import InputFile, OutputFile
 from .engine import WorkflowEngine
 from .errors import DependencyFailureError
+from .telemetry.events import define_event
 
 __all__ = [
     "DependencyFailureError",
@@ -31,4 +32,5 @@ __all__ = [
     "OutputFile",
     "WorkflowEngine",
     "__version__",
+    "define_event",
 ]

@@ -22,6 +22,7 @@ def test_all_is_pinned() -> None:
             "OutputFile",
             "WorkflowEngine",
             "__version__",
+            "define_event",
         ]
     )
     for name in asyncflow.__all__:
