@@ -14,9 +14,8 @@ DUMMY_PROMPT_OUTPUT = "Dummy Prompt Output"
 
 class NoopExecutionBackend(BaseBackend):
     """Completes every task at once with ``"Dummy Output"``.
-
-    Each task is reported RUNNING and then DONE, so telemetry shows the same
-    lifecycle as on a real backend, with a run time of zero.
+    Tasks are reported DONE without a RUNNING report; with telemetry on, the
+    engine records their run as starting and ending at that moment.
 
     Prompt tasks get ``"Dummy Prompt Output"``. Useful to check a workflow's
     shape, routing and telemetry without running anything, and to measure
@@ -33,7 +32,6 @@ class NoopExecutionBackend(BaseBackend):
         """Report every task DONE with a dummy result."""
         callback = self._callback
         for task in tasks:
-            callback(task, "RUNNING")  # a dry run "runs" for no time
             if task.get("prompt") is not None:
                 task["return_value"] = DUMMY_PROMPT_OUTPUT
             elif task.get("executable"):

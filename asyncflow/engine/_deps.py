@@ -22,6 +22,7 @@ from functools import singledispatch
 from typing import Any
 
 from ..data import InputFile, OutputFile
+from ._future import TaskFuture
 
 __all__ = ["Found", "find_dependencies", "substitute"]
 
@@ -60,15 +61,16 @@ def find_dependencies(obj: object, found: Found) -> None:
 @find_dependencies.register(frozenset)
 def _find_in_iterable(obj: list[Any] | tuple[Any, ...] | set[Any], found: Found) -> None:
     for item in obj:
-        if type(item) not in ATOMIC:
+        kind = type(item)
+        if kind is TaskFuture:  # the common case, without a dispatch
+            found.add_future(item)
+        elif kind not in ATOMIC:
             find_dependencies(item, found)
 
 
 @find_dependencies.register(dict)
 def _find_in_dict(obj: dict[Any, Any], found: Found) -> None:
-    for item in obj.values():
-        if type(item) not in ATOMIC:
-            find_dependencies(item, found)
+    _find_in_iterable(obj.values(), found)  # type: ignore[arg-type]
 
 
 @find_dependencies.register(InputFile)
@@ -89,14 +91,21 @@ def substitute(obj: Any) -> Any:
     return obj
 
 
+def _value(item: Any) -> Any:
+    kind = type(item)
+    if kind is TaskFuture:
+        return item.result()
+    return item if kind in ATOMIC else substitute(item)
+
+
 @substitute.register(list)
 def _sub_list(obj: list[Any]) -> list[Any]:
-    return [item if type(item) in ATOMIC else substitute(item) for item in obj]
+    return [_value(item) for item in obj]
 
 
 @substitute.register(tuple)
 def _sub_tuple(obj: tuple[Any, ...]) -> tuple[Any, ...]:
-    items = [item if type(item) in ATOMIC else substitute(item) for item in obj]
+    items = [_value(item) for item in obj]
     if type(obj) is tuple:
         return tuple(items)
     return type(obj)(*items)  # named tuples take their fields positionally
@@ -104,17 +113,17 @@ def _sub_tuple(obj: tuple[Any, ...]) -> tuple[Any, ...]:
 
 @substitute.register(set)
 def _sub_set(obj: set[Any]) -> set[Any]:
-    return {item if type(item) in ATOMIC else substitute(item) for item in obj}
+    return {_value(item) for item in obj}
 
 
 @substitute.register(frozenset)
 def _sub_frozenset(obj: frozenset[Any]) -> frozenset[Any]:
-    return frozenset(item if type(item) in ATOMIC else substitute(item) for item in obj)
+    return frozenset(_value(item) for item in obj)
 
 
 @substitute.register(dict)
 def _sub_dict(obj: dict[Any, Any]) -> dict[Any, Any]:
-    out = {k: (v if type(v) in ATOMIC else substitute(v)) for k, v in obj.items()}
+    out = {k: _value(v) for k, v in obj.items()}
     if type(obj) is dict:
         return out
     clone = obj.copy()  # keep OrderedDict / defaultdict behaviour

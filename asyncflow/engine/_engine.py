@@ -279,7 +279,10 @@ class WorkflowEngine:
             if type(item) not in ATOMIC:
                 if found is None:
                     found = Found()
-                find_dependencies(item, found)
+                if type(item) is TaskFuture:
+                    found.add_future(item)
+                else:
+                    find_dependencies(item, found)
         if kwargs:
             for item in kwargs.values():
                 if type(item) not in ATOMIC:
@@ -678,6 +681,9 @@ class WorkflowEngine:
         captured = fut.capture_stdio and fut.kind == KIND_EXECUTABLE and fut._backend is not None
         if state == _STATE_DONE:
             path = stdout_file(fut._backend._work_dir, fut.uid) if captured else None
+            if fut._tel is not None and not fut._running:
+                # The backend reported no RUNNING (a dry run): it ran for no time.
+                self._rec.started(fut._tel)
             fut._running = False
             fut.set_result(value_of(task, fut.kind, path))
             if fut._tel is not None:

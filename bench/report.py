@@ -1,0 +1,407 @@
+"""Statistics, targets and tables over the measurements of a run (driver side).
+
+A measurement is what one child printed, plus the round it ran in. Times are
+medians over every repetition of every round. A ratio is computed per round
+(the engine's median time over the same round's baseline median) and the
+median of those per-round ratios is reported, so noise that hits one round
+hits both sides of its ratio.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .workloads import (
+    ALL_CONFIGS,
+    ASYNCIO,
+    CONFIGS,
+    DAG_WORKLOADS,
+    LOCAL,
+    NOOP,
+    POOL,
+    THREADS,
+    WORKLOADS,
+    task_count,
+)
+
+__all__ = ["Summary", "render", "summarise"]
+
+SCALING_FACTOR = 1.2  # an engine's time(big)/time(small) vs plain asyncio's
+RSS_FACTOR = 2.0  # an engine's peak RSS at the largest independent run vs plain asyncio's
+
+
+@dataclass(frozen=True)
+class Target:
+    """An upper bound on the time ratio of one configuration to its baseline."""
+
+    limit: float
+    label: str
+
+
+# (configuration, workload) -> target; checked at every measured size.
+TARGETS: dict[tuple[str, str], Target] = {
+    (NOOP, "independent"): Target(3.0, "<= 3"),
+    (NOOP, "fanout"): Target(3.0, "<= 3"),
+    (NOOP, "chain"): Target(5.0, "<= 5"),
+    (NOOP, "layered"): Target(5.0, "<= 5"),
+    (LOCAL, "independent"): Target(1.3, "<= 1.3"),
+    (LOCAL, "fanout"): Target(1.3, "<= 1.3"),
+    (LOCAL, "chain"): Target(2.0, "<= 2"),
+    # Throughput at least 0.8x the bounded pool's is time at most 1/0.8 of it.
+    (LOCAL, "exec"): Target(1 / 0.8, "<= 1.25 (tasks/s >= 0.8x)"),
+}
+
+
+def baseline_of(config: str, workload: str) -> str | None:
+    """The plain configuration ``config`` is compared with (None for baselines)."""
+    if workload == "exec":
+        return POOL if config == LOCAL else None
+    return {NOOP: ASYNCIO, LOCAL: THREADS}.get(config)
+
+
+@dataclass
+class Row:
+    """One configuration of one (workload, N) cell."""
+
+    workload: str
+    n: int
+    config: str
+    seconds: float
+    tasks_per_second: float
+    peak_rss_mb: float
+    base_rss_mb: float
+    create_ms: float | None
+    baseline: str | None = None
+    ratio: float | None = None
+    ratio_low: float | None = None
+    ratio_high: float | None = None
+    target: Target | None = None
+
+    @property
+    def passed(self) -> bool | None:
+        if self.target is None or self.ratio is None:
+            return None
+        return self.ratio <= self.target.limit
+
+
+@dataclass
+class Scaling:
+    """time(big) / time(small) of one configuration, against plain asyncio's."""
+
+    workload: str
+    config: str
+    small: int
+    big: int
+    ratio: float
+    limit: float | None  # None for the plain baselines: no target
+
+    @property
+    def passed(self) -> bool | None:
+        return None if self.limit is None else self.ratio <= self.limit
+
+
+@dataclass
+class Memory:
+    """Peak RSS of one configuration at the largest independent run."""
+
+    config: str
+    n: int
+    peak_rss_mb: float
+    base_rss_mb: float
+    ratio: float
+
+    @property
+    def passed(self) -> bool | None:
+        return self.ratio <= RSS_FACTOR if self.config in (NOOP, LOCAL) else None
+
+
+@dataclass
+class Summary:
+    """Everything the tables show; ``as_dict`` goes into the JSON file."""
+
+    rows: list[Row]
+    scaling: list[Scaling]
+    memory: list[Memory]
+    create_ms: dict[str, float]
+
+    def failures(self) -> list[str]:
+        """One line per missed target."""
+        out = [
+            f"{r.workload} N={r.n:,} {r.config}: {r.ratio:.2f}x {r.baseline}, "
+            f"target {r.target.label}"
+            for r in self.rows
+            if r.passed is False and r.target is not None and r.ratio is not None
+        ]
+        out.extend(
+            f"scaling {s.workload} {s.config}: time({s.big:,})/time({s.small:,}) = "
+            f"{s.ratio:.1f}, limit {s.limit:.1f} (1.2x plain asyncio's)"
+            for s in self.scaling
+            if s.passed is False
+        )
+        out.extend(
+            f"peak RSS {m.config} at N={m.n:,} independent: {m.ratio:.2f}x plain asyncio, "
+            f"target <= {RSS_FACTOR:g}"
+            for m in self.memory
+            if m.passed is False
+        )
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        def row(r: Row) -> dict[str, Any]:
+            return {
+                "workload": r.workload,
+                "n": r.n,
+                "config": r.config,
+                "median_seconds": r.seconds,
+                "tasks_per_second": r.tasks_per_second,
+                "peak_rss_mb": r.peak_rss_mb,
+                "base_rss_mb": r.base_rss_mb,
+                "engine_create_ms": r.create_ms,
+                "baseline": r.baseline,
+                "median_ratio": r.ratio,
+                "ratio_min": r.ratio_low,
+                "ratio_max": r.ratio_high,
+                "target": r.target.limit if r.target else None,
+                "passed": r.passed,
+            }
+
+        return {
+            "rows": [row(r) for r in self.rows],
+            "scaling": [{**vars(s), "passed": s.passed} for s in self.scaling],
+            "memory": [{**vars(m), "passed": m.passed} for m in self.memory],
+            "engine_create_ms": self.create_ms,
+            "failures": self.failures(),
+        }
+
+
+# ---------------------------------------------------------------- statistics
+Key = tuple[str, int, str]  # (workload, n, config)
+
+
+def _by_cell(measurements: Iterable[dict[str, Any]]) -> dict[Key, list[dict[str, Any]]]:
+    cells: dict[Key, list[dict[str, Any]]] = defaultdict(list)
+    for m in measurements:
+        cells[(m["workload"], m["n"], m["config"])].append(m)
+    return cells
+
+
+def _ratios(mine: list[dict[str, Any]], base: list[dict[str, Any]]) -> list[float]:
+    """Per-round ratios of median times, for the rounds both sides ran in."""
+    base_by_round = {m["round"]: statistics.median(m["seconds"]) for m in base}
+    return [
+        statistics.median(m["seconds"]) / base_by_round[m["round"]]
+        for m in mine
+        if m["round"] in base_by_round
+    ]
+
+
+def _median_seconds(ms: list[dict[str, Any]]) -> float:
+    return statistics.median(s for m in ms for s in m["seconds"])
+
+
+def summarise(measurements: Sequence[dict[str, Any]]) -> Summary:
+    """Medians, ratios and verdicts for every measured cell."""
+    cells = _by_cell(measurements)
+    rows: list[Row] = []
+    for (workload, n, config), ms in cells.items():
+        seconds = _median_seconds(ms)
+        creates = [c for m in ms for c in m["create_seconds"] if c]
+        row = Row(
+            workload=workload,
+            n=n,
+            config=config,
+            seconds=seconds,
+            tasks_per_second=task_count(workload, n) / seconds,
+            peak_rss_mb=statistics.median(m["peak_rss_mb"] for m in ms),
+            base_rss_mb=statistics.median(m["base_rss_mb"] for m in ms),
+            create_ms=statistics.median(creates) * 1000 if creates else None,
+        )
+        baseline = baseline_of(config, workload)
+        if baseline is not None and (workload, n, baseline) in cells:
+            ratios = _ratios(ms, cells[(workload, n, baseline)])
+            if ratios:
+                row.baseline = baseline
+                row.ratio = statistics.median(ratios)
+                row.ratio_low, row.ratio_high = min(ratios), max(ratios)
+                row.target = TARGETS.get((config, workload))
+        rows.append(row)
+    rows.sort(key=_row_order)
+    return Summary(rows, _scaling(cells), _memory(cells), _create_ms(measurements))
+
+
+def _create_ms(measurements: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Median engine creation time per configuration, over every repetition."""
+    times: dict[str, list[float]] = defaultdict(list)
+    for m in measurements:
+        times[m["config"]].extend(c for c in m["create_seconds"] if c)
+    return {config: statistics.median(ts) * 1000 for config, ts in times.items() if ts}
+
+
+def _row_order(r: Row) -> tuple[int, int, int]:
+    return (WORKLOADS.index(r.workload), r.n, ALL_CONFIGS.index(r.config))
+
+
+def _scale(
+    cells: dict[Key, list[dict[str, Any]]], workload: str, config: str, small: int, big: int
+) -> float | None:
+    low, high = cells.get((workload, small, config)), cells.get((workload, big, config))
+    if not low or not high:
+        return None
+    return _median_seconds(high) / _median_seconds(low)
+
+
+def _scaling(cells: dict[Key, list[dict[str, Any]]]) -> list[Scaling]:
+    """time(largest N) / time(second largest N), per DAG workload and configuration."""
+    out: list[Scaling] = []
+    for workload in DAG_WORKLOADS:
+        sizes = sorted({n for (w, n, c) in cells if w == workload and c == ASYNCIO})
+        if len(sizes) < 2:
+            continue
+        small, big = sizes[-2], sizes[-1]
+        reference = _scale(cells, workload, ASYNCIO, small, big)
+        if reference is None:
+            continue
+        for config in CONFIGS:
+            value = _scale(cells, workload, config, small, big)
+            if value is None:
+                continue
+            limit = SCALING_FACTOR * reference if config in (NOOP, LOCAL) else None
+            out.append(Scaling(workload, config, small, big, value, limit))
+    return out
+
+
+def _memory(cells: dict[Key, list[dict[str, Any]]]) -> list[Memory]:
+    sizes = [n for (w, n, c) in cells if w == "independent" and c == ASYNCIO]
+    if not sizes:
+        return []
+    n = max(sizes)
+    reference = statistics.median(m["peak_rss_mb"] for m in cells[("independent", n, ASYNCIO)])
+    out = []
+    for config in CONFIGS:
+        ms = cells.get(("independent", n, config))
+        if not ms:
+            continue
+        peak = statistics.median(m["peak_rss_mb"] for m in ms)
+        base = statistics.median(m["base_rss_mb"] for m in ms)
+        out.append(Memory(config, n, peak, base, peak / reference))
+    return out
+
+
+# ---------------------------------------------------------------- tables
+def _verdict(passed: bool | None) -> str:
+    return {True: "PASS", False: "FAIL", None: ""}[passed]
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> list[str]:
+    """Aligned text columns; the columns in ``right`` are right-aligned."""
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [
+            cell.rjust(width) if i in right else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return "  ".join(parts).rstrip()
+
+    return [line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)]
+
+
+def _fmt_time(seconds: float) -> str:
+    return f"{seconds:.4f}" if seconds < 1 else f"{seconds:.3f}"
+
+
+def _main_table(rows: Sequence[Row]) -> list[str]:
+    body = []
+    previous: tuple[str, int] | None = None
+    for r in rows:
+        first = (r.workload, r.n) != previous
+        previous = (r.workload, r.n)
+        ratio = ""
+        if r.ratio is not None:
+            ratio = f"{r.ratio:.2f} [{r.ratio_low:.2f}-{r.ratio_high:.2f}]"
+        body.append(
+            [
+                r.workload if first else "",
+                f"{r.n:,}" if first else "",
+                r.config,
+                _fmt_time(r.seconds),
+                f"{r.tasks_per_second:,.0f}",
+                f"{r.peak_rss_mb:.1f}",
+                ratio,
+                r.baseline or "",
+                r.target.label if r.target else "",
+                _verdict(r.passed),
+            ]
+        )
+    header = ["workload", "N", "configuration", "time s", "tasks/s", "peak RSS MB"]
+    header += ["ratio [min-max]", "vs", "target", "result"]
+    return [
+        "Time per run: median over repetitions and rounds. Ratio: median over rounds of",
+        "(median time / median time of the baseline in the same round), with its range.",
+        "",
+        *_table(header, body, right={1, 3, 4, 5}),
+    ]
+
+
+def _scaling_table(scaling: Sequence[Scaling]) -> list[str]:
+    body = [
+        [
+            s.workload,
+            s.config,
+            f"{s.big:,}/{s.small:,}",
+            f"{s.ratio:.1f}",
+            "" if s.limit is None else f"{s.limit:.1f}",
+            _verdict(s.passed),
+        ]
+        for s in scaling
+    ]
+    header = ["workload", "configuration", "sizes", "time ratio", "limit", "result"]
+    return [
+        "Linear scaling: time(big N) / time(small N) of each configuration; the limit is",
+        f"{SCALING_FACTOR:g}x plain asyncio's own ratio for the same workload in this run.",
+        "",
+        *_table(header, body, right={3, 4}),
+    ]
+
+
+def _memory_table(memory: Sequence[Memory]) -> list[str]:
+    body = [
+        [
+            m.config,
+            f"{m.peak_rss_mb:.1f}",
+            f"{m.base_rss_mb:.1f}",
+            f"{m.ratio:.2f}",
+            _verdict(m.passed),
+        ]
+        for m in memory
+    ]
+    return [
+        f"Peak RSS at N={memory[0].n:,} independent tasks (each configuration in its own process);",
+        f"target: each engine configuration at most {RSS_FACTOR:g}x plain asyncio's peak.",
+        "",
+        *_table(["configuration", "peak MB", "at start MB", "ratio", "result"], body, {1, 2, 3}),
+    ]
+
+
+def render(summary: Summary) -> str:
+    """The tables and the list of missed targets, as text."""
+    out = _main_table(summary.rows)
+    if summary.scaling:
+        out += ["", *_scaling_table(summary.scaling)]
+    if summary.memory:
+        out += ["", *_memory_table(summary.memory)]
+    if summary.create_ms:
+        made = ", ".join(f"{c} {ms:.2f} ms" for c, ms in summary.create_ms.items())
+        out += ["", f"Engine creation (median, not in the timed region): {made}."]
+    failures = summary.failures()
+    out.append("")
+    if failures:
+        out.append(f"TARGETS MISSED ({len(failures)}):")
+        out.extend(f"  FAIL {line}" for line in failures)
+    else:
+        out.append("All targets met.")
+    return "\n".join(out)

@@ -1,0 +1,259 @@
+"""The workloads and the configurations that run them (child side).
+
+A workload is a dependency shape: :func:`build` calls ``node(*deps)`` once per
+task, in an order where every dependency exists before its dependents, and
+returns the awaitables. Each configuration supplies its own ``node``, so the
+plain baselines and the engine run exactly the same graph.
+
+Only the building of the graph and the awaiting of every task are timed;
+creating the engine or the pool and shutting it down happen outside the
+timed region. :func:`run` checks every result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from asyncflow import LocalExecutionBackend, NoopExecutionBackend, WorkflowEngine
+
+__all__ = [
+    "ALL_CONFIGS",
+    "CONFIGS",
+    "DAG_WORKLOADS",
+    "EXEC_CONFIGS",
+    "WORKLOADS",
+    "build",
+    "configs_for",
+    "expected_result",
+    "run",
+    "task_count",
+]
+
+DAG_WORKLOADS = ("independent", "chain", "fanout", "layered")
+WORKLOADS = (*DAG_WORKLOADS, "exec")
+
+# Configuration names: the plain baselines, then the engine on its two backends.
+ASYNCIO = "asyncio"
+THREADS = "threads"
+POOL = "pool"
+NOOP = "engine-noop"
+LOCAL = "engine-local"
+CONFIGS = (ASYNCIO, THREADS, NOOP, LOCAL)
+EXEC_CONFIGS = (POOL, LOCAL)
+ALL_CONFIGS = (ASYNCIO, THREADS, POOL, NOOP, LOCAL)
+
+TRUE = "/bin/true"
+
+Node = Callable[..., Awaitable[Any]]
+
+
+def configs_for(workload: str) -> tuple[str, ...]:
+    """The configurations measured for ``workload``."""
+    return EXEC_CONFIGS if workload == "exec" else CONFIGS
+
+
+def layered_shape(n: int) -> tuple[int, int]:
+    """``(layers, width)`` of the layered DAG: about sqrt(n) of each, at most n tasks."""
+    width = max(1, math.isqrt(n))
+    return max(1, n // width), width
+
+
+def task_count(workload: str, n: int) -> int:
+    """How many tasks ``workload`` at size ``n`` creates."""
+    if workload == "fanout":
+        return n + 2
+    if workload == "layered":
+        layers, width = layered_shape(n)
+        return layers * width
+    return n
+
+
+def build(workload: str, n: int, node: Node) -> list[Awaitable[Any]]:
+    """Create the tasks of ``workload`` with ``node(*deps)``; return them in creation order.
+
+    - independent: ``n`` tasks without dependencies.
+    - chain: ``n`` tasks, each depending on the previous one.
+    - fanout: one root, ``n`` tasks depending on it, one sink depending on all ``n``.
+    - layered: about sqrt(n) layers of sqrt(n) tasks; each task past the first
+      layer depends on tasks ``j`` and ``j + 1`` (wrapping) of the layer before.
+    - exec: ``n`` independent tasks (the node runs ``/bin/true``).
+    """
+    if workload in ("independent", "exec"):
+        return [node() for _ in range(n)]
+    if workload == "chain":
+        tasks = [node()]
+        for _ in range(n - 1):
+            tasks.append(node(tasks[-1]))
+        return tasks
+    if workload == "fanout":
+        root = node()
+        middle = [node(root) for _ in range(n)]
+        return [root, *middle, node(*middle)]
+    if workload == "layered":
+        layers, width = layered_shape(n)
+        layer = [node() for _ in range(width)]
+        tasks = list(layer)
+        for _ in range(layers - 1):
+            layer = [node(layer[j], layer[(j + 1) % width]) for j in range(width)]
+            tasks.extend(layer)
+        return tasks
+    raise ValueError(f"unknown workload {workload!r}; known: {', '.join(WORKLOADS)}")
+
+
+def expected_result(config: str, workload: str) -> Any:
+    """What every task of ``config`` must return (checked by the child)."""
+    if workload == "exec":
+        return 0 if config == POOL else ""
+    if config == NOOP:
+        return "Dummy Output"  # the dry-run backend never runs the function
+    return None
+
+
+# ---------------------------------------------------------------- plain asyncio
+async def _noop() -> None:
+    return None
+
+
+async def _after(*deps: Awaitable[Any]) -> None:
+    for dep in deps:
+        await dep
+    return None
+
+
+async def run_asyncio(workload: str, n: int) -> tuple[float, list[Any]]:
+    """Plain ``asyncio``: one task per node, awaiting its dependencies."""
+    loop = asyncio.get_running_loop()
+
+    def node(*deps: Awaitable[Any]) -> Awaitable[Any]:
+        return loop.create_task(_after(*deps) if deps else _noop())
+
+    start = time.perf_counter()
+    results = await asyncio.gather(*build(workload, n, node))
+    return time.perf_counter() - start, results
+
+
+# ---------------------------------------------------------------- plain thread pool
+def _sync_noop() -> None:
+    return None
+
+
+async def run_threads(workload: str, n: int) -> tuple[float, list[Any]]:
+    """A default ``ThreadPoolExecutor``: ``run_in_executor`` once the dependencies are done."""
+    loop = asyncio.get_running_loop()
+    pool = ThreadPoolExecutor()
+
+    async def after(*deps: Awaitable[Any]) -> None:
+        for dep in deps:
+            await dep
+        return await loop.run_in_executor(pool, _sync_noop)
+
+    def node(*deps: Awaitable[Any]) -> Awaitable[Any]:
+        if not deps:
+            return loop.run_in_executor(pool, _sync_noop)
+        return loop.create_task(after(*deps))
+
+    try:
+        start = time.perf_counter()
+        results = await asyncio.gather(*build(workload, n, node))
+        elapsed = time.perf_counter() - start
+    finally:
+        pool.shutdown(wait=True)
+    return elapsed, results
+
+
+def _run_true() -> int:
+    # Output captured like the engine does, so both read the same pipes.
+    return subprocess.run([TRUE], capture_output=True, check=False).returncode
+
+
+async def run_pool(workload: str, n: int) -> tuple[float, list[Any]]:
+    """Executables on a pool bounded to the CPU count, each a ``subprocess.run``."""
+    loop = asyncio.get_running_loop()
+    pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
+    try:
+        start = time.perf_counter()
+        results = await asyncio.gather(
+            *build(workload, n, lambda: loop.run_in_executor(pool, _run_true))
+        )
+        elapsed = time.perf_counter() - start
+    finally:
+        pool.shutdown(wait=True)
+    return elapsed, results
+
+
+# ---------------------------------------------------------------- the engine
+async def run_engine(
+    config: str, workload: str, n: int, work_dir: str
+) -> tuple[float, list[Any], float]:
+    """The engine on the no-op or the local (threads) backend.
+
+    Returns ``(seconds, results, seconds spent creating the engine)``.
+    """
+    created = time.perf_counter()
+    backend = NoopExecutionBackend() if config == NOOP else await LocalExecutionBackend()
+    engine = await WorkflowEngine.create(backend=backend, work_dir=work_dir)
+    create_seconds = time.perf_counter() - created
+    try:
+        if workload == "exec":
+
+            @engine.executable_task
+            async def true() -> str:
+                return TRUE
+
+            node: Node = true
+        else:
+
+            @engine.function_task
+            async def noop(*deps: Any) -> None:
+                return None
+
+            node = noop
+
+        start = time.perf_counter()
+        futures: list[Any] = build(workload, n, node)
+        results = await asyncio.gather(*futures)
+        elapsed = time.perf_counter() - start
+        not_done = [f for f in futures if f.state != "DONE"]
+        if not_done:
+            raise AssertionError(f"{len(not_done)} engine futures not DONE, e.g. {not_done[0]!r}")
+    finally:
+        await engine.shutdown()
+    return elapsed, results, create_seconds
+
+
+async def run(config: str, workload: str, n: int, work_dir: str) -> dict[str, float]:
+    """Run one repetition and check it; return its timings.
+
+    Raises:
+        AssertionError: a task is missing or returned the wrong value.
+    """
+    create_seconds = 0.0
+    if config == ASYNCIO:
+        elapsed, results = await run_asyncio(workload, n)
+    elif config == THREADS:
+        elapsed, results = await run_threads(workload, n)
+    elif config == POOL:
+        elapsed, results = await run_pool(workload, n)
+    elif config in (NOOP, LOCAL):
+        elapsed, results, create_seconds = await run_engine(config, workload, n, work_dir)
+    else:
+        raise ValueError(f"unknown configuration {config!r}")
+    expected_count = task_count(workload, n)
+    if len(results) != expected_count:
+        raise AssertionError(f"{config}/{workload}: {len(results)} results, not {expected_count}")
+    expected = expected_result(config, workload)
+    wrong = sum(1 for r in results if r != expected)
+    if wrong:
+        sample = next(r for r in results if r != expected)
+        raise AssertionError(
+            f"{config}/{workload}: {wrong} of {len(results)} results are not {expected!r}, "
+            f"e.g. {sample!r}"
+        )
+    return {"seconds": elapsed, "create_seconds": create_seconds}
