@@ -1,14 +1,17 @@
 """Exporter wrappers: a collector that is down costs one warning, not a flood.
 
-The wrapped OTLP exporters already time out and drop what they cannot send;
-these wrappers log the first failure of each exporter as one warning, and
-the next success at INFO, and keep the SDK's own per-batch retry messages out
-of the user's log (they are demoted to DEBUG).
+The wrapped OTLP exporters time out and drop what they cannot send; these
+wrappers log the first failure of an endpoint as one warning (for spans and
+metrics together), drop data at once while it stays down (a probe every 30
+s), so a dead collector costs neither time nor memory, and keep the SDK's
+own per-batch retry messages out of the user's log (demoted to DEBUG).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,7 +19,12 @@ from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-__all__ = ["GuardedMetricExporter", "GuardedSpanExporter", "quiet_sdk_exporter_logs"]
+__all__ = [
+    "EndpointHealth",
+    "GuardedMetricExporter",
+    "GuardedSpanExporter",
+    "quiet_sdk_exporter_logs",
+]
 
 logger = logging.getLogger("asyncflow.telemetry")
 
@@ -24,7 +32,8 @@ _SDK_LOGGERS = (
     "opentelemetry.exporter.otlp.proto.grpc.exporter",
     "opentelemetry.exporter.otlp.proto.http.trace_exporter",
     "opentelemetry.exporter.otlp.proto.http.metric_exporter",
-    "opentelemetry.exporter.otlp.proto.http",
+    "opentelemetry.exporter.otlp.proto.http._common",
+    "opentelemetry.exporter.otlp.common.http",
     "opentelemetry.sdk._shared_internal",
     "opentelemetry.sdk.metrics._internal.export",
     "opentelemetry.sdk.trace.export",
@@ -53,41 +62,64 @@ def quiet_sdk_exporter_logs() -> None:
             log.addFilter(_demote)
 
 
-class _Once:
-    def __init__(self, kind: str, endpoint: str) -> None:
-        self.kind = kind
+class EndpointHealth:
+    """Whether an OTLP endpoint answers, shared by its span and metric exporters.
+
+    The first failure logs one warning for the endpoint. While it is down,
+    exports are dropped at once (no connection attempt, no timeout to wait
+    out), except one probe every ``probe_interval`` seconds; the first
+    success logs that it works again.
+    """
+
+    def __init__(self, endpoint: str, probe_interval: float = 30.0) -> None:
         self.endpoint = endpoint
+        self.probe_interval = probe_interval
         self.down = False
+        self._last_try = 0.0
+        self._lock = threading.Lock()
+
+    def should_try(self) -> bool:
+        with self._lock:
+            if not self.down:
+                return True
+            now = time.monotonic()
+            if now - self._last_try >= self.probe_interval:
+                self._last_try = now
+                return True
+            return False
 
     def outcome(self, ok: bool, detail: str = "") -> None:
-        if not ok and not self.down:
-            self.down = True
-            logger.warning(
-                "OTLP %s export to %s failed%s; dropping data until it answers",
-                self.kind,
-                self.endpoint,
-                f": {detail}" if detail else "",
-            )
-        elif ok and self.down:
-            self.down = False
-            logger.info("OTLP %s export to %s works again", self.kind, self.endpoint)
+        with self._lock:
+            if not ok and not self.down:
+                self.down = True
+                self._last_try = time.monotonic()
+                logger.warning(
+                    "OTLP export to %s failed%s; dropping telemetry until it answers",
+                    self.endpoint,
+                    f": {detail}" if detail else "",
+                )
+            elif ok and self.down:
+                self.down = False
+                logger.info("OTLP export to %s works again", self.endpoint)
 
 
 class GuardedSpanExporter(SpanExporter):
     """A span exporter that never raises and warns once while its endpoint is down."""
 
-    def __init__(self, inner: SpanExporter, endpoint: str) -> None:
+    def __init__(self, inner: SpanExporter, health: EndpointHealth) -> None:
         self._inner = inner
-        self._once = _Once("span", endpoint)
+        self._health = health
         quiet_sdk_exporter_logs()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if not self._health.should_try():
+            return SpanExportResult.FAILURE
         try:
             result = self._inner.export(spans)
-        except Exception as exc:  # noqa: BLE001
-            self._once.outcome(False, str(exc))
+        except Exception as exc:  # noqa: BLE001 - reported once per endpoint
+            self._health.outcome(False, str(exc))
             return SpanExportResult.FAILURE
-        self._once.outcome(result == SpanExportResult.SUCCESS)
+        self._health.outcome(result == SpanExportResult.SUCCESS)
         return result
 
     def shutdown(self) -> None:
@@ -106,24 +138,26 @@ class GuardedSpanExporter(SpanExporter):
 class GuardedMetricExporter(MetricExporter):
     """A metric exporter that never raises and warns once while its endpoint is down."""
 
-    def __init__(self, inner: MetricExporter, endpoint: str) -> None:
+    def __init__(self, inner: MetricExporter, health: EndpointHealth) -> None:
         super().__init__(
             preferred_temporality=inner._preferred_temporality,
             preferred_aggregation=inner._preferred_aggregation,
         )
         self._inner = inner
-        self._once = _Once("metric", endpoint)
+        self._health = health
         quiet_sdk_exporter_logs()
 
     def export(
         self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any
     ) -> MetricExportResult:
+        if not self._health.should_try():
+            return MetricExportResult.FAILURE
         try:
             result = self._inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
-        except Exception as exc:  # noqa: BLE001
-            self._once.outcome(False, str(exc))
+        except Exception as exc:  # noqa: BLE001 - reported once per endpoint
+            self._health.outcome(False, str(exc))
             return MetricExportResult.FAILURE
-        self._once.outcome(result == MetricExportResult.SUCCESS)
+        self._health.outcome(result == MetricExportResult.SUCCESS)
         return result
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:

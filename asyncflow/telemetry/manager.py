@@ -358,13 +358,14 @@ async def start(
             from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
             from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-            from ._guard import GuardedMetricExporter, GuardedSpanExporter
+            from ._guard import EndpointHealth, GuardedMetricExporter, GuardedSpanExporter
 
             span_exporter, metric_exporter = otlp_exporters(endpoint, protocol)
-            processors.append(BatchSpanProcessor(GuardedSpanExporter(span_exporter, endpoint)))
+            health = EndpointHealth(endpoint)
+            processors.append(BatchSpanProcessor(GuardedSpanExporter(span_exporter, health)))
             readers.append(
                 PeriodicExportingMetricReader(
-                    GuardedMetricExporter(metric_exporter, endpoint), export_interval_millis=5_000
+                    GuardedMetricExporter(metric_exporter, health), export_interval_millis=5_000
                 )
             )
         except ValueError:
