@@ -32,12 +32,14 @@ async def _measure(
 ) -> dict[str, Any]:
     seconds: list[float] = []
     create_seconds: list[float] = []
+    stop_seconds: list[float] = []
     for _ in range(repeat):
         gc.collect()
         timing = await run(config, workload, n, work_dir)
         seconds.append(timing["seconds"])
         create_seconds.append(timing["create_seconds"])
-    return {"seconds": seconds, "create_seconds": create_seconds}
+        stop_seconds.append(timing["stop_seconds"])
+    return {"seconds": seconds, "create_seconds": create_seconds, "stop_seconds": stop_seconds}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,8 +29,10 @@ __all__ = ["main"]
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SIZES = (1_000, 10_000, 100_000)
 DEFAULT_EXEC_SIZES = (1_000, 10_000)
+DEFAULT_TELEMETRY_SIZES = (10_000, 100_000)
 QUICK_SIZES = (1_000, 5_000)
 QUICK_EXEC_SIZES = (200,)
+QUICK_TELEMETRY_SIZES = (5_000,)
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--exec-sizes", type=_csv(int), help="N for exec (default 1000,10000)")
     p.add_argument(
+        "--telemetry-sizes", type=_csv(int), help="N for telemetry (default 10000,100000)"
+    )
+    p.add_argument(
         "--configs",
         type=_csv(str, ALL_CONFIGS),
         help="comma-separated subset of the configurations (ratios need their baseline)",
@@ -107,9 +112,13 @@ def plan(args: argparse.Namespace) -> list[Cell]:
     """The cells of one round, small sizes first."""
     sizes = args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES)
     exec_sizes = args.exec_sizes or (QUICK_EXEC_SIZES if args.quick else DEFAULT_EXEC_SIZES)
+    tel_sizes = args.telemetry_sizes or (
+        QUICK_TELEMETRY_SIZES if args.quick else DEFAULT_TELEMETRY_SIZES
+    )
     cells = []
     for workload in args.workloads:
-        for n in exec_sizes if workload == "exec" else sizes:
+        chosen = {"exec": exec_sizes, "telemetry": tel_sizes}.get(workload, sizes)
+        for n in chosen:
             if n < 1:
                 raise SystemExit(f"bench: N must be positive, not {n}")
             repeat = args.repeat or default_repeat(workload, n)

@@ -32,6 +32,7 @@ __all__ = ["Summary", "render", "summarise"]
 
 SCALING_FACTOR = 1.2  # an engine's time(big)/time(small) vs plain asyncio's
 RSS_FACTOR = 2.0  # an engine's peak RSS at the largest independent run vs plain asyncio's
+TEL_BYTES_PER_TASK = 1024  # peak RSS growth with full telemetry, per finished task
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,9 @@ TARGETS: dict[tuple[str, str], Target] = {
     (LOCAL, "chain"): Target(2.0, "<= 2"),
     # Throughput at least 0.8x the bounded pool's is time at most 1/0.8 of it.
     (LOCAL, "exec"): Target(1 / 0.8, "<= 1.25 (tasks/s >= 0.8x)"),
+    # Full telemetry (spans + metrics + checkpoint file) against telemetry off.
+    (f"{NOOP}-tel-file", "telemetry"): Target(3.0, "<= 3"),
+    (f"{LOCAL}-tel-file", "telemetry"): Target(1.5, "<= 1.5"),
 }
 
 
@@ -60,6 +64,9 @@ def baseline_of(config: str, workload: str) -> str | None:
     """The plain configuration ``config`` is compared with (None for baselines)."""
     if workload == "exec":
         return POOL if config == LOCAL else None
+    if workload == "telemetry":
+        engine, mode = config.rsplit("-", 1)
+        return None if mode == "off" else f"{engine}-off"
     return {NOOP: ASYNCIO, LOCAL: THREADS}.get(config)
 
 
@@ -120,6 +127,21 @@ class Memory:
 
 
 @dataclass
+class TelemetryCost:
+    """Full telemetry against telemetry off, for one engine at one N."""
+
+    config: str
+    n: int
+    stop_seconds: float  # engine.shutdown(), flushing telemetry included
+    off_stop_seconds: float
+    rss_growth_bytes_per_task: float
+
+    @property
+    def passed(self) -> bool:
+        return self.rss_growth_bytes_per_task < TEL_BYTES_PER_TASK
+
+
+@dataclass
 class Summary:
     """Everything the tables show; ``as_dict`` goes into the JSON file."""
 
@@ -127,6 +149,7 @@ class Summary:
     scaling: list[Scaling]
     memory: list[Memory]
     create_ms: dict[str, float]
+    telemetry: list[TelemetryCost]
 
     def failures(self) -> list[str]:
         """One line per missed target."""
@@ -147,6 +170,12 @@ class Summary:
             f"target <= {RSS_FACTOR:g}"
             for m in self.memory
             if m.passed is False
+        )
+        out.extend(
+            f"telemetry RSS growth {t.config} at N={t.n:,}: "
+            f"{t.rss_growth_bytes_per_task:.0f} bytes per task, target < {TEL_BYTES_PER_TASK}"
+            for t in self.telemetry
+            if not t.passed
         )
         return out
 
@@ -174,6 +203,7 @@ class Summary:
             "scaling": [{**vars(s), "passed": s.passed} for s in self.scaling],
             "memory": [{**vars(m), "passed": m.passed} for m in self.memory],
             "engine_create_ms": self.create_ms,
+            "telemetry": [{**vars(t), "passed": t.passed} for t in self.telemetry],
             "failures": self.failures(),
         }
 
@@ -230,7 +260,35 @@ def summarise(measurements: Sequence[dict[str, Any]]) -> Summary:
                 row.target = TARGETS.get((config, workload))
         rows.append(row)
     rows.sort(key=_row_order)
-    return Summary(rows, _scaling(cells), _memory(cells), _create_ms(measurements))
+    return Summary(
+        rows, _scaling(cells), _memory(cells), _create_ms(measurements), _telemetry(cells)
+    )
+
+
+def _telemetry(cells: dict[Key, list[dict[str, Any]]]) -> list[TelemetryCost]:
+    """Shutdown time and peak RSS growth of full telemetry, per engine and N."""
+    out = []
+    sizes = [n for (w, n, _) in cells if w == "telemetry"]
+    for (workload, n, config), ms in sorted(cells.items()):
+        # The target is stated at the largest N: at small N the fixed cost of
+        # loading the SDK dominates the per-task figure.
+        if workload != "telemetry" or not config.endswith("-file") or n != max(sizes):
+            continue
+        off = cells.get((workload, n, config[: -len("file")] + "off"))
+        if not off:
+            continue
+        peak = statistics.median(m["peak_rss_mb"] for m in ms)
+        off_peak = statistics.median(m["peak_rss_mb"] for m in off)
+        out.append(
+            TelemetryCost(
+                config=config,
+                n=n,
+                stop_seconds=statistics.median(s for m in ms for s in m["stop_seconds"]),
+                off_stop_seconds=statistics.median(s for m in off for s in m["stop_seconds"]),
+                rss_growth_bytes_per_task=(peak - off_peak) * 2**20 / task_count(workload, n),
+            )
+        )
+    return out
 
 
 def _create_ms(measurements: Sequence[dict[str, Any]]) -> dict[str, float]:
@@ -387,6 +445,28 @@ def _memory_table(memory: Sequence[Memory]) -> list[str]:
     ]
 
 
+def _telemetry_table(costs: Sequence[TelemetryCost]) -> list[str]:
+    body = [
+        [
+            t.config,
+            f"{t.n:,}",
+            f"{t.stop_seconds:.3f}",
+            f"{t.off_stop_seconds:.3f}",
+            f"{t.rss_growth_bytes_per_task:.0f}",
+            _verdict(t.passed),
+        ]
+        for t in costs
+    ]
+    header = ["configuration", "N", "shutdown s", "shutdown s (off)", "RSS growth B/task", "result"]
+    return [
+        "Full telemetry (spans + metrics + checkpoint file): engine.shutdown() time, which",
+        "flushes exporters and writes the rest of the checkpoint file, and the peak RSS",
+        f"growth over telemetry off per finished task (target < {TEL_BYTES_PER_TASK} bytes).",
+        "",
+        *_table(header, body, right={1, 2, 3, 4}),
+    ]
+
+
 def render(summary: Summary) -> str:
     """The tables and the list of missed targets, as text."""
     out = _main_table(summary.rows)
@@ -394,6 +474,8 @@ def render(summary: Summary) -> str:
         out += ["", *_scaling_table(summary.scaling)]
     if summary.memory:
         out += ["", *_memory_table(summary.memory)]
+    if summary.telemetry:
+        out += ["", *_telemetry_table(summary.telemetry)]
     if summary.create_ms:
         made = ", ".join(f"{c} {ms:.2f} ms" for c, ms in summary.create_ms.items())
         out += ["", f"Engine creation (median, not in the timed region): {made}."]

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from asyncflow import LocalExecutionBackend, NoopExecutionBackend, WorkflowEngine
+from asyncflow.telemetry import read_checkpoint
 
 __all__ = [
     "ALL_CONFIGS",
@@ -37,7 +38,9 @@ __all__ = [
 ]
 
 DAG_WORKLOADS = ("independent", "chain", "fanout", "layered")
-WORKLOADS = (*DAG_WORKLOADS, "exec")
+# "telemetry": the independent workload on the engine with telemetry off,
+# spans + metrics in memory, and spans + metrics + the checkpoint file.
+WORKLOADS = (*DAG_WORKLOADS, "exec", "telemetry")
 
 # Configuration names: the plain baselines, then the engine on its two backends.
 ASYNCIO = "asyncio"
@@ -47,7 +50,9 @@ NOOP = "engine-noop"
 LOCAL = "engine-local"
 CONFIGS = (ASYNCIO, THREADS, NOOP, LOCAL)
 EXEC_CONFIGS = (POOL, LOCAL)
-ALL_CONFIGS = (ASYNCIO, THREADS, POOL, NOOP, LOCAL)
+TEL_MODES = ("off", "mem", "file")
+TELEMETRY_CONFIGS = tuple(f"{e}-tel-{m}" for e in (NOOP, LOCAL) for m in TEL_MODES)
+ALL_CONFIGS = (ASYNCIO, THREADS, POOL, NOOP, LOCAL, *TELEMETRY_CONFIGS)
 
 TRUE = "/bin/true"
 
@@ -56,6 +61,8 @@ Node = Callable[..., Awaitable[Any]]
 
 def configs_for(workload: str) -> tuple[str, ...]:
     """The configurations measured for ``workload``."""
+    if workload == "telemetry":
+        return TELEMETRY_CONFIGS
     return EXEC_CONFIGS if workload == "exec" else CONFIGS
 
 
@@ -85,7 +92,7 @@ def build(workload: str, n: int, node: Node) -> list[Awaitable[Any]]:
       layer depends on tasks ``j`` and ``j + 1`` (wrapping) of the layer before.
     - exec: ``n`` independent tasks (the node runs ``/bin/true``).
     """
-    if workload in ("independent", "exec"):
+    if workload in ("independent", "exec", "telemetry"):
         return [node() for _ in range(n)]
     if workload == "chain":
         tasks = [node()]
@@ -111,7 +118,7 @@ def expected_result(config: str, workload: str) -> Any:
     """What every task of ``config`` must return (checked by the child)."""
     if workload == "exec":
         return 0 if config == POOL else ""
-    if config == NOOP:
+    if config == NOOP or config.startswith(f"{NOOP}-"):
         return "Dummy Output"  # the dry-run backend never runs the function
     return None
 
@@ -191,15 +198,26 @@ async def run_pool(workload: str, n: int) -> tuple[float, list[Any]]:
 # ---------------------------------------------------------------- the engine
 async def run_engine(
     config: str, workload: str, n: int, work_dir: str
-) -> tuple[float, list[Any], float]:
+) -> tuple[float, list[Any], float, float]:
     """The engine on the no-op or the local (threads) backend.
 
-    Returns ``(seconds, results, seconds spent creating the engine)``.
+    For the telemetry workload, ``config`` is ``<engine>-tel-<mode>``: mode
+    ``off``, ``mem`` (spans and metrics in memory) or ``file`` (plus the
+    checkpoint file). Returns ``(seconds, results, seconds creating the
+    engine, seconds shutting it down)``; shutting down includes flushing
+    telemetry and closing the checkpoint file.
     """
     created = time.perf_counter()
-    backend = NoopExecutionBackend() if config == NOOP else await LocalExecutionBackend()
+    noop = config == NOOP or config.startswith(f"{NOOP}-")
+    backend = NoopExecutionBackend() if noop else await LocalExecutionBackend()
     engine = await WorkflowEngine.create(backend=backend, work_dir=work_dir)
+    mode = config.rsplit("-", 1)[-1] if workload == "telemetry" else "off"
+    if mode == "mem":
+        await engine.start_telemetry()
+    elif mode == "file":
+        await engine.start_telemetry(checkpoint_path=work_dir)
     create_seconds = time.perf_counter() - created
+    stop_seconds = 0.0
     try:
         if workload == "exec":
 
@@ -224,8 +242,18 @@ async def run_engine(
         if not_done:
             raise AssertionError(f"{len(not_done)} engine futures not DONE, e.g. {not_done[0]!r}")
     finally:
+        stopping = time.perf_counter()
         await engine.shutdown()
-    return elapsed, results, create_seconds
+        stop_seconds = time.perf_counter() - stopping
+    if mode != "off":
+        summary = engine.telemetry.summary()
+        if summary["tasks_by_state"].get("completed") != task_count(workload, n):
+            raise AssertionError(f"telemetry counted {summary['tasks_by_state']}")
+    if mode == "file":
+        spans = sum(1 for _ in read_checkpoint(engine.telemetry.checkpoint_file, ["span"]))
+        if spans != task_count(workload, n) + 1:  # the tasks and the session
+            raise AssertionError(f"checkpoint file holds {spans} spans, not {n + 1}")
+    return elapsed, results, create_seconds, stop_seconds
 
 
 async def run(config: str, workload: str, n: int, work_dir: str) -> dict[str, float]:
@@ -234,15 +262,17 @@ async def run(config: str, workload: str, n: int, work_dir: str) -> dict[str, fl
     Raises:
         AssertionError: a task is missing or returned the wrong value.
     """
-    create_seconds = 0.0
+    create_seconds = stop_seconds = 0.0
     if config == ASYNCIO:
         elapsed, results = await run_asyncio(workload, n)
     elif config == THREADS:
         elapsed, results = await run_threads(workload, n)
     elif config == POOL:
         elapsed, results = await run_pool(workload, n)
-    elif config in (NOOP, LOCAL):
-        elapsed, results, create_seconds = await run_engine(config, workload, n, work_dir)
+    elif config in (NOOP, LOCAL) or config in TELEMETRY_CONFIGS:
+        elapsed, results, create_seconds, stop_seconds = await run_engine(
+            config, workload, n, work_dir
+        )
     else:
         raise ValueError(f"unknown configuration {config!r}")
     expected_count = task_count(workload, n)
@@ -256,4 +286,4 @@ async def run(config: str, workload: str, n: int, work_dir: str) -> dict[str, fl
             f"{config}/{workload}: {wrong} of {len(results)} results are not {expected!r}, "
             f"e.g. {sample!r}"
         )
-    return {"seconds": elapsed, "create_seconds": create_seconds}
+    return {"seconds": elapsed, "create_seconds": create_seconds, "stop_seconds": stop_seconds}

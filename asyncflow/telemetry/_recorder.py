@@ -237,9 +237,6 @@ class Recorder:
             n.METRIC_ATTRIBUTES[n.METRIC_WORKFLOW_DURATION],
             n.DURATION_BUCKETS,
         )
-        self.by_state: dict[str, int] = {}
-        self.failures: dict[str, int] = {}
-        self.per_workflow: dict[str, dict[str, int]] = {}
         self.spans_finished = 0
         self.session = self._span(None, n.LEVEL_SESSION, n.SPAN_SESSION)
         self.session.attributes = {n.LEVEL: n.LEVEL_SESSION, n.SESSION_ID: session_id}
@@ -446,17 +443,12 @@ class Recorder:
             key = (n.STATE_RUNNING if rec.t_started else n.STATE_PENDING, backend)
             self.active_tasks[key] = self.active_tasks.get(key, 1) - 1
             workflow_name = fut.workflow_name or ""
+            # Counts by state, failure type and workflow type are read off
+            # this histogram's series by summary(): nothing else to count.
             self.task_duration.record(
                 (fut.name, fut.kind, result, backend, workflow_name, error_type),
                 (t_ns - rec.start_ns) / 1e9,
             )
-            self.by_state[result] = self.by_state.get(result, 0) + 1
-            if error_type:
-                self.failures[error_type] = self.failures.get(error_type, 0) + 1
-            per_wf = self.per_workflow.get(workflow_name)
-            if per_wf is None:
-                per_wf = self.per_workflow[workflow_name] = {}
-            per_wf[result] = per_wf.get(result, 0) + 1
         self.finish_span(rec, status, desc, final)
         owner = rec.owner
         if owner is not None:

@@ -236,12 +236,22 @@ class Telemetry:
                     "mean_s": point["sum"] / point["count"],
                 }
             )
+        by_state: dict[str, int] = {}
+        failures: dict[str, int] = {}
+        per_workflow: dict[str, dict[str, int]] = {}
+        for entry in durations:
+            count, result = entry["count"], entry["result"]
+            by_state[result] = by_state.get(result, 0) + count
+            if entry["error_type"]:
+                failures[entry["error_type"]] = failures.get(entry["error_type"], 0) + count
+            per_wf = per_workflow.setdefault(entry["workflow_name"], {})
+            per_wf[result] = per_wf.get(result, 0) + count
         return {
             "session_id": rec.session_id,
-            "tasks_by_state": dict(rec.by_state),
+            "tasks_by_state": by_state,
             "active_tasks": sum(rec.active_tasks.values()),
-            "failures_by_error_type": dict(rec.failures),
-            "per_workflow_type": {k: dict(v) for k, v in rec.per_workflow.items()},
+            "failures_by_error_type": failures,
+            "per_workflow_type": per_workflow,
             "durations": durations,
             "spans_finished": rec.spans_finished,
         }
@@ -284,7 +294,7 @@ class Telemetry:
                 "section": n.SECTION_METRIC,
                 "time_s": time.time(),
                 "session_id": rec.session_id,
-                "tasks_by_state": dict(rec.by_state),
+                "tasks_by_state": self.summary()["tasks_by_state"],
                 "active_tasks": {f"{s}/{b}": v for (s, b), v in rec.active_tasks.items()},
                 "active_workflows": dict(rec.active_workflows),
                 "resource_slots": {f"{b}/{k}/{s}": v for (b, k, s), v in self._slots.items()},
