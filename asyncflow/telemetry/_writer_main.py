@@ -33,24 +33,36 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # finish the record; the pipe ends us
     renderer = LineRenderer(session_id, node_id, trace_hex)
     stream = sys.stdin.buffer
-    with open(path, "a", encoding="utf-8") as out:
-        while True:
-            head = _read_exact(stream, 4)
-            if len(head) < 4:
-                break
-            blob = _read_exact(stream, struct.unpack("<I", head)[0])
-            if not blob:
-                break
-            lines = []
-            for record in marshal.loads(blob):
-                try:
-                    lines.append(renderer.render(tuple(record)))
-                except Exception as exc:  # noqa: BLE001 - one bad record must not stop the file
-                    sys.stderr.write(f"asyncflow checkpoint: skipped a record: {exc!r}\n")
+    failed = False
+    out = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed below, errors included
+    while True:
+        head = _read_exact(stream, 4)
+        if len(head) < 4:
+            break
+        blob = _read_exact(stream, struct.unpack("<I", head)[0])
+        if not blob:
+            break
+        if failed:
+            continue  # keep reading: the engine must never block on a full pipe
+        lines = []
+        for record in marshal.loads(blob):
+            try:
+                lines.append(renderer.render(tuple(record)))
+            except Exception as exc:  # noqa: BLE001 - one bad record must not stop the file
+                sys.stderr.write(f"asyncflow checkpoint: skipped a record: {exc!r}\n")
+        try:
             out.write("".join(lines))
             out.flush()
-        out.flush()
-        os.fsync(out.fileno())
+        except OSError as exc:  # disk full: stop writing, say so once
+            failed = True
+            sys.stderr.write(f"asyncflow checkpoint: {path}: writing stopped: {exc}\n")
+    try:
+        if not failed:
+            out.flush()
+            os.fsync(out.fileno())
+        out.close()
+    except OSError:
+        pass
     return 0
 
 

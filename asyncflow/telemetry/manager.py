@@ -383,15 +383,24 @@ async def start(
         except Exception:
             logger.warning("OTLP export to %s is off", endpoint, exc_info=True)
     port = prometheus_port
-    if port is None and os.environ.get(n.ENV_PROMETHEUS_PORT):
-        port = int(os.environ[n.ENV_PROMETHEUS_PORT])
+    env_port = os.environ.get(n.ENV_PROMETHEUS_PORT)
+    if port is None and env_port:
+        try:
+            port = int(env_port)
+        except ValueError:
+            logger.warning(
+                "%s=%r is not a port number: no /metrics", n.ENV_PROMETHEUS_PORT, env_port
+            )
     prom_registry = None
     if port is not None:
-        from opentelemetry.exporter.prometheus import PrometheusMetricReader
-        from prometheus_client import CollectorRegistry
-
-        prom_registry = CollectorRegistry(auto_describe=True)
-        readers.append(PrometheusMetricReader(registry=prom_registry))
+        try:
+            from opentelemetry.exporter.prometheus import PrometheusMetricReader
+            from prometheus_client import CollectorRegistry
+        except ImportError as exc:
+            logger.warning("no /metrics endpoint: %s (pip install asyncflow-otel)", exc)
+        else:
+            prom_registry = CollectorRegistry(auto_describe=True)
+            readers.append(PrometheusMetricReader(registry=prom_registry))
     bridge = SpanBridge(processors, res) if processors else None
     node_id = socket.gethostname()
     recorder = Recorder(session_id, node_id, span_buffer, bridge)
@@ -431,8 +440,12 @@ async def start(
         from prometheus_client import start_http_server
 
         assert port is not None
-        server, _thread = start_http_server(port, addr=prometheus_host, registry=prom_registry)
-        tel._prometheus = (server, server.server_address[1])
+        try:
+            server, _thread = start_http_server(port, addr=prometheus_host, registry=prom_registry)
+        except OSError as exc:  # port taken, address not available
+            logger.warning("no /metrics endpoint on %s:%s: %s", prometheus_host, port, exc)
+        else:
+            tel._prometheus = (server, server.server_address[1])
     if checkpoint_interval:
         tel._metric_task = loop.create_task(tel._snapshots(checkpoint_interval))
     return tel

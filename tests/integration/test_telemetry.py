@@ -572,3 +572,39 @@ async def test_default_service_name_metrics_and_otlp_json(
     spans = doc["resourceSpans"][0]["scopeSpans"][0]["spans"]
     assert len(spans) == 5 + 2
     assert {a["key"] for a in doc["resourceSpans"][0]["resource"]["attributes"]} >= {"service.name"}
+
+
+# ---------------------------------------------------------------- robustness
+
+
+async def test_telemetry_problems_never_stop_the_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    from asyncflow.telemetry._sampler import _Gpus
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    engine = await WorkflowEngine.create(dry_run=True, work_dir=tmp_path)
+    try:
+        tel = await engine.start_telemetry(prometheus_port=port, resource_poll_interval=0.05)
+        assert tel.prometheus_port is None
+        assert f"no /metrics endpoint on 127.0.0.1:{port}" in caplog.text
+
+        @engine.function_task
+        async def t() -> int:
+            return 1
+
+        assert await asyncio.gather(*(t() for _ in range(10))) == ["Dummy Output"] * 10
+        # No GPU here: no GPU value, no series, and nothing logged about it.
+        assert _Gpus().utilisation() == []
+        points = tel.read_metrics()
+        assert not [p for p in points if p["name"] == names.METRIC_NODE_GPU]
+        assert "GPU" not in caplog.text and "nvml" not in caplog.text.lower()
+    finally:
+        await engine.shutdown()
+        taken.close()
