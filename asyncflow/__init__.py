@@ -22,6 +22,7 @@ from .backends import LocalExecutionBackend, NoopExecutionBackend
 from .data import InputFile, OutputFile
 from .engine import WorkflowEngine
 from .errors import DependencyFailureError
+from .resources import ResourcePool, current_slots
 from .telemetry.events import define_event
 
 __all__ = [
@@ -30,7 +31,9 @@ __all__ = [
     "LocalExecutionBackend",
     "NoopExecutionBackend",
     "OutputFile",
+    "ResourcePool",
     "WorkflowEngine",
     "__version__",
+    "current_slots",
     "define_event",
 ]

@@ -30,12 +30,14 @@ def run_executable(
     work_dir: str,
     procs: dict[str, subprocess.Popen[bytes]],
     on_start: Callable[[], None],
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[int, str, str]:
     """Run the task's command; return ``(exit code, stdout, stderr)``.
 
     Options come from ``task_backend_specific_kwargs``: ``shell`` (run the
     original command string through ``/bin/sh``), ``cwd``, ``env`` (merged
-    over the current environment). With ``capture_stdio`` the output goes to
+    over the current environment; ``extra_env`` goes over that, e.g. the
+    ``CUDA_VISIBLE_DEVICES`` of the task's GPU slots). With ``capture_stdio`` the output goes to
     ``<work_dir>/<uid>.stdout`` and ``.stderr`` and the returned strings are
     empty.
 
@@ -62,7 +64,7 @@ def run_executable(
             cmd,
             shell=bool(opts.get("shell")),
             cwd=opts.get("cwd"),
-            env=_env(opts.get("env")),
+            env=_env({**(opts.get("env") or {}), **(extra_env or {})}),
             stdin=subprocess.DEVNULL,
             stdout=stdout,
             stderr=stderr,

@@ -91,7 +91,7 @@ def run_coroutine_function(
             handles.pop(uid, None)
 
 
-def run_pickled(payload: bytes, uid: str, started: Any) -> tuple[bool, bytes]:
+def run_pickled(payload: bytes, uid: str, started: Any, slots: Any = ()) -> tuple[bool, bytes]:
     """Process-pool entry point: unpickle, report start, run, pickle the outcome.
 
     Returns ``(True, pickled value)`` or ``(False, pickled exception)``.
@@ -103,6 +103,9 @@ def run_pickled(payload: bytes, uid: str, started: Any) -> tuple[bool, bytes]:
         # A lost start report must not fail the task.
         with contextlib.suppress(Exception):
             started.put(uid)
+    from ..resources import set_current_slots
+
+    set_current_slots(slots)
     try:
         value = run_coroutine_function(func, args, kwargs)
     except BaseException as exc:  # noqa: BLE001 - shipped back to the parent

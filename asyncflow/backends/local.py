@@ -12,6 +12,12 @@ import threading
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
+from ..resources import (
+    ResourcePool,
+    reset_current_slots,
+    set_current_slots,
+    slot_indices,
+)
 from ._base import BaseBackend
 from ._exec import kill_group, run_executable
 from ._runners import CancelHandles, run_coroutine_function, run_pickled
@@ -53,17 +59,31 @@ class LocalExecutionBackend(BaseBackend):
         *,
         max_executables: int | None = None,
         kill_grace: float = 3.0,
+        cpus: int | None = None,
+        gpus: int | None = None,
     ) -> None:
         super().__init__(name)
         if executor is not None and not isinstance(executor, Executor):
             raise TypeError(
                 f"executor must be a concurrent.futures Executor, not {type(executor).__name__}"
             )
-        limit = max_executables if max_executables is not None else (os.cpu_count() or 1)
+        self.resource_pool: ResourcePool | None = None
+        workers: int | None = None
+        if cpus is not None or gpus is not None:
+            self.resource_pool = ResourcePool(
+                cpus=cpus if cpus is not None else (os.cpu_count() or 1),
+                gpus=gpus or 0,
+                name=name,
+            )
+            # Every task holds a slot: as many workers as slots can all run.
+            workers = max(sum(self.resource_pool.capacity.values()), 1)
+        default_limit = workers or os.cpu_count() or 1
+        limit = max_executables if max_executables is not None else default_limit
         if limit < 1:
             raise ValueError(f"max_executables must be at least 1, not {limit}")
         self._executor: Executor = executor or ThreadPoolExecutor(
-            thread_name_prefix=f"asyncflow-{name}"
+            max_workers=max(workers, min(32, (os.cpu_count() or 1) + 4)) if workers else None,
+            thread_name_prefix=f"asyncflow-{name}",
         )
         self._processes = isinstance(self._executor, ProcessPoolExecutor)
         self._exec_pool = ThreadPoolExecutor(limit, thread_name_prefix=f"asyncflow-{name}-exec")
@@ -80,6 +100,9 @@ class LocalExecutionBackend(BaseBackend):
         self._manager: Any = None
         self._started_queue: Any = None
         self._started_reader: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._acquiring: dict[str, asyncio.Task[None]] = {}
+        self._held: dict[str, list[str]] = {}  # uid -> slots not yet given back
 
     # ------------------------------------------------------------------ lifecycle
     def __await__(self) -> Any:
@@ -101,7 +124,10 @@ class LocalExecutionBackend(BaseBackend):
 
     # ------------------------------------------------------------------ submission
     async def submit_tasks(self, tasks: list[dict[str, Any]]) -> None:
-        """Start the tasks (each waits for a free worker)."""
+        """Start the tasks (each waits for its slots, then for a free worker)."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        pool = self.resource_pool
         for task in tasks:
             if self._closed:
                 self._finish(task, "CANCELED")
@@ -109,12 +135,83 @@ class LocalExecutionBackend(BaseBackend):
             if task.get("prompt") is not None:
                 task["exception"] = NotImplementedError(_PROMPT_HELP)
                 self._finish(task, "FAILED")
-            elif task.get("executable"):
-                self._submit(self._exec_pool, task, self._run_executable_task, task)
-            elif self._processes:
-                self._submit_to_process(task)
+            elif pool is not None:
+                self._with_slots(pool, task)
             else:
-                self._submit(self._executor, task, self._run_function_task, task)
+                self._dispatch(task)
+
+    def _dispatch(self, task: dict[str, Any]) -> None:
+        if task.get("executable"):
+            self._submit(self._exec_pool, task, self._run_executable_task, task)
+        elif self._processes:
+            self._submit_to_process(task)
+        else:
+            self._submit(self._executor, task, self._run_function_task, task)
+
+    # ------------------------------------------------------------------ slots
+    def _with_slots(self, pool: ResourcePool, task: dict[str, Any]) -> None:
+        """Dispatch ``task`` once its slots are free; they are freed when it ends."""
+        opts = task.get("task_backend_specific_kwargs") or {}
+        try:
+            cpus = int(opts.get("cpus", 1))
+            gpus = int(opts.get("gpus", 0))
+            priority = int(opts.get("priority", 0))
+            slots = pool.try_acquire(cpus, gpus)
+        except (TypeError, ValueError) as exc:  # bad counts, or more than the pool has
+            task["exception"] = ValueError(f"task {task['uid']}: {exc}")
+            self._finish(task, "FAILED")
+            return
+        if slots is not None:
+            task["slots"] = self._held[task["uid"]] = slots
+            self._dispatch(task)
+            return
+        uid = task["uid"]
+        waiter = asyncio.get_running_loop().create_task(
+            self._wait_for_slots(pool, task, cpus, gpus, priority)
+        )
+        self._acquiring[uid] = waiter
+        waiter.add_done_callback(lambda _: self._acquiring.pop(uid, None))
+
+    async def _wait_for_slots(
+        self, pool: ResourcePool, task: dict[str, Any], cpus: int, gpus: int, priority: int
+    ) -> None:
+        try:
+            slots = await pool.acquire_slots(cpus, gpus, priority)
+            task["slots"] = self._held[task["uid"]] = slots
+        except asyncio.CancelledError:
+            self._finish(task, "CANCELED")
+            return
+        if self._closed or task["uid"] in self._cancelled:
+            self._release(task)
+            self._finish(task, "CANCELED")
+            return
+        self._dispatch(task)
+
+    def _release(self, task: dict[str, Any]) -> None:
+        """Free a finished task's slots, on the loop (from any thread)."""
+        slots = self._held.pop(task["uid"], None)
+        pool = self.resource_pool
+        if not slots or pool is None:
+            return
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            pool.release(slots)
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(pool.release, slots)
+
+    def slot_environment(self, task: dict[str, Any]) -> dict[str, str]:
+        """``CUDA_VISIBLE_DEVICES`` for an executable on a GPU-aware backend."""
+        if self.resource_pool is None or not self.resource_pool.capacity["gpu"]:
+            return {}
+        gpus = slot_indices(task.get("slots") or (), "gpu")
+        return {"CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in gpus)}
 
     def _submit(self, pool: Executor, task: dict[str, Any], fn: Any, arg: Any) -> None:
         # Registered before submitting: the worker may start (and unregister)
@@ -131,6 +228,10 @@ class LocalExecutionBackend(BaseBackend):
                 self._cancelled.discard(uid)
                 state = "CANCELED"
         self._callback(task, state)
+        if state != "RUNNING" and self.resource_pool is not None:
+            # After the report: whoever gets these slots next is seen to start
+            # after this task was seen to end.
+            self._release(task)
 
     def _start(self, task: dict[str, Any]) -> bool:
         """A worker picked ``task`` up: report RUNNING unless it was cancelled."""
@@ -145,6 +246,7 @@ class LocalExecutionBackend(BaseBackend):
     def _run_function_task(self, task: dict[str, Any]) -> None:
         if not self._start(task):
             return
+        token = set_current_slots(task.get("slots") or ())
         try:
             value = run_coroutine_function(
                 task["function"], task.get("args"), task.get("kwargs"), task["uid"], self._handles
@@ -158,6 +260,8 @@ class LocalExecutionBackend(BaseBackend):
         else:
             task["return_value"] = value
             self._finish(task, "DONE")
+        finally:
+            reset_current_slots(token)
 
     def _run_executable_task(self, task: dict[str, Any]) -> None:
         uid = task["uid"]
@@ -167,7 +271,11 @@ class LocalExecutionBackend(BaseBackend):
             return
         try:
             code, out, err = run_executable(
-                task, self._work_dir, self._procs, lambda: self._callback(task, "RUNNING")
+                task,
+                self._work_dir,
+                self._procs,
+                lambda: self._callback(task, "RUNNING"),
+                self.slot_environment(task),
             )
         except BaseException as exc:  # noqa: BLE001 - e.g. program not found
             task["exception"] = exc
@@ -195,7 +303,9 @@ class LocalExecutionBackend(BaseBackend):
         self._tasks_by_uid[uid] = task
         entry: list[Any] = [None, task]
         self._queued[uid] = entry
-        cf = self._executor.submit(run_pickled, payload, uid, self._started_queue)
+        cf = self._executor.submit(
+            run_pickled, payload, uid, self._started_queue, task.get("slots") or ()
+        )
         entry[0] = cf
         cf.add_done_callback(lambda f: self._process_done(task, f))
 
@@ -263,6 +373,10 @@ class LocalExecutionBackend(BaseBackend):
         CANCELED). Returns True when the task will not complete normally.
         """
         self._cancelled.add(uid)
+        waiter = self._acquiring.get(uid)
+        if waiter is not None:  # still waiting for its slots
+            waiter.cancel()
+            return True
         queued = self._queued.get(uid)
         if queued is not None and queued[0] is not None and queued[0].cancel():
             if not (self._processes and not queued[1].get("executable")):
@@ -296,6 +410,8 @@ class LocalExecutionBackend(BaseBackend):
         if self._closed:
             return
         self._closed = True
+        for uid in list(self._acquiring):
+            await self.cancel_task(uid)
         for uid in list(self._queued):
             await self.cancel_task(uid)
         for uid, proc in list(self._procs.items()):

@@ -672,6 +672,9 @@ class WorkflowEngine:
             if self._graph.started(fut):
                 fut._running = True
                 if fut._tel is not None:
+                    slots = task.get("slots")
+                    if slots:
+                        self._rec.assigned(fut._tel, slots)
                     self._rec.started(fut._tel)
             return
         if fut._cancel_requested:

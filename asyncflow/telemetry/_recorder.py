@@ -28,7 +28,15 @@ from typing import Any
 
 from . import names as n
 from ._aggregate import Histograms
-from ._render import ID_FINAL, ID_QUEUED, ID_RESOLVED, ID_STARTED, ID_SUBMITTED, LineRenderer
+from ._render import (
+    ID_ASSIGNED,
+    ID_FINAL,
+    ID_QUEUED,
+    ID_RESOLVED,
+    ID_STARTED,
+    ID_SUBMITTED,
+    LineRenderer,
+)
 
 __all__ = ["Recorder", "SpanRecord", "WorkflowRecord", "span_dict"]
 
@@ -36,12 +44,13 @@ logger = logging.getLogger("asyncflow.telemetry")
 
 _json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
 
-_ID_RESOLVED, _ID_QUEUED, _ID_SUBMITTED, _ID_STARTED, _ID_FINAL = (
+_ID_RESOLVED, _ID_QUEUED, _ID_SUBMITTED, _ID_STARTED, _ID_FINAL, _ID_ASSIGNED = (
     ID_RESOLVED,
     ID_QUEUED,
     ID_SUBMITTED,
     ID_STARTED,
     ID_FINAL,
+    ID_ASSIGNED,
 )
 _STEPS = (
     ("t_resolved", n.SPAN_EVENT_RESOLVED, n.EVENT_TASK_RESOLVED, _ID_RESOLVED),
@@ -68,6 +77,7 @@ class SpanRecord:
         "owner",
         "parent",
         "result",
+        "slots",
         "span_id",
         "start_ns",
         "status",
@@ -98,6 +108,7 @@ class SpanRecord:
         self.error_type = ""
         self.depends_on: tuple[str, ...] = ()
         self.extra: dict[str, Any] | None = None  # attributes added by enrichers
+        self.slots: tuple[str, ...] = ()
         self.owner: WorkflowRecord | None = None
         self.status = "UNSET"
         self.status_description = ""
@@ -129,6 +140,8 @@ class SpanRecord:
                 n.TASK_GPUS: _count(td, "gpus", 0),
                 n.TASK_DEPENDS_ON: list(self.depends_on),
             }
+        if self.slots:
+            attrs[n.TASK_SLOTS] = list(self.slots)
         if self.result:
             attrs[n.TASK_RESULT] = self.result
         if self.error_type:
@@ -390,6 +403,23 @@ class Recorder:
         if self.subscribers_active and self.deliver is not None:
             self.deliver(n.EVENT_TASK_SUBMITTED, rec, t_ns / 1e9, {}, rec.id_base + _ID_SUBMITTED)
 
+    def assigned(self, rec: SpanRecord, slots: Any) -> None:
+        """A backend gave the task its resource slots (just before it starts)."""
+        rec.slots = tuple(str(s) for s in slots)
+        t_ns = time.time_ns()
+        event_id = rec.id_base + _ID_ASSIGNED
+        fut = rec.fut
+        td = fut.task_description if fut is not None else None
+        extra = {
+            "slots": list(rec.slots),
+            "cpus": _count(td, "cpus", 1),
+            "gpus": _count(td, "gpus", 0),
+        }
+        if self._put is not None:
+            self._put(("A", rec.uid, t_ns, extra))
+        if self.subscribers_active and self.deliver is not None:
+            self.deliver(n.EVENT_RESOURCE_ASSIGNED, rec, t_ns / 1e9, extra, event_id)
+
     def started(self, rec: SpanRecord) -> None:
         rec.t_started = t_ns = time.time_ns()
         event_id = rec.id_base + _ID_STARTED
@@ -502,6 +532,7 @@ class Recorder:
                         rec.result,
                         rec.depends_on,
                         rec.extra,
+                        rec.slots,
                     )
                 )
             else:

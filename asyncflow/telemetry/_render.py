@@ -11,9 +11,12 @@ Records (first item is the kind):
 - ``("C", uid, id_base, t_ns, backend, workflow_id, span_id, parent_id,
   level, name, kind, workflow_name, cpus, gpus)``: a task or block was
   created (its ``TaskCreated`` line); the rest is kept for its span.
+- ``("A", uid, t_ns, fields)``: a backend assigned its resource slots (its
+  ``asyncflow.ResourceAssigned`` line; ``fields``: slots, cpus, gpus).
 - ``("S", uid, t_ns)``: it started (its ``TaskStarted`` line).
 - ``("F", uid, final_event, error_type, end_ns, status, description,
-  t_resolved, t_queued, t_submitted, t_started, result, depends_on, extra)``:
+  t_resolved, t_queued, t_submitted, t_started, result, depends_on, extra,
+  slots)``:
   it ended: the lines of its ``resolved``/``queued``/``submitted`` steps, its
   final event and its span (``extra``: attributes added by enrichers).
 - ``("P", span)``: any other finished span (session, workflow, user spans).
@@ -35,7 +38,7 @@ __all__ = ["LineRenderer"]
 _json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
 
 # Offsets of a task's events inside its block of event ids.
-ID_CREATED, ID_RESOLVED, ID_QUEUED, ID_SUBMITTED, ID_STARTED, ID_FINAL = range(6)
+ID_CREATED, ID_RESOLVED, ID_QUEUED, ID_SUBMITTED, ID_STARTED, ID_FINAL, ID_ASSIGNED = range(7)
 
 
 def _seconds(t_ns: int) -> str:
@@ -79,6 +82,12 @@ class LineRenderer:
             tail, created = self._tasks.get(record[1], ("", None))
             base = created[2] if created is not None else 0
             return self._line(n.EVENT_TASK_STARTED, tail, record[2], base + ID_STARTED, None)
+        if kind == "A":
+            tail, created = self._tasks.get(record[1], ("", None))
+            base = created[2] if created is not None else 0
+            return self._line(
+                n.EVENT_RESOURCE_ASSIGNED, tail, record[2], base + ID_ASSIGNED, record[3]
+            )
         if kind == "F":
             return self._finished(record)
         if kind == "P":
@@ -101,6 +110,7 @@ class LineRenderer:
             result,
             depends_on,
             extra,
+            slots,
         ) = record
         tail, created = self._tasks.pop(uid, ("", None))
         if created is None:
@@ -148,6 +158,8 @@ class LineRenderer:
             )
         else:
             varying = f',"{n.WORKFLOW_ID}":{_json(uid)},"{n.BLOCK_UID}":{_json(uid)}'
+        if slots:
+            varying += f',"{n.TASK_SLOTS}":{_json(list(slots))}'
         varying += f',"{n.TASK_RESULT}":{_json(result)}'
         if error_type:
             varying += f',"{n.ERROR_TYPE}":{_json(error_type)}'

@@ -53,6 +53,7 @@ class Telemetry:
         self._subscribers: list[Subscriber] = []
         self._failed_subscribers: set[int] = set()
         self._slots: dict[tuple[str, str, str], int] = {}
+        self._slot_counts: Callable[[], dict[tuple[str, str, str], int]] = lambda: {}
         self._sampler: NodeSampler | None = None
         self._prometheus: Any = None
         self._metric_task: asyncio.Task[None] | None = None
@@ -297,7 +298,9 @@ class Telemetry:
                 "tasks_by_state": self.summary()["tasks_by_state"],
                 "active_tasks": {f"{s}/{b}": v for (s, b), v in rec.active_tasks.items()},
                 "active_workflows": dict(rec.active_workflows),
-                "resource_slots": {f"{b}/{k}/{s}": v for (b, k, s), v in self._slots.items()},
+                "resource_slots": {
+                    f"{b}/{k}/{s}": v for (b, k, s), v in self._slot_counts().items()
+                },
                 "node": node,
             }
         )
@@ -411,6 +414,21 @@ async def start(
         writer = open_checkpoint(file, (session_id, node_id, recorder.trace_hex))
         recorder.attach(writer)
     slots: dict[tuple[str, str, str], int] = {}
+    # Resource-aware backends expose their pool (duck-typed: ``usage()``).
+    pools = {
+        name: pool
+        for name, backend in engine.backends.items()
+        if (pool := getattr(backend, "resource_pool", None)) is not None
+    }
+
+    def slot_counts() -> dict[tuple[str, str, str], int]:
+        counts = dict(slots)
+        for name, pool in pools.items():
+            for kind, (busy, idle) in pool.usage().items():
+                counts[(name, kind, n.SLOT_BUSY)] = busy
+                counts[(name, kind, n.SLOT_IDLE)] = idle
+        return counts
+
     sampler_holder: list[NodeSampler] = []
 
     def node() -> dict[str, Any]:
@@ -422,11 +440,12 @@ async def start(
         [recorder.task_duration, recorder.queue_duration, recorder.workflow_duration],
         lambda: recorder.active_tasks,
         lambda: recorder.active_workflows,
-        lambda: slots,
+        slot_counts,
         node,
     )
     tel = Telemetry(loop, recorder, bridge, instruments, writer, engine._telemetry_parent)
     tel._slots = slots
+    tel._slot_counts = slot_counts
     if bridge is None:
         tel._bridge = SpanBridge([], res)
     recorder.session_started()
@@ -446,6 +465,7 @@ async def start(
             logger.warning("no /metrics endpoint on %s:%s: %s", prometheus_host, port, exc)
         else:
             tel._prometheus = (server, server.server_address[1])
+    tel._metric_snapshot()  # capacities and the first sample, from the start
     if checkpoint_interval:
         tel._metric_task = loop.create_task(tel._snapshots(checkpoint_interval))
     return tel
