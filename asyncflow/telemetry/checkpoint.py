@@ -42,22 +42,74 @@ _WAKE_AT = 5_000
 
 
 class _Sink:
-    """Where checkpoint records go; subclasses decide where they are rendered."""
+    """Where checkpoint records go: queued here, handed on by a background thread.
+
+    Subclasses say what handing on means (:meth:`_hand_on`) and how to finish
+    (:meth:`_finish`); queueing never blocks the caller and is thread-safe.
+    """
 
     path: Path
 
-    def write(self, record: tuple[Any, ...]) -> None:  # pragma: no cover - interface
-        raise NotImplementedError
+    def _start(self, interval: float) -> None:
+        self._queue: deque[tuple[Any, ...]] = deque()
+        self._interval = interval
+        self._wake = threading.Event()
+        self._stopping = False
+        self._failed = False
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="asyncflow-checkpoint", daemon=True)
+        self._thread.start()
+
+    def write(self, record: tuple[Any, ...]) -> None:
+        """Queue one record. Never blocks; thread-safe."""
+        queue = self._queue
+        queue.append(record)
+        if len(queue) > _WAKE_AT and not self._wake.is_set():
+            self._wake.set()
 
     def write_line(self, line: str) -> None:
-        """Queue one rendered line. Never blocks; thread-safe."""
+        """Queue one rendered line."""
         self.write(("L", line))
 
     def write_record(self, record: dict[str, Any]) -> None:
         """Queue one record as a JSON line."""
         self.write(("L", dumps(record) + "\n"))
 
-    def close(self) -> None:  # pragma: no cover - interface
+    def _run(self) -> None:
+        while not self._stopping:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            self._drain()
+
+    def _drain(self) -> None:
+        with self._lock:
+            queue = self._queue
+            count = len(queue)
+            if not count:
+                return
+            batch = [queue.popleft() for _ in range(count)]
+            if self._failed:
+                return
+            try:
+                self._hand_on(batch)
+            except (OSError, ValueError) as exc:  # disk full, pipe closed, file closed
+                self._failed = True
+                logger.warning("checkpoint file %s: writing stopped: %s", self.path, exc)
+
+    def close(self) -> None:
+        """Hand on everything queued and finish the file. Idempotent."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(timeout=60)
+        self._drain()
+        self._finish()
+
+    def _hand_on(self, batch: list[tuple[Any, ...]]) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def _finish(self) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
 
@@ -80,55 +132,20 @@ class CheckpointWriter(_Sink):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._renderer = renderer
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        self._queue: deque[tuple[Any, ...]] = deque()
-        self._interval = flush_interval
-        self._wake = threading.Event()
-        self._stopping = False
-        self._failed = False
-        self._thread = threading.Thread(target=self._run, name="asyncflow-checkpoint", daemon=True)
-        self._thread.start()
+        self._start(flush_interval)
 
-    def write(self, record: tuple[Any, ...]) -> None:
-        """Queue one record. Never blocks; thread-safe."""
-        queue = self._queue
-        queue.append(record)
-        if len(queue) > _WAKE_AT and not self._wake.is_set():
-            self._wake.set()
-
-    def _run(self) -> None:
-        while not self._stopping:
-            self._wake.wait(self._interval)
-            self._wake.clear()
-            self._drain()
-
-    def _drain(self) -> None:
-        queue = self._queue
-        count = len(queue)
-        if not count or self._failed:
-            return
+    def _hand_on(self, batch: list[tuple[Any, ...]]) -> None:
         render = self._renderer.render
         lines = []
-        for _ in range(count):
-            record = queue.popleft()
+        for record in batch:
             try:
                 lines.append(render(record))
             except Exception:
                 logger.exception("checkpoint file %s: a record could not be rendered", self.path)
-        try:
-            self._file.write("".join(lines))
-            self._file.flush()
-        except (OSError, ValueError) as exc:  # disk full, file closed under us
-            self._failed = True
-            logger.warning("checkpoint file %s: writing stopped: %s", self.path, exc)
+        self._file.write("".join(lines))
+        self._file.flush()
 
-    def close(self) -> None:
-        """Write everything queued and close the file. Idempotent."""
-        if self._stopping:
-            return
-        self._stopping = True
-        self._wake.set()
-        self._thread.join(timeout=60)
-        self._drain()
+    def _finish(self) -> None:
         with contextlib.suppress(OSError, ValueError):
             self._file.flush()
             os.fsync(self._file.fileno())
@@ -172,52 +189,17 @@ class ProcessCheckpointWriter(_Sink):
         )
         assert self._proc.stdin is not None
         self._pipe = self._proc.stdin
-        self._buffer: list[tuple[Any, ...]] = []
-        self._interval = send_interval
-        self._wake = threading.Event()
-        self._stopping = False
-        self._failed = False
-        self._send_lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="asyncflow-checkpoint", daemon=True)
-        self._thread.start()
+        self._start(send_interval)
 
-    def write(self, record: tuple[Any, ...]) -> None:
-        """Queue one record. Never blocks; thread-safe."""
-        buffer = self._buffer
-        buffer.append(record)
-        if len(buffer) > _WAKE_AT and not self._wake.is_set():
-            self._wake.set()
+    def _hand_on(self, batch: list[tuple[Any, ...]]) -> None:
+        try:
+            blob = marshal.dumps(batch)
+        except ValueError:  # an attribute value marshal cannot carry
+            blob = marshal.dumps([_plain(r) for r in batch])
+        self._pipe.write(struct.pack("<I", len(blob)) + blob)
+        self._pipe.flush()
 
-    def _run(self) -> None:
-        while not self._stopping:
-            self._wake.wait(self._interval)
-            self._wake.clear()
-            self._send()
-
-    def _send(self) -> None:
-        with self._send_lock:
-            batch, self._buffer = self._buffer, []
-            if not batch or self._failed:
-                return
-            try:
-                blob = marshal.dumps(batch)
-            except ValueError:  # an attribute value marshal cannot carry
-                blob = marshal.dumps([_plain(r) for r in batch])
-            try:
-                self._pipe.write(struct.pack("<I", len(blob)) + blob)
-                self._pipe.flush()
-            except (OSError, ValueError) as exc:
-                self._failed = True
-                logger.warning("checkpoint writer for %s stopped: %s", self.path, exc)
-
-    def close(self) -> None:
-        """Send everything queued, let the writer finish, and wait for it."""
-        if self._stopping:
-            return
-        self._stopping = True
-        self._wake.set()
-        self._thread.join(timeout=60)
-        self._send()
+    def _finish(self) -> None:
         with contextlib.suppress(OSError, ValueError):
             self._pipe.close()
         try:
