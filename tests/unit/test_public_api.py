@@ -20,8 +20,10 @@ def test_all_is_pinned() -> None:
             "LocalExecutionBackend",
             "NoopExecutionBackend",
             "OutputFile",
+            "ResourcePool",
             "WorkflowEngine",
             "__version__",
+            "current_slots",
             "define_event",
         ]
     )

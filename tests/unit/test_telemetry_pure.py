@@ -80,8 +80,15 @@ def render_task(renderer: LineRenderer, *, failed: bool = False) -> list[dict[st
         "failed" if failed else "completed",
         ("task.000001",),
         {"user.tag": "x"},
+        ("gpu:1", "cpu:0"),
     )
-    text = renderer.render(created) + renderer.render(started) + renderer.render(finished)
+    assigned = ("A", "task.000007", T0 + 35, {"slots": ["gpu:1", "cpu:0"], "cpus": 1, "gpus": 1})
+    text = (
+        renderer.render(created)
+        + renderer.render(assigned)
+        + renderer.render(started)
+        + renderer.render(finished)
+    )
     assert text.endswith("\n")
     return [json.loads(line) for line in text.splitlines()]
 
@@ -89,6 +96,9 @@ def render_task(renderer: LineRenderer, *, failed: bool = False) -> list[dict[st
 def test_task_records_render_to_events_and_one_span() -> None:
     renderer = LineRenderer("sess", "node-1", "ab" * 16)
     lines = render_task(renderer)
+    assert lines[1]["name"] == "asyncflow.ResourceAssigned"
+    assert lines[1]["slots"] == ["gpu:1", "cpu:0"] and lines[1]["gpus"] == 1
+    del lines[1]
     assert [r["section"] for r in lines] == ["event"] * 6 + ["span"]
     assert [r["name"] for r in lines[:6]] == [
         "TaskCreated",
@@ -115,11 +125,13 @@ def test_task_records_render_to_events_and_one_span() -> None:
     assert attrs[names.TASK_NAME] == "train" and attrs[names.WORKFLOW_NAME] == "training"
     assert attrs[names.TASK_GPUS] == 2 and attrs[names.TASK_DEPENDS_ON] == ["task.000001"]
     assert attrs[names.TASK_RESULT] == "completed" and attrs["user.tag"] == "x"
+    assert attrs[names.TASK_SLOTS] == ["gpu:1", "cpu:0"]
     assert names.ERROR_TYPE not in attrs
 
 
 def test_failed_task_renders_error_type_and_escaped_message() -> None:
     lines = render_task(LineRenderer('se"ss', "node", "cd" * 16), failed=True)
+    del lines[1]  # the ResourceAssigned line
     assert lines[0]["session_id"] == 'se"ss'
     assert lines[5]["name"] == "TaskFailed" and lines[5]["error_type"] == "KeyError"
     span = lines[6]
