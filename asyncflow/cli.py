@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+from typing import Any
 
 from ._version import __version__
 
 __all__ = ["main"]
+
+_DASHBOARD_EXTRA = "pip install 'asyncflow-otel[dashboard]'"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,8 +21,134 @@ def build_parser() -> argparse.ArgumentParser:
         description="asyncflow: an asyncio-native workflow engine you can see.",
     )
     parser.add_argument("--version", action="version", version=f"asyncflow {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_dashboard(commands)
+    _add_report(commands)
     return parser
+
+
+# ---------------------------------------------------------------- dashboard and report
+def _add_source_arguments(command: argparse.ArgumentParser) -> None:
+    from .telemetry import names
+
+    command.add_argument(
+        "run",
+        nargs="?",
+        metavar="RUN",
+        help="a checkpoint file (*.telemetry.jsonl), a directory of them (the newest is "
+        "shown), or an OTLP/JSON file",
+    )
+    where = command.add_mutually_exclusive_group()
+    where.add_argument("--jaeger", metavar="URL", help="read from Jaeger v2's query API instead")
+    where.add_argument("--tempo", metavar="URL", help="read from Tempo's HTTP API instead")
+    command.add_argument(
+        "--service",
+        default=names.DEFAULT_SERVICE_NAME,
+        help="with --jaeger/--tempo: the service.name to look for (default %(default)s)",
+    )
+    command.add_argument("--trace-id", help="with --jaeger/--tempo: this trace, not the newest")
+    command.add_argument(
+        "--gpus", type=int, metavar="N", help="GPU capacity to draw when the run recorded none"
+    )
+    command.add_argument(
+        "--cpus", type=int, metavar="N", help="CPU capacity to draw when the run recorded none"
+    )
+
+
+def _add_dashboard(commands: Any) -> None:
+    command = commands.add_parser(
+        "dashboard",
+        help="serve the Dash app for a run (read-only)",
+        description="Serve the campaign timeline, workflow Gantt, utilisation and summary of "
+        "a run; a run still being written refreshes live.",
+    )
+    _add_source_arguments(command)
+    command.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default %(default)s: this machine only)",
+    )
+    command.add_argument("--port", type=int, default=8050, help="default %(default)s")
+    command.add_argument(
+        "--refresh",
+        type=float,
+        metavar="SECONDS",
+        help="seconds between polls of a live run (default 2, 10 for Jaeger/Tempo; 0: off)",
+    )
+    command.set_defaults(handler=_dashboard)
+
+
+def _add_report(commands: Any) -> None:
+    command = commands.add_parser(
+        "report",
+        help="write a run's figures as one self-contained HTML file",
+        description="Write the dashboard's figures as one HTML file that opens offline.",
+    )
+    _add_source_arguments(command)
+    command.add_argument(
+        "-o", "--output", default="report.html", help="the HTML file (default %(default)s)"
+    )
+    command.add_argument(
+        "--workflows",
+        type=int,
+        default=10,
+        metavar="N",
+        help="Gantt charts of this many workflow instances, failed ones first (default 10)",
+    )
+    command.set_defaults(handler=_report)
+
+
+def _open(args: argparse.Namespace) -> Any:
+    """The span source the arguments name; exits with a message when they name none."""
+    from .dashboard import open_source
+
+    if args.run and not (args.jaeger or args.tempo) and not Path(args.run).exists():
+        sys.exit(f"asyncflow {args.command}: {args.run}: no such file or directory")
+    try:
+        return open_source(
+            args.run,
+            jaeger=args.jaeger,
+            tempo=args.tempo,
+            service=args.service,
+            trace_id=args.trace_id,
+        )
+    except ValueError as exc:
+        sys.exit(f"asyncflow {args.command}: {exc}")
+
+
+def _capacity(args: argparse.Namespace) -> dict[str, int]:
+    return {k: v for k, v in (("gpu", args.gpus), ("cpu", args.cpus)) if v}
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    source = _open(args)
+    try:
+        from .dashboard.app import Dashboard, create_app, preload, serve
+    except ImportError as exc:
+        print(f"asyncflow dashboard needs the dashboard extra ({exc}): {_DASHBOARD_EXTRA}")
+        return 1
+    board = Dashboard(source, _capacity(args))
+    print(preload(board), flush=True)
+    serve(create_app(board, refresh=args.refresh), args.host, args.port)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    source = _open(args)
+    try:
+        from .dashboard.report import write_report
+    except ImportError as exc:
+        print(f"asyncflow report needs the dashboard extra ({exc}): {_DASHBOARD_EXTRA}")
+        return 1
+    from .dashboard import SourceError
+
+    try:
+        path = write_report(source, args.output, capacity=_capacity(args), workflows=args.workflows)
+    except SourceError as exc:
+        print(f"asyncflow report: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {path}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stdout)
-    return 0
+        return 0
+    return int(args.handler(args))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,19 +9,13 @@ workflow instances (it must not grow with them).
 from __future__ import annotations
 
 import asyncio
-import json
 import math
-import os
-import re
-import shutil
 import subprocess
 import threading
 import time
-import urllib.parse
-import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import psutil
 import pytest
@@ -29,162 +23,24 @@ import pytest
 from asyncflow import LocalExecutionBackend, WorkflowEngine
 from asyncflow.telemetry import names
 
-from ..support.otlp_receiver import refused_port
+from ..support.prometheus import (
+    JOB,
+    Prometheus,
+    eventually,
+    exposition,
+    parse_exposition,
+    prometheus_binaries,
+    value_of,
+)
 
-T = TypeVar("T")
-
-JOB = "asyncflow"
 P95_TASK_DURATION = (
     "histogram_quantile(0.95, sum by (le) (rate(asyncflow_task_duration_seconds_bucket[1m])))"
 )
 SCRAPE_LABELS = {"__name__", "job", "instance"}
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+\S+(?:\s+\S+)?$")
-_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-
-
-def prometheus_binaries() -> tuple[str, str]:
-    """The ``prometheus`` and ``promtool`` executables; skip without them (fail on CI)."""
-    server, tool = shutil.which("prometheus"), shutil.which("promtool")
-    if server and tool:
-        return server, tool
-    message = "prometheus/promtool not found: apt-get install prometheus"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-def http_get(url: str, timeout: float = 5.0) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return bytes(response.read())
-
-
-async def exposition(port: int) -> str:
-    """The text the engine serves on ``/metrics``."""
-    body = await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/metrics")
-    return body.decode("utf-8")
-
-
-def parse_exposition(text: str) -> list[tuple[str, frozenset[tuple[str, str]]]]:
-    """Every sample line as (series name, label set); values and timestamps dropped."""
-    series = []
-    for line in text.splitlines():
-        if not line.strip() or line.startswith("#"):
-            continue
-        match = _SAMPLE.match(line)
-        assert match, f"unparsable exposition line: {line!r}"
-        labels = frozenset(_LABEL.findall(match.group(2) or ""))
-        series.append((match.group(1), labels))
-    return series
 
 
 def expected_labels(metric: str) -> set[str]:
     return {names.prometheus_label(a) for a in names.METRIC_ATTRIBUTES[metric]}
-
-
-async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, timeout: float) -> T:
-    """Poll ``probe`` until it returns something truthy, with a deadline."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            value = await probe()
-        except OSError as exc:  # Prometheus not listening yet, or busy
-            value, last = None, exc
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached within {timeout} s (last: {last!r})")
-        await asyncio.sleep(0.2)
-
-
-class Prometheus:
-    """A Prometheus server in a subprocess, scraping one target every second."""
-
-    def __init__(self, binary: str, workdir: Path, target_port: int) -> None:
-        self.binary = binary
-        self.workdir = workdir
-        self.target = f"127.0.0.1:{target_port}"
-        self.port = refused_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log = workdir / "prometheus.log"
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        config = self.workdir / "prometheus.yml"
-        config.write_text(
-            "global:\n"
-            "  scrape_interval: 1s\n"
-            "  scrape_timeout: 1s\n"
-            "  evaluation_interval: 1s\n"
-            "scrape_configs:\n"
-            f"  - job_name: {JOB}\n"
-            "    scrape_interval: 1s\n"
-            "    static_configs:\n"
-            f"      - targets: ['{self.target}']\n",
-            encoding="utf-8",
-        )
-        with self.log.open("wb") as log:
-            self._process = subprocess.Popen(
-                [
-                    self.binary,
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={self.workdir / 'tsdb'}",
-                    f"--web.listen-address=127.0.0.1:{self.port}",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-
-    def stop(self) -> None:
-        process = self._process
-        if process is None:
-            return
-        self._process = None
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
-
-    def check_alive(self) -> None:
-        if self._process is not None and self._process.poll() is not None:
-            raise AssertionError(
-                f"prometheus exited with {self._process.returncode}:\n"
-                + self.log.read_text(errors="replace")[-4000:]
-            )
-
-    async def api(self, path: str, **params: str) -> Any:
-        self.check_alive()
-        url = f"{self.base}/api/v1/{path}"
-        if params:
-            url += "?" + urllib.parse.urlencode(params)
-        body = json.loads(await asyncio.to_thread(http_get, url))
-        assert body["status"] == "success", body
-        return body["data"]
-
-    async def query(self, promql: str) -> list[dict[str, Any]]:
-        """An instant query's vector: ``[{"metric": {...}, "value": [t, "v"]}, ...]``."""
-        data = await self.api("query", query=promql)
-        assert data["resultType"] == "vector", data
-        return list(data["result"])
-
-    async def until(
-        self, promql: str, what: str, accept: Callable[[list[dict[str, Any]]], bool] = bool
-    ) -> list[dict[str, Any]]:
-        """Run ``promql`` until ``accept(result)``, with a deadline."""
-
-        async def probe() -> list[dict[str, Any]] | None:
-            result = await self.query(promql)
-            return result if result and accept(result) else None
-
-        return await eventually(probe, f"{what} ({promql})", timeout=60)
-
-
-def value_of(sample: dict[str, Any]) -> float:
-    return float(sample["value"][1])
 
 
 # ---------------------------------------------------------------- a real Prometheus
