@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-LINT_PATHS := asyncflow tests $(wildcard bench) $(wildcard examples)
+LINT_PATHS := asyncflow tests scripts $(wildcard bench) $(wildcard examples)
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINT_PATHS)
