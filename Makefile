@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed-dev
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,hpc]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,hpc,dashboard]'
 	touch $(STAMP)
 
 venv: $(STAMP)

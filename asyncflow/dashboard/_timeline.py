@@ -1,0 +1,478 @@
+"""The campaign timeline and the workflow Gantt. Pure: a run in, a plotly figure out."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Collection, Mapping
+from typing import Any
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from asyncflow.telemetry import names as n
+
+from . import compute as c
+from ._plot import (
+    AXIS_TIME,
+    CANCELED,
+    CPU_COLOUR,
+    FAILED,
+    GPU_COLOUR,
+    QUEUE,
+    TEMPLATE,
+    WAIT,
+    empty_figure,
+    slot_label,
+    type_colours,
+    typed_array,
+)
+from .model import STATE_CANCELED, STATE_FAILED, STATE_RUNNING, Run, SpanRecord
+
+__all__ = ["BAR_LIMIT", "GANTT_LIMIT", "MAX_STEPS", "campaign_figure", "gantt_figure"]
+
+BAR_LIMIT = 2_000  # more tasks than this are drawn as WebGL line segments, not SVG bars
+MAX_STEPS = c.ENVELOPE_POINTS
+GANTT_LIMIT = 400  # tasks drawn in one workflow Gantt
+LABELLED_ROWS = 40  # rows named on the axis; beyond, the hover says which
+PIXELS = 1_500  # large timelines are aggregated to this many pixels of time...
+ROW_PIXELS = 160  # ...and this many lines of instances (a few pixels each, a sub-line per type)
+
+
+def _run_span(task: SpanRecord, run: Run) -> tuple[float, float] | None:
+    if task.started is None:
+        return None
+    end = task.finished if task.finished is not None else run.end
+    return task.started - run.start, end - run.start
+
+
+def _bars(rows: list[c.Row], run: Run, colours: Mapping[str, str]) -> list[go.BaseTraceType]:
+    by_type: dict[str, dict[str, list[Any]]] = {}
+    never: dict[str, list[Any]] = {"x": [], "y": [], "text": []}
+    for index, row in enumerate(rows):
+        for task in row.tasks:
+            span = _run_span(task, run)
+            if span is None:
+                end = task.finished if task.finished is not None else run.end
+                never["x"].append(end - run.start)
+                never["y"].append(index)
+                never["text"].append(f"{task.uid} {task.name}: {task.state}, never ran")
+                continue
+            data = by_type.setdefault(
+                row.workflow_type,
+                {k: [] for k in ("base", "x", "y", "text", "line", "pattern", "custom")},
+            )
+            data["base"].append(span[0])
+            data["x"].append(span[1] - span[0])
+            data["y"].append(index)
+            data["text"].append(slot_label(task))
+            data["line"].append(FAILED if task.state == STATE_FAILED else "rgba(0,0,0,0)")
+            data["pattern"].append("/" if task.state == STATE_RUNNING else "")
+            data["custom"].append(
+                [task.uid, task.name or "?", task.state, row.key, task.error_type]
+            )
+    traces: list[go.BaseTraceType] = []
+    for wf_type in sorted(by_type):
+        data = by_type[wf_type]
+        traces.append(
+            go.Bar(
+                orientation="h",
+                name=wf_type or c.NO_WORKFLOW,
+                legendgroup=wf_type,
+                base=data["base"],
+                x=data["x"],
+                y=data["y"],
+                width=0.72,
+                text=data["text"],
+                textposition="inside",
+                insidetextanchor="middle",
+                textangle=0,
+                marker={
+                    "color": colours[wf_type],
+                    "line": {"color": data["line"], "width": 2},
+                    "pattern": {"shape": data["pattern"], "fgcolor": "white"},
+                },
+                customdata=data["custom"],
+                hovertemplate=(
+                    "%{customdata[0]} %{customdata[1]} (%{customdata[3]})<br>"
+                    "%{base:.3f} s + %{x:.3f} s on %{text}<br>%{customdata[2]} "
+                    "%{customdata[4]}<extra></extra>"
+                ),
+            )
+        )
+    if never["x"]:
+        traces.append(_never_ran(never))
+    return traces
+
+
+def _never_ran(never: Mapping[str, list[Any]]) -> go.Scatter:
+    return go.Scatter(
+        mode="markers",
+        name="never ran",
+        x=never["x"],
+        y=never["y"],
+        text=never["text"],
+        marker={"symbol": "x-thin", "size": 9, "line": {"width": 2, "color": FAILED}},
+        hovertemplate="%{text}<extra></extra>",
+    )
+
+
+def _segments(
+    rows: list[c.Row], run: Run, colours: Mapping[str, str], height: int
+) -> tuple[list[go.BaseTraceType], int]:
+    """One WebGL line trace per type, aggregated to the screen's resolution.
+
+    Rows beyond ``ROW_PIXELS`` share a line (``k`` consecutive instances
+    each); on a line, tasks of one type less than a pixel apart are one
+    segment, and a task shorter than a pixel is drawn a pixel long. The
+    picture is the one the screen could show anyway, at a fraction of the
+    vertices. Returns the traces and the number of segments drawn.
+    """
+    group = max(1, math.ceil(len(rows) / ROW_PIXELS))
+    pixel = run.rel(run.end) / PIXELS
+    spans: dict[tuple[int, str], list[tuple[float, float]]] = defaultdict(list)
+    failed_x: list[float] = []
+    failed_y: list[float] = []
+    for index, row in enumerate(rows):
+        line = spans[(index // group, row.workflow_type)]
+        for task in row.tasks:
+            span = _run_span(task, run)
+            if span is not None:
+                line.append((span[0], max(span[1], span[0] + pixel)))
+            if task.state in (STATE_FAILED, STATE_CANCELED):
+                end = task.finished if task.finished is not None else run.end
+                failed_x.append(end - run.start)
+                failed_y.append(index)
+    xs: dict[str, list[float]] = defaultdict(list)
+    ys: dict[str, list[float]] = defaultdict(list)
+    nan, drawn = math.nan, 0
+    # Within a line of several instances, each type keeps a height of its own,
+    # so one type does not paint over the others.
+    kinds = sorted(colours)
+    for (line_no, wf_type), found in spans.items():
+        x, y = xs[wf_type], ys[wf_type]
+        share = (kinds.index(wf_type) + 0.5) / len(kinds) if group > 1 else 0.5
+        row_y = line_no * group + share * group - 0.5
+        found.sort()
+        lo, hi = found[0] if found else (0.0, -math.inf)
+        for start, end in found[1:]:
+            if start > hi + pixel:
+                x += (lo, hi, nan)
+                y += (row_y, row_y, row_y)
+                drawn += 1
+                lo = start
+            hi = max(hi, end)
+        if found:
+            x += (lo, hi, nan)
+            y += (row_y, row_y, row_y)
+            drawn += 1
+    sub_lines = len(kinds) if group > 1 else 1
+    width = max(1.0, min(12.0, 0.8 * height * group / (max(len(rows), 1) * sub_lines)))
+    traces: list[go.BaseTraceType] = [
+        go.Scattergl(
+            mode="lines",
+            name=wf_type or c.NO_WORKFLOW,
+            legendgroup=wf_type,
+            x=typed_array(xs[wf_type]),
+            y=typed_array(ys[wf_type]),
+            line={"color": colours[wf_type], "width": width},
+            hovertemplate="%{x:.3f} s, instance %{y:.0f}<extra>%{fullData.name}</extra>",
+        )
+        for wf_type in sorted(xs)
+    ]
+    if failed_x:
+        traces.append(
+            go.Scattergl(
+                mode="markers",
+                name="failed / never ran",
+                x=typed_array(failed_x),
+                y=typed_array(failed_y),
+                marker={"symbol": "x", "size": 5, "color": FAILED},
+                hovertemplate="%{x:.3f} s, instance %{y}<extra>failed</extra>",
+            )
+        )
+    return traces, drawn
+
+
+def _busy(fig: go.Figure, run: Run, capacity: Mapping[str, int] | None, max_steps: int) -> None:
+    busy = {kind: c.busy_steps(run, kind) for kind in c.KINDS}
+    caps = c.capacities(run, capacity, steps=busy)
+    end = run.rel(run.end)
+    for kind, colour, secondary in (
+        (n.KIND_GPU, GPU_COLOUR, False),
+        (n.KIND_CPU, CPU_COLOUR, True),
+    ):
+        steps = c.envelope(busy[kind], max_steps)
+        cap = caps[kind]
+        if not steps.peak and not cap.value:
+            continue
+        label = kind.upper()
+        fig.add_trace(
+            go.Scatter(
+                x=steps.times,
+                y=steps.values,
+                mode="lines",
+                line={"shape": "hv", "color": colour, "width": 2},
+                name=f"{label} busy",
+                legendgroup="busy",
+                hovertemplate=f"%{{x:.3f}} s: %{{y}} {label} busy<extra></extra>",
+            ),
+            row=2,
+            col=1,
+            secondary_y=secondary,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=[0.0, max(end, steps.times[-1])],
+                y=[cap.value, cap.value],
+                mode="lines",
+                line={"dash": "dash", "color": colour, "width": 1.5},
+                name=f"{label} capacity ({cap.source})",
+                legendgroup="busy",
+                hovertemplate=f"{label} capacity {cap.value} ({cap.source})<extra></extra>",
+            ),
+            row=2,
+            col=1,
+            secondary_y=secondary,
+        )
+        # Different headroom per axis keeps the two capacity lines apart.
+        headroom = 1.35 if secondary else 1.12
+        top = max(cap.value, steps.peak, 1) * headroom
+        axis = {
+            "title_text": f"{label} busy slots",
+            "range": [0, top],
+            "dtick": max(1, math.ceil(top / 5)),
+            "showgrid": not secondary,
+        }
+        fig.update_yaxes(axis, row=2, col=1, secondary_y=secondary)
+
+
+def _config_table(run: Run, all_rows: list[c.Row]) -> go.Table:
+    rows = c.configuration(run, all_rows)
+    columns = [
+        [r.workflow_type for r in rows],
+        [r.instances for r in rows],
+        [r.tasks for r in rows],
+        [r.cpus for r in rows],
+        [r.gpus for r in rows],
+        [r.priority for r in rows],
+        [", ".join(r.depends_on) or "-" for r in rows],
+    ]
+    return go.Table(
+        columnwidth=[1.5, 0.9, 0.9, 0.6, 0.6, 0.6, 1.3],
+        header={
+            "values": ["type", "n", "tasks", "cpus", "gpus", "prio", "after"],
+            "fill_color": "#EEF1F5",
+            "align": "left",
+            "font": {"size": 11},
+        },
+        cells={"values": columns, "align": "left", "font": {"size": 11}, "height": 24},
+    )
+
+
+def campaign_figure(
+    run: Run,
+    *,
+    types: Collection[str] | None = None,
+    states: Collection[str] | None = None,
+    capacity: Mapping[str, int] | None = None,
+    bar_limit: int = BAR_LIMIT,
+    max_steps: int = MAX_STEPS,
+) -> go.Figure:
+    """The campaign timeline: a row per workflow instance, busy slots below, configuration beside.
+
+    Args:
+        run: the run.
+        types: only these workflow types (``None``: all).
+        states: only tasks in these states (``None``: all).
+        capacity: slot capacities to draw when the run recorded none (``{"gpu": 4}``).
+        bar_limit: up to this many tasks are SVG bars (labelled, hoverable);
+            more are WebGL segments, so 100,000 tasks still draw in a blink.
+        max_steps: step functions with more changes show per-bin peaks.
+    """
+    all_rows = c.timeline_rows(run)
+    rows = all_rows if types is None and states is None else c.timeline_rows(run, types, states)
+    if not rows:
+        return empty_figure("No tasks to show" + (" for these filters." if run.tasks else " yet."))
+    colours = type_colours(c.workflow_types(run, all_rows))
+    count = sum(len(r.tasks) for r in rows)
+    large = count > bar_limit
+    top = 640 if large else max(260, min(1100, 60 + 24 * len(rows)))
+    fig = make_subplots(
+        rows=2,
+        cols=2,
+        column_widths=[0.74, 0.26],
+        row_heights=[top, 240],
+        specs=[
+            [{"type": "xy"}, {"type": "table", "rowspan": 2}],
+            [{"type": "xy", "secondary_y": True}, None],
+        ],
+        vertical_spacing=0.08 if top < 400 else 0.05,
+        horizontal_spacing=0.02,
+        subplot_titles=("Workflow instances", "Configuration", "Busy slots"),
+    )
+    if large:
+        traces, drawn = _segments(rows, run, colours, top)
+    else:
+        traces, drawn = _bars(rows, run, colours), count
+    for trace in traces:
+        fig.add_trace(trace, row=1, col=1)
+    fig.add_trace(_config_table(run, all_rows), row=1, col=2)
+    _busy(fig, run, capacity, max_steps)
+    labelled = len(rows) <= LABELLED_ROWS
+    fig.update_yaxes(
+        row=1,
+        col=1,
+        range=[len(rows) - 0.5, -0.5],
+        tickmode="array" if labelled else "auto",
+        tickvals=list(range(len(rows))) if labelled else None,
+        ticktext=[r.label for r in rows] if labelled else None,
+        title_text=None if labelled else f"{len(rows)} workflow instances",
+        automargin=True,
+    )
+    fig.update_xaxes(matches="x", row=2, col=1, title_text=AXIS_TIME)
+    fig.update_xaxes(showticklabels=True, row=1, col=1, rangemode="tozero")
+    title = f"{count} tasks in {len(rows)} workflow instances"
+    if large:
+        title += f" (aggregated to screen resolution: {drawn} segments; WebGL)"
+    fig.update_layout(
+        template=TEMPLATE,
+        height=top + 240 + 130,
+        barmode="overlay",
+        title={"text": title, "x": 0.01, "y": 0.99, "yanchor": "top", "font": {"size": 15}},
+        legend={"x": 0.755, "y": 0.0, "xanchor": "left", "yanchor": "bottom"},
+        margin={"l": 10, "r": 10, "t": 70, "b": 50},
+        uniformtext={"minsize": 8, "mode": "hide"},
+        hovermode="closest",
+        meta={"rows": [r.key for r in rows]},
+    )
+    return fig
+
+
+def gantt_figure(run: Run, key: str, *, limit: int = GANTT_LIMIT) -> go.Figure:
+    """One workflow instance: a row per task with wait, queue and run segments.
+
+    Failed tasks are marked with a red cross, cancelled ones with a grey
+    circle; arrows join a task to the dependencies it waited for.
+
+    Args:
+        run: the run.
+        key: the workflow instance (a timeline row key).
+        limit: draw at most this many tasks (the first created).
+    """
+    records = c.workflow_records(run, key)
+    if not records:
+        return empty_figure(f"No tasks in workflow {key!r}.")
+    total = len(records)
+    records = records[:limit]
+    index = {r.uid: i for i, r in enumerate(records)}
+    origin, now = run.start, run.end
+    segments: dict[str, dict[str, list[Any]]] = {
+        name: {"base": [], "x": [], "y": [], "text": []} for name in ("wait", "queue", "run")
+    }
+    marks: dict[str, dict[str, list[Any]]] = {
+        s: {"x": [], "y": [], "text": []} for s in (STATE_FAILED, STATE_CANCELED)
+    }
+    dep_x: list[float | None] = []
+    dep_y: list[float | None] = []
+    outside: dict[int, list[str]] = {}
+    for i, r in enumerate(records):
+        end = r.finished if r.finished is not None else now
+        ready = r.resolved if r.resolved is not None else (r.started or end)
+        start = r.started if r.started is not None else end
+        for name, lo, hi in (
+            ("wait", r.created, min(ready, end)),
+            ("queue", min(ready, end), start),
+            ("run", start, end),
+        ):
+            if hi > lo or (name == "run" and r.started is not None):
+                seg = segments[name]
+                seg["base"].append(lo - origin)
+                seg["x"].append(hi - lo)
+                seg["y"].append(i)
+                seg["text"].append(f"{r.uid} {r.name or '?'}: {name} {hi - lo:.3f} s ({r.state})")
+        if r.state in marks:
+            mark = marks[r.state]
+            mark["x"].append(end - origin)
+            mark["y"].append(i)
+            mark["text"].append(f"{r.uid}: {r.state} {r.error_type} {r.message}".strip())
+        for dep in r.depends_on:
+            j = index.get(dep)
+            dep_run = records[j] if j is not None else None
+            if dep_run is None or dep_run.finished is None:
+                outside.setdefault(i, []).append(dep)
+                continue
+            dep_x += [dep_run.finished - origin, ready - origin, None]
+            dep_y += [j, i, None]
+    colours = {"wait": WAIT, "queue": QUEUE, "run": "#0072B2"}
+    fig = go.Figure()
+    for name, seg in segments.items():
+        fig.add_trace(
+            go.Bar(
+                orientation="h",
+                name={"wait": "waiting for dependencies", "queue": "queued", "run": "running"}[
+                    name
+                ],
+                base=seg["base"],
+                x=seg["x"],
+                y=seg["y"],
+                width=0.6,
+                marker_color=colours[name],
+                hovertext=seg["text"],
+                hovertemplate="%{hovertext}<extra></extra>",
+            )
+        )
+    if dep_x:
+        fig.add_trace(
+            go.Scatter(
+                x=dep_x,
+                y=dep_y,
+                mode="lines+markers",
+                name="dependency",
+                line={"color": "#555", "width": 1},
+                marker={"symbol": "arrow", "angleref": "previous", "size": 8, "color": "#555"},
+                hoverinfo="skip",
+            )
+        )
+    for state, symbol, colour in (
+        (STATE_FAILED, "x", FAILED),
+        (STATE_CANCELED, "circle-open", CANCELED),
+    ):
+        if marks[state]["x"]:
+            fig.add_trace(
+                go.Scatter(
+                    x=marks[state]["x"],
+                    y=marks[state]["y"],
+                    mode="markers",
+                    name=state,
+                    marker={"symbol": symbol, "size": 12, "color": colour, "line": {"width": 2}},
+                    hovertext=marks[state]["text"],
+                    hovertemplate="%{hovertext}<extra></extra>",
+                )
+            )
+    labels = []
+    for i, r in enumerate(records):
+        label = f"{r.uid} {r.name}" if r.level == n.LEVEL_TASK else f"{r.level} {r.name}"
+        if i in outside:
+            label += f"  (after {', '.join(outside[i])})"
+        labels.append(label)
+    title = f"Workflow {key}: {total} task(s)"
+    if total > limit:
+        title += f", the first {limit} shown"
+    fig.update_layout(
+        template=TEMPLATE,
+        barmode="overlay",
+        height=max(260, min(2400, 130 + 26 * len(records))),
+        title={"text": title, "x": 0.01, "y": 0.99, "yanchor": "top", "font": {"size": 15}},
+        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0.0},
+        margin={"l": 10, "r": 10, "t": 80, "b": 50},
+        xaxis={"title_text": AXIS_TIME, "rangemode": "tozero"},
+        yaxis={
+            "tickmode": "array",
+            "tickvals": list(range(len(records))),
+            "ticktext": labels,
+            "range": [len(records) - 0.5, -0.5],
+            "automargin": True,
+        },
+    )
+    return fig

@@ -1,0 +1,418 @@
+"""The Dash application: a thin layout and callbacks over ``sources`` and ``figures``.
+
+Every callback reads the run the server last polled and hands it to a pure
+figure builder. A figure is rebuilt only when its tab is open and the run
+or a filter changed. Nothing here changes data or runs user code; any
+failure becomes a message in the page, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import dash
+import plotly.graph_objects as go
+from dash import Input, Output, State, dcc, html
+
+from . import compute as c
+from . import figures as f
+from ._base import SourceError, SpanSource
+from .model import STATE_FAILED, STATE_PENDING, STATE_RUNNING, STATES, Run
+
+__all__ = ["Dashboard", "campaign", "create_app", "preload", "serve"]
+
+logger = logging.getLogger("asyncflow.dashboard")
+
+OPTION_LIMIT = 200  # instances listed in the dropdown; a click on the timeline reaches any
+TABS = ("campaign", "workflow", "utilisation", "summary")
+
+
+class Dashboard:
+    """The server side of the app: one source, polled under a lock, and its last run.
+
+    Args:
+        source: where the run comes from.
+        capacity: slot capacities to draw when the run recorded none (``{"gpu": 4}``).
+    """
+
+    def __init__(self, source: SpanSource, capacity: Mapping[str, int] | None = None) -> None:
+        self.source = source
+        self.capacity = dict(capacity or {})
+        self.run: Run | None = None
+        self.error = ""
+        self._lock = threading.Lock()
+        self._figures: dict[tuple[Any, ...], _Drawn] = {}
+        self._figures_lock = threading.Lock()
+
+    def poll(self, choice: str | None = None) -> tuple[Run | None, str]:
+        """Read what is new; returns the run (the last good one on error) and an error message."""
+        with self._lock:
+            try:
+                if choice:
+                    self.source.select(choice)
+                self.run = self.source.poll()
+                self.error = ""
+            except SourceError as exc:
+                self.error = str(exc)
+            except Exception as exc:
+                logger.exception("reading %s failed", self.source.label)
+                self.error = f"Could not read {self.source.label}: {type(exc).__name__}: {exc}"
+            return self.run, self.error
+
+    def draw(self, build: Any, *args: Any, **kwargs: Any) -> go.Figure:
+        """``build(run, ...)``, or a figure that says why there is nothing to draw.
+
+        The last few figures are kept per run version and arguments: another
+        tab, another browser or a preloading thread asking for the same
+        figure gets it (or waits for it) instead of building it again.
+        """
+        run = self.run
+        if run is None:
+            return f.empty_figure(self.error or "Waiting for the first data...")
+        name = getattr(build, "__name__", repr(build))
+        key = (name, run.source, run.version, _frozen(args), _frozen(kwargs))
+        with self._figures_lock:
+            drawn = self._figures.get(key)
+            if drawn is None:
+                drawn = self._figures[key] = _Drawn()
+                while len(self._figures) > _KEPT_FIGURES:
+                    del self._figures[next(iter(self._figures))]
+        with drawn.lock:
+            if drawn.figure is None:
+                try:
+                    drawn.figure = build(run, *args, **kwargs)
+                except Exception as exc:
+                    logger.exception("drawing %s failed", name)
+                    text = f"Could not draw this figure: {type(exc).__name__}: {exc}"
+                    return f.empty_figure(text)
+            return drawn.figure
+
+
+_KEPT_FIGURES = 8
+
+
+class _Drawn:
+    """A figure being built, or built: whoever comes second waits for the first."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.figure: go.Figure | None = None
+
+
+def _frozen(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    if isinstance(value, Mapping):
+        return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
+    return value
+
+
+def _messages(run: Run | None, error: str) -> list[Any]:
+    out: list[Any] = []
+    if error:
+        out.append(html.Div(error, className="message error"))
+    if run is not None:
+        out.extend(html.Div(text, className="message warning") for text in c.notices(run))
+    return out
+
+
+def _chips(run: Run | None) -> list[Any]:
+    if run is None:
+        return []
+    counts = dict.fromkeys(STATES, 0)
+    for task in run.tasks:
+        counts[task.state] = counts.get(task.state, 0) + 1
+    chips = [("tasks", len(run.tasks))] + [(s, counts[s]) for s in STATES if counts[s]]
+    live = not run.ended and (counts[STATE_RUNNING] or counts[STATE_PENDING])
+    items = [html.Span([html.B(str(v)), f" {k}"], className=f"chip state-{k}") for k, v in chips]
+    items.append(html.Span(f"{run.rel(run.end):.1f} s", className="chip"))
+    items.append(html.Span("live" if live else "ended" if run.ended else "idle", className="chip"))
+    return items
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> html.Table:
+    return html.Table(
+        [
+            html.Thead(html.Tr([html.Th(h) for h in header])),
+            html.Tbody([html.Tr([html.Td(v) for v in row]) for row in rows]),
+        ],
+        className="table",
+    )
+
+
+def _summary(run: Run | None, capacity: Mapping[str, int]) -> list[Any]:
+    if run is None or not run.tasks:
+        return []
+    summary = c.summarize(run, capacity)
+    out: list[Any] = [html.P(c.headline(summary))]
+    for title, header, rows in c.summary_tables(summary):
+        out.append(html.H4(title))
+        out.append(_table(header, rows) if rows else html.P("None."))
+    return out
+
+
+def _instances(shown: list[c.Row], chosen: Any) -> tuple[list[dict[str, str]], Any]:
+    """The instance dropdown's options and value: the first instances, and the chosen one.
+
+    Without a (valid) choice, the first failed instance is chosen, else the first.
+    """
+    listed = shown[:OPTION_LIMIT]
+    keys = {r.key: r for r in shown}
+    if chosen not in keys:
+        failed = (r for r in listed if any(t.state == STATE_FAILED for t in r.tasks))
+        first = next(failed, listed[0] if listed else None)
+        chosen = first.key if first is not None else None
+    if chosen is not None and all(r.key != chosen for r in listed):
+        listed = [keys[chosen], *listed]
+    return [{"label": r.label, "value": r.key} for r in listed], chosen
+
+
+def _layout(board: Dashboard, refresh: float) -> html.Div:
+    return html.Div(
+        [
+            html.Header(
+                [
+                    html.H1("asyncflow"),
+                    html.Span(board.source.label, className="source"),
+                    dcc.Dropdown(
+                        id="run", options=[], placeholder="run", clearable=False, className="filter"
+                    ),
+                ],
+                className="header",
+            ),
+            html.Div(id="status"),
+            html.Div(id="chips", className="chips"),
+            html.Div(
+                [
+                    dcc.Dropdown(
+                        id="types", multi=True, placeholder="all workflow types", className="filter"
+                    ),
+                    dcc.Dropdown(
+                        id="states",
+                        multi=True,
+                        options=[{"label": s, "value": s} for s in STATES],
+                        placeholder="all task states",
+                        className="filter",
+                    ),
+                    dcc.Dropdown(
+                        id="instance",
+                        placeholder="workflow instance",
+                        clearable=False,
+                        className="filter",
+                    ),
+                ],
+                className="filters",
+            ),
+            dcc.Tabs(
+                id="tab",
+                value=TABS[0],
+                children=[
+                    dcc.Tab(
+                        label="Campaign timeline",
+                        value="campaign",
+                        children=[dcc.Graph(id="campaign-graph", config={"displaylogo": False})],
+                    ),
+                    dcc.Tab(
+                        label="Workflow",
+                        value="workflow",
+                        children=[dcc.Graph(id="workflow-graph", config={"displaylogo": False})],
+                    ),
+                    dcc.Tab(
+                        label="Utilisation",
+                        value="utilisation",
+                        children=[dcc.Graph(id="utilisation-graph", config={"displaylogo": False})],
+                    ),
+                    dcc.Tab(
+                        label="Summary",
+                        value="summary",
+                        children=[
+                            dcc.Graph(id="summary-graph", config={"displaylogo": False}),
+                            html.Div(id="summary-tables", className="tables"),
+                        ],
+                    ),
+                ],
+            ),
+            dcc.Store(id="version"),
+            *(dcc.Store(id=f"{tab}-drawn") for tab in TABS),
+            dcc.Interval(id="tick", interval=max(refresh, 0.2) * 1000, disabled=refresh <= 0),
+        ],
+        className="page",
+    )
+
+
+def create_app(
+    source: SpanSource | Dashboard,
+    *,
+    capacity: Mapping[str, int] | None = None,
+    refresh: float | None = None,
+) -> dash.Dash:
+    """The Dash app for ``source``.
+
+    Args:
+        source: where the run comes from (or a :class:`Dashboard` around it,
+            e.g. one already polled with :func:`preload`).
+        capacity: slot capacities to draw when the run recorded none (``{"gpu": 4}``).
+        refresh: seconds between polls of a live run (default: the source's
+            suggestion; 0 turns polling off).
+    """
+    board = source if isinstance(source, Dashboard) else Dashboard(source, capacity)
+    source = board.source
+    app = dash.Dash(
+        __name__,
+        title="asyncflow dashboard",
+        assets_folder=str(Path(__file__).with_name("assets")),
+        update_title="",
+    )
+    app.layout = _layout(board, source.refresh_seconds if refresh is None else refresh)
+    _callbacks(app, board)
+    return app
+
+
+def _callbacks(app: dash.Dash, board: Dashboard) -> None:
+    @app.callback(
+        Output("version", "data"),
+        Output("status", "children"),
+        Output("chips", "children"),
+        Output("run", "options"),
+        Output("run", "value"),
+        Input("tick", "n_intervals"),
+        Input("run", "value"),
+        State("version", "data"),
+    )
+    def poll(_: Any, choice: str | None, seen: Any) -> tuple[Any, ...]:
+        run, error = board.poll(choice)
+        options = [{"label": label, "value": key} for key, label in board.source.runs()]
+        current = choice or (options[0]["value"] if options else None)
+        version = [run.source if run else "", run.version if run else -1, error, len(options)]
+        if version == seen:
+            return (dash.no_update,) * 5
+        return version, _messages(run, error), _chips(run), options, current
+
+    @app.callback(
+        Output("types", "options"),
+        Output("instance", "options"),
+        Output("instance", "value"),
+        Input("version", "data"),
+        Input("types", "value"),
+        Input("states", "value"),
+        State("instance", "value"),
+    )
+    def choices(_: Any, types: Any, states: Any, chosen: Any) -> tuple[Any, ...]:
+        run = board.run
+        if run is None:
+            return [], [], None
+        rows = c.timeline_rows(run)
+        kinds = [{"label": t or c.NO_WORKFLOW, "value": t} for t in c.workflow_types(run, rows)]
+        shown = rows if not types and not states else c.timeline_rows(run, types, states)
+        return (kinds, *_instances(shown, chosen))
+
+    @app.callback(
+        Output("instance", "options", allow_duplicate=True),
+        Output("instance", "value", allow_duplicate=True),
+        Output("tab", "value"),
+        Input("campaign-graph", "clickData"),
+        State("types", "value"),
+        State("states", "value"),
+        prevent_initial_call=True,
+    )
+    def clicked(click: Any, types: Any, states: Any) -> tuple[Any, ...]:
+        run = board.run
+        if run is None or not click:
+            return dash.no_update, dash.no_update, dash.no_update
+        shown = c.timeline_rows(run, types or None, states or None)
+        point = click["points"][0]
+        custom = point.get("customdata")
+        index = round(point.get("y", -1))
+        key = custom[3] if custom else shown[index].key if 0 <= index < len(shown) else None
+        if key is None:
+            return dash.no_update, dash.no_update, dash.no_update
+        return (*_instances(shown, key), "workflow")
+
+    def lazy(tab: str, graph: str, build: Any, *inputs: str) -> None:
+        @app.callback(
+            Output(graph, "figure"),
+            Output(f"{tab}-drawn", "data"),
+            Input("tab", "value"),
+            Input("version", "data"),
+            *(Input(i, "value") for i in inputs),
+            State(f"{tab}-drawn", "data"),
+        )
+        def draw(active: str, version: Any, *rest: Any) -> tuple[Any, Any]:
+            *values, drawn = rest
+            key = [version, *values]
+            if active != tab or key == drawn:
+                return dash.no_update, dash.no_update
+            return build(*values), key
+
+    lazy(
+        "campaign",
+        "campaign-graph",
+        lambda types, states: campaign(board, types, states),
+        "types",
+        "states",
+    )
+    lazy(
+        "workflow",
+        "workflow-graph",
+        lambda key: (
+            board.draw(f.gantt_figure, key)
+            if key
+            else f.empty_figure("Pick a workflow instance above, or click a bar of the timeline.")
+        ),
+        "instance",
+    )
+    lazy(
+        "utilisation",
+        "utilisation-graph",
+        lambda: board.draw(f.utilisation_figure, capacity=board.capacity),
+    )
+
+    @app.callback(
+        Output("summary-graph", "figure"),
+        Output("summary-tables", "children"),
+        Output("summary-drawn", "data"),
+        Input("tab", "value"),
+        Input("version", "data"),
+        State("summary-drawn", "data"),
+    )
+    def summary(active: str, version: Any, drawn: Any) -> tuple[Any, ...]:
+        if active != "summary" or version == drawn:
+            return dash.no_update, dash.no_update, dash.no_update
+        try:
+            tables = _summary(board.run, board.capacity)
+        except Exception as exc:
+            logger.exception("summary failed")
+            tables = [html.Div(f"Could not summarise: {exc}", className="message error")]
+        return board.draw(f.summary_figure), tables, version
+
+
+def serve(app: dash.Dash, host: str = "127.0.0.1", port: int = 8050) -> None:
+    """Serve ``app`` until interrupted (Flask's threaded server: one user, one machine)."""
+    print(f"asyncflow dashboard on http://{host}:{port}/ (Ctrl-C stops it)", flush=True)
+    app.run(host=host, port=port, debug=False)
+
+
+def campaign(board: Dashboard, types: Any = None, states: Any = None) -> go.Figure:
+    """The campaign timeline of the board's run, with these filters."""
+    return board.draw(
+        f.campaign_figure, types=types or None, states=states or None, capacity=board.capacity
+    )
+
+
+def preload(board: Dashboard) -> str:
+    """Read the source before serving, and draw the timeline in the background.
+
+    The first page then shows at once. Returns a line for the terminal.
+    """
+    started = time.perf_counter()
+    run, error = board.poll()
+    took = time.perf_counter() - started
+    if run is None:
+        return f"{board.source.label}: {error}"
+    threading.Thread(target=campaign, args=(board,), name="asyncflow-preload", daemon=True).start()
+    return f"{board.source.label}: {len(run.tasks)} tasks read in {took:.1f} s"

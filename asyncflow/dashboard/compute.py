@@ -1,0 +1,485 @@
+"""What the figures show, as plain numbers: rows, busy slots, capacities, summary.
+
+Pure: records in, dataclasses and lists out; no plotly, no I/O. Times are
+seconds since the session started.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+from collections import Counter, defaultdict
+from collections.abc import Collection, Iterable, Mapping
+
+from asyncflow.telemetry import names as n
+
+from .model import FINAL_STATES, STATE_FAILED, STATES, Run, SpanRecord
+
+__all__ = [
+    "ENVELOPE_POINTS",
+    "KINDS",
+    "NO_WORKFLOW",
+    "Capacity",
+    "DurationStats",
+    "Row",
+    "Steps",
+    "Summary",
+    "TypeConfig",
+    "busy_steps",
+    "capacities",
+    "configuration",
+    "envelope",
+    "headline",
+    "notices",
+    "row_key",
+    "summarize",
+    "summary_tables",
+    "timeline_rows",
+    "workflow_records",
+    "workflow_types",
+]
+
+KINDS = (n.KIND_GPU, n.KIND_CPU)
+NO_WORKFLOW = "(no workflow)"
+ENVELOPE_POINTS = 2_000  # step functions with more changes show per-bin peaks
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One workflow instance of the campaign timeline."""
+
+    key: str
+    workflow_type: str
+    start: float
+    tasks: tuple[SpanRecord, ...]
+
+    @property
+    def label(self) -> str:
+        """``"wf-1a2b (simulate)"``."""
+        return f"{self.key} ({self.workflow_type})" if self.workflow_type else self.key
+
+
+def row_key(run: Run) -> dict[str, str]:
+    """Workflow id -> the row it is drawn in.
+
+    A block inside a ``workflow_scope`` gives its tasks its own uid as
+    workflow id; they belong to the enclosing workflow instance's row.
+    """
+    by_span = {w.span_id: w.uid for w in run.workflows if w.span_id}
+    return {b.uid: by_span[b.parent_id] for b in run.blocks if b.parent_id in by_span}
+
+
+def _row_types(run: Run, keys: Mapping[str, str]) -> dict[str, str]:
+    types = {w.uid: w.workflow_type for w in run.workflows}
+    for b in run.blocks:
+        types.setdefault(keys.get(b.uid, b.uid), b.workflow_type or b.name)
+    return types
+
+
+def timeline_rows(
+    run: Run,
+    types: Collection[str] | None = None,
+    states: Collection[str] | None = None,
+) -> list[Row]:
+    """The rows of the campaign timeline, in the order their instances started.
+
+    Args:
+        run: the run.
+        types: only these workflow types (``None``: all).
+        states: only tasks in these states (``None``: all).
+    """
+    keys = row_key(run)
+    known = _row_types(run, keys)
+    grouped: dict[str, list[SpanRecord]] = defaultdict(list)
+    row_type: dict[str, str] = {}
+    for task in run.tasks:
+        key = keys.get(task.workflow_id, task.workflow_id) or NO_WORKFLOW
+        if key not in row_type or not row_type[key]:
+            row_type[key] = known.get(key) or task.workflow_type
+        if states is None or task.state in states:
+            grouped[key].append(task)
+    rows = [
+        Row(key, row_type[key], min(t.created for t in tasks), tuple(tasks))
+        for key, tasks in grouped.items()
+        if types is None or row_type[key] in types
+    ]
+    rows.sort(key=lambda r: (r.start, r.key))
+    return rows
+
+
+def workflow_types(run: Run, rows: Iterable[Row] | None = None) -> list[str]:
+    """Every workflow type of the run, sorted (the colour order).
+
+    Args:
+        run: the run.
+        rows: its unfiltered :func:`timeline_rows`, when already at hand.
+    """
+    return sorted({r.workflow_type for r in (timeline_rows(run) if rows is None else rows)})
+
+
+def workflow_records(run: Run, key: str) -> list[SpanRecord]:
+    """The tasks and blocks of one timeline row, in the order they were created."""
+    keys = row_key(run)
+    records = [
+        r
+        for r in (*run.blocks, *run.tasks)
+        if (keys.get(r.workflow_id, r.workflow_id) or NO_WORKFLOW) == key
+        and not (r.level == n.LEVEL_BLOCK and r.uid == key)
+    ]
+    records.sort(key=lambda r: (r.created, r.uid))
+    return records
+
+
+# ---------------------------------------------------------------- busy slots
+@dataclasses.dataclass(frozen=True)
+class Steps:
+    """A step function: ``values[i]`` holds from ``times[i]`` until ``times[i + 1]``."""
+
+    times: list[float]
+    values: list[int]
+
+    def at(self, t: float) -> int:
+        """The value at time ``t``."""
+        i = bisect.bisect_right(self.times, t) - 1
+        return self.values[i] if i >= 0 else 0
+
+    @property
+    def peak(self) -> int:
+        """The largest value."""
+        return max(self.values, default=0)
+
+
+def busy_steps(run: Run, kind: str, backend: str | None = None) -> Steps:
+    """Busy slots of ``kind`` over time: assigned slots when known, else requested counts.
+
+    A task holds its slots from ``started`` until ``finished`` (a running one
+    until the latest time seen).
+    """
+    deltas: dict[float, int] = defaultdict(int)
+    origin, end = run.start, run.end
+    for task in run.tasks:
+        if task.started is None or (backend is not None and task.backend != backend):
+            continue
+        count = task.slot_count(kind)
+        if count:
+            deltas[task.started - origin] += count
+            deltas[(task.finished if task.finished is not None else end) - origin] -= count
+    times, values = [0.0], [0]
+    level = 0
+    for t in sorted(deltas):
+        level += deltas[t]
+        if t <= times[-1]:
+            values[-1] = level
+        else:
+            times.append(t)
+            values.append(level)
+    if run.rel(end) > times[-1]:
+        times.append(run.rel(end))
+        values.append(values[-1])
+    return Steps(times, values)
+
+
+def envelope(steps: Steps, max_points: int) -> Steps:
+    """At most about ``max_points`` steps: each of equal time bins shows its peak.
+
+    Keeps short bursts visible when a long run has too many changes to draw.
+    """
+    if len(steps.times) <= max_points or max_points < 2:
+        return steps
+    first, last = steps.times[0], steps.times[-1]
+    width = (last - first) / (max_points - 1) or 1.0
+    peaks = [0] * max_points
+    times = steps.times
+    for i, value in enumerate(steps.values):
+        lo = int((times[i] - first) / width)
+        hi = int(((times[i + 1] if i + 1 < len(times) else last) - first) / width)
+        for b in range(lo, min(hi, max_points - 1) + 1):
+            if value > peaks[b]:
+                peaks[b] = value
+    return Steps([first + b * width for b in range(max_points)], peaks)
+
+
+@dataclasses.dataclass(frozen=True)
+class Capacity:
+    """How many slots of a kind there are, and where that number comes from."""
+
+    value: int
+    source: str  # "recorded" (metric snapshots), "given" (an option), "observed" (peak use)
+
+
+def _slot_index_bound(tasks: Iterable[SpanRecord], kind: str) -> int:
+    prefix, bound = kind + ":", 0
+    for task in tasks:
+        for slot in task.slots:
+            if slot.startswith(prefix):
+                index = slot[len(prefix) :]
+                if index.isdigit():
+                    bound = max(bound, int(index) + 1)
+    return bound
+
+
+def capacities(
+    run: Run,
+    given: Mapping[str, int] | None = None,
+    backend: str | None = None,
+    steps: Mapping[str, Steps] | None = None,
+) -> dict[str, Capacity]:
+    """Capacity per resource kind (of one backend, or summed over all).
+
+    From the run's metric snapshots (busy + idle) when it recorded them, else
+    from ``given`` (``{"gpu": 4}``), else the most slots seen in use (or the
+    highest slot index assigned, plus one).
+
+    Args:
+        run: the run.
+        given: capacities to use when the run recorded none.
+        backend: one backend's (``None``: all summed).
+        steps: the :func:`busy_steps` per kind, when already at hand.
+    """
+    latest: dict[tuple[str, str], int] = {}
+    for snap in run.slot_snapshots:
+        if backend is None or snap.backend == backend:
+            latest[(snap.backend, snap.kind)] = snap.busy + snap.idle
+    out: dict[str, Capacity] = {}
+    for kind in KINDS:
+        recorded = [v for (_, k), v in latest.items() if k == kind]
+        if recorded and sum(recorded):
+            out[kind] = Capacity(sum(recorded), "recorded")
+        elif given and given.get(kind):
+            out[kind] = Capacity(int(given[kind]), "given")
+        else:
+            tasks = [t for t in run.tasks if backend is None or t.backend == backend]
+            used = steps[kind] if steps is not None else busy_steps(run, kind, backend)
+            seen = max(used.peak, _slot_index_bound(tasks, kind))
+            out[kind] = Capacity(seen, "observed")
+    return out
+
+
+def backends(run: Run) -> list[str]:
+    """The backends that ran tasks, sorted."""
+    return sorted({t.backend for t in run.tasks if t.backend})
+
+
+# ---------------------------------------------------------------- configuration
+@dataclasses.dataclass(frozen=True)
+class TypeConfig:
+    """One workflow type of the campaign, as the configuration table shows it."""
+
+    workflow_type: str
+    instances: int
+    tasks: int
+    cpus: str
+    gpus: str
+    priority: str
+    depends_on: tuple[str, ...]
+
+
+def _span_of(values: Iterable[int]) -> str:
+    found = sorted(set(values))
+    if not found:
+        return "-"
+    return str(found[0]) if len(found) == 1 else f"{found[0]}-{found[-1]}"
+
+
+def configuration(run: Run, rows: list[Row] | None = None) -> list[TypeConfig]:
+    """Per workflow type: instances, tasks, cpus and gpus per task, priority, dependencies.
+
+    A type depends on another when one of its tasks depends on a task of an
+    instance of that type.
+
+    Args:
+        run: the run.
+        rows: its unfiltered :func:`timeline_rows`, when already at hand.
+    """
+    rows = timeline_rows(run) if rows is None else rows
+    type_of_task = {t.uid: r.workflow_type for r in rows for t in r.tasks}
+    out = []
+    by_type: dict[str, list[Row]] = defaultdict(list)
+    for row in rows:
+        by_type[row.workflow_type].append(row)
+    for wf_type in sorted(by_type):
+        tasks = [t for r in by_type[wf_type] for t in r.tasks]
+        deps = {type_of_task.get(d, wf_type) for t in tasks for d in t.depends_on} - {wf_type}
+        priority = run.priorities.get(wf_type)
+        out.append(
+            TypeConfig(
+                workflow_type=wf_type or NO_WORKFLOW,
+                instances=len(by_type[wf_type]),
+                tasks=len(tasks),
+                cpus=_span_of(t.slot_count(n.KIND_CPU) for t in tasks),
+                gpus=_span_of(t.slot_count(n.KIND_GPU) for t in tasks),
+                priority="-" if priority is None else str(priority),
+                depends_on=tuple(sorted(d or NO_WORKFLOW for d in deps)),
+            )
+        )
+    return out
+
+
+# ---------------------------------------------------------------- summary
+@dataclasses.dataclass(frozen=True)
+class DurationStats:
+    """Durations (seconds) of one group of tasks or workflows."""
+
+    name: str
+    count: int
+    mean: float
+    p50: float
+    p95: float
+    max: float
+    mean_wait: float | None = None  # tasks: created -> started
+
+
+def _stats(name: str, values: list[float], waits: list[float] | None = None) -> DurationStats:
+    values = sorted(values)
+    count = len(values)
+
+    def rank(q: float) -> float:
+        return values[min(count - 1, max(0, int(q * count + 0.5) - 1))]
+
+    return DurationStats(
+        name=name,
+        count=count,
+        mean=sum(values) / count,
+        p50=rank(0.5),
+        p95=rank(0.95),
+        max=values[-1],
+        mean_wait=sum(waits) / len(waits) if waits else None,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    """The numbers of the summary view."""
+
+    states: dict[str, int]
+    failures: list[tuple[str, int, str, str]]  # error type, count, an example uid, its message
+    by_task_name: list[DurationStats]
+    by_workflow_type: list[DurationStats]
+    makespan: float | None
+    occupancy: dict[str, float | None]  # kind -> mean busy / capacity, session start to end
+    workflows: int
+
+
+def summarize(run: Run, given: Mapping[str, int] | None = None) -> Summary:
+    """Tasks by state, failures by error type, durations per task name and workflow type."""
+    states = dict.fromkeys(STATES, 0)
+    failures: dict[str, list[SpanRecord]] = defaultdict(list)
+    runs: dict[str, list[float]] = defaultdict(list)
+    waits: dict[str, list[float]] = defaultdict(list)
+    for task in run.tasks:
+        states[task.state] = states.get(task.state, 0) + 1
+        if task.state == STATE_FAILED:
+            failures[task.error_type or "(unknown)"].append(task)
+        if task.started is not None and task.finished is not None:
+            runs[task.name or "(unnamed)"].append(task.finished - task.started)
+            waits[task.name or "(unnamed)"].append(task.started - task.created)
+    rows = timeline_rows(run)
+    spans = {w.uid: w for w in run.workflows}
+    durations: dict[str, list[float]] = defaultdict(list)
+    for row in rows:
+        wf = spans.get(row.key)
+        if wf is not None and wf.finished is not None:
+            durations[row.workflow_type].append(wf.finished - wf.created)
+        elif all(t.state in FINAL_STATES for t in row.tasks):
+            durations[row.workflow_type].append(
+                max(t.finished or t.created for t in row.tasks) - row.start
+            )
+    finished = [t.finished for t in run.tasks if t.finished is not None]
+    makespan = max(finished) - min(t.created for t in run.tasks) if finished else None
+    occupancy: dict[str, float | None] = {}
+    busy = {kind: busy_steps(run, kind) for kind in KINDS}
+    caps = capacities(run, given, steps=busy)
+    for kind in KINDS:
+        steps, cap = busy[kind], caps[kind].value
+        total = steps.times[-1] - steps.times[0]
+        if not cap or total <= 0:
+            occupancy[kind] = None
+            continue
+        area = sum(
+            v * (steps.times[i + 1] - steps.times[i]) for i, v in enumerate(steps.values[:-1])
+        )
+        occupancy[kind] = area / (cap * total)
+    return Summary(
+        states=states,
+        failures=sorted(
+            ((k, len(v), v[0].uid, v[0].message) for k, v in failures.items()),
+            key=lambda f: (-f[1], f[0]),
+        ),
+        by_task_name=[_stats(k, v, waits[k]) for k, v in sorted(runs.items())],
+        by_workflow_type=[_stats(k or NO_WORKFLOW, v) for k, v in sorted(durations.items()) if v],
+        makespan=makespan,
+        occupancy=occupancy,
+        workflows=len(rows),
+    )
+
+
+Table = tuple[str, list[str], list[list[str]]]  # title, header, rows
+
+
+def summary_tables(summary: Summary) -> list[Table]:
+    """The summary as titled tables of text, for the page and the report."""
+
+    def stats(rows: list[DurationStats], wait: bool) -> list[list[str]]:
+        return [
+            [x.name, str(x.count), f"{x.mean:.3f}", f"{x.p50:.3f}", f"{x.p95:.3f}", f"{x.max:.3f}"]
+            + ([f"{x.mean_wait:.3f}" if x.mean_wait is not None else "-"] if wait else [])
+            for x in rows
+        ]
+
+    head = ["runs", "mean", "p50", "p95", "max"]
+    return [
+        (
+            "Tasks by state",
+            ["state", "tasks"],
+            [[k, str(v)] for k, v in summary.states.items() if v],
+        ),
+        (
+            "Failures by error type",
+            ["error type", "tasks", "example", "message"],
+            [[k, str(count), uid, message] for k, count, uid, message in summary.failures],
+        ),
+        (
+            "Run time per task name (seconds)",
+            ["task", *head, "mean wait"],
+            stats(summary.by_task_name, True),
+        ),
+        (
+            "Duration per workflow type (seconds)",
+            ["workflow type", "instances", *head[1:]],
+            stats(summary.by_workflow_type, False),
+        ),
+    ]
+
+
+def headline(summary: Summary) -> str:
+    """One sentence: makespan, instances, occupancy."""
+    makespan = f"{summary.makespan:.3f} s" if summary.makespan is not None else "-"
+    occupancy = ", ".join(
+        f"{kind.upper()} {value:.0%}"
+        for kind, value in summary.occupancy.items()
+        if value is not None
+    )
+    return (
+        f"Makespan {makespan}; {summary.workflows} workflow instance(s); "
+        f"mean slot occupancy {occupancy or '-'}."
+    )
+
+
+def notices(run: Run) -> list[str]:
+    """What the page should say about the run beyond its figures."""
+    out = list(run.problems)
+    tasks = run.tasks
+    if not tasks:
+        out.append(
+            "The run recorded no tasks."
+            if run.ended
+            else "No tasks recorded yet: the page updates as the run goes on."
+        )
+        return out
+    final = [t for t in tasks if t.state in FINAL_STATES]
+    failed = [t for t in final if t.state == STATE_FAILED]
+    if final and len(failed) == len(final) and len(final) == len(tasks):
+        kinds = Counter(t.error_type or "(unknown)" for t in failed)
+        detail = ", ".join(f"{k} x{c}" for k, c in kinds.most_common(5))
+        out.append(f"Every task of this run failed ({len(failed)}): {detail}.")
+    return out

@@ -1,0 +1,28 @@
+"""Figure builders: pure functions from a :class:`~asyncflow.dashboard.model.Run` to plotly figures.
+
+Used by the Dash app, by ``asyncflow report`` and by scripts such as
+``examples/plot_campaign.py``. Nothing here reads a file or needs a browser.
+"""
+
+from __future__ import annotations
+
+from ._panels import STATE_COLOURS, summary_figure, utilisation_figure
+from ._plot import FAILED, PALETTE, empty_figure, slot_label, type_colours, values_of
+from ._timeline import BAR_LIMIT, GANTT_LIMIT, MAX_STEPS, campaign_figure, gantt_figure
+
+__all__ = [
+    "BAR_LIMIT",
+    "FAILED",
+    "GANTT_LIMIT",
+    "MAX_STEPS",
+    "PALETTE",
+    "STATE_COLOURS",
+    "campaign_figure",
+    "empty_figure",
+    "gantt_figure",
+    "slot_label",
+    "summary_figure",
+    "type_colours",
+    "utilisation_figure",
+    "values_of",
+]

@@ -1,0 +1,421 @@
+"""The normalised records of a run: what every span source yields, what every figure reads.
+
+Pure: no I/O, no asyncio, no plotly. A source turns its input (checkpoint
+lines, OTLP/JSON, Jaeger or Tempo responses) into span dicts shaped like the
+checkpoint file's ``span`` records and into engine events, and feeds them to
+a :class:`RunBuilder`; :meth:`RunBuilder.snapshot` returns an immutable
+:class:`Run` for the figure builders.
+
+Timestamps are seconds since the epoch (floats); figures subtract
+:attr:`Run.start`, so their axes read "seconds since the session started".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
+
+from asyncflow.telemetry import names as n
+
+__all__ = [
+    "FINAL_STATES",
+    "STATES",
+    "STATE_CANCELED",
+    "STATE_COMPLETED",
+    "STATE_FAILED",
+    "STATE_PENDING",
+    "STATE_RUNNING",
+    "ResourceSample",
+    "Run",
+    "RunBuilder",
+    "SlotSnapshot",
+    "SpanRecord",
+    "span_record",
+]
+
+STATE_PENDING = n.STATE_PENDING
+STATE_RUNNING = n.STATE_RUNNING
+STATE_COMPLETED = n.RESULT_COMPLETED
+STATE_FAILED = n.RESULT_FAILED
+STATE_CANCELED = n.RESULT_CANCELED
+STATES = (STATE_PENDING, STATE_RUNNING, STATE_COMPLETED, STATE_FAILED, STATE_CANCELED)
+FINAL_STATES = frozenset({STATE_COMPLETED, STATE_FAILED, STATE_CANCELED})
+
+_EVENT_FIELDS = {
+    n.SPAN_EVENT_RESOLVED: "resolved",
+    n.SPAN_EVENT_QUEUED: "queued",
+    n.SPAN_EVENT_SUBMITTED: "submitted",
+    n.SPAN_EVENT_STARTED: "started",
+}
+
+
+class SpanRecord(NamedTuple):
+    """One task, block or workflow of a run (immutable; a tuple: cheap by the 100,000).
+
+    ``finished`` is ``None`` while it runs; ``resolved`` .. ``started`` are
+    ``None`` for steps it never reached (a dependency failed, it was
+    cancelled while waiting). Live tasks seen only through their events have
+    an empty ``name`` and ``workflow_type`` until their span arrives.
+    """
+
+    uid: str
+    level: str
+    name: str = ""
+    workflow_id: str = ""
+    workflow_type: str = ""
+    backend: str = ""
+    state: str = STATE_PENDING
+    created: float = 0.0
+    resolved: float | None = None
+    queued: float | None = None
+    submitted: float | None = None
+    started: float | None = None
+    finished: float | None = None
+    slots: tuple[str, ...] = ()
+    cpus: int = 1
+    gpus: int = 0
+    error_type: str = ""
+    message: str = ""
+    depends_on: tuple[str, ...] = ()
+    span_id: str = ""
+    parent_id: str = ""
+
+    def slot_count(self, kind: str) -> int:
+        """Slots of ``kind`` it holds: assigned ones when known, else what it asked for."""
+        if self.slots:
+            prefix = kind + ":"
+            return sum(1 for s in self.slots if s.startswith(prefix))
+        if kind == n.KIND_GPU:
+            return self.gpus
+        if kind == n.KIND_CPU:
+            return self.cpus
+        return 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ResourceSample:
+    """A node utilisation sample (percent), from a ``ResourceUpdate`` event."""
+
+    time: float
+    node: str
+    cpu: float | None
+    memory: float | None
+    gpu: float | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SlotSnapshot:
+    """Busy and idle slots of one backend and resource kind at one time."""
+
+    time: float
+    backend: str
+    kind: str
+    busy: int
+    idle: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """An immutable view of a run for the figure builders.
+
+    Attributes:
+        source: where it came from, for titles and messages.
+        tasks, blocks, workflows: the records, in the order first seen.
+        samples: node utilisation samples.
+        slot_snapshots: recorded slot occupancy (gives the capacities).
+        start: the session start (epoch seconds); time axes count from it.
+        end: the latest time seen (running bars reach up to it).
+        ended: the session has ended (nothing more will arrive).
+        priorities: workflow type -> priority, from campaign events.
+        problems: what a reader should know about the input (skipped lines).
+        version: grows with every change; equal versions hold equal data.
+    """
+
+    source: str = ""
+    tasks: tuple[SpanRecord, ...] = ()
+    blocks: tuple[SpanRecord, ...] = ()
+    workflows: tuple[SpanRecord, ...] = ()
+    samples: tuple[ResourceSample, ...] = ()
+    slot_snapshots: tuple[SlotSnapshot, ...] = ()
+    start: float = 0.0
+    end: float = 0.0
+    ended: bool = False
+    priorities: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    problems: tuple[str, ...] = ()
+    version: int = 0
+
+    def rel(self, t: float) -> float:
+        """``t`` as seconds since the session started."""
+        return t - self.start
+
+
+_LEVELS = frozenset({n.LEVEL_TASK, n.LEVEL_BLOCK, n.LEVEL_WORKFLOW})
+
+
+def _int(value: Any, default: int) -> int:
+    if type(value) is int:
+        return value
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    if not value:
+        return ()
+    if isinstance(value, (list, tuple)):
+        return tuple(str(v) for v in value)
+    if isinstance(value, str) and value:
+        return (value,)
+    return ()
+
+
+def span_record(span: Mapping[str, Any]) -> SpanRecord | None:
+    """The record of a span dict shaped like a checkpoint ``span`` line.
+
+    Returns ``None`` for spans that are not tasks, blocks or workflows
+    (the session span, user spans).
+    """
+    attrs = span.get("attributes") or {}
+    get = attrs.get
+    level = get(n.LEVEL)
+    if level not in _LEVELS:
+        return None
+    steps: dict[str, float] = {}
+    for event in span.get("events") or ():
+        field = _EVENT_FIELDS.get(event.get("name", ""))
+        if field is not None and field not in steps:
+            steps[field] = _int(event.get("time_ns"), 0) / 1e9
+    if level == n.LEVEL_TASK:
+        uid = get(n.TASK_UID)
+        result = get(n.TASK_RESULT)
+    elif level == n.LEVEL_BLOCK:
+        uid = get(n.BLOCK_UID) or get(n.WORKFLOW_ID)
+        result = get(n.TASK_RESULT)
+    else:
+        uid = get(n.WORKFLOW_ID)
+        result = get(n.WORKFLOW_RESULT)
+    if result not in FINAL_STATES:
+        result = STATE_FAILED if span.get("status_code") == "ERROR" else STATE_COMPLETED
+    name = get(n.TASK_NAME)
+    if not name:
+        name = str(span.get("name") or "")
+        name = name[len(level) + 1 :] if name.startswith(level + " ") else name
+    cpus, gpus = get(n.TASK_CPUS, 1), get(n.TASK_GPUS, 0)
+    return SpanRecord(
+        uid=str(uid or span.get("span_id") or ""),
+        level=level,
+        name=str(name),
+        workflow_id=str(get(n.WORKFLOW_ID) or ""),
+        workflow_type=str(get(n.WORKFLOW_NAME) or ""),
+        backend=str(get(n.BACKEND) or ""),
+        state=str(result),
+        created=_int(span.get("start_ns"), 0) / 1e9,
+        finished=_int(span.get("end_ns"), 0) / 1e9,
+        slots=_strings(get(n.TASK_SLOTS)),
+        cpus=cpus if type(cpus) is int else _int(cpus, 1),
+        gpus=gpus if type(gpus) is int else _int(gpus, 0),
+        error_type=str(get(n.ERROR_TYPE) or ""),
+        message=str(span.get("status_description") or ""),
+        depends_on=_strings(get(n.TASK_DEPENDS_ON)),
+        span_id=str(span.get("span_id") or ""),
+        parent_id=str(span.get("parent_span_id") or ""),
+        resolved=steps.get("resolved"),
+        queued=steps.get("queued"),
+        submitted=steps.get("submitted"),
+        started=steps.get("started"),
+    )
+
+
+class RunBuilder:
+    """Accumulates spans, events and metric snapshots into a run. Not thread-safe.
+
+    Args:
+        source: a label for the run (file name, URL).
+    """
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self._tasks: dict[str, SpanRecord] = {}
+        self._blocks: dict[str, SpanRecord] = {}
+        self._workflows: dict[str, SpanRecord] = {}
+        self._finished: set[str] = set()
+        self._samples: list[ResourceSample] = []
+        self._snapshots: list[SlotSnapshot] = []
+        self._priorities: dict[str, int] = {}
+        self._problems: dict[str, str] = {}
+        self._start: float | None = None
+        self._first = float("inf")
+        self._last = 0.0
+        self._ended = False
+        self.version = 0
+
+    # ------------------------------------------------------------------ facts
+    def is_finished(self, uid: str) -> bool:
+        """The span of task or block ``uid`` has arrived."""
+        return uid in self._finished
+
+    def _seen(self, t: float) -> None:
+        if t:
+            self._first = min(self._first, t)
+            self._last = max(self._last, t)
+
+    # ------------------------------------------------------------------ input
+    def add_span(self, span: Mapping[str, Any]) -> None:
+        """Take a finished span (a checkpoint-shaped dict)."""
+        attrs = span.get("attributes") or {}
+        if attrs.get(n.LEVEL) == n.LEVEL_SESSION:
+            end_ns = _int(span.get("end_ns"), 0)
+            self.session_bounds(
+                _int(span.get("start_ns"), 0) / 1e9, end_ns / 1e9 if end_ns else None
+            )
+            return
+        record = span_record(span)
+        if record is None:
+            return
+        self.version += 1
+        if record.created < self._first:
+            self._first = record.created
+        if record.finished is not None and record.finished > self._last:
+            self._last = record.finished
+        if record.level == n.LEVEL_WORKFLOW:
+            self._workflows[record.uid] = record
+            return
+        table = self._tasks if record.level == n.LEVEL_TASK else self._blocks
+        live = table.get(record.uid)
+        if live is not None and not record.slots and live.slots:
+            record = record._replace(slots=live.slots)
+        table[record.uid] = record
+        self._finished.add(record.uid)
+
+    def session_bounds(self, start: float, end: float | None = None) -> None:
+        """The session's start (the zero of every time axis) and, once it ended, its end."""
+        if start:
+            self._start = start if self._start is None else min(self._start, start)
+        if end:
+            self._ended = True
+            self._seen(end)
+        self.version += 1
+
+    def task_created(
+        self, uid: str, t: float, backend: str, workflow_id: str, span_id: str, block: bool
+    ) -> None:
+        """A task or block was registered (its span comes when it ends)."""
+        if uid in self._finished:
+            return
+        table = self._blocks if block else self._tasks
+        if uid not in table:
+            level = n.LEVEL_BLOCK if block else n.LEVEL_TASK
+            table[uid] = SpanRecord(
+                uid=uid,
+                level=level,
+                workflow_id=workflow_id,
+                workflow_type=self._type_of(workflow_id),
+                backend=backend,
+                created=t,
+                span_id=span_id,
+            )
+            self._seen(t)
+            self.version += 1
+
+    def _type_of(self, workflow_id: str) -> str:
+        wf = self._workflows.get(workflow_id)
+        return wf.workflow_type if wf is not None else ""
+
+    def task_started(self, uid: str, t: float) -> None:
+        """A task or block started running."""
+        self._update(uid, t, started=t, state=STATE_RUNNING)
+
+    def task_assigned(self, uid: str, t: float, slots: Iterable[str]) -> None:
+        """A resource-aware backend gave a task its slots."""
+        self._update(uid, t, slots=tuple(str(s) for s in slots))
+
+    def _update(self, uid: str, t: float, **changes: Any) -> None:
+        if uid in self._finished:
+            return
+        for table in (self._tasks, self._blocks):
+            record = table.get(uid)
+            if record is not None:
+                table[uid] = record._replace(**changes)
+                self._seen(t)
+                self.version += 1
+                return
+
+    def add_sample(self, sample: ResourceSample) -> None:
+        """A node utilisation sample."""
+        self._samples.append(sample)
+        self._seen(sample.time)
+        self.version += 1
+
+    def add_metric_snapshot(self, record: Mapping[str, Any]) -> None:
+        """A checkpoint ``metric`` line: its slot occupancy gives the capacities."""
+        t = record.get("time_s")
+        t = float(t) if isinstance(t, (int, float)) else self._last
+        slots = record.get("resource_slots") or {}
+        pairs: dict[tuple[str, str], dict[str, int]] = {}
+        for key, value in slots.items() if isinstance(slots, Mapping) else ():
+            backend, _, rest = str(key).rpartition("/")
+            backend, _, kind = backend.rpartition("/")
+            if rest in (n.SLOT_BUSY, n.SLOT_IDLE) and kind:
+                pairs.setdefault((backend, kind), {})[rest] = _int(value, 0)
+        for (backend, kind), states in pairs.items():
+            self._snapshots.append(
+                SlotSnapshot(
+                    t, backend, kind, states.get(n.SLOT_BUSY, 0), states.get(n.SLOT_IDLE, 0)
+                )
+            )
+        self.version += 1
+
+    def set_priority(self, workflow_type: str, priority: int) -> None:
+        """The priority a campaign gave a workflow type."""
+        if self._priorities.get(workflow_type) != priority:
+            self._priorities[workflow_type] = priority
+            self.version += 1
+
+    def session_ended(self, t: float) -> None:
+        """The session ended: nothing more will arrive."""
+        self._ended = True
+        self._seen(t)
+        self.version += 1
+
+    def problem(self, key: str, message: str) -> None:
+        """Record (or replace) a message about the input, under ``key``."""
+        if self._problems.get(key) != message:
+            self._problems[key] = message
+            self.version += 1
+
+    def clear_problem(self, key: str) -> None:
+        """Forget the message under ``key``."""
+        if self._problems.pop(key, None) is not None:
+            self.version += 1
+
+    # ------------------------------------------------------------------ output
+    def snapshot(self) -> Run:
+        """The run as it stands."""
+        workflows = self._workflows
+        tasks = tuple(self._tasks.values())
+        if any(not t.workflow_type and t.workflow_id in workflows for t in tasks):
+            tasks = tuple(
+                t._replace(workflow_type=workflows[t.workflow_id].workflow_type)
+                if not t.workflow_type and t.workflow_id in workflows
+                else t
+                for t in tasks
+            )
+        first = self._first if self._first != float("inf") else 0.0
+        start = self._start if self._start is not None else first
+        return Run(
+            source=self.source,
+            tasks=tasks,
+            blocks=tuple(self._blocks.values()),
+            workflows=tuple(workflows.values()),
+            samples=tuple(self._samples),
+            slot_snapshots=tuple(self._snapshots),
+            start=start,
+            end=max(self._last, start),
+            ended=self._ended,
+            priorities=dict(self._priorities),
+            problems=tuple(self._problems.values()),
+            version=self.version,
+        )

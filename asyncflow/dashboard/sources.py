@@ -1,0 +1,266 @@
+"""Span sources: where a run's records come from, behind one small interface.
+
+``SpanSource.poll()`` reads what is new and returns the run as it stands
+(a :class:`~asyncflow.dashboard.model.Run`), or raises :class:`SourceError`
+with a message meant for the page. Adapters:
+
+- :class:`CheckpointSource`: a checkpoint JSON Lines file, or a directory of
+  them (the newest first), tailed incrementally while a run writes it;
+- :class:`OtlpFileSource`: an OTLP/JSON file;
+- :class:`JaegerSource`: Jaeger v2's HTTP query API (``/api/v3``);
+- :class:`TempoSource`: Tempo's HTTP API (TraceQL search, then trace by id).
+
+Parsing is pure and lives in ``_checkpoint`` and ``_otlp``; this module only
+reads files and URLs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from asyncflow.telemetry import names as n
+
+from . import _otlp
+from ._base import FetchedSource, SourceError, SpanSource, gc_paused
+from ._checkpoint import CheckpointParser
+from ._remote import JaegerSource, TempoSource
+from .model import Run, RunBuilder
+
+__all__ = [
+    "CheckpointSource",
+    "JaegerSource",
+    "OtlpFileSource",
+    "SourceError",
+    "SpanSource",
+    "TempoSource",
+    "open_source",
+]
+
+_CHUNK = 4 * 1024 * 1024  # bytes read per step: bounds the memory a large first read takes
+
+
+class _Tail:
+    """One checkpoint file read incrementally: the offset after the last whole line."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.identity: tuple[int, int] | None = None
+        self._restart()
+
+    def _restart(self) -> None:
+        self.builder = RunBuilder(str(self.path))
+        self.parser = CheckpointParser(self.builder)
+        self.offset = 0
+        self.torn = 0
+
+    def read(self) -> None:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            raise SourceError(f"{self.path} does not exist (any more).") from None
+        except OSError as exc:
+            raise SourceError(f"Cannot read {self.path}: {exc.strerror or exc}") from None
+        identity = (stat.st_dev, stat.st_ino)
+        if self.identity is not None and (identity != self.identity or stat.st_size < self.offset):
+            self._restart()  # the file was replaced or truncated
+        self.identity = identity
+        if stat.st_size == self.offset + self.torn and self.builder.version:
+            return
+        try:
+            with open(self.path, "rb") as f, gc_paused():
+                f.seek(self.offset)
+                while True:
+                    data = f.read(_CHUNK)
+                    end = data.rfind(b"\n") + 1
+                    if end:
+                        text = data[:end].decode("utf-8", errors="replace")
+                        self.parser.feed(text.split("\n"))
+                        self.offset += end
+                    if len(data) < _CHUNK:
+                        self.torn = len(data) - end
+                        break
+                    f.seek(self.offset)
+                self.parser.flush()
+        except OSError as exc:
+            raise SourceError(f"Cannot read {self.path}: {exc.strerror or exc}") from None
+        self._report(stat.st_size)
+
+    def _report(self, size: int) -> None:
+        builder, parser, name = self.builder, self.parser, self.path.name
+        if size == 0:
+            builder.problem(
+                "empty",
+                f"{name} is empty: no telemetry recorded yet. "
+                "The page shows the run as soon as it writes.",
+            )
+        else:
+            builder.clear_problem("empty")
+        if self.torn:
+            builder.problem(
+                "torn",
+                f"The last line of {name} is incomplete ({self.torn} bytes): it is skipped "
+                "until the rest is written (a run killed mid-write leaves such a line).",
+            )
+        else:
+            builder.clear_problem("torn")
+        if parser.bad_lines and parser.records:
+            builder.problem(
+                "bad",
+                f"Skipped {parser.bad_lines} line(s) of {name} that are not telemetry "
+                f"records (first: {parser.first_bad!r}).",
+            )
+        if parser.bad_lines and not parser.records:
+            raise SourceError(
+                f"{name} is not an asyncflow checkpoint file: none of its "
+                f"{parser.bad_lines} line(s) is a telemetry record "
+                f"(first: {parser.first_bad!r})."
+            )
+
+
+class CheckpointSource(SpanSource):
+    """A checkpoint file, or the newest checkpoint file of a directory, read as it grows.
+
+    Args:
+        path: a ``.telemetry.jsonl`` file or a directory of them.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.label = str(self.path)
+        self._tails: dict[Path, _Tail] = {}
+        self._chosen: Path | None = None
+
+    def _files(self) -> list[Path]:
+        if not self.path.is_dir():
+            return [self.path]
+        files = list(self.path.glob(f"*{n.CHECKPOINT_SUFFIX}"))
+        files.sort(key=lambda p: (p.stat().st_mtime, p.name), reverse=True)
+        return files
+
+    def runs(self) -> list[tuple[str, str]]:
+        """The checkpoint files, newest first (a file source has just itself)."""
+        try:
+            return [(str(p), p.name) for p in self._files()]
+        except OSError:
+            return []
+
+    def select(self, key: str) -> None:
+        """Show the file ``key``."""
+        self._chosen = Path(key)
+
+    def poll(self) -> Run:
+        """Read what was appended since the last poll."""
+        if not self.path.exists():
+            raise SourceError(f"{self.path} does not exist.")
+        try:
+            files = self._files()
+        except OSError as exc:
+            raise SourceError(f"Cannot list {self.path}: {exc.strerror or exc}") from None
+        if not files:
+            raise SourceError(
+                f"No checkpoint files (*{n.CHECKPOINT_SUFFIX}) in {self.path} yet. Start a run "
+                "with engine.start_telemetry(checkpoint_path=...) pointing here."
+            )
+        path = self._chosen if self._chosen in files else files[0]
+        tail = self._tails.get(path)
+        if tail is None:
+            tail = self._tails[path] = _Tail(path)
+        tail.read()
+        return tail.builder.snapshot()
+
+
+class OtlpFileSource(FetchedSource):
+    """An OTLP/JSON file: one document, or one document per line (collector file exporter).
+
+    Args:
+        path: the file.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.label = str(self.path)
+        self._last: Run | None = None
+
+    def poll(self) -> Run:
+        """Read the file again if it changed."""
+        try:
+            stat = self.path.stat()
+            key = (stat.st_mtime_ns, stat.st_size)
+            if self._last is not None and key == self._key:
+                return self._last
+            text = self.path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            raise SourceError(f"{self.path} does not exist.") from None
+        except OSError as exc:
+            raise SourceError(f"Cannot read {self.path}: {exc.strerror or exc}") from None
+        name = self.path.name
+        if not text.strip():
+            raise SourceError(f"{name} is empty: no spans exported yet.")
+        try:
+            documents = [json.loads(text)]
+        except ValueError:
+            # JSON Lines; a last line without its newline may still be written.
+            lines = text.split("\n")
+            documents = []
+            for line in lines[:-1] if not text.endswith("\n") else lines:
+                with contextlib.suppress(ValueError):
+                    if line.strip():
+                        documents.append(json.loads(line))
+        spans: list[dict[str, Any]] = []
+        recognised = False
+        for document in documents:
+            with contextlib.suppress(ValueError):
+                spans.extend(_otlp.spans_from_document(document))
+                recognised = True
+        if not recognised:
+            raise SourceError(f"{name} is not an OTLP/JSON trace file (no resourceSpans in it).")
+        self._last = self._run(spans, key)
+        return self._last
+
+
+def _sniff(path: Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(256).lstrip()
+    except OSError:
+        return ""
+    if head.startswith(f'{{"{n.SECTION}"'.encode()):
+        return "checkpoint"
+    if any(head.startswith(b'{"' + key) for key in (b"resourceSpans", b"result", b"batches")):
+        return "otlp"
+    return ""
+
+
+def open_source(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    jaeger: str | None = None,
+    tempo: str | None = None,
+    service: str = n.DEFAULT_SERVICE_NAME,
+    trace_id: str | None = None,
+) -> SpanSource:
+    """The source for a path (checkpoint file or directory, OTLP/JSON file) or an API URL.
+
+    Raises:
+        ValueError: no input, or more than one.
+    """
+    given = [x for x in (path, jaeger, tempo) if x]
+    if len(given) != 1:
+        raise ValueError("give exactly one of a run file or directory, --jaeger URL, --tempo URL")
+    if jaeger:
+        return JaegerSource(jaeger, service, trace_id)
+    if tempo:
+        return TempoSource(tempo, service, trace_id)
+    assert path is not None
+    p = Path(path)
+    if p.is_dir():
+        return CheckpointSource(p)
+    kind = _sniff(p)
+    if kind == "otlp" or (not kind and p.suffix == ".json"):
+        return OtlpFileSource(p)
+    return CheckpointSource(p)

@@ -1,0 +1,265 @@
+"""``python -m bench.dashboard``: the Dash app on a 100,000-task checkpoint file.
+
+Generates the file once with the no-op backend (``WorkflowEngine.create(
+dry_run=True)``), then measures, each repetition in a fresh process:
+
+- load: ``open_source(file).poll()``, the whole file into records;
+- the campaign timeline and utilisation figures: build time, and their size
+  as the JSON Dash sends to the browser;
+- the peak RSS of that process.
+
+With ``--browser`` it also starts the real ``asyncflow dashboard`` and opens
+it in headless Chromium: the time until the server answers (it reads the
+file first), the time from opening the page until the timeline is drawn,
+and the bytes of the figure response as the browser received them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+TYPES = ("simulate", "analyze", "train", "evaluate")
+TARGET_SECONDS = 5.0
+
+
+def _rss_mb() -> float:
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+async def _generate(directory: Path, tasks: int, per_workflow: int) -> Path:
+    from asyncflow import WorkflowEngine
+
+    engine = await WorkflowEngine.create(dry_run=True, work_dir=directory)
+    tel = await engine.start_telemetry(checkpoint_path=directory)
+
+    @engine.function_task
+    async def step(*deps: Any) -> None:
+        return None
+
+    pending: list[Any] = []
+    for w in range(tasks // per_workflow):
+        wf_type = TYPES[w % len(TYPES)]
+        gpus = {"gpus": 0 if wf_type == "evaluate" else 1}
+        async with engine.workflow_scope(name=wf_type):
+            previous = step(task_description=gpus)
+            pending.append(previous)
+            for _ in range(per_workflow - 1):
+                previous = step(previous, task_description=gpus)
+                pending.append(previous)
+        if len(pending) >= 5_000:
+            await asyncio.gather(*pending)
+            pending.clear()
+    await asyncio.gather(*pending)
+    await engine.shutdown()
+    assert tel.checkpoint_file is not None
+    return tel.checkpoint_file
+
+
+def generate(directory: Path, tasks: int, per_workflow: int) -> Path:
+    """The checkpoint file of ``tasks`` no-op tasks in chains of ``per_workflow`` (cached)."""
+    marker = directory / f"tasks-{tasks}-per-{per_workflow}.path"
+    if marker.exists() and Path(marker.read_text()).exists():
+        return Path(marker.read_text())
+    directory.mkdir(parents=True, exist_ok=True)
+    print(f"generating {tasks} tasks with the no-op backend...", file=sys.stderr)
+    path = asyncio.run(_generate(directory, tasks, per_workflow))
+    marker.write_text(str(path))
+    return path
+
+
+def measure(path: Path) -> dict[str, Any]:
+    """One repetition (run in a fresh process): load, build, serialise."""
+    import plotly.io as pio
+
+    from asyncflow.dashboard import figures, open_source
+
+    rss_start = _rss_mb()
+    started = time.perf_counter()
+    run = open_source(path).poll()
+    load = time.perf_counter() - started
+    out: dict[str, Any] = {"tasks": len(run.tasks), "load_s": load, "rss_start_mb": rss_start}
+    for name, build in (
+        ("campaign", figures.campaign_figure),
+        ("utilisation", figures.utilisation_figure),
+    ):
+        started = time.perf_counter()
+        fig = build(run)
+        out[f"{name}_build_s"] = time.perf_counter() - started
+        started = time.perf_counter()
+        out[f"{name}_bytes"] = len(pio.to_json(fig, validate=False))
+        out[f"{name}_json_s"] = time.perf_counter() - started
+    out["peak_rss_mb"] = _rss_mb()
+    return out
+
+
+def _child(path: Path) -> dict[str, Any]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.dashboard", "--measure", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        check=True,
+        timeout=600,
+    )
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def browser(path: Path) -> dict[str, Any]:
+    """The real server and a real headless Chromium: ready, first render, bytes received."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    started = time.perf_counter()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "asyncflow.cli", "dashboard", str(path), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=5):
+                    break
+            except OSError:
+                if time.perf_counter() - started > 300 or server.poll() is not None:
+                    raise RuntimeError("the dashboard did not start") from None
+                time.sleep(0.05)
+        ready = time.perf_counter() - started
+        options = webdriver.ChromeOptions()
+        options.binary_location = "/usr/bin/chromium"
+        for arg in (
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-dev-shm-usage",
+            "--window-size=1400,1000",
+            "--enable-unsafe-swiftshader",
+        ):
+            options.add_argument(arg)
+        driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+        try:
+            opened = time.perf_counter()
+            driver.get(url)
+            drawn = (
+                "var p = document.querySelector('#campaign-graph .js-plotly-plot');"
+                "return !!(p && p._fullData && p._fullData.some(t => t.type === 'scattergl'));"
+            )
+            while not driver.execute_script(drawn):
+                if time.perf_counter() - opened > 300:
+                    raise RuntimeError("the timeline was not drawn")
+                time.sleep(0.02)
+            render = time.perf_counter() - opened
+            sizes = driver.execute_script(
+                "return performance.getEntriesByType('resource')"
+                ".filter(e => e.name.includes('_dash-update-component'))"
+                ".map(e => e.encodedBodySize);"
+            )
+        finally:
+            driver.quit()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return {"ready_s": ready, "render_s": render, "figure_response_bytes": max(sizes)}
+
+
+def _table(rows: list[tuple[str, str]]) -> str:
+    width = max(len(k) for k, _ in rows)
+    lines = [f"| {'measure'.ljust(width)} | value |", f"|{'-' * (width + 2)}|-------|"]
+    lines += [f"| {k.ljust(width)} | {v} |" for k, v in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Generate (once), measure, print the table."""
+    parser = argparse.ArgumentParser(prog="python -m bench.dashboard", description=__doc__)
+    parser.add_argument("--tasks", type=int, default=100_000)
+    parser.add_argument("--per-workflow", type=int, default=10, help="tasks per workflow chain")
+    parser.add_argument("--file", type=Path, help="measure this checkpoint file instead")
+    parser.add_argument(
+        "--cache", type=Path, default=Path(tempfile.gettempdir()) / "asyncflow-bench-dashboard"
+    )
+    parser.add_argument("--repeat", type=int, default=3, help="fresh processes per measurement")
+    parser.add_argument("--browser", action="store_true", help="also time the real app in Chromium")
+    parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.measure:
+        print(json.dumps(measure(args.measure)))
+        return 0
+    path = args.file or generate(args.cache, args.tasks, args.per_workflow)
+    size_mb = path.stat().st_size / 2**20
+    results = [_child(path) for _ in range(args.repeat)]
+
+    def med(key: str) -> float:
+        return statistics.median(r[key] for r in results)
+
+    first_render = med("load_s") + med("campaign_build_s") + med("campaign_json_s")
+    rows = [
+        ("checkpoint file", f"{path.name}, {size_mb:.0f} MB, {results[0]['tasks']} tasks"),
+        ("load (read + parse into records)", f"{med('load_s'):.2f} s"),
+        ("campaign timeline figure: build", f"{med('campaign_build_s'):.2f} s"),
+        (
+            "campaign timeline figure: JSON",
+            f"{med('campaign_json_s'):.3f} s, {med('campaign_bytes') / 1e6:.2f} MB",
+        ),
+        ("utilisation figure: build", f"{med('utilisation_build_s'):.2f} s"),
+        (
+            "utilisation figure: JSON",
+            f"{med('utilisation_json_s'):.3f} s, {med('utilisation_bytes') / 1e6:.3f} MB",
+        ),
+        ("load + timeline ready to send", f"{first_render:.2f} s (target < {TARGET_SECONDS:g} s)"),
+        (
+            "peak RSS (process)",
+            f"{med('peak_rss_mb'):.0f} MB (at start {med('rss_start_mb'):.0f} MB)",
+        ),
+    ]
+    if args.browser:
+        seen = [browser(path) for _ in range(args.repeat)]
+        ready = statistics.median(s["ready_s"] for s in seen)
+        render = statistics.median(s["render_s"] for s in seen)
+        rows += [
+            ("browser: server start until it answers", f"{ready:.2f} s (reads the file first)"),
+            ("browser: page open until timeline drawn", f"{render:.2f} s"),
+            ("browser: server start until timeline drawn", f"{ready + render:.2f} s"),
+            (
+                "browser: largest callback response",
+                f"{max(s['figure_response_bytes'] for s in seen) / 1e6:.2f} MB",
+            ),
+        ]
+    print(f"median of {args.repeat} fresh processes\n")
+    print(_table(rows))
+    verdict = "PASS" if first_render < TARGET_SECONDS else "MISSED"
+    print(f"\ntarget: load + campaign timeline under {TARGET_SECONDS:g} s: {verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""The Dash app in a real headless Chromium, served by the real ``asyncflow dashboard``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .campaign import FAILING_MESSAGE, task_count
+from .conftest import ARTIFACTS, Server, free_port, wait_for
+
+BARS = "#campaign-graph .barlayer .point path"
+
+
+def severe_console_entries(browser: Any) -> list[dict[str, Any]]:
+    return [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def elements(browser: Any, css: str) -> list[Any]:
+    return list(browser.find_elements("css selector", css))
+
+
+def text_of(browser: Any, css: str) -> str:
+    return " ".join(e.text for e in elements(browser, css))
+
+
+def open_tab(browser: Any, label: str) -> None:
+    (tab,) = [t for t in elements(browser, ".tab") if t.text.strip() == label]
+    tab.click()
+
+
+def gantt_title(browser: Any) -> str:
+    return text_of(browser, "#workflow-graph .gtitle")
+
+
+def click(browser: Any, element: Any) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    ActionChains(browser).move_to_element(element).click().perform()
+
+
+def test_campaign_timeline_workflow_gantt_utilisation(
+    browser: Any, recorded_run: Path, servers: Callable[..., Server]
+) -> None:
+    server = servers(str(recorded_run)).wait_ready()
+    browser.get(server.url)
+    browser.get_log("browser")  # start the console record here
+
+    # The campaign timeline: one bar per task.
+    bars = wait_for(
+        lambda: len(elements(browser, BARS)) == task_count() and elements(browser, BARS),
+        what="one bar per task",
+    )
+    assert all(b.get_attribute("d") for b in bars)
+    assert f"{task_count()} tasks in 8 workflow instances" in text_of(browser, "#campaign-graph")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "dashboard-campaign.png"))
+
+    # Clicking a bar opens that workflow's Gantt; another bar, another workflow.
+    click(browser, bars[0])
+    first = wait_for(
+        lambda: "Workflow wf-" in gantt_title(browser) and gantt_title(browser),
+        what="the Gantt of the clicked workflow",
+    )
+    assert wait_for(lambda: elements(browser, "#workflow-graph .barlayer .point path"))
+    open_tab(browser, "Campaign timeline")
+    bars = wait_for(lambda: elements(browser, BARS), what="the timeline again")
+    click(browser, bars[-1])
+    wait_for(lambda: gantt_title(browser) not in ("", first), what="the Gantt of another workflow")
+
+    # Utilisation: busy slots and capacities per backend, node samples.
+    open_tab(browser, "Utilisation")
+    wait_for(
+        lambda: len(elements(browser, "#utilisation-graph .scatterlayer .trace")) >= 3,
+        what="the utilisation traces",
+    )
+    legend = text_of(browser, "#utilisation-graph .legend")
+    assert "GPU busy" in legend and "CPU %" in legend
+
+    open_tab(browser, "Summary")
+    wait_for(lambda: FAILING_MESSAGE in text_of(browser, "#summary-tables"), what="the summary")
+    assert severe_console_entries(browser) == []
+
+
+def test_a_live_run_refreshes_without_reloading(
+    browser: Any, recorded_run: Path, servers: Callable[..., Server], tmp_path: Path
+) -> None:
+    data = recorded_run.read_bytes()
+    live = tmp_path / recorded_run.name
+    cut = data.index(b'{"section":"span"', len(data) // 3) + 25  # mid-line: a torn last line
+    live.write_bytes(data[:cut])
+    server = servers(str(live), "--refresh", "0.3").wait_ready()
+    browser.get(server.url)
+    browser.get_log("browser")
+    wait_for(lambda: "incomplete" in text_of(browser, "#status"), what="the torn-line message")
+    before = len(elements(browser, BARS))
+    assert before < task_count()
+    browser.execute_script("window.stillTheSamePage = true;")
+    with live.open("ab") as f:
+        f.write(data[cut:])
+    wait_for(lambda: len(elements(browser, BARS)) == task_count(), what="the rest of the run")
+    assert browser.execute_script("return window.stillTheSamePage === true;")
+    wait_for(lambda: "incomplete" not in text_of(browser, "#status"), what="the message to go")
+    assert severe_console_entries(browser) == []
+
+
+def _bad_inputs(
+    tmp: Path, recorded_run: Path, failed_run: Path
+) -> dict[str, tuple[list[str], str]]:
+    empty = tmp / "empty.telemetry.jsonl"
+    empty.write_text("")
+    garbage = tmp / "garbage.telemetry.jsonl"
+    garbage.write_bytes(os.urandom(4000).replace(b"\n", b"?") + b"\nnot json\n")
+    torn = tmp / "torn.telemetry.jsonl"
+    data = recorded_run.read_bytes()
+    torn.write_bytes(data[: len(data) - 30])
+    return {
+        "empty file": ([str(empty)], "is empty: no telemetry recorded yet"),
+        "garbage": ([str(garbage)], "is not an asyncflow checkpoint file"),
+        "torn last line": ([str(torn)], "The last line of torn.telemetry.jsonl is incomplete"),
+        "only failed tasks": ([str(failed_run)], "Every task of this run failed"),
+        "unreachable Jaeger": (
+            ["--jaeger", f"http://127.0.0.1:{free_port()}"],
+            "Cannot reach Jaeger at http://127.0.0.1:",
+        ),
+    }
+
+
+def test_bad_input_shows_a_message_and_the_server_keeps_serving(
+    browser: Any,
+    recorded_run: Path,
+    failed_run: Path,
+    servers: Callable[..., Server],
+    tmp_path: Path,
+) -> None:
+    cases = _bad_inputs(tmp_path, recorded_run, failed_run)
+    started = {name: servers(*args) for name, (args, _) in cases.items()}  # start all at once
+    for name, (_, message) in cases.items():
+        server = started[name].wait_ready()
+        for _ in range(2):  # the page again: the server still serves, the message is still there
+            browser.get(server.url)
+            browser.get_log("browser")
+            wait_for(lambda m=message: m in text_of(browser, "#status"), what=f"{name}: {message}")
+            assert "Traceback" not in browser.page_source
+            assert server.answers("_dash-layout") and server.proc.poll() is None
+        assert severe_console_entries(browser) == [], name
+
+
+@pytest.mark.usefixtures("dashboard_extra")
+def test_binds_to_localhost_unless_told(recorded_run: Path, servers: Callable[..., Server]) -> None:
+    import psutil
+
+    default = servers(str(recorded_run))
+    other = servers(str(recorded_run), "--host", "127.0.0.2", host="127.0.0.2")
+    for server, address in ((default, "127.0.0.1"), (other, "127.0.0.2")):
+        server.wait_ready()
+        listening = {
+            (c.laddr.ip, c.laddr.port)
+            for c in psutil.Process(server.proc.pid).net_connections(kind="inet")
+            if c.status == psutil.CONN_LISTEN
+        }
+        assert listening == {(address, server.port)}

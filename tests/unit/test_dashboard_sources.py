@@ -1,0 +1,256 @@
+"""Span sources: a real recorded run tailed as it grows, OTLP/JSON files, Jaeger and Tempo.
+
+Jaeger and Tempo are played by a local HTTP server answering with bodies
+in the documented formats of their APIs (``tests/ui/data``); live servers
+are exercised only by the stack smoke script.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import json
+import os
+import socket
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from asyncflow.dashboard import SourceError, open_source
+from asyncflow.dashboard.sources import (
+    CheckpointSource,
+    JaegerSource,
+    OtlpFileSource,
+    TempoSource,
+)
+from asyncflow.telemetry import names as n
+
+from ..ui.campaign import TYPES, record_campaign, task_count
+
+DATA = Path(__file__).resolve().parents[1] / "ui" / "data"
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A campaign run by the real engine: its checkpoint file and its OTLP/JSON export."""
+    directory = tmp_path_factory.mktemp("run")
+    otlp = directory / "run.otlp.json"
+    checkpoint = asyncio.run(record_campaign(directory, otlp=otlp))
+    return checkpoint, otlp
+
+
+def test_a_recorded_run_reads_back_whole(recorded: tuple[Path, Path]) -> None:
+    run = CheckpointSource(recorded[0]).poll()
+    assert len(run.tasks) == task_count() and run.ended and not run.problems
+    assert {t.workflow_type for t in run.tasks} == set(TYPES)
+    assert [t.state for t in run.tasks].count("failed") == 1
+    assert all(t.started is not None and t.finished is not None for t in run.tasks)
+    assert {t.gpus for t in run.tasks} == {0, 1}
+    assert run.samples  # ResourceUpdate events every 50 ms
+    assert 0 <= min(t.created for t in run.tasks) - run.start < 5
+
+
+def test_the_tail_reads_only_whole_lines(recorded: tuple[Path, Path], tmp_path: Path) -> None:
+    data = recorded[0].read_bytes()
+    spans_at = [i for i in range(len(data)) if data.startswith(b'{"section":"span"', i)]
+    cut = spans_at[len(spans_at) // 2] + 40  # inside a span line
+    live = tmp_path / recorded[0].name
+    live.write_bytes(data[:cut])
+    source = CheckpointSource(live)
+    first = source.poll()
+    assert 0 < len([t for t in first.tasks if t.finished]) < task_count()
+    assert not first.ended
+    assert any("incomplete" in p for p in first.problems)
+    assert source.poll().version == first.version  # nothing new, nothing redone
+    with live.open("ab") as f:
+        f.write(data[cut:])
+    second = source.poll()
+    assert len(second.tasks) == task_count() and second.ended
+    assert all(t.finished for t in second.tasks) and not second.problems
+    assert second.version > first.version
+
+
+def test_running_tasks_show_before_their_span(tmp_path: Path) -> None:
+    live = tmp_path / f"run{n.CHECKPOINT_SUFFIX}"
+    created = {
+        "section": n.SECTION_EVENT,
+        "name": n.EVENT_TASK_CREATED,
+        "event_time": 100.0,
+        "task_id": "task.000001",
+        "backend": "local",
+        "attributes": {n.WORKFLOW_ID: "wf-1"},
+    }
+    started = {**created, "name": n.EVENT_TASK_STARTED, "event_time": 101.0}
+    live.write_text("".join(json.dumps(x) + "\n" for x in (created, started)))
+    (task,) = CheckpointSource(live).poll().tasks
+    assert (task.state, task.started, task.finished) == ("running", 101.0, None)
+
+
+def test_a_replaced_file_is_read_again(recorded: tuple[Path, Path], tmp_path: Path) -> None:
+    live = tmp_path / recorded[0].name
+    live.write_bytes(recorded[0].read_bytes())
+    source = CheckpointSource(live)
+    assert len(source.poll().tasks) == task_count()
+    live.write_text("")
+    assert source.poll().tasks == ()
+
+
+def test_empty_and_garbage_files(tmp_path: Path) -> None:
+    empty = tmp_path / f"empty{n.CHECKPOINT_SUFFIX}"
+    empty.write_text("")
+    run = CheckpointSource(empty).poll()
+    assert run.tasks == () and "is empty" in run.problems[0]
+    garbage = tmp_path / f"garbage{n.CHECKPOINT_SUFFIX}"
+    garbage.write_bytes(os.urandom(3000).replace(b"\n", b"x") + b"\nhello\n")
+    with pytest.raises(SourceError, match="not an asyncflow checkpoint file"):
+        CheckpointSource(garbage).poll()
+    with pytest.raises(SourceError, match="does not exist"):
+        CheckpointSource(tmp_path / "missing.jsonl").poll()
+
+
+def test_a_directory_shows_its_newest_run(recorded: tuple[Path, Path], tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="No checkpoint files"):
+        CheckpointSource(tmp_path).poll()
+    old = tmp_path / f"a.1{n.CHECKPOINT_SUFFIX}"
+    old.write_bytes(recorded[0].read_bytes())
+    new = tmp_path / f"b.2{n.CHECKPOINT_SUFFIX}"
+    new.write_text("")
+    os.utime(old, (1_000_000, 1_000_000))
+    source = open_source(tmp_path)
+    assert [label for _, label in source.runs()] == [new.name, old.name]
+    assert source.poll().tasks == ()
+    source.select(str(old))
+    assert len(source.poll().tasks) == task_count()
+
+
+def test_otlp_json_files(recorded: tuple[Path, Path], tmp_path: Path) -> None:
+    source = open_source(recorded[1])
+    assert isinstance(source, OtlpFileSource)
+    run = source.poll()
+    assert len(run.tasks) == task_count() and {t.workflow_type for t in run.tasks} == set(TYPES)
+    # The collector's file exporter: one document per line, the last maybe torn.
+    document = json.loads(recorded[1].read_text())
+    lines = tmp_path / "collector.json"
+    resource_spans = document["resourceSpans"][0]
+    halves = [
+        dict(
+            resource_spans,
+            scopeSpans=[dict(s, spans=s["spans"][i::2]) for s in resource_spans["scopeSpans"]],
+        )
+        for i in (0, 1)
+    ]
+    lines.write_text("\n".join(json.dumps({"resourceSpans": [h]}) for h in halves) + '\n{"res')
+    assert len(OtlpFileSource(lines).poll().tasks) == task_count()
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"something": "else"}')
+    with pytest.raises(SourceError, match="not an OTLP/JSON trace file"):
+        open_source(bad).poll()
+
+
+# ---------------------------------------------------------------- Jaeger and Tempo
+class _Api(http.server.BaseHTTPRequestHandler):
+    routes: dict[str, tuple[int, bytes]] = {}
+    seen: list[tuple[str, dict[str, list[str]]]] = []
+
+    def do_GET(self) -> None:
+        url = urllib.parse.urlsplit(self.path)
+        self.seen.append((url.path, urllib.parse.parse_qs(url.query)))
+        status, body = self.routes.get(url.path, (404, b'{"error":{"message":"no route"}}'))
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def api() -> Iterator[tuple[str, type[_Api]]]:
+    handler = type("Api", (_Api,), {"routes": {}, "seen": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def body(name: str) -> bytes:
+    return (DATA / name).read_bytes()
+
+
+def test_jaeger_newest_trace_of_the_service(api: tuple[str, type[_Api]]) -> None:
+    url, handler = api
+    handler.routes["/api/v3/traces"] = (200, body("jaeger_v3_traces.json"))
+    run = JaegerSource(url + "/", service="md-campaign").poll()
+    assert len(run.tasks) == 8 and len(run.workflows) == 8
+    path, query = handler.seen[0]
+    assert path == "/api/v3/traces"
+    assert query["query.serviceName"] == query["query.service_name"] == ["md-campaign"]
+    assert "query.startTimeMin" in query and "query.start_time_max" in query
+
+
+def test_jaeger_one_trace_by_id(api: tuple[str, type[_Api]]) -> None:
+    url, handler = api
+    handler.routes["/api/v3/traces/abc123"] = (200, body("jaeger_v3_trace.json"))
+    source = open_source(jaeger=url, trace_id="abc123")
+    first = source.poll()
+    assert len(first.tasks) == 8 and source.poll().version == first.version
+
+
+def test_jaeger_without_traces_says_so(api: tuple[str, type[_Api]]) -> None:
+    url, handler = api
+    handler.routes["/api/v3/traces"] = (404, body("jaeger_v3_not_found.json"))
+    with pytest.raises(SourceError, match="has no traces of service 'asyncflow'"):
+        JaegerSource(url).poll()
+
+
+def test_tempo_search_then_trace(api: tuple[str, type[_Api]]) -> None:
+    url, handler = api
+    newest = json.loads(body("tempo_search.json"))["traces"][1]["traceID"]
+    handler.routes["/api/search"] = (200, body("tempo_search.json"))
+    handler.routes[f"/api/traces/{newest}"] = (200, body("tempo_trace.json"))
+    run = TempoSource(url).poll()
+    assert len(run.tasks) == 8
+    (search, query), (trace, _) = handler.seen
+    assert search == "/api/search" and query["q"] == ['{ resource.service.name = "asyncflow" }']
+    assert trace == f"/api/traces/{newest}"
+
+
+def test_tempo_with_nothing_found(api: tuple[str, type[_Api]]) -> None:
+    url, handler = api
+    handler.routes["/api/search"] = (200, b'{"traces": []}')
+    with pytest.raises(SourceError, match="has no traces"):
+        TempoSource(url).poll()
+    handler.routes["/api/search"] = (200, b"<html>proxy error</html>")
+    with pytest.raises(SourceError, match="not JSON"):
+        TempoSource(url).poll()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("kind", [JaegerSource, TempoSource])
+def test_unreachable_servers_give_a_clear_message(kind: type[JaegerSource]) -> None:
+    url = f"http://127.0.0.1:{_closed_port()}"
+    with pytest.raises(SourceError, match=f"Cannot reach {kind.what} at {url}: .*refused"):
+        kind(url, timeout=2).poll()
+
+
+def test_open_source_needs_exactly_one_input(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        open_source()
+    with pytest.raises(ValueError, match="exactly one"):
+        open_source(tmp_path, jaeger="http://x")
