@@ -1,4 +1,5 @@
-# The whole set-up: `make test` (full suite) and `make bench` (benchmarks).
+# The whole set-up: `make demo` (the campaign with telemetry, then the
+# dashboard), `make test` (the full suite), `make bench` (benchmarks).
 # Each target creates .venv and installs what it needs.
 
 PYTHON ?= python3
@@ -6,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: venv lint test bench docs docs-serve clean
+.PHONY: venv lint test demo bench docs docs-serve clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +26,9 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest
+
+demo: $(STAMP)
+	$(BIN)/asyncflow demo $(DEMO_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)

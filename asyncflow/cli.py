@@ -22,9 +22,78 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"asyncflow {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_demo(commands)
     _add_dashboard(commands)
     _add_report(commands)
     return parser
+
+
+# ---------------------------------------------------------------- demo
+def _add_demo(commands: Any) -> None:
+    command = commands.add_parser(
+        "demo",
+        help="run the HPC campaign example with telemetry, then serve its dashboard",
+        description="Run the campaign example (24 workflow instances of 4 types on a node "
+        "with GPU and CPU slots) with telemetry into --out, then serve the dashboard on "
+        "127.0.0.1, or write report.html with --no-serve. Sends telemetry over OTLP too "
+        "when OTEL_EXPORTER_OTLP_ENDPOINT is set.",
+    )
+    command.add_argument(
+        "--out", type=Path, default=Path("asyncflow-demo"), help="default %(default)s"
+    )
+    command.add_argument("--gpus", type=int, default=4, help="GPU slots (default %(default)s)")
+    command.add_argument("--cpus", type=int, default=8, help="CPU slots (default %(default)s)")
+    command.add_argument(
+        "--scale", type=int, default=1, help="multiply the instances (default %(default)s)"
+    )
+    command.add_argument(
+        "--duration", type=float, default=1.0, help="task time scale (default %(default)s)"
+    )
+    command.add_argument(
+        "--no-serve", action="store_true", help="write OUT/report.html instead of serving"
+    )
+    command.add_argument("--host", default="127.0.0.1", help="default %(default)s")
+    command.add_argument("--port", type=int, default=8050, help="default %(default)s")
+    command.set_defaults(handler=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import campaign_module
+
+    try:
+        from .dashboard import open_source
+        from .dashboard.report import write_report
+    except ImportError as exc:
+        print(f"asyncflow demo needs the dashboard extra ({exc}): {_DASHBOARD_EXTRA}")
+        return 1
+    campaign = campaign_module()
+    argv = [
+        "--out",
+        str(args.out),
+        "--gpus",
+        str(args.gpus),
+        "--cpus",
+        str(args.cpus),
+        "--scale",
+        str(args.scale),
+        "--duration",
+        str(args.duration),
+    ]
+    code = int(campaign.main(argv) or 0)
+    if code:
+        return code
+    capacity = {"gpu": args.gpus, "cpu": args.cpus}
+    if args.no_serve:
+        path = write_report(open_source(str(args.out)), args.out / "report.html", capacity=capacity)
+        print(f"wrote {path}")
+        return 0
+    from .dashboard.app import Dashboard, create_app, preload, serve
+
+    board = Dashboard(open_source(str(args.out)), capacity)
+    print(preload(board), flush=True)
+    print(f"dashboard: http://{args.host}:{args.port}/  (Ctrl-C to stop)", flush=True)
+    serve(create_app(board), args.host, args.port)
+    return 0
 
 
 # ---------------------------------------------------------------- dashboard and report

@@ -9,6 +9,7 @@ installed package carries it as ``asyncflow/_examples/workflow_grouping.py``
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -40,5 +41,6 @@ def campaign_module() -> ModuleType:
     if spec is None or spec.loader is None:  # pragma: no cover - a file we just found
         raise ImportError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
     spec.loader.exec_module(module)
     return module
