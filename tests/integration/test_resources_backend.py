@@ -54,8 +54,10 @@ async def test_gpu_bound_workload_respects_capacity(tmp_path: Path) -> None:
             futures += [train(i, task_description={"gpus": 2, "cpus": 1}) for i in range(3)]
             cpu_only = [evaluate() for _ in range(4)]
             results = await asyncio.gather(*futures, *cpu_only)
-        visible = [r.strip() for r in results[:6]]
-        assert all(v in ("0", "1") for v in visible)
+        # Each executable saw exactly the GPU it was given.
+        for fut, printed in zip(futures[:6], results[:6], strict=True):
+            slots = engine.components[fut.uid]["description"]["slots"]
+            assert printed.strip() == ",".join(s[4:] for s in slots if s.startswith("gpu:"))
         for slots in results[6:9]:
             assert sorted(s for s in slots if s.startswith("gpu")) == ["gpu:0", "gpu:1"]
             assert len([s for s in slots if s.startswith("cpu")]) == 1
