@@ -35,6 +35,8 @@ def main(argv: list[str]) -> int:
     stream = sys.stdin.buffer
     failed = False
     out = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed below, errors included
+    sys.stdout.write("ready\n")  # the engine waits for this before the run starts
+    sys.stdout.flush()
     while True:
         head = _read_exact(stream, 4)
         if len(head) < 4:

@@ -15,6 +15,7 @@ import json
 import logging
 import marshal
 import os
+import select
 import struct
 import subprocess
 import sys
@@ -183,13 +184,26 @@ class ProcessCheckpointWriter(_Sink):
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "asyncflow.telemetry._writer_main", str(self.path), *header],
             stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             env=env,
             start_new_session=True,  # a Ctrl-C for the run must not kill its record
         )
         assert self._proc.stdin is not None
         self._pipe = self._proc.stdin
         self._start(send_interval)
+
+    def wait_ready(self, timeout: float = 30.0) -> bool:
+        """Wait until the writer process has started (its start-up is then not
+        paid during the run). Returns False if it did not say so in time."""
+        out = self._proc.stdout
+        assert out is not None
+        ready, _, _ = select.select([out], [], [], timeout)
+        line = out.readline() if ready else b""
+        out.close()
+        if line.strip() != b"ready":
+            logger.warning("checkpoint writer for %s did not start in %.0f s", self.path, timeout)
+            return False
+        return True
 
     def _hand_on(self, batch: list[tuple[Any, ...]]) -> None:
         try:

@@ -412,6 +412,9 @@ async def start(
         started = int(time.time())
         file = Path(checkpoint_path) / f"{session_id}.{started}{n.CHECKPOINT_SUFFIX}"
         writer = open_checkpoint(file, (session_id, node_id, recorder.trace_hex))
+        wait_ready = getattr(writer, "wait_ready", None)
+        if wait_ready is not None:
+            await loop.run_in_executor(None, wait_ready)
         recorder.attach(writer)
     slots: dict[tuple[str, str, str], int] = {}
     # Resource-aware backends expose their pool (duck-typed: ``usage()``).
