@@ -15,6 +15,26 @@ from asyncflow import LocalExecutionBackend, NoopExecutionBackend, WorkflowEngin
 
 DUMMY = "Dummy Output"
 
+# The fields API.md promises in engine.components[uid]["description"].
+DESCRIPTION_KEYS = frozenset(
+    {
+        "uid",
+        "name",
+        "function",
+        "args",
+        "kwargs",
+        "executable",
+        "arguments",
+        "prompt",
+        "is_service",
+        "task_backend_specific_kwargs",
+        "target_backend",
+        "capture_stdio",
+        "workflow_id",
+        "metadata",
+    }
+)
+
 
 @pytest.fixture(params=["noop", "local"])
 def backend_kind(request: pytest.FixtureRequest) -> str:

@@ -17,6 +17,32 @@ from asyncflow.telemetry import names, read_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTANCES = {"simulate": 4, "analyze": 4, "train": 8, "evaluate": 8}
+QUICK_DEMO = ("demo", "--no-serve", "--duration", "0.02")
+
+
+def run(
+    *command: str | Path, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run a command, capturing its text output; never raises on failure."""
+    return subprocess.run(
+        [str(c) for c in command],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPATH", "OTEL_EXPORTER_OTLP_ENDPOINT")
+    }
+    env.update(extra)
+    return env
 
 
 def check_demo_output(out: Path) -> None:
@@ -44,135 +70,57 @@ def test_demo_from_a_fresh_virtual_environment(tmp_path: Path) -> None:
     campaign example must travel inside it.
     """
     wheels = tmp_path / "wheels"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--quiet",
-            "-w",
-            str(wheels),
-            str(ROOT),
-        ],
-        check=True,
-        timeout=300,
+    built = run(
+        sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", wheels, ROOT, cwd=tmp_path
     )
+    assert built.returncode == 0, built.stderr
     (wheel,) = wheels.glob("asyncflow_otel-*.whl")
     env_dir = tmp_path / "env"
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
     # The dependencies come from this test environment, behind the new
     # environment's own packages: asyncflow itself resolves to the wheel.
-    purelib = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    Path(purelib, "zz_test_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run(
-        [
-            str(python),
-            "-m",
-            "pip",
-            "install",
-            "--no-deps",
-            "--quiet",
-            "--force-reinstall",
-            str(wheel),
-        ],
-        check=True,
-        timeout=300,
+    purelib = run(
+        python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=tmp_path
     )
+    Path(purelib.stdout.strip(), "zz_test_dependencies.pth").write_text(
+        sysconfig.get_paths()["purelib"] + "\n"
+    )
+    installed = run(
+        python, "-m", "pip", "install", "--no-deps", "-q", "--force-reinstall", wheel, cwd=tmp_path
+    )
+    assert installed.returncode == 0, installed.stderr
+    env = clean_env()
+    where = run(
+        python,
+        "-c",
+        "import asyncflow.demo as d; print(d.__file__, d.campaign_path())",
+        cwd=tmp_path,
+        env=env,
+    )
+    assert str(env_dir) in where.stdout and "_examples" in where.stdout, where  # the wheel's copy
     out = tmp_path / "demo"
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
-    where = subprocess.run(
-        [
-            str(python),
-            "-c",
-            "import asyncflow, asyncflow.demo as d; print(asyncflow.__file__, d.campaign_path())",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        check=True,
-    ).stdout
-    assert str(env_dir) in where and "_examples" in where, (
-        where
-    )  # the wheel's copy, not the checkout
-    done = subprocess.run(
-        [
-            str(env_dir / "bin" / "asyncflow"),
-            "demo",
-            "--no-serve",
-            "--out",
-            str(out),
-            "--duration",
-            "0.02",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=300,
-        check=False,
-    )
+    done = run(env_dir / "bin" / "asyncflow", *QUICK_DEMO, "--out", out, cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr
     assert re.search(r"wrote .*report\.html", done.stdout)
     check_demo_output(out)
 
 
 def test_demo_in_this_checkout_and_plot_campaign(tmp_path: Path) -> None:
+    env = clean_env(PYTHONPATH=str(ROOT))
     out = tmp_path / "demo"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "asyncflow.cli",
-            "demo",
-            "--no-serve",
-            "--out",
-            str(out),
-            "--duration",
-            "0.02",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=300,
-        check=False,
+    done = run(
+        sys.executable, "-m", "asyncflow.cli", *QUICK_DEMO, "--out", out, cwd=tmp_path, env=env
     )
     assert done.returncode == 0, done.stderr
     check_demo_output(out)
+    plot = ROOT / "examples" / "plot_campaign.py"
     html = tmp_path / "campaign.html"
-    plotted = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "plot_campaign.py"), str(out), "-o", str(html)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=120,
-        check=False,
-    )
+    plotted = run(sys.executable, plot, out, "-o", html, cwd=tmp_path, env=env, timeout=120)
     assert plotted.returncode == 0, plotted.stderr
     text = html.read_text()
     assert "Busy slots" in text and "GPU busy" in text and "simulate-003" in text
-    missing = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "plot_campaign.py"), str(tmp_path / "nope")],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=60,
-        check=False,
-    )
+    missing = run(sys.executable, plot, tmp_path / "nope", cwd=tmp_path, env=env, timeout=60)
     assert missing.returncode == 2 and "no such file or directory" in missing.stderr
 
 

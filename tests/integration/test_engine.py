@@ -21,7 +21,7 @@ from asyncflow import (
 )
 from asyncflow.errors import EngineShutdownError, TaskDefinitionError, UnknownBackendError
 
-from .conftest import DUMMY, expected, wait_until
+from .conftest import DESCRIPTION_KEYS, DUMMY, expected, wait_until
 
 # ---------------------------------------------------------------- creation
 
@@ -656,22 +656,7 @@ async def test_components_registry(engine: WorkflowEngine) -> None:
     entry = engine.components[f.uid]
     assert entry["type"] == "task" and entry["future"] is f
     desc = entry["description"]
-    assert set(desc) >= {
-        "uid",
-        "name",
-        "function",
-        "args",
-        "kwargs",
-        "executable",
-        "arguments",
-        "prompt",
-        "is_service",
-        "task_backend_specific_kwargs",
-        "target_backend",
-        "capture_stdio",
-        "workflow_id",
-        "metadata",
-    }
+    assert set(desc) >= DESCRIPTION_KEYS
     assert desc["capture_stdio"] is True and desc["is_service"] is True
     assert desc["target_backend"] is None and desc["name"] == "t"
     assert "capture_stdio" not in desc["task_backend_specific_kwargs"]

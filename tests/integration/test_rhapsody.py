@@ -34,6 +34,8 @@ from rhapsody.backends import ConcurrentExecutionBackend, DaskExecutionBackend
 from asyncflow import DependencyFailureError, WorkflowEngine
 from asyncflow.errors import ExecutableError
 
+from .conftest import DESCRIPTION_KEYS
+
 # Worker processes on the loopback interface only, dashboard on a free port.
 LOCAL_DASK: dict[str, Any] = {
     "n_workers": 2,
@@ -41,24 +43,6 @@ LOCAL_DASK: dict[str, Any] = {
     "processes": True,
     "host": "127.0.0.1",
     "dashboard_address": "127.0.0.1:0",
-}
-
-# The fields API.md promises in engine.components[uid]["description"].
-DESCRIPTION_KEYS = {
-    "uid",
-    "name",
-    "function",
-    "args",
-    "kwargs",
-    "executable",
-    "arguments",
-    "prompt",
-    "is_service",
-    "task_backend_specific_kwargs",
-    "target_backend",
-    "capture_stdio",
-    "workflow_id",
-    "metadata",
 }
 
 PYTHON = sys.executable
