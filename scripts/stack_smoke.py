@@ -191,7 +191,7 @@ def tempo_search(query: str) -> list[dict[str, Any]]:
     return list(get(f"{TEMPO}/api/search", params).get("traces", []))
 
 
-def check_traces(instance: str) -> None:
+def check_traces(instance: str) -> str:
     workflows = until(
         lambda: tempo_search(
             f'{{ resource.service.name = "{SERVICE}" && span.asyncflow.level = "workflow" }}'
@@ -199,8 +199,8 @@ def check_traces(instance: str) -> None:
         )
     )
     if not report("Tempo finds the demo's workflow spans", bool(workflows)):
-        return
-    trace_id = workflows[0]["traceID"]
+        return ""
+    trace_id: str = workflows[0]["traceID"]
     attributes = {
         a["key"]: a["value"].get("stringValue", "")
         for s in workflows[0]["spanSets"][0]["spans"]
@@ -229,13 +229,28 @@ def check_traces(instance: str) -> None:
                 report(what, bool(until(lambda q=query: get(f"{TEMPO}/api/traces/{q}"))))
             else:
                 report(what, bool(until(lambda q=query: tempo_search(q), timeout=30)), query)
+    return trace_id
+
+
+def check_dashboard_sources(trace_id: str) -> None:
+    """The Dash app's own Jaeger and Tempo adapters read the demo's trace."""
+    from asyncflow.dashboard.sources import JaegerSource, TempoSource
+
+    for source in (
+        JaegerSource(JAEGER, service=SERVICE, trace_id=trace_id),
+        TempoSource(TEMPO, service=SERVICE, trace_id=trace_id),
+    ):
+        run = until(lambda s=source: s.poll().tasks or None)
+        report(f"the dashboard's {source.what} source reads the demo's tasks", bool(run))
 
 
 def main() -> int:
     check_grafana()
     instance = check_series_names()
     check_dashboard_queries(instance)
-    check_traces(instance)
+    trace_id = check_traces(instance)
+    if trace_id:
+        check_dashboard_sources(trace_id)
     page = until(lambda: get(DASH))
     report("the Dash app answers", bool(page))
     print(f"\n{len(failed)} check(s) failed" if failed else "\nevery check passed")
