@@ -65,6 +65,13 @@ def _task_id(line: str) -> str:
     return line[start : line.find('"', start)]
 
 
+def _int(value: Any, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
 def _float(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
@@ -189,14 +196,20 @@ class CheckpointParser:
         name = event.get("name")
         builder = self.builder
         if name == n.EVENT_TASK_CREATED:
-            attrs = event.get("attributes") or {}
+            attrs = event.get("attributes")
+            if not isinstance(attrs, dict):
+                attrs = {}
             builder.task_created(
                 uid,
                 t,
                 str(event.get("backend") or ""),
-                str(attrs.get(n.WORKFLOW_ID) or "") if isinstance(attrs, dict) else "",
+                str(attrs.get(n.WORKFLOW_ID) or ""),
                 str(event.get("span_id") or ""),
                 block=uid.startswith(_BLOCK_PREFIX),
+                name=str(attrs.get(n.TASK_NAME) or ""),
+                workflow_type=str(attrs.get(n.WORKFLOW_NAME) or ""),
+                cpus=_int(attrs.get(n.TASK_CPUS), 1),
+                gpus=_int(attrs.get(n.TASK_GPUS), 0),
             )
         elif name == n.EVENT_TASK_STARTED:
             builder.task_started(uid, t)

@@ -55,8 +55,8 @@ class SpanRecord(NamedTuple):
 
     ``finished`` is ``None`` while it runs; ``resolved`` .. ``started`` are
     ``None`` for steps it never reached (a dependency failed, it was
-    cancelled while waiting). Live tasks seen only through their events have
-    an empty ``name`` and ``workflow_type`` until their span arrives.
+    cancelled while waiting). Live tasks seen only through their events take
+    ``name``, ``workflow_type``, ``cpus`` and ``gpus`` from their created line.
     """
 
     uid: str
@@ -300,9 +300,25 @@ class RunBuilder:
         self.version += 1
 
     def task_created(
-        self, uid: str, t: float, backend: str, workflow_id: str, span_id: str, block: bool
+        self,
+        uid: str,
+        t: float,
+        backend: str,
+        workflow_id: str,
+        span_id: str,
+        block: bool,
+        *,
+        name: str = "",
+        workflow_type: str = "",
+        cpus: int = 1,
+        gpus: int = 0,
     ) -> None:
-        """A task or block was registered (its span comes when it ends)."""
+        """A task or block was registered (its span comes when it ends).
+
+        ``name``, ``workflow_type``, ``cpus`` and ``gpus`` come from the created
+        line when the writer recorded them (runs written before they did leave
+        them empty until the span arrives).
+        """
         if uid in self._finished:
             return
         table = self._blocks if block else self._tasks
@@ -311,11 +327,14 @@ class RunBuilder:
             table[uid] = SpanRecord(
                 uid=uid,
                 level=level,
+                name=name,
                 workflow_id=workflow_id,
-                workflow_type=self._type_of(workflow_id),
+                workflow_type=workflow_type or self._type_of(workflow_id),
                 backend=backend,
                 created=t,
                 span_id=span_id,
+                cpus=cpus,
+                gpus=gpus,
             )
             self._seen(t)
             self.version += 1

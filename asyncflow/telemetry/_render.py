@@ -71,13 +71,20 @@ class LineRenderer:
             return text if text.endswith("\n") else text + "\n"
         if kind == "C":
             uid, base, t_ns, backend, workflow_id, span_id = record[1:7]
-            attrs = f'{{"{n.WORKFLOW_ID}":{_json(workflow_id)}}}' if workflow_id else "{}"
-            tail = (
-                f'{self._common},"backend":{_json(backend)},"task_id":{_json(uid)},'
-                f'"attributes":{attrs},"span_id":"{span_id:016x}"'
-            )
+            level, name, task_kind, workflow_name, cpus, gpus = record[8:14]
+            head = f'{self._common},"backend":{_json(backend)},"task_id":{_json(uid)},'
+            wf = f'"{n.WORKFLOW_ID}":{_json(workflow_id)}' if workflow_id else ""
+            tail = f'{head}"attributes":{{{wf}}},"span_id":"{span_id:016x}"'
             self._tasks[uid] = (tail, record)
-            return self._line(n.EVENT_TASK_CREATED, tail, t_ns, base + ID_CREATED, None)
+            # The created line also names the task, so a live view can label
+            # what runs before its span exists.
+            about = {n.LEVEL: level, n.TASK_NAME: name, n.WORKFLOW_NAME: workflow_name}
+            if level == n.LEVEL_TASK:
+                about.update({n.TASK_TYPE: task_kind, n.TASK_CPUS: cpus, n.TASK_GPUS: gpus})
+            named = _json(about)[1:]
+            attrs = f"{{{wf},{named}" if wf else f"{{{named}"
+            created_tail = f'{head}"attributes":{attrs},"span_id":"{span_id:016x}"'
+            return self._line(n.EVENT_TASK_CREATED, created_tail, t_ns, base + ID_CREATED, None)
         if kind == "S":
             tail, created = self._tasks.get(record[1], ("", None))
             base = created[2] if created is not None else 0

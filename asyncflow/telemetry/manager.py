@@ -136,9 +136,22 @@ class Telemetry:
         self, name: str, rec: SpanRecord | None, t: float, extra: dict[str, Any], event_id: int
     ) -> None:
         cls = ENGINE_EVENT_TYPES[name]
-        attrs = {}
+        attrs: dict[str, Any] = {}
         if rec is not None and rec.workflow_id:
             attrs[n.WORKFLOW_ID] = rec.workflow_id
+        if name == n.EVENT_TASK_CREATED and rec is not None and rec.fut is not None:
+            fut = rec.fut  # what the checkpoint's created line says too
+            attrs.update({n.LEVEL: rec.level, n.TASK_NAME: fut.name})
+            attrs[n.WORKFLOW_NAME] = fut.workflow_name or ""
+            if rec.level == n.LEVEL_TASK:
+                td = fut.task_description or {}
+                attrs.update(
+                    {
+                        n.TASK_TYPE: fut.kind,
+                        n.TASK_CPUS: int(td.get("cpus", 1)),
+                        n.TASK_GPUS: int(td.get("gpus", 0)),
+                    }
+                )
         event = cls(
             event_id=event_id,
             event_time=t,

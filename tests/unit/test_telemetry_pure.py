@@ -112,8 +112,19 @@ def test_task_records_render_to_events_and_one_span() -> None:
         assert set(names.EVENT_BASE_FIELDS) <= set(event)
         assert event["event_type"] == event["name"]
         assert event["task_id"] == "task.000007" and event["backend"] == "gpu"
-        assert event["attributes"] == {names.WORKFLOW_ID: "wf-1"}
+        assert event["attributes"][names.WORKFLOW_ID] == "wf-1"
         assert event["span_id"] == f"{0xABC:016x}" and event["trace_id"] == "ab" * 16
+    # The created line names the task for live views; the others carry only its workflow.
+    assert lines[0]["attributes"] == {
+        names.WORKFLOW_ID: "wf-1",
+        names.LEVEL: "task",
+        names.TASK_NAME: "train",
+        names.WORKFLOW_NAME: "training",
+        names.TASK_TYPE: "function",
+        names.TASK_CPUS: 1,
+        names.TASK_GPUS: 2,
+    }
+    assert all(e["attributes"] == {names.WORKFLOW_ID: "wf-1"} for e in lines[1:6])
     assert lines[0]["event_time"] == pytest.approx(T0 / 1e9)
     assert len({e["event_id"] for e in lines[:6]}) == 6
     span = lines[6]
