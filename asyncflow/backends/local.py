@@ -196,11 +196,7 @@ class LocalExecutionBackend(BaseBackend):
         loop = self._loop
         if loop is None or loop.is_closed():
             return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
+        if _on_loop(loop):
             pool.release(slots)
         else:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
@@ -227,11 +223,23 @@ class LocalExecutionBackend(BaseBackend):
             if uid in self._cancelled:
                 self._cancelled.discard(uid)
                 state = "CANCELED"
+        if state == "RUNNING" or self.resource_pool is None:
+            self._callback(task, state)
+            return
+        # The final report and the release of the slots run in one loop
+        # callback: whoever awaits the task then finds its slots free, and
+        # whoever gets them next is seen to start after this task was seen
+        # to end.
+        loop = self._loop
+        if loop is not None and not loop.is_closed() and not _on_loop(loop):
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._report_and_release, task, state)
+                return
+        self._report_and_release(task, state)
+
+    def _report_and_release(self, task: dict[str, Any], state: str) -> None:
         self._callback(task, state)
-        if state != "RUNNING" and self.resource_pool is not None:
-            # After the report: whoever gets these slots next is seen to start
-            # after this task was seen to end.
-            self._release(task)
+        self._release(task)
 
     def _start(self, task: dict[str, Any]) -> bool:
         """A worker picked ``task`` up: report RUNNING unless it was cancelled."""
@@ -439,3 +447,11 @@ class LocalExecutionBackend(BaseBackend):
             if self._started_reader is not None:
                 self._started_reader.join(timeout=5)
             self._manager.shutdown()
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether the caller runs on ``loop``'s own thread, inside it."""
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False

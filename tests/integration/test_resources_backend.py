@@ -151,3 +151,32 @@ async def test_cancel_while_waiting_for_slots(tmp_path: Path) -> None:
     finally:
         gate.set()
         await engine.shutdown()
+
+
+async def test_slots_are_free_once_the_task_is_awaited(tmp_path: Path) -> None:
+    # The final report and the release happen in one loop callback, so the
+    # code that awaited a task never sees its slots still held. (Released in
+    # a second callback, executables left them busy a few times in 300.)
+    backend = await LocalExecutionBackend(cpus=2, gpus=1)
+    engine = await WorkflowEngine.create(backend=backend, work_dir=tmp_path)
+    pool = backend.resource_pool
+    assert pool is not None
+    try:
+
+        @engine.executable_task
+        async def probe(i: int) -> str:
+            return "true"
+
+        @engine.function_task
+        async def step(i: int) -> int:
+            return i
+
+        held = []
+        for i in range(300):
+            await probe(i, task_description={"gpus": 1})
+            held.append(pool.usage())
+            await step(i, task_description={"gpus": 1})
+            held.append(pool.usage())
+        assert held == [{"cpu": (0, 2), "gpu": (0, 1)}] * 600
+    finally:
+        await engine.shutdown()
