@@ -24,6 +24,7 @@ from typing import Any
 from ..errors import DependencyFailureError, EngineShutdownError, UnknownBackendError
 from . import _graph as g
 from ._deps import ATOMIC, Found, find_dependencies, substitute
+from ._foreign import Adapter, adapter_for
 from ._future import KIND_BLOCK, KIND_EXECUTABLE, KIND_FUNCTION, KIND_PROMPT, TaskFuture
 from ._registry import Components
 from ._results import failure_of, stdout_file, value_of
@@ -69,7 +70,7 @@ class WorkflowEngine:
         self.implicit_data = implicit_data
         self.work_dir = os.path.abspath(os.fspath(work_dir) if work_dir else os.getcwd())
         self._backends: dict[str, Any] = {}
-        self._session_keys: set[str] = set()
+        self._adapters: dict[str, Adapter] = {}
         self._links: dict[str, tuple[bool, bool]] = {}
         self.backend: Any = None
         if backend is not None:
@@ -156,8 +157,9 @@ class WorkflowEngine:
                 )
             names[name] = be
         for be in backends:
-            if _keys_by_uid(be):
-                self._session_keys.add(be.name)
+            adapter = adapter_for(be)
+            if adapter is not None:
+                self._adapters[be.name] = adapter
             be.register_callback(self.task_callbacks)
             with contextlib.suppress(AttributeError, TypeError):
                 be.is_attached = True
@@ -554,7 +556,7 @@ class WorkflowEngine:
             backend = self._backends[name]
             implicit, explicit = self._links[name]
             batch: list[dict[str, Any]] = []
-            keyed = name in self._session_keys
+            adapt = self._adapters.get(name)
             for fut in futs:
                 if fut.done():
                     continue
@@ -564,10 +566,10 @@ class WorkflowEngine:
                 fut._backend = backend
                 desc = fut._desc
                 assert desc is not None
-                if keyed:
-                    # The backend would use the task uid as its cluster-wide
-                    # key: two engines on one scheduler would share results.
-                    desc["task_backend_specific_kwargs"].setdefault("key", f"{self.uid}.{fut.uid}")
+                if adapt is not None:  # a RHAPSODY backend that would misread engine keys
+                    desc["task_backend_specific_kwargs"] = adapt(
+                        self.uid, fut.uid, desc["task_backend_specific_kwargs"]
+                    )
                 if (implicit and self.implicit_data and fut._deps) or (explicit and fut._files):
                     self._link_data(backend, fut, implicit and self.implicit_data, explicit)
                 batch.append(desc)
@@ -901,12 +903,6 @@ class WorkflowEngine:
         tel = self.telemetry
         if tel is not None:
             await tel.stop()
-
-
-def _keys_by_uid(backend: Any) -> bool:
-    """Does this backend key its tasks cluster-wide by the task uid (RHAPSODY's Dask)?"""
-    cls = type(backend)
-    return cls.__module__.startswith("rhapsody.") and "Dask" in cls.__name__
 
 
 async def _resume(coro: Coroutine[Any, Any, Any], first: Any) -> Any:

@@ -28,11 +28,12 @@ if os.environ.get("CI") != "true":  # in CI the 'hpc' extra is installed: never 
     pytest.importorskip("rhapsody", reason="needs the 'hpc' extra (rhapsody-py[dask])")
     pytest.importorskip("distributed", reason="needs the 'hpc' extra (rhapsody-py[dask])")
 
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, Worker
 from rhapsody.backends import ConcurrentExecutionBackend, DaskExecutionBackend
 
 from asyncflow import DependencyFailureError, WorkflowEngine
 from asyncflow.errors import ExecutableError
+from asyncflow.telemetry import names
 
 from .conftest import DESCRIPTION_KEYS
 
@@ -418,3 +419,45 @@ async def test_dask_two_engines_share_a_scheduler(tmp_path: Path) -> None:
             assert await asyncio.gather(*futures) == ["first", "second"]
         finally:
             await asyncio.gather(*(engine.shutdown() for engine in engines))
+
+
+@pytest.mark.dask
+async def test_dask_engine_resource_keys(tmp_path: Path) -> None:
+    """Campaign code moves to Dask unchanged: ``gpus`` becomes Dask resources.
+
+    One worker advertises a GPU, one does not. A ``gpus: 1`` task lands on the
+    GPU worker, ``cpus`` never reaches the function as a keyword argument, and
+    asking for more GPUs than any worker has fails that task with Dask's
+    message while the others go on.
+    """
+    no_workers = {**LOCAL_DASK, "n_workers": 0}
+    async with (
+        LocalCluster(asynchronous=True, **no_workers) as cluster,
+        Worker(cluster.scheduler_address, nthreads=1, resources={"GPU": 1}, host="127.0.0.1"),
+        Worker(cluster.scheduler_address, nthreads=1, host="127.0.0.1"),
+    ):
+        backend = await DaskExecutionBackend(resources={"address": cluster.scheduler_address})
+        engine = await WorkflowEngine.create(backend=backend, work_dir=tmp_path)
+        tel = await engine.start_telemetry()
+        try:
+
+            @engine.function_task
+            async def gpu_resources() -> dict[str, float]:
+                from distributed import get_worker
+
+                return dict(get_worker().state.total_resources)
+
+            placed = [gpu_resources(task_description={"gpus": 1, "cpus": 2}) for _ in range(4)]
+            too_big = gpu_resources(task_description={"gpus": 2})
+            results = await asyncio.gather(*placed, too_big, return_exceptions=True)
+        finally:
+            await engine.shutdown()
+
+    assert results[:4] == [{"GPU": 1}] * 4
+    assert isinstance(results[4], Exception) and "{'GPU': 2}" in str(results[4])
+    sent = engine.components[placed[0].uid]["description"]["task_backend_specific_kwargs"]
+    assert sent["resources"] == {"GPU": 1} and "cpus" not in sent and "gpus" not in sent
+    # The task's own description, and so its span, keeps the engine's keys.
+    assert placed[0].task_description == {"gpus": 1, "cpus": 2}
+    span = next(s for s in tel.task_spans() if s["attributes"][names.TASK_UID] == placed[0].uid)
+    assert span["attributes"][names.TASK_GPUS] == 1

@@ -1,0 +1,62 @@
+"""Engine-level task description keys, translated for RHAPSODY's backends.
+
+A ``task_description`` reaches the backend as ``task_backend_specific_kwargs``.
+The engine itself understands ``cpus`` and ``gpus`` (the slots of
+``LocalExecutionBackend``); two of RHAPSODY's backends would misread them:
+
+- Dask hands every key to ``Client.submit``, which passes unknown keys on as
+  keyword arguments of the user's function, and keys its tasks cluster-wide
+  by the task uid. The adapter gives each task a session-unique ``key``, drops
+  ``cpus`` (a Dask worker's threads are its CPU slots) and turns ``gpus: n``
+  into Dask's worker resources ``{"GPU": n}``, so a GPU task runs only on a
+  worker started with ``--resources GPU=...`` and fails at once, with Dask's
+  message, where none is connected.
+- RADICAL-Pilot builds ``rp.TaskDescription`` from the dict: ``cpus`` and
+  ``gpus`` become ``cores_per_rank`` and ``gpus_per_rank``.
+
+Keys the user gave in the backend's own terms (``resources``, ``key``,
+``cores_per_rank``...) always win. The adapters work on a copy: the task's own
+``task_description`` (what telemetry records) keeps the engine's keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+Adapter = Callable[[str, str, dict[str, Any]], dict[str, Any]]
+
+
+def dask_kwargs(engine_uid: str, task_uid: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``Client.submit`` keyword arguments for one task."""
+    out = dict(kwargs)
+    out.setdefault("key", f"{engine_uid}.{task_uid}")
+    out.pop("cpus", None)
+    gpus = out.pop("gpus", None)
+    if gpus and "resources" not in out:
+        out["resources"] = {"GPU": gpus}
+    return out
+
+
+def pilot_kwargs(engine_uid: str, task_uid: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``rp.TaskDescription`` fields for one task."""
+    if "cpus" not in kwargs and "gpus" not in kwargs:
+        return kwargs
+    out = dict(kwargs)
+    if "cpus" in out:
+        out.setdefault("cores_per_rank", out.pop("cpus"))
+    if "gpus" in out:
+        out.setdefault("gpus_per_rank", out.pop("gpus"))
+    return out
+
+
+def adapter_for(backend: Any) -> Adapter | None:
+    """The translation a backend needs, or None to pass the description as is."""
+    cls = type(backend)
+    if not cls.__module__.startswith("rhapsody."):
+        return None
+    if cls.__name__.startswith("Dask"):
+        return dask_kwargs
+    if cls.__name__.startswith("Radical"):
+        return pilot_kwargs
+    return None
