@@ -90,7 +90,7 @@ def _demo(args: argparse.Namespace) -> int:
     from .dashboard.app import Dashboard, create_app, preload, serve
 
     board = Dashboard(open_source(str(args.out)), capacity)
-    print(preload(board), flush=True)
+    preload(board)  # reads the run while the server starts
     print(f"dashboard: http://{args.host}:{args.port}/  (Ctrl-C to stop)", flush=True)
     serve(create_app(board), args.host, args.port)
     return 0
@@ -197,7 +197,7 @@ def _dashboard(args: argparse.Namespace) -> int:
         print(f"asyncflow dashboard needs the dashboard extra ({exc}): {_DASHBOARD_EXTRA}")
         return 1
     board = Dashboard(source, _capacity(args))
-    print(preload(board), flush=True)
+    preload(board)  # reads the run while the server starts
     serve(create_app(board, refresh=args.refresh), args.host, args.port)
     return 0
 

@@ -130,43 +130,47 @@ def _free_port() -> int:
 
 
 def browser(path: Path) -> dict[str, Any]:
-    """The real server and a real headless Chromium: ready, first render, bytes received."""
+    """The real server and a real headless Chromium: ready, first render, bytes received.
+
+    Chromium is started first, as a user's browser is already open; the clock
+    starts when the server process does.
+    """
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+        "--enable-unsafe-swiftshader",
+    ):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
     port = _free_port()
     url = f"http://127.0.0.1:{port}/"
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    started = time.perf_counter()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "asyncflow.cli", "dashboard", str(path), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
     try:
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=5):
-                    break
-            except OSError:
-                if time.perf_counter() - started > 300 or server.poll() is not None:
-                    raise RuntimeError("the dashboard did not start") from None
-                time.sleep(0.05)
-        ready = time.perf_counter() - started
-        options = webdriver.ChromeOptions()
-        options.binary_location = "/usr/bin/chromium"
-        for arg in (
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-dev-shm-usage",
-            "--window-size=1400,1000",
-            "--enable-unsafe-swiftshader",
-        ):
-            options.add_argument(arg)
-        driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+        started = time.perf_counter()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "asyncflow.cli", "dashboard", str(path), "--port", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
         try:
+            while True:
+                try:
+                    with urllib.request.urlopen(url, timeout=5):
+                        break
+                except OSError:
+                    if time.perf_counter() - started > 300 or server.poll() is not None:
+                        raise RuntimeError("the dashboard did not start") from None
+                    time.sleep(0.05)
+            ready = time.perf_counter() - started
             opened = time.perf_counter()
             driver.get(url)
             drawn = (
@@ -177,18 +181,23 @@ def browser(path: Path) -> dict[str, Any]:
                 if time.perf_counter() - opened > 300:
                     raise RuntimeError("the timeline was not drawn")
                 time.sleep(0.02)
-            render = time.perf_counter() - opened
+            done = time.perf_counter()
             sizes = driver.execute_script(
                 "return performance.getEntriesByType('resource')"
                 ".filter(e => e.name.includes('_dash-update-component'))"
                 ".map(e => e.encodedBodySize);"
             )
         finally:
-            driver.quit()
+            server.terminate()
+            server.wait(timeout=30)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
-    return {"ready_s": ready, "render_s": render, "figure_response_bytes": max(sizes)}
+        driver.quit()
+    return {
+        "ready_s": ready,
+        "render_s": done - opened,
+        "total_s": done - started,
+        "figure_response_bytes": max(sizes),
+    }
 
 
 def _table(rows: list[tuple[str, str]]) -> str:
@@ -245,10 +254,11 @@ def main(argv: list[str] | None = None) -> int:
         seen = [browser(path) for _ in range(args.repeat)]
         ready = statistics.median(s["ready_s"] for s in seen)
         render = statistics.median(s["render_s"] for s in seen)
+        total = statistics.median(s["total_s"] for s in seen)
         rows += [
-            ("browser: server start until it answers", f"{ready:.2f} s (reads the file first)"),
+            ("browser: server start until it answers", f"{ready:.2f} s"),
             ("browser: page open until timeline drawn", f"{render:.2f} s"),
-            ("browser: server start until timeline drawn", f"{ready + render:.2f} s"),
+            ("browser: server start until timeline drawn", f"{total:.2f} s"),
             (
                 "browser: largest callback response",
                 f"{max(s['figure_response_bytes'] for s in seen) / 1e6:.2f} MB",
@@ -258,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     print(_table(rows))
     verdict = "PASS" if first_render < TARGET_SECONDS else "MISSED"
     print(f"\ntarget: load + campaign timeline under {TARGET_SECONDS:g} s: {verdict}")
+    if args.browser:
+        verdict = "PASS" if total < TARGET_SECONDS else "MISSED"
+        print(f"target: in Chromium, server start to drawn under {TARGET_SECONDS:g} s: {verdict}")
     return 0
 
 

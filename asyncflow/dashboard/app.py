@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -404,15 +404,32 @@ def campaign(board: Dashboard, types: Any = None, states: Any = None) -> go.Figu
     )
 
 
-def preload(board: Dashboard) -> str:
-    """Read the source before serving, and draw the timeline in the background.
+def preload(board: Dashboard, report: Callable[[str], None] | None = None) -> threading.Thread:
+    """Read the source and draw the timeline in a background thread.
 
-    The first page then shows at once. Returns a line for the terminal.
+    The server starts listening at once, so the browser fetches the page and
+    the app's scripts while the file is still being read; the first page's
+    poll then waits for the read, and its timeline for the figure this
+    thread is drawing. ``report`` gets one line for the terminal (tasks read
+    and how long it took, or why nothing could be read).
     """
-    started = time.perf_counter()
-    run, error = board.poll()
-    took = time.perf_counter() - started
-    if run is None:
-        return f"{board.source.label}: {error}"
-    threading.Thread(target=campaign, args=(board,), name="asyncflow-preload", daemon=True).start()
-    return f"{board.source.label}: {len(run.tasks)} tasks read in {took:.1f} s"
+
+    say = report or _say
+
+    def work() -> None:
+        started = time.perf_counter()
+        run, error = board.poll()
+        took = time.perf_counter() - started
+        if run is None:
+            say(f"{board.source.label}: {error}")
+            return
+        say(f"{board.source.label}: {len(run.tasks)} tasks read in {took:.1f} s")
+        campaign(board)
+
+    thread = threading.Thread(target=work, name="asyncflow-preload", daemon=True)
+    thread.start()
+    return thread
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)

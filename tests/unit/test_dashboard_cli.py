@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,31 @@ def test_report_of_bad_input_fails_with_a_message(
         main(["report", str(tmp_path / "missing"), "-o", str(tmp_path / "r.html")])
     with pytest.raises(SystemExit, match="exactly one"):
         main(["report", "-o", str(tmp_path / "r.html")])
+
+
+def test_preload_reads_in_the_background(checkpoint: Path) -> None:
+    """The server must not wait for the file: preload returns before the read ends."""
+    from asyncflow.dashboard import open_source
+    from asyncflow.dashboard.app import Dashboard, campaign, preload
+
+    source = open_source(str(checkpoint))
+    gate = threading.Event()
+    read = source.poll
+
+    def slow_poll() -> object:
+        assert gate.wait(10)
+        return read()
+
+    source.poll = slow_poll  # type: ignore[method-assign]
+    board = Dashboard(source)
+    lines: list[str] = []
+    thread = preload(board, lines.append)
+    assert thread.is_alive() and lines == [] and board.run is None
+    gate.set()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert board.run is not None
+    assert re.fullmatch(rf".*: {len(board.run.tasks)} tasks read in \d+\.\d s", lines[0])
+    # The timeline was drawn by the thread: the page's request gets that very figure.
+    assert campaign(board) is campaign(board)
+    assert len(board._figures) == 1
