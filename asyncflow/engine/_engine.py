@@ -35,6 +35,9 @@ __all__ = ["WorkflowEngine"]
 
 logger = logging.getLogger("asyncflow")
 
+# A workflow scope: (workflow id, name, the block whose body opened it).
+_Scope = tuple[str, "str | None", "TaskFuture[Any] | None"]
+
 _STATE_DONE = "DONE"
 _STATE_FAILED = "FAILED"
 _CANCEL_STATES = frozenset({"CANCELED", "CANCELLED"})
@@ -85,8 +88,11 @@ class WorkflowEngine:
         self._wakeup_pending = False
         self._closed = False
         self._shutdown_task: asyncio.Task[None] | None = None
-        self._workflow: contextvars.ContextVar[tuple[str, str | None] | None] = (
-            contextvars.ContextVar(f"asyncflow.workflow.{self.uid}", default=None)
+        # (workflow id, name, the block whose body opened the scope): a scope
+        # opened inside a block body is nested inside that block, and the
+        # other way round.
+        self._workflow: contextvars.ContextVar[_Scope | None] = contextvars.ContextVar(
+            f"asyncflow.workflow.{self.uid}", default=None
         )
         self._block: contextvars.ContextVar[TaskFuture[Any] | None] = contextvars.ContextVar(
             f"asyncflow.block.{self.uid}", default=None
@@ -207,7 +213,7 @@ class WorkflowEngine:
         if rec is not None:
             parent = self._telemetry_parent()
             span = rec.workflow_started(wf_id, name, parent.span_id if parent else None)
-        token = self._workflow.set((wf_id, name))
+        token = self._workflow.set((wf_id, name, self._block.get()))
         error: BaseException | None = None
         try:
             yield wf_id
@@ -309,14 +315,23 @@ class WorkflowEngine:
         self._apply(self._graph.add(fut, deps))
         return fut
 
+    def _innermost(self) -> tuple[TaskFuture[Any] | None, _Scope | None]:
+        """The current block, unless a workflow scope opened inside it is
+        innermost (then None), and the current workflow scope."""
+        block = self._block.get()
+        scope = self._workflow.get()
+        if block is not None and scope is not None and scope[2] is block:
+            return None, scope
+        return block, scope
+
     def _created(self, fut: TaskFuture[Any]) -> None:
         rec = self._rec
         if rec is None:
             return
-        block = self._block.get()
+        block, scope = self._innermost()
         parent = block._tel if block is not None else None
         backend = fut.target_backend or self.backend.name
-        fut._tel = rec.task_created(fut, backend, parent, self._workflow.get())
+        fut._tel = rec.task_created(fut, backend, parent, scope)
 
     def _ended(self, fut: TaskFuture[Any], result: str, exc: BaseException | None) -> None:
         span = fut._tel
@@ -327,21 +342,20 @@ class WorkflowEngine:
 
     def _telemetry_parent(self) -> Any:
         """The span record of the innermost block or workflow scope, if any."""
-        block = self._block.get()
+        block, scope = self._innermost()
         if block is not None and block._tel is not None:
             return block._tel
-        scope = self._workflow.get()
         if scope is not None and self._rec is not None:
             return self._rec.open_workflows.get(scope[0])
         return None
 
     def _set_context(self, fut: TaskFuture[Any], wf_override: str | None) -> None:
-        scope = self._workflow.get()
-        block = self._block.get()
-        if block is not None:
-            if block._members is None:
-                block._members = []
-            block._members.append(fut)
+        owner = self._block.get()
+        if owner is not None:  # cancelling the block cancels it, even in a scope inside
+            if owner._members is None:
+                owner._members = []
+            owner._members.append(fut)
+        block, scope = self._innermost()
         if wf_override is not None:
             fut.workflow_id = str(wf_override)
         elif block is not None:
@@ -349,6 +363,10 @@ class WorkflowEngine:
         else:
             fut.workflow_id = scope[0] if scope else None
         fut.workflow_name = scope[1] if scope else None
+        if fut.kind == KIND_BLOCK:
+            # The body runs later, maybe from another task's completion: it
+            # must see the scopes and blocks of where the block was called.
+            fut._context = contextvars.copy_context()
 
     def _fail_at_once(self, fut: TaskFuture[Any], exc: BaseException) -> TaskFuture[Any]:
         self._graph.add_ready(fut)
@@ -768,7 +786,7 @@ class WorkflowEngine:
         fut._running = True
         if fut._tel is not None:
             self._rec.started(fut._tel)
-        task = self._loop.create_task(self._run_block(fut, args, kwargs))
+        task = self._loop.create_task(self._run_block(fut, args, kwargs), context=fut._context)
         fut._body = task
 
         def _done(t: asyncio.Task[Any]) -> None:
@@ -789,8 +807,9 @@ class WorkflowEngine:
         task.add_done_callback(_done)
 
     async def _run_block(self, fut: TaskFuture[Any], args: Any, kwargs: Any) -> Any:
-        # This task runs in a copy of the caller's context: setting the block
-        # here makes it the parent of every task the body registers.
+        # This task runs in a copy of the caller's context, taken when the
+        # block was called: setting the block here makes it the parent of
+        # every task the body registers.
         self._block.set(fut)
         return await fut.func(*args, **kwargs)
 

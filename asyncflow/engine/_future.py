@@ -9,6 +9,7 @@ backend receives is built when the task is released and kept for
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ class TaskFuture(asyncio.Future, Generic[T]):  # type: ignore[type-arg]
         "_body",
         "_cancel_msg",
         "_cancel_requested",
+        "_context",
         "_deps",
         "_desc",
         "_engine",
@@ -73,6 +75,7 @@ class TaskFuture(asyncio.Future, Generic[T]):  # type: ignore[type-arg]
     task_description: dict[str, Any]
     workflow_id: str | None
     workflow_name: str | None
+    _context: contextvars.Context  # blocks only: where the block was called
 
     def __init__(self, engine: WorkflowEngine, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop=loop)

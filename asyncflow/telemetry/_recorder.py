@@ -158,13 +158,14 @@ class SpanRecord:
 class WorkflowRecord(SpanRecord):
     """A workflow span: it ends when its scope exited and its last task ended."""
 
-    __slots__ = ("closed", "error", "failed", "pending")
+    __slots__ = ("closed", "cut_off", "error", "failed", "pending")
 
     def __init__(self, span_id: int, parent: int | None, name: str) -> None:
         super().__init__(span_id, parent, n.LEVEL_WORKFLOW, name)
         self.pending = 0
         self.closed = False
         self.failed = False
+        self.cut_off = False  # shutdown cancelled some of its tasks
         self.error: BaseException | None = None
 
 
@@ -284,6 +285,7 @@ class Recorder:
     def session_ended(self) -> None:
         for workflow in list(self.open_workflows.values()):
             workflow.closed = True  # a scope still open at shutdown ends here
+            workflow.cut_off = True
             self._end_workflow(workflow)
         rec = self.session
         rec.end_ns = time.time_ns()
@@ -315,6 +317,8 @@ class Recorder:
             self._end_workflow(rec)
 
     def _end_workflow(self, rec: WorkflowRecord) -> None:
+        if rec.end_ns:  # ended already (shutdown ended it before its scope exited)
+            return
         wf_id = rec.attributes[n.WORKFLOW_ID]
         if self.open_workflows.get(wf_id) is rec:
             del self.open_workflows[wf_id]
@@ -329,6 +333,8 @@ class Recorder:
             result, status, desc = n.RESULT_CANCELED, "ERROR", "canceled"
         elif rec.failed:
             result, status, desc = n.RESULT_FAILED, "ERROR", "a task of the workflow failed"
+        elif rec.cut_off:
+            result, status, desc = n.RESULT_CANCELED, "ERROR", "canceled: engine shut down"
         else:
             result, status, desc = n.RESULT_COMPLETED, "UNSET", ""
         rec.attributes[n.WORKFLOW_RESULT] = result
@@ -341,7 +347,7 @@ class Recorder:
         fut: Any,
         backend: str | None,
         parent: SpanRecord | None,
-        scope: tuple[str, str | None] | None,
+        scope: tuple[Any, ...] | None,
     ) -> SpanRecord:
         owner = self.open_workflows.get(scope[0]) if scope is not None else None
         if parent is None:
@@ -462,6 +468,8 @@ class Recorder:
         else:
             status, desc = ("ERROR", "canceled: engine shut down") if cut_off else ("UNSET", "")
             final = n.EVENT_TASK_CANCELED
+            if cut_off and rec.owner is not None:
+                rec.owner.cut_off = True
         if self.subscribers_active and self.deliver is not None:
             extra = {"error_type": error_type} if error_type else {}
             self.deliver(final, rec, t_ns / 1e9, extra, rec.id_base + _ID_FINAL)

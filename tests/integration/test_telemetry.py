@@ -184,6 +184,111 @@ async def test_routed_failed_and_cancelled_tasks(tmp_path: Path) -> None:
     assert summary["per_workflow_type"]["broken"] == {"failed": 1}
 
 
+async def test_block_released_later_keeps_where_it_was_called(
+    engine: WorkflowEngine, tmp_path: Path
+) -> None:
+    """A block waiting for a dependency runs its body from another task's
+    completion; its members still belong to the scope the block was called in,
+    not to whatever scope released it (or none)."""
+    tel, exporter = await start(engine, tmp_path)
+
+    @engine.function_task
+    async def f(*deps: Any) -> str:
+        await asyncio.sleep(0.01)
+        return "ok"
+
+    @engine.block
+    async def blk(*deps: Any) -> str:
+        return str(await f())
+
+    async with engine.workflow_scope(workflow_id="wf-a", name="typeA"):
+        first = f()
+        block = blk(first)  # runs when `first` is done
+    async with engine.workflow_scope(workflow_id="wf-b", name="typeB"):
+        await f()
+    await block
+    await engine.shutdown()
+
+    spans = exporter.get_finished_spans()
+    block_span = next(s for s in spans if s.attributes.get(names.BLOCK_UID) == block.uid)
+    member = next(
+        s
+        for s in spans
+        if s.name == "task f" and parent_of(s) == block_span.context.span_id  # type: ignore[union-attr]
+    )
+    assert member.attributes[names.WORKFLOW_NAME] == "typeA"
+    assert member.attributes[names.WORKFLOW_ID] == block.uid
+    workflow_a = next(
+        s
+        for s in spans
+        if s.attributes.get(names.WORKFLOW_ID) == "wf-a"
+        and s.attributes.get(names.LEVEL) == "workflow"
+    )
+    assert parent_of(block_span) == workflow_a.context.span_id  # type: ignore[union-attr]
+    durations = {
+        p["attributes"][names.WORKFLOW_NAME]: p["count"]
+        for p in tel.read_metrics()
+        if p["name"] == names.METRIC_TASK_DURATION
+    }
+    assert durations == {"typeA": 2, "typeB": 1}
+
+
+async def test_scope_opened_inside_a_block_is_innermost(
+    engine: WorkflowEngine, tmp_path: Path
+) -> None:
+    _, exporter = await start(engine, tmp_path)
+
+    @engine.function_task
+    async def f() -> str:
+        return "ok"
+
+    @engine.block
+    async def blk() -> Any:
+        async with engine.workflow_scope(workflow_id="wf-inner", name="inner"):
+            inner = f()
+        return inner, f()
+
+    inner, outer = await blk()
+    assert (inner.workflow_id, inner.workflow_name) == ("wf-inner", "inner")
+    assert outer.workflow_id.startswith("block.")
+    await engine.shutdown()
+    spans = exporter.get_finished_spans()
+    span_of = {s.attributes.get(names.TASK_UID): s for s in spans}
+    workflow = next(s for s in spans if s.name == "workflow inner")
+    block = next(s for s in spans if s.name == "block blk")
+    assert parent_of(span_of[inner.uid]) == workflow.context.span_id  # type: ignore[union-attr]
+    assert parent_of(workflow) == block.context.span_id  # type: ignore[union-attr]
+    assert parent_of(span_of[outer.uid]) == block.context.span_id  # type: ignore[union-attr]
+
+
+async def test_shutdown_inside_a_scope_ends_the_workflow_once_as_canceled(
+    tmp_path: Path,
+) -> None:
+    engine = await WorkflowEngine.create(backend=await LocalExecutionBackend(), work_dir=tmp_path)
+    tel, exporter = await start(engine, tmp_path)
+
+    @engine.function_task
+    async def slow() -> None:
+        await asyncio.sleep(30)
+
+    async with engine.workflow_scope(name="w"):
+        running = slow()
+        await asyncio.sleep(0.1)
+        await engine.shutdown()
+    assert running.cancelled()
+    workflows = [s for s in exporter.get_finished_spans() if s.name == "workflow w"]
+    assert len(workflows) == 1
+    assert workflows[0].attributes[names.WORKFLOW_RESULT] == "canceled"
+    assert workflows[0].status.status_code == StatusCode.ERROR
+    assert [s["name"] for s in tel.read_traces()].count("workflow w") == 1
+    points = [p for p in tel.read_metrics() if p["name"] == names.METRIC_WORKFLOW_DURATION]
+    assert [(p["attributes"][names.WORKFLOW_RESULT], p["count"]) for p in points] == [
+        ("canceled", 1)
+    ]
+    active = [p for p in tel.read_metrics() if p["name"] == names.METRIC_WORKFLOWS_ACTIVE]
+    assert [p["value"] for p in active] == [0]
+
+
 async def test_shutdown_ends_open_spans_as_cancelled_errors(tmp_path: Path) -> None:
     engine = await WorkflowEngine.create(dry_run=True, work_dir=tmp_path)
     tel, exporter = await start(engine, tmp_path)
