@@ -85,7 +85,12 @@ def _find_output(obj: OutputFile, found: Found) -> None:
 
 @singledispatch
 def substitute(obj: Any) -> Any:
-    """Return ``obj`` with every (finished) future replaced by its result."""
+    """Return ``obj`` with every (finished) future replaced by its result.
+
+    A container holding no future is returned as it is (the same object, so
+    in-place changes by the task are seen by the caller, as without any
+    dependency); one holding futures is rebuilt as the same type.
+    """
     if asyncio.isfuture(obj):
         return obj.result()
     return obj
@@ -98,32 +103,67 @@ def _value(item: Any) -> Any:
     return item if kind in ATOMIC else substitute(item)
 
 
+def _changed(items: Any) -> list[Any] | None:
+    """The substituted items, or None when every one is unchanged."""
+    out = [_value(item) for item in items]
+    for new, old in zip(out, items, strict=True):
+        if new is not old:
+            return out
+    return None
+
+
+def _rebuild(obj: Any, items: list[Any]) -> Any:
+    try:
+        return type(obj)(items)
+    except Exception as exc:
+        raise TypeError(
+            f"cannot rebuild a {type(obj).__qualname__} with its futures replaced by their "
+            f"results ({exc}); pass the futures in a plain list, tuple, set or dict"
+        ) from exc
+
+
 @substitute.register(list)
 def _sub_list(obj: list[Any]) -> list[Any]:
-    return [_value(item) for item in obj]
+    items = _changed(obj)
+    if items is None:
+        return obj
+    return items if type(obj) is list else _rebuild(obj, items)
 
 
 @substitute.register(tuple)
 def _sub_tuple(obj: tuple[Any, ...]) -> tuple[Any, ...]:
-    items = [_value(item) for item in obj]
+    items = _changed(obj)
+    if items is None:
+        return obj
     if type(obj) is tuple:
         return tuple(items)
-    return type(obj)(*items)  # named tuples take their fields positionally
+    make = getattr(obj, "_make", None)
+    if make is not None:  # a named tuple takes its fields positionally
+        return make(items)  # type: ignore[no-any-return]
+    return _rebuild(obj, items)  # type: ignore[no-any-return]
 
 
 @substitute.register(set)
-def _sub_set(obj: set[Any]) -> set[Any]:
-    return {_value(item) for item in obj}
-
-
 @substitute.register(frozenset)
-def _sub_frozenset(obj: frozenset[Any]) -> frozenset[Any]:
-    return frozenset(_value(item) for item in obj)
+def _sub_set(obj: set[Any] | frozenset[Any]) -> set[Any] | frozenset[Any]:
+    listed = list(obj)
+    items = _changed(listed)
+    if items is None:
+        return obj
+    if type(obj) is set:
+        return set(items)
+    if type(obj) is frozenset:
+        return frozenset(items)
+    return _rebuild(obj, items)  # type: ignore[no-any-return]
 
 
 @substitute.register(dict)
 def _sub_dict(obj: dict[Any, Any]) -> dict[Any, Any]:
-    out = {k: _value(v) for k, v in obj.items()}
+    values = list(obj.values())
+    items = _changed(values)
+    if items is None:
+        return obj
+    out = dict(zip(obj.keys(), items, strict=True))
     if type(obj) is dict:
         return out
     clone = obj.copy()  # keep OrderedDict / defaultdict behaviour

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from collections import OrderedDict, namedtuple
 from typing import Any
+
+import pytest
 
 from asyncflow.data import InputFile, OutputFile
 from asyncflow.engine._deps import Found, find_dependencies, substitute
@@ -80,3 +84,45 @@ def test_new_container_type_needs_only_a_register() -> None:
 
     a = FakeFuture(1)
     assert found_in(Bag(a, 5)).futures == [a]
+
+
+def test_containers_without_futures_are_passed_as_they_are() -> None:
+    # The same object, as when the task has no dependency at all: a list the
+    # task appends to is the caller's list, and types that cannot be rebuilt
+    # from their items (struct sequences, tuple subclasses) arrive intact.
+    class Pair(tuple):  # type: ignore[type-arg]
+        pass
+
+    class Tags(list):  # type: ignore[type-arg]
+        pass
+
+    sink: list[int] = []
+    stamp = time.gmtime(0)
+    pair, tags, table = Pair((1, 2)), Tags(["a"]), {"k": [1]}
+    args = (FakeFuture(7), sink, stamp, pair, tags, table, os.stat("."))
+    out = substitute(args)
+    assert out[0] == 7
+    for given, got in zip(args[1:], out[1:], strict=True):
+        assert got is given
+
+
+def test_subclasses_holding_futures_keep_their_type() -> None:
+    class Pair(tuple):  # type: ignore[type-arg]
+        pass
+
+    class Tags(list):  # type: ignore[type-arg]
+        pass
+
+    pair = substitute(Pair((FakeFuture(1), 2)))
+    tags = substitute(Tags([FakeFuture("a")]))
+    assert (type(pair), pair) == (Pair, (1, 2))
+    assert (type(tags), tags) == (Tags, ["a"])
+
+
+def test_a_container_that_cannot_be_rebuilt_names_itself() -> None:
+    class Fixed(tuple):  # type: ignore[type-arg]
+        def __new__(cls, a: Any, b: Any) -> Fixed:
+            return super().__new__(cls, (a, b))
+
+    with pytest.raises(TypeError, match=r"cannot rebuild a .*Fixed"):
+        substitute(Fixed(FakeFuture(1), 2))
