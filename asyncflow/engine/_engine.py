@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import inspect
 import logging
 import os
 import secrets
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping
+from types import CoroutineType
 from typing import Any
 
 from ..errors import DependencyFailureError, EngineShutdownError, UnknownBackendError
@@ -74,6 +76,7 @@ class WorkflowEngine:
         self.work_dir = os.path.abspath(os.fspath(work_dir) if work_dir else os.getcwd())
         self._backends: dict[str, Any] = {}
         self._adapters: dict[str, Adapter] = {}
+        self._inline: set[str] = set()
         self._links: dict[str, tuple[bool, bool]] = {}
         self.backend: Any = None
         if backend is not None:
@@ -163,6 +166,8 @@ class WorkflowEngine:
                 )
             names[name] = be
         for be in backends:
+            if type(be).__module__.startswith("asyncflow.backends."):
+                self._inline.add(be.name)  # known to need no Task of its own
             adapter = adapter_for(be)
             if adapter is not None:
                 self._adapters[be.name] = adapter
@@ -592,7 +597,7 @@ class WorkflowEngine:
                     self._link_data(backend, fut, implicit and self.implicit_data, explicit)
                 batch.append(desc)
             if batch:
-                self._drive(backend.submit_tasks(batch), batch)
+                self._drive(backend, batch)
 
     def _link_data(
         self, backend: Any, fut: TaskFuture[Any], implicit: bool, explicit: bool
@@ -625,16 +630,32 @@ class WorkflowEngine:
         except Exception:
             logger.exception("backend %r failed to link the data of %s", backend.name, fut.uid)
 
-    def _drive(self, coro: Coroutine[Any, Any, Any], batch: list[dict[str, Any]]) -> None:
-        """Run ``submit_tasks`` now; only a submission that suspends gets a Task."""
+    def _drive(self, backend: Any, batch: list[dict[str, Any]]) -> None:
+        """Hand ``batch`` to ``backend.submit_tasks``.
+
+        The built-in backends' submission is stepped right here, and gets a
+        Task only if it suspends. Any other backend's runs in a Task of its
+        own, as its author expects (``asyncio.timeout``, ``TaskGroup`` and
+        ``current_task()`` need one); any awaitable is accepted.
+        """
         try:
-            first = coro.send(None)
-        except StopIteration:
-            return
+            result = backend.submit_tasks(batch)
         except BaseException as exc:  # noqa: BLE001 - every task of the batch fails
             self._submit_failed(batch, exc)
             return
-        task = self._loop.create_task(_resume(coro, first))
+        if type(result) is CoroutineType and backend.name in self._inline:
+            try:
+                first = result.send(None)
+            except StopIteration:
+                return
+            except BaseException as exc:  # noqa: BLE001 - every task of the batch fails
+                self._submit_failed(batch, exc)
+                return
+            task = self._loop.create_task(_resume(result, first))
+        elif inspect.isawaitable(result):
+            task = asyncio.ensure_future(result, loop=self._loop)
+        else:  # a plain function: it has submitted already
+            return
         self._background.add(task)
 
         def _done(t: asyncio.Task[Any]) -> None:

@@ -772,3 +772,65 @@ async def test_sigterm_shuts_the_engine_down(tmp_path: Path) -> None:
     await engine.shutdown()
     assert waiting.cancelled()
     gate.cancel()
+
+
+class DuckBackend:
+    """A backend written against the duck-typed interface only (API.md section 2)."""
+
+    def __init__(self, name: str, style: str) -> None:
+        self.name = name
+        self.style = style
+        self.seen_task: list[Any] = []
+
+    def register_callback(self, callback: Any) -> None:
+        self.callback = callback
+
+    def get_task_states_map(self) -> dict[str, str]:
+        return {}
+
+    async def cancel_task(self, uid: str) -> bool:
+        return False
+
+    async def shutdown(self) -> None:
+        return None
+
+    def _finish(self, tasks: list[dict[str, Any]]) -> None:
+        for task in tasks:
+            task["return_value"] = f"{self.name}:{task['args'][0]}"
+            self.callback(task, "DONE")
+
+    async def _submit(self, tasks: list[dict[str, Any]]) -> None:
+        self.seen_task.append(asyncio.current_task())
+        if self.style == "timeout":
+            async with asyncio.timeout(5):
+                await asyncio.sleep(0)
+        elif self.style == "taskgroup":
+            async with asyncio.TaskGroup() as group:
+                group.create_task(asyncio.sleep(0))
+        self._finish(tasks)
+
+    def submit_tasks(self, tasks: list[dict[str, Any]]) -> Any:
+        if self.style == "future":  # an awaitable that is not a coroutine
+            return asyncio.ensure_future(self._submit(tasks))
+        return self._submit(tasks)
+
+
+async def test_foreign_backends_submit_inside_a_task_of_their_own(tmp_path: Path) -> None:
+    styles = ["timeout", "taskgroup", "future"]
+    backends = [DuckBackend(style, style) for style in styles]
+    engine = await WorkflowEngine.create(backend=backends, work_dir=tmp_path)
+    try:
+        futures = []
+        for style in styles:
+
+            @engine.function_task(backend=style)
+            async def where(i: int) -> str:
+                return "not run here"
+
+            futures += [where(1), where(2)]
+        results = await asyncio.wait_for(asyncio.gather(*futures), 10)
+        assert results == [f"{s}:{i}" for s in styles for i in (1, 2)]
+        for backend in backends:
+            assert backend.seen_task and all(t is not None for t in backend.seen_task)
+    finally:
+        await engine.shutdown()
