@@ -103,6 +103,7 @@ class WorkflowEngine:
         self._background: set[asyncio.Task[Any]] = set()
         self.telemetry: Any = None
         self._rec: Any = None
+        self._telemetry_starting: asyncio.Future[None] | None = None
         self.function_task = make_decorator(self, KIND_FUNCTION)
         self.executable_task = make_decorator(self, KIND_EXECUTABLE)
         self.prompt_task = make_decorator(self, KIND_PROMPT)
@@ -874,7 +875,13 @@ class WorkflowEngine:
         Returns:
             The ``Telemetry`` object; a second call returns the same one.
         """
-        if self.telemetry is not None:
+        running = self.telemetry
+        if running is not None and not running._stopped:
+            return running
+        if self._telemetry_starting is not None:  # a concurrent call is starting it
+            await asyncio.shield(self._telemetry_starting)
+            if self.telemetry is None or self.telemetry._stopped:
+                raise RuntimeError("telemetry did not start: see the error of the first call")
             return self.telemetry
         if self._closed:
             raise EngineShutdownError("engine is shut down")
@@ -885,23 +892,41 @@ class WorkflowEngine:
                 f"telemetry needs the OpenTelemetry SDK ({exc}); "
                 "reinstall with: pip install asyncflow-otel"
             ) from exc
-        tel = await start(
-            self,
-            resource_poll_interval=resource_poll_interval,
-            checkpoint_interval=checkpoint_interval,
-            checkpoint_path=checkpoint_path,
-            span_processors=span_processors,
-            metric_readers=metric_readers,
-            resource=resource,
-            otlp_endpoint=otlp_endpoint,
-            otlp_protocol=otlp_protocol,
-            prometheus_port=prometheus_port,
-            prometheus_host=prometheus_host,
-            span_buffer=span_buffer,
-        )
+        starting = self._telemetry_starting = self._loop.create_future()
+        try:
+            tel = await self._start_telemetry(
+                start,
+                resource_poll_interval=resource_poll_interval,
+                checkpoint_interval=checkpoint_interval,
+                checkpoint_path=checkpoint_path,
+                span_processors=span_processors,
+                metric_readers=metric_readers,
+                resource=resource,
+                otlp_endpoint=otlp_endpoint,
+                otlp_protocol=otlp_protocol,
+                prometheus_port=prometheus_port,
+                prometheus_host=prometheus_host,
+                span_buffer=span_buffer,
+            )
+        finally:
+            self._telemetry_starting = None
+            starting.set_result(None)
+        return tel
+
+    async def _start_telemetry(self, start: Any, **options: Any) -> Any:
+        tel = await start(self, **options)
         self.telemetry = tel
         self._rec = tel._recorder
+        tel._on_stopped = lambda: self._telemetry_stopped(tel)
         return tel
+
+    def _telemetry_stopped(self, tel: Any) -> None:
+        """``tel`` stopped: tasks still running are no longer recorded by it."""
+        if self._rec is not tel._recorder:
+            return
+        self._rec = None
+        for fut in self._tasks.values():
+            fut._tel = None
 
     # ------------------------------------------------------------------ shutdown
     async def shutdown(self, skip_execution_backend: bool = False) -> None:

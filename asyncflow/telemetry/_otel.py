@@ -9,7 +9,6 @@ recorder's finished-span dicts and handed to the processors.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -50,11 +49,13 @@ def make_resource(resource: Resource | None, session_id: str) -> Resource:
     """
     if resource is not None:
         return resource
-    attributes: dict[str, Any] = {n.SERVICE_INSTANCE_ID: session_id}
-    env_attrs = os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
-    if not os.environ.get(n.ENV_SERVICE_NAME) and "service.name=" not in env_attrs:
-        attributes[n.SERVICE_NAME] = n.DEFAULT_SERVICE_NAME
-    return Resource.create(attributes)
+    # The SDK reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES (its own
+    # parser: spaces, escapes); without either it says "unknown_service".
+    found = Resource.create({n.SERVICE_INSTANCE_ID: session_id})
+    name = found.attributes.get(n.SERVICE_NAME)
+    if not isinstance(name, str) or name.startswith("unknown_service"):
+        found = found.merge(Resource({n.SERVICE_NAME: n.DEFAULT_SERVICE_NAME}))
+    return found
 
 
 class SpanBridge:

@@ -81,6 +81,8 @@ class Event:
 
 
 _BASE_FIELDS = frozenset(n.EVENT_BASE_FIELDS)
+# Keys a checkpoint event line adds beside the event's fields.
+_LINE_KEYS = frozenset({"section", "name", "trace_id", "span_id"})
 _REGISTRY: dict[str, type[Event]] = {}
 
 
@@ -98,6 +100,11 @@ def _make(name: str, fields: dict[str, Any], *, engine: bool) -> type[Event]:
     for field in fields:
         if field in _BASE_FIELDS:
             raise ValueError(f"event field {field!r} would shadow a base field of every event")
+        if field in _LINE_KEYS:
+            raise ValueError(
+                f"event field {field!r} would shadow a key of the checkpoint line "
+                f"({', '.join(sorted(_LINE_KEYS))}); pick another name"
+            )
         if not field.isidentifier() or keyword.iskeyword(field) or field.startswith("_"):
             raise ValueError(f"event field {field!r} is not a valid public field name")
     cls_name = name.rsplit(".", 1)[-1] or "Event"
@@ -114,7 +121,7 @@ def _make(name: str, fields: dict[str, Any], *, engine: bool) -> type[Event]:
     return cls
 
 
-def define_event(name: str, **fields: Any) -> type[Event]:
+def define_event(name: str, /, **fields: Any) -> type[Event]:
     """Make a user event class named ``name`` with the given fields.
 
     Args:
@@ -127,7 +134,8 @@ def define_event(name: str, **fields: Any) -> type[Event]:
 
     Raises:
         ValueError: the name has no dot, is an engine event name, or a field
-            would shadow a base field.
+            would shadow a base field or a key of the checkpoint line
+            (``section``, ``name``, ``trace_id``, ``span_id``).
     """
     if not isinstance(name, str) or "." not in name.strip(".") or " " in name:
         raise ValueError(

@@ -21,6 +21,9 @@ from .checkpoint import dumps, open_checkpoint
 from .events import ENGINE_EVENT_TYPES, Event, ResourceUpdate
 from .otlp_json import spans_to_otlp_json
 
+# Seconds ``stop()`` waits for async subscribers still handling events.
+SUBSCRIBER_GRACE = 5.0
+
 __all__ = ["Telemetry", "start"]
 
 logger = logging.getLogger("asyncflow.telemetry")
@@ -58,6 +61,7 @@ class Telemetry:
         self._prometheus: Any = None
         self._metric_task: asyncio.Task[None] | None = None
         self._stopped = False
+        self._on_stopped: Callable[[], None] | None = None  # the engine lets go of it
         self._stop_task: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[Any]] = set()
         self._thread_id = threading.get_ident()
@@ -204,8 +208,8 @@ class Telemetry:
         """A span of your own around a piece of code, under the current workflow or block."""
         rec_parent = self._parent_lookup()
         parent = rec_parent.span_id if rec_parent is not None else self._recorder.session.span_id
-        rec = self._recorder._span(parent, "span", name)
-        rec.attributes = dict(attributes or {})
+        rec = self._recorder._span(parent, n.LEVEL_SPAN, n.span_name(n.LEVEL_SPAN, name))
+        rec.attributes = {**(attributes or {}), n.LEVEL: n.LEVEL_SPAN}
         status, desc = "UNSET", ""
         try:
             yield rec
@@ -333,10 +337,22 @@ class Telemetry:
         if self._metric_task is not None:
             self._metric_task.cancel()
         if self._pending:
-            await asyncio.gather(*list(self._pending), return_exceptions=True)
+            # Async subscribers get a grace period, not a veto over shutdown.
+            _, late = await asyncio.wait(list(self._pending), timeout=SUBSCRIBER_GRACE)
+            if late:
+                logger.warning(
+                    "%d async event subscriber call(s) still running after %.0f s at stop: "
+                    "cancelled",
+                    len(late),
+                    SUBSCRIBER_GRACE,
+                )
+                for task in late:
+                    task.cancel()
         self._recorder.session_ended()
         self._metric_snapshot()
         self._stopped = True
+        if self._on_stopped is not None:
+            self._on_stopped()
         await self._loop.run_in_executor(None, self._stop_blocking)
 
     def _stop_blocking(self) -> None:

@@ -18,6 +18,7 @@ LEVEL_WORKFLOW: Final = "workflow"
 LEVEL_BLOCK: Final = "block"
 LEVEL_TASK: Final = "task"
 LEVELS: Final = (LEVEL_SESSION, LEVEL_WORKFLOW, LEVEL_BLOCK, LEVEL_TASK)
+LEVEL_SPAN: Final = "span"  # a span of the user's own (Telemetry.span_scope)
 
 SPAN_SESSION: Final = "session"
 

@@ -336,10 +336,11 @@ async def test_enricher_and_span_scope(engine: WorkflowEngine, tmp_path: Path) -
     spans = by_name(list(exporter.get_finished_spans()))
     stages = sorted(s.attributes["campaign.stage"] for s in spans["task t"])
     assert stages == [f"stage-{first.id}", f"stage-{second.id}"]
-    (custom,) = spans["prepare inputs"]
+    (custom,) = spans["span prepare inputs"]
     (wf,) = spans["workflow wf"]
     assert parent_of(custom) == wf.context.span_id
     assert custom.attributes["files"] == 3
+    assert custom.attributes[names.LEVEL] == names.LEVEL_SPAN
 
 
 # ---------------------------------------------------------------- events
@@ -637,6 +638,99 @@ async def test_service_name_and_separate_engines(
     assert spans_one[0].resource.attributes["service.name"] == "md-campaign"
     assert spans_one[0].resource.attributes["service.instance.id"] == one.uid
     assert tel_one.checkpoint_file != tel_two.checkpoint_file
+
+
+@pytest.mark.parametrize(
+    ("attributes", "service"),
+    [
+        ("service.name = spaced", "spaced"),
+        ("deployment.environment=prod,service.name=a%20b", "a b"),
+        ("app.service.name=x", "asyncflow"),
+    ],
+)
+async def test_service_name_from_resource_attributes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, attributes: str, service: str
+) -> None:
+    """The SDK's own parsing of OTEL_RESOURCE_ATTRIBUTES decides, not a substring test."""
+    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", attributes)
+    engine = await WorkflowEngine.create(dry_run=True, work_dir=tmp_path)
+    _, exporter = await start(engine, tmp_path)
+    await engine.shutdown()
+    (session,) = exporter.get_finished_spans()
+    assert session.resource.attributes["service.name"] == service
+    assert session.resource.attributes["service.instance.id"] == engine.uid
+
+
+async def test_concurrent_starts_share_one_telemetry(tmp_path: Path) -> None:
+    engine = await WorkflowEngine.create(dry_run=True, work_dir=tmp_path)
+    try:
+        one, two = await asyncio.gather(
+            engine.start_telemetry(checkpoint_path=tmp_path / "t"),
+            engine.start_telemetry(checkpoint_path=tmp_path / "t"),
+        )
+        assert one is two is engine.telemetry
+    finally:
+        await engine.shutdown()
+    assert len(list((tmp_path / "t").glob(f"*{names.CHECKPOINT_SUFFIX}"))) == 1
+    started = [r for r in read_checkpoint(tmp_path / "t") if r.get("name") == "SessionStarted"]
+    assert len(started) == 1
+
+
+async def test_start_after_stop_is_a_new_telemetry(tmp_path: Path) -> None:
+    engine = await WorkflowEngine.create(dry_run=True, work_dir=tmp_path)
+
+    @engine.function_task
+    async def t() -> None:
+        return None
+
+    try:
+        first = await engine.start_telemetry()
+        await t()
+        await first.stop()
+        await t()  # recorded by nobody
+        second = await engine.start_telemetry()
+        assert second is not first and engine.telemetry is second
+        await t()
+    finally:
+        await engine.shutdown()
+    assert first.summary()["tasks_by_state"] == {"completed": 1}
+    assert second.summary()["tasks_by_state"] == {"completed": 1}
+    assert len(first.task_spans()) == len(second.task_spans()) == 1
+
+
+async def test_slow_async_subscriber_cannot_hold_shutdown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from asyncflow.telemetry import manager
+
+    monkeypatch.setattr(manager, "SUBSCRIBER_GRACE", 0.3)
+    engine = await WorkflowEngine.create(dry_run=True, work_dir=tmp_path)
+    tel = await engine.start_telemetry(checkpoint_path=tmp_path / "t")
+    stuck = asyncio.Event()
+
+    async def slow(event: Event) -> None:
+        if event.event_type == "TaskCompleted":
+            await stuck.wait()
+
+    tel.subscribe(slow)
+
+    @engine.function_task
+    async def t() -> None:
+        return None
+
+    await t()
+    started = asyncio.get_running_loop().time()
+    await asyncio.wait_for(engine.shutdown(), 10)
+    assert asyncio.get_running_loop().time() - started < 5
+    assert "still running after" in caplog.text
+    assert any(r.get("name") == "SessionEnded" for r in read_checkpoint(tmp_path / "t"))
+
+
+@pytest.mark.parametrize("field", ["section", "name", "trace_id", "span_id", "event_time"])
+def test_user_event_fields_cannot_shadow_line_keys(field: str) -> None:
+    with pytest.raises(ValueError, match=f"event field '{field}' would shadow"):
+        define_event("campaign.Bad", **{field: ""})
 
 
 async def test_default_service_name_metrics_and_otlp_json(
