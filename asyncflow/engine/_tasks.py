@@ -118,10 +118,18 @@ class TaskDecorator:
 
         Raises:
             TypeError: ``func`` is not a coroutine function (names it).
+            RuntimeError: the engine was built with ``WorkflowEngine()`` and no
+                backend instead of ``await WorkflowEngine.create(...)``.
         """
         if func is not None and not callable(func):
             raise TaskDefinitionError(
                 f"@{_DECORATOR_NAMES[self._kind]} takes options as keywords, e.g. backend={func!r}"
+            )
+
+        if self._engine.backend is None:
+            raise RuntimeError(
+                "this WorkflowEngine has no backend: create engines with "
+                "'engine = await WorkflowEngine.create(backend=...)', not WorkflowEngine()"
             )
 
         def wrap(f: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, TaskFuture[R]]:

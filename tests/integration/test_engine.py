@@ -26,6 +26,15 @@ from .conftest import DESCRIPTION_KEYS, DUMMY, expected, wait_until
 # ---------------------------------------------------------------- creation
 
 
+async def test_engine_built_without_create_says_so_at_decoration() -> None:
+    engine = WorkflowEngine()
+    with pytest.raises(RuntimeError, match=r"await WorkflowEngine\.create"):
+
+        @engine.function_task
+        async def t() -> None:
+            return None
+
+
 async def test_constructor_outside_a_loop_says_to_use_create() -> None:
     def build() -> None:
         WorkflowEngine()
