@@ -6,7 +6,9 @@ first; the ``TaskCreated``/``TaskStarted``/``asyncflow.ResourceAssigned``
 lines of a task are parsed only while its span has not arrived (they are
 what a live view has of a running task), and the other lifecycle events are
 never parsed: the span carries their timestamps. That keeps a 100,000-task
-file to one JSON parse per task.
+file to one JSON parse per task. A block's ``TaskCreated`` line is parsed
+even when its span came with it: only that line says what the block was
+called under, which places it while its workflow's span is still to come.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ _EVENTS = {
     n.EVENT_TASK_CANCELED: _SKIP,
 }
 _TASK_ID = '"task_id":"'
+_CREATED = f'{_EVENT_NAME}{n.EVENT_TASK_CREATED}"'
 _BLOCK_PREFIX = "block."  # the engine's uids: "task.000001", "block.000002"
 
 
@@ -151,11 +154,26 @@ class CheckpointParser:
                 builder.add_span(span)
                 attrs = span.get("attributes")
                 if live and isinstance(attrs, dict):
-                    live.pop(str(attrs.get(n.TASK_UID) or attrs.get(n.BLOCK_UID) or ""), None)
+                    uid = str(attrs.get(n.TASK_UID) or attrs.get(n.BLOCK_UID) or "")
+                    events = live.pop(uid, None)
+                    if events and uid.startswith(_BLOCK_PREFIX):
+                        builder.block_scope(uid, self._created_scope(events))
         for line in others:
             event = self._load(line)
             if event is not None:
                 self._other_event(event)
+
+    def _created_scope(self, lines: list[str]) -> str:
+        """The workflow id on the ``TaskCreated`` line among a block's live lines.
+
+        It says what the block was called under, which its span does not.
+        """
+        for line in lines:
+            if line.startswith(_CREATED, _AT_SECTION):
+                event = self._load(line)
+                attrs = event.get("attributes") if event is not None else None
+                return str(attrs.get(n.WORKFLOW_ID) or "") if isinstance(attrs, dict) else ""
+        return ""
 
     def _loose(self, line: str) -> None:
         """A line not in the writer's compact form (written by hand or another tool)."""

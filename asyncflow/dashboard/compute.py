@@ -59,20 +59,49 @@ class Row:
         return f"{self.key} ({self.workflow_type})" if self.workflow_type else self.key
 
 
-def row_key(run: Run) -> dict[str, str]:
-    """Workflow id -> the row it is drawn in.
+def _enclosing(run: Run) -> dict[str, str]:
+    """Block uid -> the id of the workflow or block it was called in (``""``: none known).
 
-    A block inside a ``workflow_scope`` gives its tasks its own uid as
-    workflow id; they belong to the enclosing workflow instance's row.
+    From the parent span when that span is known, else from the block's
+    ``scope`` (its created line): a live view has the one or the other.
     """
-    by_span = {w.span_id: w.uid for w in run.workflows if w.span_id}
-    return {b.uid: by_span[b.parent_id] for b in run.blocks if b.parent_id in by_span}
+    by_span = {b.span_id: b.uid for b in run.blocks if b.span_id}
+    by_span.update({w.span_id: w.uid for w in run.workflows if w.span_id})
+    return {b.uid: by_span.get(b.parent_id) or b.scope for b in run.blocks}
+
+
+def _instance(uid: str, up: Mapping[str, str], workflows: Collection[str]) -> str:
+    """The workflow instance of block ``uid``: up through blocks to a workflow or the top."""
+    seen = {uid}
+    while True:
+        outer = up.get(uid, "")
+        if not outer or outer in seen:
+            return uid
+        if outer in workflows or outer not in up:
+            return outer  # a workflow (its span may not be written yet)
+        seen.add(outer)
+        uid = outer
+
+
+def row_key(run: Run) -> dict[str, str]:
+    """Block uid -> the row (workflow instance) its tasks are drawn in.
+
+    A block gives its tasks its own uid as workflow id. It belongs to the
+    innermost ``workflow_scope`` around it, through any depth of blocks, or,
+    outside every scope, is an instance of its own when it is the outermost
+    block. Other ids (workflow ids) are their own row.
+    """
+    up = _enclosing(run)
+    workflows = {w.uid for w in run.workflows}
+    return {uid: _instance(uid, up, workflows) for uid in up}
 
 
 def _row_types(run: Run, keys: Mapping[str, str]) -> dict[str, str]:
+    """Row key -> workflow type, for rows that are a recorded workflow or outermost block."""
     types = {w.uid: w.workflow_type for w in run.workflows}
     for b in run.blocks:
-        types.setdefault(keys.get(b.uid, b.uid), b.workflow_type or b.name)
+        if keys.get(b.uid) == b.uid:
+            types.setdefault(b.uid, b.workflow_type or b.name)
     return types
 
 
@@ -120,12 +149,9 @@ def workflow_types(run: Run, rows: Iterable[Row] | None = None) -> list[str]:
 def workflow_records(run: Run, key: str) -> list[SpanRecord]:
     """The tasks and blocks of one timeline row, in the order they were created."""
     keys = row_key(run)
-    records = [
-        r
-        for r in (*run.blocks, *run.tasks)
-        if (keys.get(r.workflow_id, r.workflow_id) or NO_WORKFLOW) == key
-        and not (r.level == n.LEVEL_BLOCK and r.uid == key)
-    ]
+    blocks = [b for b in run.blocks if b.uid != key and keys.get(b.uid, b.uid) == key]
+    tasks = [t for t in run.tasks if (keys.get(t.workflow_id, t.workflow_id) or NO_WORKFLOW) == key]
+    records = blocks + tasks
     records.sort(key=lambda r: (r.created, r.uid))
     return records
 

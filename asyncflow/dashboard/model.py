@@ -57,6 +57,13 @@ class SpanRecord(NamedTuple):
     ``None`` for steps it never reached (a dependency failed, it was
     cancelled while waiting). Live tasks seen only through their events take
     ``name``, ``workflow_type``, ``cpus`` and ``gpus`` from their created line.
+
+    ``workflow_id`` is, for a task, the workflow id or innermost block uid it
+    was registered under; for a block, its own uid once its span arrived
+    (before, what it was called under). ``scope`` is, for a block, the id it
+    was called under (a workflow id or an outer block's uid, from its
+    created line; empty at top level or when unknown): with ``parent_id`` it
+    places the block inside its workflow instance.
     """
 
     uid: str
@@ -80,6 +87,7 @@ class SpanRecord(NamedTuple):
     depends_on: tuple[str, ...] = ()
     span_id: str = ""
     parent_id: str = ""
+    scope: str = ""
 
     def slot_count(self, kind: str) -> int:
         """Slots of ``kind`` it holds: assigned ones when known, else what it asked for."""
@@ -287,6 +295,8 @@ class RunBuilder:
         live = table.get(record.uid)
         if live is not None and not record.slots and live.slots:
             record = record._replace(slots=live.slots)
+        if live is not None and live.scope and not record.scope:
+            record = record._replace(scope=live.scope)
         table[record.uid] = record
         self._finished.add(record.uid)
 
@@ -335,8 +345,16 @@ class RunBuilder:
                 span_id=span_id,
                 cpus=cpus,
                 gpus=gpus,
+                scope=workflow_id if block else "",
             )
             self._seen(t)
+            self.version += 1
+
+    def block_scope(self, uid: str, scope: str) -> None:
+        """Block ``uid`` was called under ``scope`` (its created line, read after its span)."""
+        record = self._blocks.get(uid)
+        if record is not None and scope and record.scope != scope:
+            self._blocks[uid] = record._replace(scope=scope)
             self.version += 1
 
     def _type_of(self, workflow_id: str) -> str:

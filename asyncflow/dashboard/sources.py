@@ -41,10 +41,23 @@ __all__ = [
 ]
 
 _CHUNK = 4 * 1024 * 1024  # bytes read per step: bounds the memory a large first read takes
+_PEEK = 256  # bytes of a line's start enough to tell it cannot be a telemetry record
+
+
+def _cannot_be_record(start: bytes) -> bool:
+    """A line that begins with ``start`` can never become a record (a JSON object)."""
+    head = start.lstrip()
+    return bool(head) and not head.startswith(b"{")
 
 
 class _Tail:
-    """One checkpoint file read incrementally: the offset after the last whole line."""
+    """One checkpoint file read incrementally.
+
+    ``offset`` is how far the file has been read. The bytes of a last line
+    still without its newline (a run writing it, or killed mid-write) are
+    kept in ``pending`` until the newline comes, so a line of any length is
+    parsed whole and read from the file only once.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -55,7 +68,13 @@ class _Tail:
         self.builder = RunBuilder(str(self.path))
         self.parser = CheckpointParser(self.builder)
         self.offset = 0
-        self.torn = 0
+        self.pending = bytearray()
+        self.skipping = False  # the current line is no record: drop it up to its newline
+
+    @property
+    def torn(self) -> int:
+        """Bytes of the last line read so far, waiting for the rest of it."""
+        return len(self.pending)
 
     def read(self) -> None:
         try:
@@ -68,26 +87,53 @@ class _Tail:
         if self.identity is not None and (identity != self.identity or stat.st_size < self.offset):
             self._restart()  # the file was replaced or truncated
         self.identity = identity
-        if stat.st_size == self.offset + self.torn and self.builder.version:
+        if stat.st_size == self.offset and self.builder.version:
             return
         try:
             with open(self.path, "rb") as f, gc_paused():
                 f.seek(self.offset)
                 while True:
                     data = f.read(_CHUNK)
-                    end = data.rfind(b"\n") + 1
-                    if end:
-                        text = data[:end].decode("utf-8", errors="replace")
-                        self.parser.feed(text.split("\n"))
-                        self.offset += end
+                    self.offset += len(data)
+                    self._take(data)
                     if len(data) < _CHUNK:
-                        self.torn = len(data) - end
                         break
-                    f.seek(self.offset)
                 self.parser.flush()
         except OSError as exc:
             raise SourceError(f"Cannot read {self.path}: {exc.strerror or exc}") from None
         self._report(stat.st_size)
+
+    def _take(self, data: bytes) -> None:
+        """Parse the lines ``data`` completes; keep the start of a line it leaves open."""
+        end = data.rfind(b"\n") + 1
+        if not end:
+            self._hold(data)
+            return
+        lines: bytes | bytearray = data[:end]
+        if self.skipping:
+            lines = lines[lines.find(b"\n") + 1 :]
+            self.skipping = False
+        elif self.pending:
+            self.pending += lines
+            lines, self.pending = self.pending, bytearray()
+        if lines:
+            self.parser.feed(lines.decode("utf-8", errors="replace").split("\n"))
+        self._hold(data[end:])
+
+    def _hold(self, data: bytes) -> None:
+        """Keep ``data``, the next bytes of a line without its newline yet.
+
+        A line that cannot become a record is counted as a bad line at once
+        and skipped up to its newline rather than kept.
+        """
+        if self.skipping or not data:
+            return
+        self.pending += data
+        start = bytes(self.pending[:_PEEK])
+        if _cannot_be_record(start):
+            self.parser.feed([start.decode("utf-8", errors="replace")])
+            self.pending = bytearray()
+            self.skipping = True
 
     def _report(self, size: int) -> None:
         builder, parser, name = self.builder, self.parser, self.path.name

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from asyncflow.dashboard import SourceError, open_source
+from asyncflow.dashboard import SourceError, open_source, sources
 from asyncflow.dashboard.sources import (
     CheckpointSource,
     JaegerSource,
@@ -29,6 +29,7 @@ from asyncflow.dashboard.sources import (
 )
 from asyncflow.telemetry import names as n
 
+from ..ui import records as r
 from ..ui.campaign import TYPES, record_campaign, task_count
 
 DATA = Path(__file__).resolve().parents[1] / "ui" / "data"
@@ -110,6 +111,71 @@ def test_empty_and_garbage_files(tmp_path: Path) -> None:
         CheckpointSource(garbage).poll()
     with pytest.raises(SourceError, match="does not exist"):
         CheckpointSource(tmp_path / "missing.jsonl").poll()
+
+
+def _long_task_line(uid: str, size: int) -> bytes:
+    """A task span line with a text attribute of ``size`` characters, and its newline."""
+    span = r.task_span(uid, "wf-a", "simulate", 0, None, 1.0, 2.0)
+    span["attributes"]["campaign.config"] = "x" * size
+    return json.dumps(span, separators=(",", ":")).encode() + b"\n"
+
+
+@pytest.mark.timeout(30)  # the tail used to re-read the same chunk for ever
+def test_a_line_longer_than_a_read_is_parsed_whole(tmp_path: Path) -> None:
+    live = tmp_path / f"run{n.CHECKPOINT_SUFFIX}"
+    long = _long_task_line("task.000001", sources._CHUNK + 1024 * 1024)
+    short = _long_task_line("task.000002", 10)
+    assert b"\n" not in long[: sources._CHUNK]
+    live.write_bytes(long + short)
+    run = CheckpointSource(live).poll()
+    assert sorted(t.uid for t in run.tasks) == ["task.000001", "task.000002"]
+    assert not run.problems
+
+
+@pytest.mark.timeout(30)
+def test_a_long_line_still_being_written_waits_and_is_read_once(tmp_path: Path) -> None:
+    live = tmp_path / f"run{n.CHECKPOINT_SUFFIX}"
+    short = _long_task_line("task.000001", 10)
+    long = _long_task_line("task.000002", sources._CHUNK + 1024 * 1024)
+    cut = len(long) - 1000  # more than a chunk of the line, without its newline
+    live.write_bytes(short + long[:cut])
+    tail = sources._Tail(live)
+    tail.read()
+    first = tail.builder.snapshot()
+    assert [t.uid for t in first.tasks] == ["task.000001"]
+    assert any(f"incomplete ({cut} bytes)" in p for p in first.problems)
+    assert (tail.offset, tail.torn) == (len(short) + cut, cut)  # kept, not read again
+    tail.read()
+    assert tail.builder.snapshot().version == first.version  # nothing new, nothing redone
+    with live.open("ab") as f:
+        f.write(long[cut:])
+    tail.read()
+    second = tail.builder.snapshot()
+    assert [t.uid for t in second.tasks] == ["task.000001", "task.000002"]
+    assert not second.problems and tail.torn == 0
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("newline", [False, True], ids=["no-newline", "newline-after-5MB"])
+def test_a_long_first_line_that_is_no_record_says_so(tmp_path: Path, newline: bool) -> None:
+    garbage = tmp_path / f"garbage{n.CHECKPOINT_SUFFIX}"
+    garbage.write_bytes(b"x" * (sources._CHUNK + 1024 * 1024) + (b"\n" if newline else b""))
+    with pytest.raises(SourceError, match="not an asyncflow checkpoint file: none of its 1 line"):
+        open_source(garbage).poll()
+
+
+def test_a_short_unterminated_line_that_is_no_record_says_so(tmp_path: Path) -> None:
+    garbage = tmp_path / f"hello{n.CHECKPOINT_SUFFIX}"
+    garbage.write_bytes(b"hello")
+    source = CheckpointSource(garbage)
+    with pytest.raises(SourceError, match="first: 'hello'"):
+        source.poll()
+    with garbage.open("ab") as f:  # records after it are read; it stays one bad line
+        f.write(b" world\n" + json.dumps(r.session_span()).encode() + b"\n")
+    run = source.poll()
+    assert run.ended and run.problems == (
+        f"Skipped 1 line(s) of {garbage.name} that are not telemetry records (first: 'hello').",
+    )
 
 
 def test_a_directory_shows_its_newest_run(recorded: tuple[Path, Path], tmp_path: Path) -> None:
