@@ -18,7 +18,9 @@ returns ``""`` fails with ``ValueError``, a non-``str`` with ``TypeError``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from typing import Any
 
 __all__ = [
     "AsyncFlowError",
@@ -35,11 +37,36 @@ class AsyncFlowError(Exception):
     """Root of every exception asyncflow raises on its own account."""
 
 
+_STANDARD_MESSAGE = re.compile(r"Cannot execute '(.+)' due to dependency failure", re.DOTALL)
+
+
+def _task_named_in(message: object) -> str | None:
+    """The task name in a message of the engine's standard form, else ``None``."""
+    if not isinstance(message, str):
+        return None
+    match = _STANDARD_MESSAGE.fullmatch(message)
+    return match.group(1) if match else None
+
+
 class DependencyFailureError(AsyncFlowError):
     """A task could not run because one of its dependencies failed.
 
+    The constructor is the one of ``radical.asyncflow``: a message, then the
+    optional names of the failed dependencies and the root cause::
+
+        DependencyFailureError("Stage 2 failed")
+        DependencyFailureError("Stage 2 failed", failed_dependencies=["a"], root_cause=exc)
+
+    The errors the engine raises read ``"Cannot execute '<task>' due to
+    dependency failure"``; :meth:`for_task` builds one. A message of that
+    form sets :attr:`task_name` whichever way it came.
+
+    The error survives ``pickle`` and ``copy.deepcopy`` (so it can travel
+    back from a worker process) with its message and attributes.
+
     Attributes:
-        task_name: the name of the task that could not run.
+        task_name: the name of the task that could not run; ``None`` when
+            the message does not name one.
         failed_dependencies: names of the dependencies that failed.
         root_cause: the exception of the first failed dependency (also
             ``__cause__``). When that dependency itself failed on a
@@ -47,17 +74,51 @@ class DependencyFailureError(AsyncFlowError):
             the chain down to the error that started it.
     """
 
+    task_name: str | None
+    failed_dependencies: list[str]
+    root_cause: BaseException | None
+
     def __init__(
         self,
+        message: str,
+        failed_dependencies: Sequence[str] | None = None,
+        root_cause: BaseException | None = None,
+        *,
+        task_name: str | None = None,
+    ) -> None:
+        if task_name is None:
+            task_name = _task_named_in(message)
+        super().__init__(message)
+        self.task_name = task_name
+        self.failed_dependencies = list(failed_dependencies or ())
+        self.root_cause = root_cause
+        self.__cause__ = root_cause
+
+    @classmethod
+    def for_task(
+        cls,
         task_name: str,
         failed_dependencies: Sequence[str],
         root_cause: BaseException | None,
-    ) -> None:
-        super().__init__(f"Cannot execute '{task_name}' due to dependency failure")
-        self.task_name = task_name
-        self.failed_dependencies = list(failed_dependencies)
-        self.root_cause = root_cause
-        self.__cause__ = root_cause
+    ) -> DependencyFailureError:
+        """The error of task ``task_name``, with the engine's standard message."""
+        return cls(cls.message_for(task_name), failed_dependencies, root_cause, task_name=task_name)
+
+    @staticmethod
+    def message_for(task_name: str) -> str:
+        """The engine's message for a task that could not run."""
+        return f"Cannot execute '{task_name}' due to dependency failure"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from the final message alone (never re-read as a task
+        # name); the attributes come back with the state.
+        message = self.args[0] if self.args else ""
+        return (type(self), (message,), dict(self.__dict__))
+
+    def __setstate__(self, state: dict[str, Any] | None) -> None:
+        if state:
+            self.__dict__.update(state)
+        self.__cause__ = self.root_cause
 
     @property
     def original_exception(self) -> BaseException | None:
@@ -70,7 +131,7 @@ class DependencyFailureError(AsyncFlowError):
     @property
     def chain(self) -> list[str]:
         """Names from this task down to the task whose own error started it."""
-        names = [self.task_name]
+        names = [self.task_name] if self.task_name is not None else []
         cause: BaseException | None = self
         while isinstance(cause, DependencyFailureError) and cause.failed_dependencies:
             names.append(cause.failed_dependencies[0])
@@ -80,6 +141,9 @@ class DependencyFailureError(AsyncFlowError):
 
 class ExecutableError(AsyncFlowError):
     """An executable task's process exited with a non-zero code.
+
+    Survives ``pickle`` and ``copy.deepcopy`` with the same message and
+    attributes.
 
     Attributes:
         exit_code: the process exit code (negative: killed by that signal).
@@ -105,6 +169,12 @@ class ExecutableError(AsyncFlowError):
         self.stderr = stderr
         self.stdout = stdout
         self.command = list(command) if command else None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # ``args`` holds the finished message; rebuild from the fields instead,
+        # or the message would be wrapped a second time.
+        fields = (self.exit_code, self.stderr, self.stdout, self.command)
+        return (type(self), fields, dict(self.__dict__))
 
 
 class EngineShutdownError(AsyncFlowError, RuntimeError):

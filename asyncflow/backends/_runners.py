@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import pickle
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-__all__ = ["CancelHandles", "run_coroutine_function", "run_pickled"]
+__all__ = ["BACKEND_GONE", "CancelHandles", "run_coroutine_function", "run_pickled"]
 
 _local = threading.local()
 
@@ -91,18 +92,32 @@ def run_coroutine_function(
             handles.pop(uid, None)
 
 
-def run_pickled(payload: bytes, uid: str, started: Any, slots: Any = ()) -> tuple[bool, bytes]:
-    """Process-pool entry point: unpickle, report start, run, pickle the outcome.
+BACKEND_GONE = "the backend that sent this task was shut down before it started"
 
-    Returns ``(True, pickled value)`` or ``(False, pickled exception)``.
+
+def run_pickled(payload: bytes, uid: str, started: Any, slots: Any = ()) -> tuple[bool, bytes]:
+    """Process-pool entry point: report start, unpickle, run, pickle the outcome.
+
+    ``started`` is where the start is reported: the pickled proxy of the
+    backend's manager queue (or the proxy itself, or ``None``). It is opened
+    here rather than while the pool unpickles the call: a call still queued
+    when the backend shut down its manager then comes back cancelled, without
+    running and without a worker traceback.
+
+    Returns ``(True, pickled value)`` or ``(False, pickled exception)``; the
+    exception is an ``asyncio.CancelledError`` when the backend was gone.
     """
     import cloudpickle
 
-    func, args, kwargs = cloudpickle.loads(payload)
     if started is not None:
+        try:
+            queue = pickle.loads(started) if isinstance(started, bytes) else started
+        except Exception:  # noqa: BLE001 - the manager is gone: the backend shut down
+            return False, cloudpickle.dumps(asyncio.CancelledError(BACKEND_GONE))
         # A lost start report must not fail the task.
         with contextlib.suppress(Exception):
-            started.put(uid)
+            queue.put(uid)
+    func, args, kwargs = cloudpickle.loads(payload)
     from ..resources import set_current_slots
 
     set_current_slots(slots)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import pickle
 import signal
 import subprocess
 import threading
@@ -99,6 +100,7 @@ class LocalExecutionBackend(BaseBackend):
         self._closed = False
         self._manager: Any = None
         self._started_queue: Any = None
+        self._started_ref: bytes | None = None  # the queue's proxy, pickled
         self._started_reader: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._acquiring: dict[str, asyncio.Task[None]] = {}
@@ -124,13 +126,22 @@ class LocalExecutionBackend(BaseBackend):
 
     # ------------------------------------------------------------------ submission
     async def submit_tasks(self, tasks: list[dict[str, Any]]) -> None:
-        """Start the tasks (each waits for its slots, then for a free worker)."""
+        """Start the tasks (each waits for its slots, then for a free worker).
+
+        On a backend that is shut down every task fails with a
+        ``RuntimeError`` saying so: its pools are gone, and a new engine
+        needs a new backend.
+        """
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         pool = self.resource_pool
         for task in tasks:
             if self._closed:
-                self._finish(task, "CANCELED")
+                task["exception"] = RuntimeError(
+                    f"LocalExecutionBackend {self.name!r} is shut down; "
+                    "create a new backend for a new engine"
+                )
+                self._finish(task, "FAILED")
                 continue
             if task.get("prompt") is not None:
                 task["exception"] = NotImplementedError(_PROMPT_HELP)
@@ -312,7 +323,7 @@ class LocalExecutionBackend(BaseBackend):
         entry: list[Any] = [None, task]
         self._queued[uid] = entry
         cf = self._executor.submit(
-            run_pickled, payload, uid, self._started_queue, task.get("slots") or ()
+            run_pickled, payload, uid, self._started_ref, task.get("slots") or ()
         )
         entry[0] = cf
         cf.add_done_callback(lambda f: self._process_done(task, f))
@@ -337,6 +348,8 @@ class LocalExecutionBackend(BaseBackend):
         if ok:
             task["return_value"] = outcome
             self._finish(task, "DONE")
+        elif isinstance(outcome, asyncio.CancelledError):  # as on a thread
+            self._finish(task, "CANCELED")
         else:
             task["exception"] = outcome
             task["return_value"] = None
@@ -351,6 +364,9 @@ class LocalExecutionBackend(BaseBackend):
         # pool, even one the user built, can tell us when a task starts.
         self._manager = multiprocessing.Manager()
         self._started_queue = self._manager.Queue()
+        # Sent pickled, so a worker opens it inside ``run_pickled``, where a
+        # manager already shut down means "cancelled", not a traceback.
+        self._started_ref = pickle.dumps(self._started_queue)
         self._started_reader = threading.Thread(
             target=self._read_started, name=f"asyncflow-{self.name}-started", daemon=True
         )

@@ -412,7 +412,7 @@ class WorkflowEngine:
             return
         cause_exc = None if cause.cancelled() else cause.exception()
         cause_name = getattr(cause, "name", None) or repr(cause)
-        exc = DependencyFailureError(fut.name, [cause_name], cause_exc)
+        exc = DependencyFailureError.for_task(fut.name, [cause_name], cause_exc)
         fut.set_exception(exc)
         # The root failure is reported on its own future; silence the echoes.
         fut._log_traceback = False

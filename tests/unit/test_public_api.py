@@ -58,8 +58,8 @@ def test_error_tree() -> None:
 
 def test_dependency_failure_chain() -> None:
     root = ValueError("boom")
-    inner = errors.DependencyFailureError("b", ["a"], root)
-    outer = errors.DependencyFailureError("c", ["b"], inner)
+    inner = errors.DependencyFailureError.for_task("b", ["a"], root)
+    outer = errors.DependencyFailureError.for_task("c", ["b"], inner)
     assert str(outer) == "Cannot execute 'c' due to dependency failure"
     assert outer.root_cause is inner and outer.__cause__ is inner
     assert outer.original_exception is root
