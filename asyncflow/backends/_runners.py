@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import pickle
+import signal
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -95,6 +96,23 @@ def run_coroutine_function(
 BACKEND_GONE = "the backend that sent this task was shut down before it started"
 
 
+_signals_reset = False
+
+
+def _own_signals() -> None:
+    """Undo, once per worker process, what a forked worker inherited from the
+    engine's process: the event loop's signal wake-up fd (a signal sent to the
+    worker alone would reach the engine's loop) and its SIGTERM handler (the
+    worker must die of SIGTERM, as a batch system expects)."""
+    global _signals_reset
+    if _signals_reset or threading.current_thread() is not threading.main_thread():
+        return
+    _signals_reset = True
+    with contextlib.suppress(ValueError, OSError):
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def run_pickled(payload: bytes, uid: str, started: Any, slots: Any = ()) -> tuple[bool, bytes]:
     """Process-pool entry point: report start, unpickle, run, pickle the outcome.
 
@@ -109,6 +127,7 @@ def run_pickled(payload: bytes, uid: str, started: Any, slots: Any = ()) -> tupl
     """
     import cloudpickle
 
+    _own_signals()
     if started is not None:
         try:
             queue = pickle.loads(started) if isinstance(started, bytes) else started

@@ -450,13 +450,16 @@ class LocalExecutionBackend(BaseBackend):
 
     def _shutdown_pools(self) -> None:
         self._exec_pool.shutdown(wait=True, cancel_futures=True)
+        # Read before shutdown(), which forgets its worker processes.
+        workers = dict(getattr(self._executor, "_processes", None) or {})
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self._processes and self._tasks_by_uid:
             # Functions still running in worker processes cannot be cancelled:
-            # end the workers rather than wait for them.
-            workers = getattr(self._executor, "_processes", None) or {}
-            for proc in list(workers.values()):
-                proc.terminate()
+            # end the workers rather than wait for them. SIGKILL: a forked
+            # worker inherits the engine's SIGTERM handler and would ignore it.
+            for proc in workers.values():
+                with contextlib.suppress(Exception):  # exited meanwhile
+                    proc.kill()
         if self._manager is not None:
             with contextlib.suppress(Exception):  # the manager is already gone
                 self._started_queue.put(None)

@@ -132,11 +132,11 @@ def _sub_list(obj: list[Any]) -> list[Any]:
 
 @substitute.register(tuple)
 def _sub_tuple(obj: tuple[Any, ...]) -> tuple[Any, ...]:
+    if type(obj) is tuple:  # immutable: a new one is as good (and the common case)
+        return tuple([_value(item) for item in obj])
     items = _changed(obj)
     if items is None:
         return obj
-    if type(obj) is tuple:
-        return tuple(items)
     make = getattr(obj, "_make", None)
     if make is not None:  # a named tuple takes its fields positionally
         return make(items)  # type: ignore[no-any-return]

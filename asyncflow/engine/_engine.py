@@ -39,6 +39,8 @@ logger = logging.getLogger("asyncflow")
 
 # A workflow scope: (workflow id, name, the block whose body opened it).
 _Scope = tuple[str, "str | None", "TaskFuture[Any] | None"]
+# Where a task was registered: its innermost block (if any) and its scope.
+_Where = tuple["TaskFuture[Any] | None", "_Scope | None"]
 
 _STATE_DONE = "DONE"
 _STATE_FAILED = "FAILED"
@@ -255,9 +257,9 @@ class WorkflowEngine:
                 if not isinstance(call_td, dict):
                     fut.args, fut.kwargs = args, kwargs
                     fut.task_description = dict(td)
-                    self._set_context(fut, wf_override)
+                    where = self._set_context(fut, wf_override)
                     self._tasks[fut.uid] = fut
-                    self._created(fut)
+                    self._created(fut, where)
                     return self._fail_at_once(
                         fut,
                         TypeError(
@@ -273,13 +275,13 @@ class WorkflowEngine:
         fut.args = args
         fut.kwargs = kwargs
         fut.task_description = td
-        self._set_context(fut, wf_override)
+        where = self._set_context(fut, wf_override)
         self._tasks[fut.uid] = fut
         if self._closed:
-            self._created(fut)
+            self._created(fut, where)
             return self._fail_at_once(fut, EngineShutdownError("engine is shut down"))
         if spec.backend is not None and spec.backend not in self._backends:
-            self._created(fut)
+            self._created(fut, where)
             known = ", ".join(repr(n) for n in self._backends)
             return self._fail_at_once(
                 fut,
@@ -305,13 +307,13 @@ class WorkflowEngine:
                     find_dependencies(item, found)
         if found is None:
             if self._rec is not None:
-                self._created(fut)
+                self._created(fut, where)
             self._graph.add_ready(fut)
             self._release(fut)
             return fut
         deps = found.futures
         if self._rec is not None:
-            self._created(fut)
+            self._created(fut, where)
         if found.input_files or found.output_files:
             fut._files = (found.input_files, found.output_files)
         for dep in deps:
@@ -330,11 +332,11 @@ class WorkflowEngine:
             return None, scope
         return block, scope
 
-    def _created(self, fut: TaskFuture[Any]) -> None:
+    def _created(self, fut: TaskFuture[Any], where: _Where) -> None:
         rec = self._rec
         if rec is None:
             return
-        block, scope = self._innermost()
+        block, scope = where
         parent = block._tel if block is not None else None
         backend = fut.target_backend or self.backend.name
         fut._tel = rec.task_created(fut, backend, parent, scope)
@@ -355,13 +357,17 @@ class WorkflowEngine:
             return self._rec.open_workflows.get(scope[0])
         return None
 
-    def _set_context(self, fut: TaskFuture[Any], wf_override: str | None) -> None:
-        owner = self._block.get()
-        if owner is not None:  # cancelling the block cancels it, even in a scope inside
-            if owner._members is None:
-                owner._members = []
-            owner._members.append(fut)
-        block, scope = self._innermost()
+    def _set_context(self, fut: TaskFuture[Any], wf_override: str | None) -> _Where:
+        """Place ``fut`` in its block and scope; returns the innermost block
+        (None when a scope opened inside it is innermost) and the scope."""
+        block = self._block.get()
+        scope = self._workflow.get()
+        if block is not None:  # cancelling the block cancels it, even in a scope inside
+            if block._members is None:
+                block._members = []
+            block._members.append(fut)
+            if scope is not None and scope[2] is block:
+                block = None
         if wf_override is not None:
             fut.workflow_id = str(wf_override)
         elif block is not None:
@@ -373,6 +379,7 @@ class WorkflowEngine:
             # The body runs later, maybe from another task's completion: it
             # must see the scopes and blocks of where the block was called.
             fut._context = contextvars.copy_context()
+        return block, scope
 
     def _fail_at_once(self, fut: TaskFuture[Any], exc: BaseException) -> TaskFuture[Any]:
         self._graph.add_ready(fut)
