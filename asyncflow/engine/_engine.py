@@ -28,7 +28,7 @@ from . import _graph as g
 from ._deps import ATOMIC, Found, find_dependencies, substitute
 from ._foreign import Adapter, adapter_for
 from ._future import KIND_BLOCK, KIND_EXECUTABLE, KIND_FUNCTION, KIND_PROMPT, TaskFuture
-from ._registry import Components
+from ._registry import Components, DependencyList
 from ._results import failure_of, stdout_file, value_of
 from ._signals import install_signal_handlers, remove_signal_handlers
 from ._tasks import TaskSpec, make_decorator
@@ -477,11 +477,7 @@ class WorkflowEngine:
             "capture_stdio": fut.capture_stdio,
             "workflow_id": fut.workflow_id,
             "metadata": {
-                "dependencies": tuple(
-                    {"uid": getattr(d, "uid", None), "name": getattr(d, "name", None)} for d in deps
-                )
-                if deps
-                else (),
+                "dependencies": DependencyList(deps) if deps else (),
                 "input_files": tuple(f.path for f in files[0]) if files else (),
                 "output_files": tuple(f.filename for f in files[1]) if files else (),
                 "workflow_name": fut.workflow_name,

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, overload
 
 if TYPE_CHECKING:
     from ._future import TaskFuture
 
-__all__ = ["Components"]
+__all__ = ["Components", "DependencyList"]
 
 
 class Components(Mapping[str, dict[str, Any]]):
@@ -44,3 +44,48 @@ class Components(Mapping[str, dict[str, Any]]):
 
     def __contains__(self, uid: object) -> bool:
         return uid in self._tasks
+
+
+def _entry(dep: Any) -> dict[str, Any]:
+    return {"uid": getattr(dep, "uid", None), "name": getattr(dep, "name", None)}
+
+
+class DependencyList(Sequence[dict[str, Any]]):
+    """``metadata["dependencies"]``: the ``{"uid", "name"}`` of each dependency.
+
+    The dicts are made when read, not when every task is described: a task
+    with 10,000 dependencies costs a reference, not 10,000 dicts. Compares
+    equal to a tuple or list of the same dicts.
+    """
+
+    __slots__ = ("_deps",)
+
+    def __init__(self, deps: Sequence[Any]) -> None:
+        self._deps = deps
+
+    def __len__(self) -> int:
+        return len(self._deps)
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[dict[str, Any], ...]: ...
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return tuple(_entry(d) for d in self._deps[index])
+        return _entry(self._deps[index])
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return (_entry(d) for d in self._deps)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (DependencyList, tuple, list)):
+            return tuple(self) == tuple(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(tuple(self))

@@ -159,6 +159,10 @@ async def test_dependencies_everywhere_in_arguments(local_engine: WorkflowEngine
     desc = engine.components[f"task.{int(a.id) + 3:06d}"]["description"]
     assert [d["uid"] for d in desc["metadata"]["dependencies"]] == [a.uid, b.uid, c.uid]
     assert set(desc["metadata"]["dependencies"][0]) == {"uid", "name"}
+    deps = desc["metadata"]["dependencies"]
+    expected_deps = tuple({"uid": f.uid, "name": "val"} for f in (a, b, c))
+    assert deps == expected_deps and deps[1:] == expected_deps[1:] and len(deps) == 3
+    assert repr(deps) == repr(expected_deps)
 
 
 async def test_dependent_runs_after_its_dependencies(local_engine: WorkflowEngine) -> None:
