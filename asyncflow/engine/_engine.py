@@ -24,6 +24,7 @@ from types import CoroutineType
 from typing import Any
 
 from ..errors import DependencyFailureError, EngineShutdownError, UnknownBackendError
+from . import _gc
 from . import _graph as g
 from ._deps import ATOMIC, Found, find_dependencies, substitute
 from ._foreign import Adapter, adapter_for
@@ -106,6 +107,7 @@ class WorkflowEngine:
         self.telemetry: Any = None
         self._rec: Any = None
         self._telemetry_starting: asyncio.Future[None] | None = None
+        self._gc_counted = False  # counted in _gc while it runs (create() only)
         self.function_task = make_decorator(self, KIND_FUNCTION)
         self.executable_task = make_decorator(self, KIND_EXECUTABLE)
         self.prompt_task = make_decorator(self, KIND_PROMPT)
@@ -152,6 +154,8 @@ class WorkflowEngine:
         for be in engine._backends.values():
             be._work_dir = session_dir
         install_signal_handlers(engine)
+        _gc.engine_started()
+        engine._gc_counted = True
         return engine
 
     def _add_backends(self, backend: Any) -> None:
@@ -946,6 +950,14 @@ class WorkflowEngine:
         await asyncio.shield(self._shutdown_task)
 
     async def _shutdown(self, skip_execution_backend: bool) -> None:
+        try:
+            await self._shut_down(skip_execution_backend)
+        finally:
+            if self._gc_counted:
+                self._gc_counted = False
+                _gc.engine_stopped()
+
+    async def _shut_down(self, skip_execution_backend: bool) -> None:
         remove_signal_handlers(self)
         unfinished = [f for f in self._graph.unfinished() if type(f) is TaskFuture]
         for fut in unfinished:
