@@ -230,6 +230,7 @@ def span_record(span: Mapping[str, Any]) -> SpanRecord | None:
         depends_on=_strings(get(n.TASK_DEPENDS_ON)),
         span_id=str(span.get("span_id") or ""),
         parent_id=str(span.get("parent_span_id") or ""),
+        scope=str(get(n.BLOCK_SCOPE) or "") if level == n.LEVEL_BLOCK else "",
         resolved=steps.get("resolved"),
         queued=steps.get("queued"),
         submitted=steps.get("submitted"),

@@ -125,6 +125,7 @@ class SpanRecord:
                 n.WORKFLOW_ID: uid,
                 n.WORKFLOW_NAME: fut.workflow_name or "",
                 n.BLOCK_UID: uid,
+                n.BLOCK_SCOPE: self.workflow_id or "",
             }
         else:
             td = fut.task_description

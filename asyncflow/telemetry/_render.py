@@ -164,7 +164,10 @@ class LineRenderer:
                 f'"{n.TASK_DEPENDS_ON}":{_json(list(depends_on))}'
             )
         else:
-            varying = f',"{n.WORKFLOW_ID}":{_json(uid)},"{n.BLOCK_UID}":{_json(uid)}'
+            varying = (
+                f',"{n.WORKFLOW_ID}":{_json(uid)},"{n.BLOCK_UID}":{_json(uid)},'
+                f'"{n.BLOCK_SCOPE}":{_json(workflow_id or "")}'
+            )
         if slots:
             varying += f',"{n.TASK_SLOTS}":{_json(list(slots))}'
         varying += f',"{n.TASK_RESULT}":{_json(result)}'

@@ -34,6 +34,8 @@ WORKFLOW_ID: Final = "asyncflow.workflow_id"
 WORKFLOW_NAME: Final = "asyncflow.workflow.name"
 WORKFLOW_RESULT: Final = "asyncflow.workflow.result"
 BLOCK_UID: Final = "asyncflow.block.uid"
+# The workflow id or outer block uid a block was called under ("" at top level).
+BLOCK_SCOPE: Final = "asyncflow.block.scope"
 TASK_UID: Final = "asyncflow.task.uid"
 TASK_NAME: Final = "asyncflow.task.name"
 TASK_TYPE: Final = "asyncflow.task.type"
@@ -60,6 +62,7 @@ SPAN_ATTRIBUTES: Final = frozenset(
         WORKFLOW_NAME,
         WORKFLOW_RESULT,
         BLOCK_UID,
+        BLOCK_SCOPE,
         TASK_UID,
         TASK_NAME,
         TASK_TYPE,

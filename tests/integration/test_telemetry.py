@@ -225,6 +225,7 @@ async def test_block_released_later_keeps_where_it_was_called(
         and s.attributes.get(names.LEVEL) == "workflow"
     )
     assert parent_of(block_span) == workflow_a.context.span_id  # type: ignore[union-attr]
+    assert block_span.attributes[names.BLOCK_SCOPE] == "wf-a"
     durations = {
         p["attributes"][names.WORKFLOW_NAME]: p["count"]
         for p in tel.read_metrics()

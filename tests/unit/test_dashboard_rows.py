@@ -254,3 +254,24 @@ async def test_a_real_run_with_nested_blocks_has_one_row(tmp_path: Path) -> None
         for source in (growing, CheckpointSource(live)):
             keys = [key for key, _, _ in rows_of(source.poll())]
             assert keys in ([], ["wf-1"]), (count, data[count - 1][:80])
+
+
+async def test_spans_alone_place_blocks_before_their_workflow_span(tmp_path: Path) -> None:
+    """OTLP, Jaeger and Tempo give spans only: block spans name the scope they
+    were called in (``asyncflow.block.scope``), so a live run whose workflow
+    span is not exported yet still has one row per instance."""
+    path = await _nested_run(tmp_path)
+    spans = [
+        json.loads(line)
+        for line in path.read_text().splitlines()
+        if line.startswith('{"section":"span"')
+    ]
+    blocks = [s for s in spans if s["attributes"].get(n.LEVEL) == n.LEVEL_BLOCK]
+    assert sorted(s["attributes"][n.BLOCK_SCOPE] for s in blocks) == ["block.000002", "wf-1"]
+    builder = RunBuilder("spans only")
+    for span in spans:
+        if span["attributes"].get(n.LEVEL) != n.LEVEL_WORKFLOW:  # not exported yet
+            builder.add_span(span)
+    run = builder.snapshot()
+    ((key, wf_type, tasks),) = rows_of(run)
+    assert (key, wf_type, len(tasks)) == ("wf-1", "sim", 3)
