@@ -29,7 +29,14 @@ from ._plot import (
 )
 from .model import STATE_CANCELED, STATE_FAILED, STATE_RUNNING, Run, SpanRecord
 
-__all__ = ["BAR_LIMIT", "GANTT_LIMIT", "MAX_STEPS", "campaign_figure", "gantt_figure"]
+__all__ = [
+    "BAR_LIMIT",
+    "GANTT_LIMIT",
+    "MAX_STEPS",
+    "campaign_figure",
+    "gantt_figure",
+    "zoom_window",
+]
 
 BAR_LIMIT = 2_000  # more tasks than this are drawn as WebGL line segments, not SVG bars
 MAX_STEPS = c.ENVELOPE_POINTS
@@ -118,7 +125,11 @@ def _never_ran(never: Mapping[str, list[Any]]) -> go.Scatter:
 
 
 def _segments(
-    rows: list[c.Row], run: Run, colours: Mapping[str, str], height: int
+    rows: list[c.Row],
+    run: Run,
+    colours: Mapping[str, str],
+    height: int,
+    window: tuple[float, float] | None = None,
 ) -> tuple[list[go.BaseTraceType], int]:
     """One WebGL line trace per type, aggregated to the screen's resolution.
 
@@ -126,10 +137,18 @@ def _segments(
     each); on a line, tasks of one type less than a pixel apart are one
     segment, and a task shorter than a pixel is drawn a pixel long. The
     picture is the one the screen could show anyway, at a fraction of the
-    vertices. Returns the traces and the number of segments drawn.
+    vertices. With ``window`` (seconds from the start: a zoomed view), only
+    tasks in it are drawn, aggregated to the window's own resolution, so
+    zooming in shows ever finer detail down to single tasks. Returns the
+    traces and the number of segments drawn.
     """
     group = max(1, math.ceil(len(rows) / ROW_PIXELS))
-    pixel = run.rel(run.end) / PIXELS
+    if window is not None:
+        low, high = window
+        pixel = (high - low) / PIXELS
+    else:
+        low, high = -math.inf, math.inf
+        pixel = run.rel(run.end) / PIXELS
     spans: dict[tuple[int, str], list[tuple[float, float]]] = defaultdict(list)
     failed_x: list[float] = []
     failed_y: list[float] = []
@@ -137,12 +156,13 @@ def _segments(
         line = spans[(index // group, row.workflow_type)]
         for task in row.tasks:
             span = _run_span(task, run)
-            if span is not None:
+            if span is not None and span[1] >= low - pixel and span[0] <= high + pixel:
                 line.append((span[0], max(span[1], span[0] + pixel)))
             if task.state in (STATE_FAILED, STATE_CANCELED):
-                end = task.finished if task.finished is not None else run.end
-                failed_x.append(end - run.start)
-                failed_y.append(index)
+                end = (task.finished if task.finished is not None else run.end) - run.start
+                if low <= end <= high:
+                    failed_x.append(end)
+                    failed_y.append(index)
     xs: dict[str, list[float]] = defaultdict(list)
     ys: dict[str, list[float]] = defaultdict(list)
     nan, drawn = math.nan, 0
@@ -278,6 +298,7 @@ def campaign_figure(
     capacity: Mapping[str, int] | None = None,
     bar_limit: int = BAR_LIMIT,
     max_steps: int = MAX_STEPS,
+    window: tuple[float, float] | None = None,
 ) -> go.Figure:
     """The campaign timeline: a row per workflow instance, busy slots below, configuration beside.
 
@@ -289,6 +310,8 @@ def campaign_figure(
         bar_limit: up to this many tasks are SVG bars (labelled, hoverable);
             more are WebGL segments, so 100,000 tasks still draw in a blink.
         max_steps: step functions with more changes show per-bin peaks.
+        window: the time range shown (seconds from the start), when the user
+            zoomed: an aggregated timeline is aggregated again for it.
     """
     all_rows = c.timeline_rows(run)
     rows = all_rows if types is None and states is None else c.timeline_rows(run, types, states)
@@ -311,8 +334,9 @@ def campaign_figure(
         horizontal_spacing=0.02,
         subplot_titles=("Workflow instances", "Configuration", "Busy slots"),
     )
+    window = _valid_window(window)
     if large:
-        traces, drawn = _segments(rows, run, colours, top)
+        traces, drawn = _segments(rows, run, colours, top, window)
     else:
         traces, drawn = _bars(rows, run, colours), count
     for trace in traces:
@@ -335,6 +359,9 @@ def campaign_figure(
     title = f"{count} tasks in {len(rows)} workflow instances"
     if large:
         title += f" (aggregated to screen resolution: {drawn} segments; WebGL)"
+        if window is not None:
+            fig.update_xaxes(range=list(window), row=1, col=1)
+            title += f"; zoomed to {window[0]:.3f}-{window[1]:.3f} s"
     fig.update_layout(
         template=TEMPLATE,
         height=top + 240 + 130,
@@ -345,8 +372,43 @@ def campaign_figure(
         uniformtext={"minsize": 8, "mode": "hide"},
         hovermode="closest",
         meta={"rows": [r.key for r in rows]},
+        uirevision="campaign",  # a live refresh keeps the user's zoom
     )
     return fig
+
+
+def _valid_window(window: tuple[float, float] | None) -> tuple[float, float] | None:
+    if window is None:
+        return None
+    try:
+        low, high = float(window[0]), float(window[1])
+    except (TypeError, ValueError, IndexError):
+        return None
+    if not (math.isfinite(low) and math.isfinite(high)) or high <= low:
+        return None
+    return low, high
+
+
+def zoom_window(relayout: Mapping[str, Any] | None) -> tuple[str, tuple[float, float] | None]:
+    """What a Plotly ``relayoutData`` event does to the timeline's time range.
+
+    Returns ``("set", (low, high))`` for a new x range of the timeline,
+    ``("reset", None)`` when its x axis went back to autorange (a double
+    click), and ``("keep", None)`` for anything else (a y-only zoom, a
+    resize, the busy-slot panel's own axis).
+    """
+    if not relayout:
+        return "keep", None
+    if relayout.get("xaxis.autorange") or relayout.get("xaxis2.autorange"):
+        return "reset", None
+    for axis in ("xaxis", "xaxis2"):  # the busy-slot panel shares the timeline's x
+        pair = relayout.get(f"{axis}.range")
+        if pair is None and f"{axis}.range[0]" in relayout:
+            pair = (relayout.get(f"{axis}.range[0]"), relayout.get(f"{axis}.range[1]"))
+        if pair is not None:
+            window = _valid_window(tuple(pair))
+            return ("set", window) if window is not None else ("keep", None)
+    return "keep", None
 
 
 def gantt_figure(run: Run, key: str, *, limit: int = GANTT_LIMIT) -> go.Figure:

@@ -238,6 +238,7 @@ def _layout(board: Dashboard, refresh: float) -> html.Div:
                 ],
             ),
             dcc.Store(id="version"),
+            dcc.Store(id="campaign-window"),
             *(dcc.Store(id=f"{tab}-drawn") for tab in TABS),
             dcc.Interval(id="tick", interval=max(refresh, 0.2) * 1000, disabled=refresh <= 0),
         ],
@@ -333,13 +334,32 @@ def _callbacks(app: dash.Dash, board: Dashboard) -> None:
             return dash.no_update, dash.no_update, dash.no_update
         return (*_instances(shown, key), "workflow")
 
+    # The last relayout event that moved the timeline's time axis, kept in the
+    # browser: a server callback here would race Plotly's follow-up events
+    # (an 'autosize' right after a zoom) and have its answer dropped as stale.
+    app.clientside_callback(  # type: ignore[no-untyped-call]
+        """
+        function(relayout) {
+            if (relayout) {
+                for (const key in relayout) {
+                    if (key.startsWith("xaxis")) { return relayout; }
+                }
+            }
+            return window.dash_clientside.no_update;
+        }
+        """,
+        Output("campaign-window", "data"),
+        Input("campaign-graph", "relayoutData"),
+        prevent_initial_call=True,
+    )
+
     def lazy(tab: str, graph: str, build: Any, *inputs: str) -> None:
         @app.callback(
             Output(graph, "figure"),
             Output(f"{tab}-drawn", "data"),
             Input("tab", "value"),
             Input("version", "data"),
-            *(Input(i, "value") for i in inputs),
+            *(Input(*_prop(i)) for i in inputs),
             State(f"{tab}-drawn", "data"),
         )
         def draw(active: str, version: Any, *rest: Any) -> tuple[Any, Any]:
@@ -352,9 +372,10 @@ def _callbacks(app: dash.Dash, board: Dashboard) -> None:
     lazy(
         "campaign",
         "campaign-graph",
-        lambda types, states: campaign(board, types, states),
+        lambda types, states, zoom: campaign(board, types, states, zoom),
         "types",
         "states",
+        "campaign-window.data",
     )
     lazy(
         "workflow",
@@ -397,10 +418,20 @@ def serve(app: dash.Dash, host: str = "127.0.0.1", port: int = 8050) -> None:
     app.run(host=host, port=port, debug=False)
 
 
-def campaign(board: Dashboard, types: Any = None, states: Any = None) -> go.Figure:
-    """The campaign timeline of the board's run, with these filters."""
+def campaign(
+    board: Dashboard, types: Any = None, states: Any = None, zoom: Any = None
+) -> go.Figure:
+    """The campaign timeline of the board's run, with these filters.
+
+    ``zoom`` is the last Plotly relayout event of the timeline's time axis:
+    a zoomed, aggregated timeline is aggregated again for the window shown.
+    """
     return board.draw(
-        f.campaign_figure, types=types or None, states=states or None, capacity=board.capacity
+        f.campaign_figure,
+        types=types or None,
+        states=states or None,
+        capacity=board.capacity,
+        window=f.zoom_window(zoom)[1],
     )
 
 
@@ -433,3 +464,9 @@ def preload(board: Dashboard, report: Callable[[str], None] | None = None) -> th
 
 def _say(line: str) -> None:
     print(line, flush=True)
+
+
+def _prop(spec: str) -> tuple[str, str]:
+    """``"id"`` means the component's ``value``; ``"id.prop"`` names the property."""
+    component, _, prop = spec.partition(".")
+    return component, prop or "value"

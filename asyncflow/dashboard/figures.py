@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from ._panels import STATE_COLOURS, summary_figure, utilisation_figure
 from ._plot import FAILED, PALETTE, empty_figure, slot_label, type_colours, values_of
-from ._timeline import BAR_LIMIT, GANTT_LIMIT, MAX_STEPS, campaign_figure, gantt_figure
+from ._timeline import (
+    BAR_LIMIT,
+    GANTT_LIMIT,
+    MAX_STEPS,
+    campaign_figure,
+    gantt_figure,
+    zoom_window,
+)
 
 __all__ = [
     "BAR_LIMIT",
@@ -25,4 +32,5 @@ __all__ = [
     "type_colours",
     "utilisation_figure",
     "values_of",
+    "zoom_window",
 ]

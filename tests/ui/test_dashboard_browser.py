@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -163,3 +165,85 @@ def test_binds_to_localhost_unless_told(recorded_run: Path, servers: Callable[..
             if c.status == psutil.CONN_LISTEN
         }
         assert listening == {(address, server.port)}
+
+
+async def _large_run(directory: Path, tasks: int = 3_000) -> Path:
+    """A dry run of ``tasks`` tasks in chains of 10: more than the timeline draws as bars."""
+    from asyncflow import WorkflowEngine
+
+    engine = await WorkflowEngine.create(dry_run=True, work_dir=directory)
+    tel = await engine.start_telemetry(checkpoint_path=directory)
+
+    @engine.function_task
+    async def step(*deps: Any) -> None:
+        return None
+
+    futures = []
+    for w in range(tasks // 10):
+        async with engine.workflow_scope(name=("sim", "train")[w % 2]):
+            previous = step()
+            futures.append(previous)
+            for _ in range(9):
+                previous = step(previous)
+                futures.append(previous)
+        if w % 20 == 19:  # let the clock move between batches of instances
+            await asyncio.gather(*futures)
+    await asyncio.gather(*futures)
+    await engine.shutdown()
+    assert tel.checkpoint_file is not None
+    return Path(tel.checkpoint_file)
+
+
+def segment_count(browser: Any) -> int:
+    title = text_of(browser, "#campaign-graph .gtitle")
+    match = re.search(r"(\d+) segments", title)
+    return int(match.group(1)) if match else -1
+
+
+def test_zooming_a_large_timeline_draws_the_window_in_detail(
+    browser: Any, servers: Callable[..., Server], tmp_path: Path
+) -> None:
+    path = asyncio.run(_large_run(tmp_path))
+    server = servers(str(path)).wait_ready()
+    browser.get(server.url)
+    browser.get_log("browser")
+    whole = wait_for(lambda: segment_count(browser) > 0 and segment_count(browser), what="WebGL")
+    span = browser.execute_script(  # where the tasks are, in seconds from the start
+        "var p = document.querySelector('#campaign-graph .js-plotly-plot');"
+        "var xs = [];"
+        "p._fullData.filter(t => t.type === 'scattergl' && t.mode === 'lines')"
+        "  .forEach(t => Array.from(t.x).forEach(x => { if (isFinite(x)) xs.push(x); }));"
+        "return [Math.min(...xs), Math.max(...xs)];"
+    )
+    low, high = float(span[0]), float(span[1])
+    # The first fortieth of the run, where the first batch of instances ran
+    # (a dry run is bursty: the middle may hold no task at all).
+    middle, width = low + (high - low) / 80, (high - low) / 80
+    browser.execute_script(
+        "var p = document.querySelector('#campaign-graph .js-plotly-plot');"
+        "Plotly.relayout(p, {'xaxis.range': [arguments[0], arguments[1]]});",
+        middle - width,
+        middle + width,
+    )
+    title = wait_for(
+        lambda: (
+            "zoomed to" in text_of(browser, "#campaign-graph .gtitle")
+            and text_of(browser, "#campaign-graph .gtitle")
+        ),
+        what="the timeline aggregated again for the zoomed window",
+    )
+    assert f"zoomed to {middle - width:.3f}" in title
+    assert 0 < segment_count(browser) != whole
+    # A double click (autorange) goes back to the whole run.
+    browser.execute_script(
+        "var p = document.querySelector('#campaign-graph .js-plotly-plot');"
+        "Plotly.relayout(p, {'xaxis.autorange': true});"
+    )
+    wait_for(
+        lambda: (
+            "zoomed" not in text_of(browser, "#campaign-graph .gtitle")
+            and segment_count(browser) == whole
+        ),
+        what="the whole run again",
+    )
+    assert severe_console_entries(browser) == []

@@ -145,6 +145,52 @@ def test_large_runs_are_aggregated_webgl_segments() -> None:
     assert len(f.values_of(lines[0].x)) == len(f.values_of(lines[0].y))
 
 
+def test_zooming_an_aggregated_timeline_aggregates_the_window_again() -> None:
+    builder = RunBuilder("large")
+    builder.add_span(r.session_span(end=100.0))
+    count = 3_000
+    for i in range(count):  # all in one row: tasks 0.01 s long, 0.03 s apart
+        builder.add_span(
+            r.task_span(f"task.{i + 1:06d}", "wf-1", "a", 0, None, i * 0.03, i * 0.03 + 0.01)
+        )
+    run = builder.snapshot()
+
+    def segments(fig: Any) -> list[tuple[float, float]]:
+        (line,) = [t for t in traces(fig, "scattergl") if t.mode == "lines"]
+        xs = f.values_of(line.x)
+        return list(zip(xs[0::3], xs[1::3], strict=True))
+
+    whole = f.campaign_figure(run, bar_limit=1_000)
+    assert len(segments(whole)) == 1  # 90 s over 1,500 pixels: one merged line
+    zoomed = f.campaign_figure(run, bar_limit=1_000, window=(30.0, 33.0))
+    shown = segments(zoomed)
+    # 3 s over 1,500 pixels: every task is its own segment again.
+    assert len(shown) in (100, 101)
+    assert all(lo >= 29.9 and hi <= 33.1 for lo, hi in shown)
+    assert all(hi - lo == pytest.approx(0.01, abs=0.003) for lo, hi in shown)
+    assert list(zoomed.layout.xaxis.range) == [30.0, 33.0]
+    assert "zoomed to 30.000-33.000 s" in zoomed.layout.title.text
+    assert zoomed.layout.uirevision == whole.layout.uirevision == "campaign"
+    # A nonsense window is ignored rather than drawing nothing.
+    assert len(segments(f.campaign_figure(run, bar_limit=1_000, window=(5.0, 5.0)))) == 1
+
+
+@pytest.mark.parametrize(
+    ("relayout", "expected"),
+    [
+        ({"xaxis.range[0]": 1.5, "xaxis.range[1]": 4}, ("set", (1.5, 4.0))),
+        ({"xaxis2.range": [2, 3]}, ("set", (2.0, 3.0))),
+        ({"xaxis.autorange": True, "yaxis.autorange": True}, ("reset", None)),
+        ({"yaxis.range[0]": 3, "yaxis.range[1]": 9}, ("keep", None)),
+        ({"autosize": True}, ("keep", None)),
+        ({"xaxis.range[0]": "x", "xaxis.range[1]": 2}, ("keep", None)),
+        (None, ("keep", None)),
+    ],
+)
+def test_zoom_window_reads_plotly_relayout_events(relayout: Any, expected: Any) -> None:
+    assert f.zoom_window(relayout) == expected
+
+
 def test_gantt_shows_segments_failures_and_dependencies() -> None:
     builder = RunBuilder("gantt")
     builder.add_span(r.session_span())
