@@ -228,6 +228,24 @@ async def test_errors_come_back_from_worker_processes_intact(tmp_path: Path) -> 
         await engine.shutdown()
 
 
+def run_script(tmp_path: Path, source: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``source`` as a program of its own (this checkout importable), with ``args``."""
+    script = tmp_path / "program.py"
+    script.write_text(source)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.run(
+        [sys.executable, str(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env=env,
+        check=False,
+    )
+
+
 SHUTDOWN_SCRIPT = textwrap.dedent(
     """
     import asyncio, sys, time
@@ -257,20 +275,7 @@ SHUTDOWN_SCRIPT = textwrap.dedent(
 
 
 def test_process_pool_shutdown_with_queued_work_is_quiet(tmp_path: Path) -> None:
-    script = tmp_path / "shutdown_queued.py"
-    script.write_text(SHUTDOWN_SCRIPT)
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-    }
-    done = subprocess.run(
-        [sys.executable, str(script), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=False,
-    )
+    done = run_script(tmp_path, SHUTDOWN_SCRIPT, str(tmp_path))
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
     assert "Error" not in done.stderr, done.stderr
@@ -309,22 +314,9 @@ RUNNING_AT_SHUTDOWN = textwrap.dedent(
 def test_process_pool_shutdown_ends_workers_still_running(tmp_path: Path) -> None:
     """A function running in a worker process cannot be cancelled: shutdown ends
     the worker instead of leaving the program waiting for it at exit."""
-    script = tmp_path / "running.py"
-    script.write_text(RUNNING_AT_SHUTDOWN)
     pid_file = tmp_path / "worker.pid"
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-    }
     started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, str(script), str(tmp_path), str(pid_file)],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        env=env,
-        check=False,
-    )
+    done = run_script(tmp_path, RUNNING_AT_SHUTDOWN, str(tmp_path), str(pid_file))
     took = time.monotonic() - started
     assert done.returncode == 0, done.stderr
     assert "state CANCELLED" in done.stdout
@@ -377,20 +369,7 @@ SIGTERM_TO_WORKER = textwrap.dedent(
 def test_sigterm_to_a_worker_kills_that_worker_not_the_engine(tmp_path: Path) -> None:
     """A forked worker must not keep the engine's signal handling: SIGTERM
     sent to it ends it (its task fails), and the engine's loop never hears."""
-    script = tmp_path / "sigterm.py"
-    script.write_text(SIGTERM_TO_WORKER)
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-    }
-    done = subprocess.run(
-        [sys.executable, str(script), str(tmp_path), str(tmp_path / "worker.pid")],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        env=env,
-        check=False,
-    )
+    done = run_script(tmp_path, SIGTERM_TO_WORKER, str(tmp_path), str(tmp_path / "worker.pid"))
     assert done.returncode == 0, done.stderr
     assert "task FAILED" in done.stdout, done.stdout + done.stderr
     assert "engine shut down False" in done.stdout
