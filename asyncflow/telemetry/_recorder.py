@@ -7,11 +7,10 @@ OpenTelemetry ``ReadableSpan`` objects are built only when a span processor
 wants them, event objects only when someone subscribed. The OpenTelemetry
 SDK is not imported here.
 
-Lines are written at a task's milestones: ``TaskCreated`` and
-``TaskStarted`` as they happen (a live dashboard sees what waits and what
-runs), the ``resolved``/``queued``/``submitted`` steps together with the
-final event and the span when the task ends. Every line carries its own
-``event_time``; subscribers get every event as it happens.
+Every event line is written as it happens (a live dashboard sees what waits
+and what runs, and a crash loses no step already taken); the span is written
+with the final event when the task ends. Subscribers get every event as it
+happens.
 """
 
 from __future__ import annotations
@@ -397,16 +396,22 @@ class Recorder:
 
     def resolved(self, rec: SpanRecord) -> None:
         rec.t_resolved = t_ns = time.time_ns()
+        if self._put is not None:
+            self._put(("E", rec.uid, t_ns, _ID_RESOLVED))
         if self.subscribers_active and self.deliver is not None:
             self.deliver(n.EVENT_TASK_RESOLVED, rec, t_ns / 1e9, {}, rec.id_base + _ID_RESOLVED)
 
     def queued(self, rec: SpanRecord) -> None:
         rec.t_queued = t_ns = time.time_ns()
+        if self._put is not None:
+            self._put(("E", rec.uid, t_ns, _ID_QUEUED))
         if self.subscribers_active and self.deliver is not None:
             self.deliver(n.EVENT_TASK_QUEUED, rec, t_ns / 1e9, {}, rec.id_base + _ID_QUEUED)
 
     def submitted(self, rec: SpanRecord) -> None:
         rec.t_submitted = t_ns = time.time_ns()
+        if self._put is not None:
+            self._put(("E", rec.uid, t_ns, _ID_SUBMITTED))
         if self.subscribers_active and self.deliver is not None:
             self.deliver(n.EVENT_TASK_SUBMITTED, rec, t_ns / 1e9, {}, rec.id_base + _ID_SUBMITTED)
 

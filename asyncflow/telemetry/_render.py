@@ -13,12 +13,15 @@ Records (first item is the kind):
   created (its ``TaskCreated`` line); the rest is kept for its span.
 - ``("A", uid, t_ns, fields)``: a backend assigned its resource slots (its
   ``asyncflow.ResourceAssigned`` line; ``fields``: slots, cpus, gpus).
+- ``("E", uid, t_ns, offset)``: it reached a step before it started
+  (``offset``: ``ID_RESOLVED``, ``ID_QUEUED`` or ``ID_SUBMITTED``; its
+  ``TaskResolved``/``TaskQueued``/``TaskSubmitted`` line).
 - ``("S", uid, t_ns)``: it started (its ``TaskStarted`` line).
 - ``("F", uid, final_event, error_type, end_ns, status, description,
   t_resolved, t_queued, t_submitted, t_started, result, depends_on, extra,
   slots)``:
-  it ended: the lines of its ``resolved``/``queued``/``submitted`` steps, its
-  final event and its span (``extra``: attributes added by enrichers).
+  it ended: its final event and its span (``extra``: attributes added by
+  enrichers).
 - ``("P", span)``: any other finished span (session, workflow, user spans).
 
 ``span`` is ``(name, span_id, parent_id, start_ns, end_ns, status,
@@ -39,6 +42,11 @@ _json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
 
 # Offsets of a task's events inside its block of event ids.
 ID_CREATED, ID_RESOLVED, ID_QUEUED, ID_SUBMITTED, ID_STARTED, ID_FINAL, ID_ASSIGNED = range(7)
+_STEP_EVENTS = {
+    ID_RESOLVED: n.EVENT_TASK_RESOLVED,
+    ID_QUEUED: n.EVENT_TASK_QUEUED,
+    ID_SUBMITTED: n.EVENT_TASK_SUBMITTED,
+}
 
 
 def _seconds(t_ns: int) -> str:
@@ -85,6 +93,11 @@ class LineRenderer:
             attrs = f"{{{wf},{named}" if wf else f"{{{named}"
             created_tail = f'{head}"attributes":{attrs},"span_id":"{span_id:016x}"'
             return self._line(n.EVENT_TASK_CREATED, created_tail, t_ns, base + ID_CREATED, None)
+        if kind == "E":
+            tail, created = self._tasks.get(record[1], ("", None))
+            base = created[2] if created is not None else 0
+            offset = record[3]
+            return self._line(_STEP_EVENTS[offset], tail, record[2], base + offset, None)
         if kind == "S":
             tail, created = self._tasks.get(record[1], ("", None))
             base = created[2] if created is not None else 0
@@ -125,14 +138,8 @@ class LineRenderer:
         (_, _, base, start, backend, workflow_id, span_id, parent, level, name) = created[:10]
         task_kind, workflow_name, cpus, gpus = created[10:14]
         line = self._line
-        parts = []
-        if t_resolved:
-            parts.append(line(n.EVENT_TASK_RESOLVED, tail, t_resolved, base + ID_RESOLVED, None))
-        if t_queued:
-            parts.append(line(n.EVENT_TASK_QUEUED, tail, t_queued, base + ID_QUEUED, None))
-        if t_submitted:
-            parts.append(line(n.EVENT_TASK_SUBMITTED, tail, t_submitted, base + ID_SUBMITTED, None))
-        parts.append(
+        # The steps before the final event were written as they happened.
+        parts = [
             line(
                 final,
                 tail,
@@ -140,7 +147,7 @@ class LineRenderer:
                 base + ID_FINAL,
                 {"error_type": error_type} if error_type else None,
             )
-        )
+        ]
         key = (level, workflow_name, name, task_kind, backend, cpus, gpus)
         prefix = self._prefix.get(key)
         if prefix is None:

@@ -607,6 +607,49 @@ async def test_checkpoint_survives_sigkill(tmp_path: Path) -> None:
     assert len(list(read_checkpoint(files[0]))) >= len(parsed)
 
 
+async def test_a_killed_run_keeps_the_steps_its_running_tasks_took(tmp_path: Path) -> None:
+    """Every event line is written when it happens, not when the task ends."""
+    import os
+    import signal
+    import sys
+
+    out = tmp_path / "out"
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import asyncio\n"
+        "from asyncflow import LocalExecutionBackend, WorkflowEngine\n"
+        "async def main():\n"
+        "    backend = await LocalExecutionBackend()\n"
+        f"    engine = await WorkflowEngine.create(backend=backend, work_dir={str(tmp_path)!r})\n"
+        f"    await engine.start_telemetry(checkpoint_path={str(out)!r})\n"
+        "    @engine.function_task\n"
+        "    async def stuck():\n"
+        "        await asyncio.sleep(600)\n"
+        "    fut = stuck()\n"
+        "    while fut.state != 'RUNNING':\n"
+        "        await asyncio.sleep(0.01)\n"
+        "    await asyncio.sleep(1.0)  # the writer sends at least every 0.25 s\n"
+        "    print(fut.uid, flush=True)\n"
+        "    await asyncio.sleep(600)\n"
+        "asyncio.run(main())\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), stdout=asyncio.subprocess.PIPE, env={**os.environ}
+    )
+    assert proc.stdout is not None
+    uid = (await asyncio.wait_for(proc.stdout.readline(), timeout=60)).decode().strip()
+    proc.send_signal(signal.SIGKILL)
+    await proc.wait()
+    events = [r["name"] for r in read_checkpoint(out, ["event"]) if r.get("task_id") == uid]
+    assert events == [
+        "TaskCreated",
+        "asyncflow.TaskResolved",
+        "TaskQueued",
+        "TaskSubmitted",
+        "TaskStarted",
+    ]
+
+
 # ---------------------------------------------------------------- session facts
 
 

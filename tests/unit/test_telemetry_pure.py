@@ -64,6 +64,7 @@ def render_task(renderer: LineRenderer, *, failed: bool = False) -> list[dict[st
         1,
         2,
     )
+    steps = [("E", "task.000007", T0 + 10 * (i + 1), offset) for i, offset in enumerate((1, 2, 3))]
     started = ("S", "task.000007", T0 + 40)
     finished = (
         "F",
@@ -85,6 +86,7 @@ def render_task(renderer: LineRenderer, *, failed: bool = False) -> list[dict[st
     assigned = ("A", "task.000007", T0 + 35, {"slots": ["gpu:1", "cpu:0"], "cpus": 1, "gpus": 1})
     text = (
         renderer.render(created)
+        + "".join(renderer.render(step) for step in steps)
         + renderer.render(assigned)
         + renderer.render(started)
         + renderer.render(finished)
@@ -96,18 +98,20 @@ def render_task(renderer: LineRenderer, *, failed: bool = False) -> list[dict[st
 def test_task_records_render_to_events_and_one_span() -> None:
     renderer = LineRenderer("sess", "node-1", "ab" * 16)
     lines = render_task(renderer)
-    assert lines[1]["name"] == "asyncflow.ResourceAssigned"
-    assert lines[1]["slots"] == ["gpu:1", "cpu:0"] and lines[1]["gpus"] == 1
-    del lines[1]
+    assert lines[4]["name"] == "asyncflow.ResourceAssigned"
+    assert lines[4]["slots"] == ["gpu:1", "cpu:0"] and lines[4]["gpus"] == 1
+    del lines[4]
     assert [r["section"] for r in lines] == ["event"] * 6 + ["span"]
+    # In lifecycle order: every step is written when it happens.
     assert [r["name"] for r in lines[:6]] == [
         "TaskCreated",
-        "TaskStarted",
         "asyncflow.TaskResolved",
         "TaskQueued",
         "TaskSubmitted",
+        "TaskStarted",
         "TaskCompleted",
     ]
+    assert [r["event_time"] for r in lines[:6]] == sorted(r["event_time"] for r in lines[:6])
     for event in lines[:6]:
         assert set(names.EVENT_BASE_FIELDS) <= set(event)
         assert event["event_type"] == event["name"]
