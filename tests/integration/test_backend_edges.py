@@ -284,57 +284,9 @@ def test_process_pool_shutdown_with_queued_work_is_quiet(tmp_path: Path) -> None
     assert lines["states"] == "['CANCELLED']"
 
 
-RUNNING_AT_SHUTDOWN = textwrap.dedent(
-    """
-    import asyncio, os, sys
-    from concurrent.futures import ProcessPoolExecutor
-    from asyncflow import LocalExecutionBackend, WorkflowEngine
-
-    async def main():
-        backend = await LocalExecutionBackend(ProcessPoolExecutor(1))
-        engine = await WorkflowEngine.create(backend=backend, work_dir=sys.argv[1])
-
-        @engine.function_task
-        async def stuck(path):
-            with open(path, "w") as f:
-                f.write(str(os.getpid()))
-            await asyncio.sleep(120)
-
-        fut = stuck(sys.argv[2])
-        while not os.path.exists(sys.argv[2]) or fut.state != "RUNNING":
-            await asyncio.sleep(0.01)
-        await engine.shutdown()
-        print("state", fut.state, flush=True)
-
-    asyncio.run(main())
-    """
-)
-
-
-def test_process_pool_shutdown_ends_workers_still_running(tmp_path: Path) -> None:
-    """A function running in a worker process cannot be cancelled: shutdown ends
-    the worker instead of leaving the program waiting for it at exit."""
-    pid_file = tmp_path / "worker.pid"
-    started = time.monotonic()
-    done = run_script(tmp_path, RUNNING_AT_SHUTDOWN, str(tmp_path), str(pid_file))
-    took = time.monotonic() - started
-    assert done.returncode == 0, done.stderr
-    assert "state CANCELLED" in done.stdout
-    assert took < 30, f"the program waited {took:.0f} s for the worker"
-    worker = int(pid_file.read_text())
-    assert not _alive(worker), f"worker process {worker} still runs"
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, not yet reaped by its new parent, does not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-SIGTERM_TO_WORKER = textwrap.dedent(
+# A program whose one worker process runs a stuck function; argv[3] says what
+# happens next: "shutdown" the engine, or "sigterm" the worker alone.
+STUCK_WORKER = textwrap.dedent(
     """
     import asyncio, os, signal, sys
     from concurrent.futures import ProcessPoolExecutor
@@ -353,23 +305,49 @@ SIGTERM_TO_WORKER = textwrap.dedent(
         fut = stuck(sys.argv[2])
         while not os.path.exists(sys.argv[2]) or fut.state != "RUNNING":
             await asyncio.sleep(0.01)
-        os.kill(int(open(sys.argv[2]).read()), signal.SIGTERM)
-        try:
-            await asyncio.wait_for(asyncio.shield(fut), 20)
-        except Exception as exc:
-            print("task", fut.state, type(exc).__name__, flush=True)
-        print("engine shut down", engine.is_shutdown, flush=True)
+        if sys.argv[3] == "sigterm":
+            os.kill(int(open(sys.argv[2]).read()), signal.SIGTERM)
+            try:
+                await asyncio.wait_for(asyncio.shield(fut), 20)
+            except Exception as exc:
+                print("task", fut.state, type(exc).__name__, flush=True)
+            print("engine shut down", engine.is_shutdown, flush=True)
         await engine.shutdown()
+        print("state", fut.state, flush=True)
 
     asyncio.run(main())
     """
 )
 
 
+def test_process_pool_shutdown_ends_workers_still_running(tmp_path: Path) -> None:
+    """A function running in a worker process cannot be cancelled: shutdown ends
+    the worker instead of leaving the program waiting for it at exit."""
+    pid_file = tmp_path / "worker.pid"
+    started = time.monotonic()
+    done = run_script(tmp_path, STUCK_WORKER, str(tmp_path), str(pid_file), "shutdown")
+    took = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    assert "state CANCELLED" in done.stdout
+    assert took < 30, f"the program waited {took:.0f} s for the worker"
+    worker = int(pid_file.read_text())
+    assert not _alive(worker), f"worker process {worker} still runs"
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, not yet reaped by its new parent, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def test_sigterm_to_a_worker_kills_that_worker_not_the_engine(tmp_path: Path) -> None:
     """A forked worker must not keep the engine's signal handling: SIGTERM
     sent to it ends it (its task fails), and the engine's loop never hears."""
-    done = run_script(tmp_path, SIGTERM_TO_WORKER, str(tmp_path), str(tmp_path / "worker.pid"))
+    pid_file = tmp_path / "worker.pid"
+    done = run_script(tmp_path, STUCK_WORKER, str(tmp_path), str(pid_file), "sigterm")
     assert done.returncode == 0, done.stderr
     assert "task FAILED" in done.stdout, done.stdout + done.stderr
     assert "engine shut down False" in done.stdout
