@@ -6,8 +6,26 @@ HPC backends of ``rhapsody-py`` (Dask, RADICAL-Pilot, Dragon) plug into the
 engine unchanged: ``pip install 'asyncflow-otel[hpc]'``.
 """
 
-from ._base import TASK_STATES, BaseBackend
+from ._base import (
+    TASK_STATES,
+    Backend,
+    BaseBackend,
+    DataLinking,
+    StateCallback,
+    TaskDescription,
+    TaskMetadata,
+)
 from .local import LocalExecutionBackend
 from .noop import NoopExecutionBackend
 
-__all__ = ["TASK_STATES", "BaseBackend", "LocalExecutionBackend", "NoopExecutionBackend"]
+__all__ = [
+    "TASK_STATES",
+    "Backend",
+    "BaseBackend",
+    "DataLinking",
+    "LocalExecutionBackend",
+    "NoopExecutionBackend",
+    "StateCallback",
+    "TaskDescription",
+    "TaskMetadata",
+]

@@ -1,37 +1,171 @@
-"""What every built-in backend shares: name, callback, working directory.
+"""The backend interface, declared: what the engine calls and what it sends.
 
-The engine drives backends through a duck-typed interface (the one RHAPSODY
-backends have): ``name``, ``register_callback(cb)``,
-``get_task_states_map()``, ``async submit_tasks(list)``,
-``async cancel_task(uid)``, ``async shutdown()``, a writable ``_work_dir``,
-``is_attached`` and ``attached_to``. A backend reports each task with
-``cb(task_dict, state)`` where state is ``RUNNING``, ``DONE``, ``FAILED`` or
-``CANCELED``, and writes results into the task dict under the RHAPSODY field
-names (``return_value``, ``stdout``, ``stderr``, ``exit_code``, ``exception``).
+:class:`Backend` is the surface the engine drives (the one RHAPSODY's
+backends have, so they plug in unchanged); :class:`TaskDescription` is the
+dict it hands over for every task, and the dict a backend writes its results
+into before it reports a state. :class:`DataLinking` adds the optional hooks
+for backends that stage files between tasks. :class:`BaseBackend` is what
+the built-in backends share.
+
+A backend reports each task with ``callback(task, state)``: ``state`` is
+``RUNNING`` (optional, when the task really starts), then one of ``DONE``,
+``FAILED`` or ``CANCELED``; it may call from any thread.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any, ClassVar, Final, Protocol, TypedDict, runtime_checkable
 
-__all__ = ["TASK_STATES", "BaseBackend", "StateCallback"]
+__all__ = [
+    "CANCEL_STATES",
+    "FINAL_STATES",
+    "STATE_CANCELED",
+    "STATE_DONE",
+    "STATE_FAILED",
+    "STATE_RUNNING",
+    "TASK_STATES",
+    "Backend",
+    "BaseBackend",
+    "DataLinking",
+    "StateCallback",
+    "TaskDescription",
+    "TaskMetadata",
+]
 
 logger = logging.getLogger("asyncflow.backends")
 
-StateCallback = Callable[[dict[str, Any], str], None]
+
+class TaskMetadata(TypedDict, total=False):
+    """``TaskDescription["metadata"]``: what a backend may want to know about
+    a task's place in the graph (never whole descriptions of other tasks)."""
+
+    dependencies: Any  # a sequence of {"uid": ..., "name": ...}, built when read
+    input_files: tuple[str, ...]
+    output_files: tuple[str, ...]
+    workflow_name: str | None
+
+
+class TaskDescription(TypedDict, total=False):
+    """One task as the engine hands it to ``Backend.submit_tasks``.
+
+    The engine fills the first group of keys; a backend writes the second
+    (RHAPSODY's field names) before it reports ``DONE`` or ``FAILED``.
+    ``engine.components[uid]["description"]`` is this dict.
+    """
+
+    # ---- written by the engine
+    uid: str  # "task.000001"
+    name: str  # the decorated function's name
+    function: Callable[..., Coroutine[Any, Any, Any]] | None  # function tasks: the async def
+    args: tuple[Any, ...]  # resolved positional arguments (futures replaced by values)
+    kwargs: dict[str, Any]  # resolved keyword arguments
+    executable: str | None  # executables: the first word of the command
+    arguments: list[str] | None  # executables: the other words
+    command: str  # executables: the command string exactly as the body returned it
+    prompt: str | None  # prompt tasks: the prompt
+    is_service: bool  # @task(service=True): a long-running service
+    task_backend_specific_kwargs: dict[str, Any]  # the merged task_description
+    target_backend: str | None  # backend="<name>", None when not routed
+    capture_stdio: bool  # write <work_dir>/<uid>.stdout and .stderr
+    workflow_id: str | None  # the workflow instance (or enclosing block uid)
+    metadata: TaskMetadata
+    # ---- written by the backend
+    return_value: Any  # a function's return value (or a prompt's answer)
+    stdout: str
+    stderr: str
+    exit_code: int | None
+    exception: BaseException | str | None  # why a task failed
+    slots: list[str]  # resource slots a slot-aware backend assigned ("gpu:0")
+
+
+StateCallback = Callable[[TaskDescription, str], None]
+
+# The states a backend reports (RHAPSODY's names).
+STATE_RUNNING: Final = "RUNNING"
+STATE_DONE: Final = "DONE"
+STATE_FAILED: Final = "FAILED"
+STATE_CANCELED: Final = "CANCELED"
+# Both spellings of a cancellation are understood.
+CANCEL_STATES: Final = frozenset({STATE_CANCELED, "CANCELLED"})
+FINAL_STATES: Final = CANCEL_STATES | {STATE_DONE, STATE_FAILED}
 
 TASK_STATES: dict[str, str] = {
-    "RUNNING": "RUNNING",
-    "DONE": "DONE",
-    "FAILED": "FAILED",
-    "CANCELED": "CANCELED",
+    state: state for state in (STATE_RUNNING, STATE_DONE, STATE_FAILED, STATE_CANCELED)
 }
 
 
-def _no_callback(task: dict[str, Any], state: str) -> None:
+@runtime_checkable
+class Backend(Protocol):
+    """What the engine calls on every backend.
+
+    Any object with these members is a backend: the built-in ones
+    (:class:`BaseBackend` subclasses), RHAPSODY's, or your own
+    (``docs/backends.md``, "Write your own backend").
+    """
+
+    name: str
+    """The name tasks are routed by (``backend="<name>"``); unique per engine."""
+
+    _work_dir: str
+    """Where task files go; the engine sets it to ``<work_dir>/<engine uid>``
+    before any task runs (the name is RHAPSODY's)."""
+
+    is_attached: bool
+    """Set to True by the engine that registered this backend."""
+
+    attached_to: list[str]
+    """The uids of the engines this backend was registered with."""
+
+    def register_callback(self, callback: StateCallback) -> None:
+        """Keep ``callback``: call it with ``(task, state)`` for every state change."""
+
+    def get_task_states_map(self) -> Mapping[str, Any]:
+        """The state names this backend reports."""
+
+    def submit_tasks(self, tasks: list[TaskDescription]) -> Awaitable[Any]:
+        """Start ``tasks`` (usually an ``async def``).
+
+        Return once they are handed over, not when they end: ends are
+        reported through the callback. An exception fails every task of the
+        batch.
+        """
+
+    def cancel_task(self, uid: str) -> Awaitable[Any]:
+        """Stop the task ``uid`` and report it ``CANCELED`` (or its real end)."""
+
+    def shutdown(self) -> Awaitable[Any]:
+        """Stop every task and free every resource; never block the event loop."""
+
+
+@runtime_checkable
+class DataLinking(Protocol):
+    """Optional hooks of a backend that moves files between tasks.
+
+    The engine calls them, before a task is submitted, only on a backend
+    whose ``supports_*`` flag is True.
+    """
+
+    supports_implicit_data_linking: bool
+    supports_explicit_data_linking: bool
+
+    def link_implicit_data_deps(self, src_task: TaskDescription, dst_task: TaskDescription) -> None:
+        """Make the outputs of ``src_task`` (a dependency) visible to ``dst_task``."""
+
+    def link_explicit_data_deps(
+        self,
+        src_task: TaskDescription | None = None,
+        dst_task: TaskDescription | None = None,
+        file_name: str | None = None,
+        file_path: str | None = None,
+    ) -> None:
+        """Stage one file for ``dst_task``: ``file_name`` produced by
+        ``src_task``, or ``file_path`` from outside (``src_task`` None)."""
+
+
+def _no_callback(task: TaskDescription, state: str) -> None:
     logger.debug("task %s is %s but no callback is registered", task.get("uid"), state)
 
 
@@ -41,6 +175,10 @@ class BaseBackend:
     Args:
         name: the name tasks are routed by (``backend="<name>"``).
     """
+
+    submits_inline: ClassVar[bool] = True
+    """``submit_tasks`` never needs an asyncio Task of its own, so the engine
+    may step it inline (cheaper). Foreign backends run theirs in a Task."""
 
     supports_implicit_data_linking = False
     supports_explicit_data_linking = False
@@ -62,13 +200,13 @@ class BaseBackend:
         """The state names this backend reports."""
         return dict(TASK_STATES)
 
-    def link_implicit_data_deps(self, src_task: dict[str, Any], dst_task: dict[str, Any]) -> None:
+    def link_implicit_data_deps(self, src_task: TaskDescription, dst_task: TaskDescription) -> None:
         """Nothing to do: built-in backends share one file system."""
 
     def link_explicit_data_deps(
         self,
-        src_task: dict[str, Any] | None = None,
-        dst_task: dict[str, Any] | None = None,
+        src_task: TaskDescription | None = None,
+        dst_task: TaskDescription | None = None,
         file_name: str | None = None,
         file_path: str | None = None,
     ) -> None:

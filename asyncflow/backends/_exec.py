@@ -14,6 +14,8 @@ import subprocess
 from collections.abc import Callable
 from typing import Any
 
+from ._base import TaskDescription
+
 __all__ = ["kill_group", "run_executable"]
 
 
@@ -26,7 +28,7 @@ def _env(overrides: Any) -> dict[str, str] | None:
 
 
 def run_executable(
-    task: dict[str, Any],
+    task: TaskDescription,
     work_dir: str,
     procs: dict[str, subprocess.Popen[bytes]],
     on_start: Callable[[], None],

@@ -19,7 +19,7 @@ from ..resources import (
     set_current_slots,
     slot_indices,
 )
-from ._base import BaseBackend
+from ._base import BaseBackend, TaskDescription
 from ._exec import kill_group, run_executable
 from ._runners import CancelHandles, run_coroutine_function, run_pickled
 
@@ -95,7 +95,7 @@ class LocalExecutionBackend(BaseBackend):
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._handles: CancelHandles = {}
         self._cancelled: set[str] = set()
-        self._tasks_by_uid: dict[str, dict[str, Any]] = {}
+        self._tasks_by_uid: dict[str, TaskDescription] = {}
         self._lock = threading.Lock()
         self._closed = False
         self._manager: Any = None
@@ -125,7 +125,7 @@ class LocalExecutionBackend(BaseBackend):
         return self._executor
 
     # ------------------------------------------------------------------ submission
-    async def submit_tasks(self, tasks: list[dict[str, Any]]) -> None:
+    async def submit_tasks(self, tasks: list[TaskDescription]) -> None:
         """Start the tasks (each waits for its slots, then for a free worker).
 
         On a backend that is shut down every task fails with a
@@ -151,7 +151,7 @@ class LocalExecutionBackend(BaseBackend):
             else:
                 self._dispatch(task)
 
-    def _dispatch(self, task: dict[str, Any]) -> None:
+    def _dispatch(self, task: TaskDescription) -> None:
         if task.get("executable"):
             self._submit(self._exec_pool, task, self._run_executable_task, task)
         elif self._processes:
@@ -160,7 +160,7 @@ class LocalExecutionBackend(BaseBackend):
             self._submit(self._executor, task, self._run_function_task, task)
 
     # ------------------------------------------------------------------ slots
-    def _with_slots(self, pool: ResourcePool, task: dict[str, Any]) -> None:
+    def _with_slots(self, pool: ResourcePool, task: TaskDescription) -> None:
         """Dispatch ``task`` once its slots are free; they are freed when it ends."""
         opts = task.get("task_backend_specific_kwargs") or {}
         try:
@@ -184,7 +184,7 @@ class LocalExecutionBackend(BaseBackend):
         waiter.add_done_callback(lambda _: self._acquiring.pop(uid, None))
 
     async def _wait_for_slots(
-        self, pool: ResourcePool, task: dict[str, Any], cpus: int, gpus: int, priority: int
+        self, pool: ResourcePool, task: TaskDescription, cpus: int, gpus: int, priority: int
     ) -> None:
         try:
             slots = await pool.acquire_slots(cpus, gpus, priority)
@@ -198,7 +198,7 @@ class LocalExecutionBackend(BaseBackend):
             return
         self._dispatch(task)
 
-    def _release(self, task: dict[str, Any]) -> None:
+    def _release(self, task: TaskDescription) -> None:
         """Free a finished task's slots, on the loop (from any thread)."""
         slots = self._held.pop(task["uid"], None)
         pool = self.resource_pool
@@ -213,21 +213,21 @@ class LocalExecutionBackend(BaseBackend):
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 loop.call_soon_threadsafe(pool.release, slots)
 
-    def slot_environment(self, task: dict[str, Any]) -> dict[str, str]:
+    def slot_environment(self, task: TaskDescription) -> dict[str, str]:
         """``CUDA_VISIBLE_DEVICES`` for an executable on a GPU-aware backend."""
         if self.resource_pool is None or not self.resource_pool.capacity["gpu"]:
             return {}
         gpus = slot_indices(task.get("slots") or (), "gpu")
         return {"CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in gpus)}
 
-    def _submit(self, pool: Executor, task: dict[str, Any], fn: Any, arg: Any) -> None:
+    def _submit(self, pool: Executor, task: TaskDescription, fn: Any, arg: Any) -> None:
         # Registered before submitting: the worker may start (and unregister)
         # before ``submit`` even returns.
         entry: list[Any] = [None, task]
         self._queued[task["uid"]] = entry
         entry[0] = pool.submit(fn, arg)
 
-    def _finish(self, task: dict[str, Any], state: str) -> None:
+    def _finish(self, task: TaskDescription, state: str) -> None:
         uid = task["uid"]
         if state != "RUNNING":
             self._queued.pop(uid, None)
@@ -248,11 +248,11 @@ class LocalExecutionBackend(BaseBackend):
                 return
         self._report_and_release(task, state)
 
-    def _report_and_release(self, task: dict[str, Any], state: str) -> None:
+    def _report_and_release(self, task: TaskDescription, state: str) -> None:
         self._callback(task, state)
         self._release(task)
 
-    def _start(self, task: dict[str, Any]) -> bool:
+    def _start(self, task: TaskDescription) -> bool:
         """A worker picked ``task`` up: report RUNNING unless it was cancelled."""
         uid = task["uid"]
         self._queued.pop(uid, None)
@@ -262,13 +262,16 @@ class LocalExecutionBackend(BaseBackend):
         self._callback(task, "RUNNING")
         return True
 
-    def _run_function_task(self, task: dict[str, Any]) -> None:
+    def _run_function_task(self, task: TaskDescription) -> None:
         if not self._start(task):
             return
         token = set_current_slots(task.get("slots") or ())
         try:
+            func = task["function"]
+            if func is None:
+                raise TypeError(f"function task {task['uid']} was sent without a function")
             value = run_coroutine_function(
-                task["function"], task.get("args"), task.get("kwargs"), task["uid"], self._handles
+                func, task.get("args"), task.get("kwargs"), task["uid"], self._handles
             )
         except asyncio.CancelledError:
             self._finish(task, "CANCELED")
@@ -282,7 +285,7 @@ class LocalExecutionBackend(BaseBackend):
         finally:
             reset_current_slots(token)
 
-    def _run_executable_task(self, task: dict[str, Any]) -> None:
+    def _run_executable_task(self, task: TaskDescription) -> None:
         uid = task["uid"]
         self._queued.pop(uid, None)
         if uid in self._cancelled or self._closed:
@@ -308,7 +311,7 @@ class LocalExecutionBackend(BaseBackend):
         task["return_value"] = out
         self._finish(task, "DONE" if code == 0 else "FAILED")
 
-    def _submit_to_process(self, task: dict[str, Any]) -> None:
+    def _submit_to_process(self, task: TaskDescription) -> None:
         import cloudpickle
 
         uid = task["uid"]
@@ -328,7 +331,7 @@ class LocalExecutionBackend(BaseBackend):
         entry[0] = cf
         cf.add_done_callback(lambda f: self._process_done(task, f))
 
-    def _process_done(self, task: dict[str, Any], cf: Future[tuple[bool, bytes]]) -> None:
+    def _process_done(self, task: TaskDescription, cf: Future[tuple[bool, bytes]]) -> None:
         import cloudpickle
 
         self._tasks_by_uid.pop(task["uid"], None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._base import BaseBackend
+from ._base import BaseBackend, TaskDescription
 
 __all__ = ["NoopExecutionBackend"]
 
@@ -28,7 +28,7 @@ class NoopExecutionBackend(BaseBackend):
     def __init__(self, name: str = "default") -> None:
         super().__init__(name)
 
-    async def submit_tasks(self, tasks: list[dict[str, Any]]) -> None:
+    async def submit_tasks(self, tasks: list[TaskDescription]) -> None:
         """Report every task DONE with a dummy result."""
         callback = self._callback
         for task in tasks:

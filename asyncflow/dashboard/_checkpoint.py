@@ -57,7 +57,7 @@ _EVENTS = {
 }
 _TASK_ID = '"task_id":"'
 _CREATED = f'{_EVENT_NAME}{n.EVENT_TASK_CREATED}"'
-_BLOCK_PREFIX = "block."  # the engine's uids: "task.000001", "block.000002"
+_BLOCK_PREFIX = n.UID_PREFIX_BLOCK
 
 
 def _task_id(line: str) -> str:

@@ -19,6 +19,8 @@ import binascii
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from asyncflow.telemetry import names as n
+
 __all__ = [
     "any_value",
     "api_error",
@@ -29,7 +31,7 @@ __all__ = [
 ]
 
 _HEX = frozenset("0123456789abcdefABCDEF")
-_STATUS = {0: "UNSET", 1: "OK", 2: "ERROR"}
+_STATUS = {0: n.STATUS_UNSET, 1: n.STATUS_OK, 2: n.STATUS_ERROR}
 
 
 def hex_id(value: Any, size: int) -> str:
@@ -90,13 +92,13 @@ def _ns(value: Any) -> int:
 
 def _status(status: Any) -> tuple[str, str]:
     if not isinstance(status, Mapping):
-        return "UNSET", ""
+        return n.STATUS_UNSET, ""
     code = status.get("code", 0)
     if isinstance(code, str):
         text = code.upper().removeprefix("STATUS_CODE_")
-        code_name = text if text in ("UNSET", "OK", "ERROR") else "UNSET"
+        code_name = text if text in _STATUS.values() else n.STATUS_UNSET
     else:
-        code_name = _STATUS.get(_ns(code), "UNSET")
+        code_name = _STATUS.get(_ns(code), n.STATUS_UNSET)
     return code_name, str(status.get("message") or "")
 
 

@@ -206,7 +206,7 @@ def span_record(span: Mapping[str, Any]) -> SpanRecord | None:
         uid = get(n.WORKFLOW_ID)
         result = get(n.WORKFLOW_RESULT)
     if result not in FINAL_STATES:
-        result = STATE_FAILED if span.get("status_code") == "ERROR" else STATE_COMPLETED
+        result = STATE_FAILED if span.get("status_code") == n.STATUS_ERROR else STATE_COMPLETED
     name = get(n.TASK_NAME)
     if not name:
         name = str(span.get("name") or "")

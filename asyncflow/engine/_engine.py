@@ -21,9 +21,19 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping
 from types import CoroutineType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..backends._base import (
+    CANCEL_STATES,
+    FINAL_STATES,
+    STATE_DONE,
+    STATE_FAILED,
+    STATE_RUNNING,
+    Backend,
+    TaskDescription,
+)
 from ..errors import DependencyFailureError, EngineShutdownError, UnknownBackendError
+from ..telemetry import names as n
 from . import _gc
 from . import _graph as g
 from ._deps import ATOMIC, Found, find_dependencies, substitute
@@ -34,6 +44,14 @@ from ._results import failure_of, stdout_file, value_of
 from ._signals import install_signal_handlers, remove_signal_handlers
 from ._tasks import TaskSpec, make_decorator
 
+if TYPE_CHECKING:
+    from opentelemetry.sdk.metrics.export import MetricReader
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    from ..telemetry.manager import Telemetry
+    from ..telemetry.observer import LiveSpan, LiveWorkflow, TaskObserver
+
 __all__ = ["WorkflowEngine"]
 
 logger = logging.getLogger("asyncflow")
@@ -43,10 +61,10 @@ _Scope = tuple[str, "str | None", "TaskFuture[Any] | None"]
 # Where a task was registered: its innermost block (if any) and its scope.
 _Where = tuple["TaskFuture[Any] | None", "_Scope | None"]
 
-_STATE_DONE = "DONE"
-_STATE_FAILED = "FAILED"
-_CANCEL_STATES = frozenset({"CANCELED", "CANCELLED"})
-_FINAL_STATES = _CANCEL_STATES | {_STATE_DONE, _STATE_FAILED}
+
+def _validate_graph() -> bool:
+    """``ASYNCFLOW_VALIDATE_GRAPH=1``: check every graph transition (the test suite's mode)."""
+    return os.environ.get("ASYNCFLOW_VALIDATE_GRAPH", "") == "1"
 
 
 class WorkflowEngine:
@@ -77,20 +95,21 @@ class WorkflowEngine:
         self.dry_run = dry_run
         self.implicit_data = implicit_data
         self.work_dir = os.path.abspath(os.fspath(work_dir) if work_dir else os.getcwd())
-        self._backends: dict[str, Any] = {}
+        self._backends: dict[str, Backend] = {}
         self._adapters: dict[str, Adapter] = {}
         self._inline: set[str] = set()
         self._links: dict[str, tuple[bool, bool]] = {}
-        self.backend: Any = None
+        self.backend: Backend | None = None  # the default backend
+        self._default = ""  # its name
         if backend is not None:
             self._add_backends(backend)
-        self._graph = g.Graph()
+        self._graph = g.Graph(validate=_validate_graph())
         self._tasks: dict[str, TaskFuture[Any]] = {}
-        self.components = Components(self._tasks)
+        self.components = Components(self._tasks, self._description_of)
         self._counter = 0
         self._outbox: dict[str, list[TaskFuture[Any]]] = {}
         self._flush_scheduled = False
-        self._inbox: deque[tuple[dict[str, Any], str]] = deque()
+        self._inbox: deque[tuple[TaskDescription, str]] = deque()
         self._wakeup_pending = False
         self._closed = False
         self._shutdown_task: asyncio.Task[None] | None = None
@@ -104,8 +123,8 @@ class WorkflowEngine:
             f"asyncflow.block.{self.uid}", default=None
         )
         self._background: set[asyncio.Task[Any]] = set()
-        self.telemetry: Any = None
-        self._rec: Any = None
+        self.telemetry: Telemetry | None = None
+        self._observer: TaskObserver | None = None
         self._telemetry_starting: asyncio.Future[None] | None = None
         self._gc_counted = False  # counted in _gc while it runs (create() only)
         self.function_task = make_decorator(self, KIND_FUNCTION)
@@ -153,16 +172,16 @@ class WorkflowEngine:
         await engine._loop.run_in_executor(None, lambda: os.makedirs(session_dir, exist_ok=True))
         for be in engine._backends.values():
             be._work_dir = session_dir
-        install_signal_handlers(engine)
+        install_signal_handlers(engine, engine._loop)
         _gc.engine_started()
         engine._gc_counted = True
         return engine
 
-    def _add_backends(self, backend: Any) -> None:
-        backends = list(backend) if isinstance(backend, (list, tuple)) else [backend]
+    def _add_backends(self, backend: Backend | list[Backend] | tuple[Backend, ...]) -> None:
+        backends: list[Backend] = list(backend) if isinstance(backend, (list, tuple)) else [backend]
         if not backends:
             raise ValueError("WorkflowEngine.create() needs at least one backend")
-        names: dict[str, Any] = {}
+        names: dict[str, Backend] = {}
         for be in backends:
             name = getattr(be, "name", None)
             if not isinstance(name, str) or not name:
@@ -173,8 +192,8 @@ class WorkflowEngine:
                 )
             names[name] = be
         for be in backends:
-            if type(be).__module__.startswith("asyncflow.backends."):
-                self._inline.add(be.name)  # known to need no Task of its own
+            if getattr(type(be), "submits_inline", False) is True:
+                self._inline.add(be.name)  # declares it needs no Task of its own
             adapter = adapter_for(be)
             if adapter is not None:
                 self._adapters[be.name] = adapter
@@ -188,9 +207,10 @@ class WorkflowEngine:
             )
         self._backends = names
         self.backend = backends[0]
+        self._default = backends[0].name
 
     @property
-    def backends(self) -> Mapping[str, Any]:
+    def backends(self) -> Mapping[str, Backend]:
         """The registered backends by name; the first registered is the default."""
         return dict(self._backends)
 
@@ -220,11 +240,11 @@ class WorkflowEngine:
             The workflow id.
         """
         wf_id = workflow_id or f"wf-{secrets.token_hex(4)}"
-        rec = self._rec
-        span = None
-        if rec is not None:
+        observer = self._observer
+        span: LiveWorkflow | None = None
+        if observer is not None:
             parent = self._telemetry_parent()
-            span = rec.workflow_started(wf_id, name, parent.span_id if parent else None)
+            span = observer.workflow_started(wf_id, name, parent.span_id if parent else None)
         token = self._workflow.set((wf_id, name, self._block.get()))
         error: BaseException | None = None
         try:
@@ -234,66 +254,60 @@ class WorkflowEngine:
             raise
         finally:
             self._workflow.reset(token)
-            if span is not None and self._rec is not None:
-                self._rec.workflow_ended(span, error)
+            if span is not None and self._observer is not None:
+                self._observer.workflow_ended(span, error)
 
     # ------------------------------------------------------------------ task calls
     def _call(
         self, spec: TaskSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> TaskFuture[Any]:
+        """One call of a task: its future, its place, its dependencies.
+
+        Every call is registered (it has a uid, telemetry sees it created);
+        a call that cannot run fails its future at once, and the engine goes on.
+        """
         fut: TaskFuture[Any] = TaskFuture(self, self._loop)
         self._counter += 1
-        ident = f"{self._counter:06d}"
-        fut.id = ident
-        fut.uid = ("block." if spec.kind == KIND_BLOCK else "task.") + ident
+        fut.id = ident = f"{self._counter:06d}"
+        fut.uid = (n.UID_PREFIX_BLOCK if spec.kind == KIND_BLOCK else n.UID_PREFIX_TASK) + ident
         fut.name = spec.name
         fut.kind = spec.kind
         fut.func = spec.func
         fut.capture_stdio = spec.capture_stdio
         fut.service = spec.service
         fut.target_backend = spec.backend
-        td = spec.task_description
+        # The engine's own keyword arguments never reach the function.
+        problem: BaseException | None = None
         wf_override = None
+        call_td = None
         if kwargs and ("task_description" in kwargs or "workflow_id" in kwargs):
             call_td = kwargs.pop("task_description", None)
             wf_override = kwargs.pop("workflow_id", None)
-            if call_td is not None:
-                if not isinstance(call_td, dict):
-                    fut.args, fut.kwargs = args, kwargs
-                    fut.task_description = dict(td)
-                    where = self._set_context(fut, wf_override)
-                    self._tasks[fut.uid] = fut
-                    self._created(fut, where)
-                    return self._fail_at_once(
-                        fut,
-                        TypeError(
-                            f"task_description for '{spec.name}' must be a dict, "
-                            f"not {type(call_td).__name__}"
-                        ),
-                    )
-                td = {**td, **call_td}
-            else:
-                td = dict(td)
-        else:
-            td = dict(td) if td else {}
+            if call_td is not None and not isinstance(call_td, dict):
+                problem = TypeError(
+                    f"task_description for '{spec.name}' must be a dict, "
+                    f"not {type(call_td).__name__}"
+                )
+                call_td = None
         fut.args = args
         fut.kwargs = kwargs
-        fut.task_description = td
+        fut.task_description = (
+            {**spec.task_description, **call_td} if call_td else dict(spec.task_description)
+        )
         where = self._set_context(fut, wf_override)
         self._tasks[fut.uid] = fut
-        if self._closed:
-            self._created(fut, where)
-            return self._fail_at_once(fut, EngineShutdownError("engine is shut down"))
-        if spec.backend is not None and spec.backend not in self._backends:
-            self._created(fut, where)
-            known = ", ".join(repr(n) for n in self._backends)
-            return self._fail_at_once(
-                fut,
-                UnknownBackendError(
-                    f"task '{spec.name}' is routed to unknown backend {spec.backend!r}; "
-                    f"known backends: {known}"
-                ),
+        if problem is None and self._closed:
+            problem = EngineShutdownError("engine is shut down")
+        if problem is None and spec.backend is not None and spec.backend not in self._backends:
+            known = ", ".join(repr(name) for name in self._backends)
+            problem = UnknownBackendError(
+                f"task '{spec.name}' is routed to unknown backend {spec.backend!r}; "
+                f"known backends: {known}"
             )
+        if problem is not None:
+            self._created(fut, where)
+            return self._fail_at_once(fut, problem)
+        # Dependencies: futures anywhere in the arguments.
         found: Found | None = None
         for item in args:
             if type(item) not in ATOMIC:
@@ -309,17 +323,15 @@ class WorkflowEngine:
                     if found is None:
                         found = Found()
                     find_dependencies(item, found)
-        if found is None:
-            if self._rec is not None:
-                self._created(fut, where)
+        if self._observer is not None:
+            self._created(fut, where)
+        if found is None:  # ready now
             self._graph.add_ready(fut)
             self._release(fut)
             return fut
-        deps = found.futures
-        if self._rec is not None:
-            self._created(fut, where)
         if found.input_files or found.output_files:
             fut._files = (found.input_files, found.output_files)
+        deps = found.futures
         for dep in deps:
             if not (type(dep) is TaskFuture and dep._engine is self) and dep not in self._graph:
                 self._track_foreign(dep)
@@ -337,28 +349,28 @@ class WorkflowEngine:
         return block, scope
 
     def _created(self, fut: TaskFuture[Any], where: _Where) -> None:
-        rec = self._rec
-        if rec is None:
+        observer = self._observer
+        if observer is None:
             return
         block, scope = where
         parent = block._tel if block is not None else None
-        backend = fut.target_backend or self.backend.name
-        fut._tel = rec.task_created(fut, backend, parent, scope)
+        backend = fut.target_backend or self._default
+        fut._tel = observer.task_created(fut, backend, parent, scope[0] if scope else None)
 
     def _ended(self, fut: TaskFuture[Any], result: str, exc: BaseException | None) -> None:
         span = fut._tel
-        if span is not None and self._rec is not None:
+        if span is not None and self._observer is not None:
             fut._tel = None
             depends_on = tuple([d.uid for d in fut._deps if type(d) is TaskFuture])
-            self._rec.task_finished(span, result, exc, self._closed, depends_on)
+            self._observer.task_finished(span, result, exc, self._closed, depends_on)
 
-    def _telemetry_parent(self) -> Any:
-        """The span record of the innermost block or workflow scope, if any."""
+    def _telemetry_parent(self) -> LiveSpan | None:
+        """The span of the innermost block or workflow scope, if any."""
         block, scope = self._innermost()
         if block is not None and block._tel is not None:
             return block._tel
-        if scope is not None and self._rec is not None:
-            return self._rec.open_workflows.get(scope[0])
+        if scope is not None and self._observer is not None:
+            return self._observer.open_workflow(scope[0])
         return None
 
     def _set_context(self, fut: TaskFuture[Any], wf_override: str | None) -> _Where:
@@ -388,7 +400,7 @@ class WorkflowEngine:
     def _fail_at_once(self, fut: TaskFuture[Any], exc: BaseException) -> TaskFuture[Any]:
         self._graph.add_ready(fut)
         fut.set_exception(exc)
-        self._ended(fut, "failed", exc)
+        self._ended(fut, n.RESULT_FAILED, exc)
         self._apply(self._graph.finish(fut, g.FAILED))
         return fut
 
@@ -408,14 +420,16 @@ class WorkflowEngine:
         dep.add_done_callback(_done)
 
     # ------------------------------------------------------------------ graph instructions
-    def _apply(self, instructions: Iterable[tuple[str, Any, Any]]) -> None:
+    def _apply(self, instructions: Iterable[g.Instruction]) -> None:
         for kind, key, cause in instructions:
-            if kind == "release":
+            if kind == g.RELEASE:
                 if type(key) is TaskFuture:
                     self._release(key)
-            elif kind == "fail":
+            elif type(key) is not TaskFuture:  # only dependencies are foreign
+                continue
+            elif kind == g.FAIL:
                 self._fail_dependent(key, cause)
-            else:
+            else:  # g.CANCEL
                 self._cancel_dependent(key, cause)
 
     def _fail_dependent(self, fut: TaskFuture[Any], cause: Any) -> None:
@@ -428,21 +442,21 @@ class WorkflowEngine:
         # The root failure is reported on its own future; silence the echoes.
         fut._log_traceback = False
         if fut._tel is not None:
-            self._ended(fut, "failed", exc)
+            self._ended(fut, n.RESULT_FAILED, exc)
 
     def _cancel_dependent(self, fut: TaskFuture[Any], cause: Any) -> None:
         if not fut.done():
             cause_name = getattr(cause, "uid", None) or repr(cause)
             fut._cancel_now(f"dependency {cause_name} was cancelled")
             if fut._tel is not None:
-                self._ended(fut, "canceled", None)
+                self._ended(fut, n.RESULT_CANCELED, None)
 
     def _release(self, fut: TaskFuture[Any]) -> None:
         """All dependencies of ``fut`` are done: resolve arguments and hand it on."""
         if fut.done():
             return
-        if fut._tel is not None:
-            self._rec.resolved(fut._tel)
+        if fut._tel is not None and self._observer is not None:
+            self._observer.resolved(fut._tel)
         try:
             if fut._deps:
                 args = substitute(fut.args) if fut.args else fut.args
@@ -461,12 +475,11 @@ class WorkflowEngine:
             self._evaluate_body(fut, args, kwargs)
 
     # ------------------------------------------------------------------ descriptions
-    def _describe(
-        self, fut: TaskFuture[Any], args: Any, kwargs: Any, **extra: Any
-    ) -> dict[str, Any]:
+    def _describe(self, fut: TaskFuture[Any], args: Any, kwargs: Any) -> TaskDescription:
+        """The dict the backend gets (kept as the task's description)."""
         deps = fut._deps
         files = fut._files
-        desc: dict[str, Any] = {
+        desc: TaskDescription = {
             "uid": fut.uid,
             "name": fut.name,
             "function": fut.func if fut.kind == KIND_FUNCTION else None,
@@ -487,10 +500,14 @@ class WorkflowEngine:
                 "workflow_name": fut.workflow_name,
             },
         }
-        if extra:
-            desc.update(extra)
         fut._desc = desc
         return desc
+
+    def _description_of(self, fut: TaskFuture[Any]) -> TaskDescription:
+        """``engine.components[uid]["description"]``: what the backend got, or
+        would get now (arguments still holding unresolved futures)."""
+        desc = fut._desc
+        return desc if desc is not None else self._describe(fut, fut.args, fut.kwargs)
 
     def _evaluate_body(self, fut: TaskFuture[Any], args: Any, kwargs: Any) -> None:
         """Run an executable or prompt body (on this loop) with resolved values."""
@@ -542,8 +559,9 @@ class WorkflowEngine:
                 fut, ValueError(f"executable task '{fut.name}': bad command {command!r}: {exc}")
             )
             return
-        desc = self._describe(fut, fut.args, fut.kwargs, executable=argv[0], arguments=argv[1:])
-        desc["args"], desc["kwargs"] = (), {}
+        desc = self._describe(fut, (), {})
+        desc["executable"] = argv[0]
+        desc["arguments"] = argv[1:]
         desc["command"] = command
         self._enqueue(fut, desc)
 
@@ -562,14 +580,15 @@ class WorkflowEngine:
                 fut, ValueError(f"prompt task '{fut.name}' must return a non-empty string prompt")
             )
             return
-        desc = self._describe(fut, (), {}, prompt=prompt)
+        desc = self._describe(fut, (), {})
+        desc["prompt"] = prompt
         self._enqueue(fut, desc)
 
     # ------------------------------------------------------------------ submission
-    def _enqueue(self, fut: TaskFuture[Any], desc: dict[str, Any]) -> None:
-        if fut._tel is not None:
-            self._rec.queued(fut._tel)
-        name = fut.target_backend or self.backend.name
+    def _enqueue(self, fut: TaskFuture[Any], desc: TaskDescription) -> None:
+        if fut._tel is not None and self._observer is not None:
+            self._observer.queued(fut._tel)
+        name = fut.target_backend or self._default
         batch = self._outbox.get(name)
         if batch is None:
             self._outbox[name] = [fut]
@@ -586,14 +605,14 @@ class WorkflowEngine:
         for name, futs in outbox.items():
             backend = self._backends[name]
             implicit, explicit = self._links[name]
-            batch: list[dict[str, Any]] = []
+            batch: list[TaskDescription] = []
             adapt = self._adapters.get(name)
             for fut in futs:
                 if fut.done():
                     continue
                 graph.submitted(fut)
-                if fut._tel is not None:
-                    self._rec.submitted(fut._tel)
+                if fut._tel is not None and self._observer is not None:
+                    self._observer.submitted(fut._tel)
                 fut._backend = backend
                 desc = fut._desc
                 assert desc is not None
@@ -610,6 +629,8 @@ class WorkflowEngine:
     def _link_data(
         self, backend: Any, fut: TaskFuture[Any], implicit: bool, explicit: bool
     ) -> None:
+        # ``backend`` declared ``supports_*_data_linking``: it has the
+        # ``DataLinking`` hooks (see asyncflow.backends).
         desc = fut._desc
         inputs, _ = fut._files or ((), ())
         produced: dict[str, TaskFuture[Any]] = {}
@@ -638,7 +659,7 @@ class WorkflowEngine:
         except Exception:
             logger.exception("backend %r failed to link the data of %s", backend.name, fut.uid)
 
-    def _drive(self, backend: Any, batch: list[dict[str, Any]]) -> None:
+    def _drive(self, backend: Backend, batch: list[TaskDescription]) -> None:
         """Hand ``batch`` to ``backend.submit_tasks``.
 
         The built-in backends' submission is stepped right here, and gets a
@@ -673,7 +694,7 @@ class WorkflowEngine:
 
         task.add_done_callback(_done)
 
-    def _submit_failed(self, batch: list[dict[str, Any]], exc: BaseException) -> None:
+    def _submit_failed(self, batch: list[TaskDescription], exc: BaseException) -> None:
         logger.error("submit_tasks failed for %d task(s): %r", len(batch), exc)
         for desc in batch:
             fut = self._tasks.get(desc["uid"])
@@ -681,7 +702,7 @@ class WorkflowEngine:
                 self._finish_exc(fut, exc)
 
     # ------------------------------------------------------------------ backend reports
-    def task_callbacks(self, task: dict[str, Any], state: str) -> None:
+    def task_callbacks(self, task: TaskDescription, state: str) -> None:
         """Receive a task state from a backend. Safe to call from any thread.
 
         Args:
@@ -713,38 +734,43 @@ class WorkflowEngine:
             except Exception:
                 logger.exception("engine failed to handle %s for %s", state, task.get("uid"))
 
-    def _on_state(self, task: dict[str, Any], state: str) -> None:
+    def _on_state(self, task: TaskDescription, state: str) -> None:
         fut = self._tasks.get(task.get("uid"))  # type: ignore[arg-type]
         if fut is None or fut.done():
             return
-        if state == "RUNNING":
+        observer = self._observer
+        if state == STATE_RUNNING:
             if self._graph.started(fut):
                 fut._running = True
-                if fut._tel is not None:
+                if fut._tel is not None and observer is not None:
                     slots = task.get("slots")
                     if slots:
-                        self._rec.assigned(fut._tel, slots)
-                    self._rec.started(fut._tel)
+                        observer.assigned(fut._tel, slots)
+                    observer.started(fut._tel)
             return
         if fut._cancel_requested:
-            if state in _FINAL_STATES:
+            if state in FINAL_STATES:
                 self._finish_cancel(fut, fut._cancel_msg)
             return
-        captured = fut.capture_stdio and fut.kind == KIND_EXECUTABLE and fut._backend is not None
-        if state == _STATE_DONE:
-            path = stdout_file(fut._backend._work_dir, fut.uid) if captured else None
-            if fut._tel is not None and not fut._running:
+        backend = fut._backend
+        stdio_dir = (
+            backend._work_dir
+            if fut.capture_stdio and fut.kind == KIND_EXECUTABLE and backend is not None
+            else None
+        )
+        if state == STATE_DONE:
+            path = stdout_file(stdio_dir, fut.uid) if stdio_dir is not None else None
+            if fut._tel is not None and observer is not None and not fut._running:
                 # The backend reported no RUNNING (a dry run): it ran for no time.
-                self._rec.started(fut._tel)
+                observer.started(fut._tel)
             fut._running = False
             fut.set_result(value_of(task, fut.kind, path))
             if fut._tel is not None:
-                self._ended(fut, "completed", None)
+                self._ended(fut, n.RESULT_COMPLETED, None)
             self._apply(self._graph.finish(fut, g.DONE))
-        elif state == _STATE_FAILED:
-            stdio_dir = fut._backend._work_dir if captured else None
+        elif state == STATE_FAILED:
             self._finish_exc(fut, failure_of(task, fut.kind, stdio_dir))
-        elif state in _CANCEL_STATES:
+        elif state in CANCEL_STATES:
             self._finish_cancel(fut, "cancelled by the backend")
 
     def _finish_exc(self, fut: TaskFuture[Any], exc: BaseException) -> None:
@@ -756,7 +782,7 @@ class WorkflowEngine:
             return
         fut.set_exception(exc)
         if fut._tel is not None:
-            self._ended(fut, "failed", exc)
+            self._ended(fut, n.RESULT_FAILED, exc)
         self._apply(self._graph.finish(fut, g.FAILED))
 
     def _finish_cancel(self, fut: TaskFuture[Any], msg: Any) -> None:
@@ -765,7 +791,7 @@ class WorkflowEngine:
         fut._running = False
         fut._cancel_now(msg)
         if fut._tel is not None:
-            self._ended(fut, "canceled", None)
+            self._ended(fut, n.RESULT_CANCELED, None)
         self._apply(self._graph.finish(fut, g.CANCELLED))
 
     # ------------------------------------------------------------------ cancellation
@@ -787,7 +813,9 @@ class WorkflowEngine:
         self._spawn(self._cancel_on_backend(backend, fut))
         return True
 
-    async def _cancel_on_backend(self, backend: Any, fut: TaskFuture[Any]) -> None:
+    async def _cancel_on_backend(self, backend: Backend | None, fut: TaskFuture[Any]) -> None:
+        if backend is None:  # never submitted: nothing holds it
+            return
         try:
             await backend.cancel_task(fut.uid)
         except Exception:
@@ -813,8 +841,8 @@ class WorkflowEngine:
         self._describe(fut, args, kwargs)
         self._graph.started(fut)
         fut._running = True
-        if fut._tel is not None:
-            self._rec.started(fut._tel)
+        if fut._tel is not None and self._observer is not None:
+            self._observer.started(fut._tel)
         task = self._loop.create_task(self._run_block(fut, args, kwargs), context=fut._context)
         fut._body = task
 
@@ -830,7 +858,7 @@ class WorkflowEngine:
                 fut._running = False
                 fut.set_result(t.result())
                 if fut._tel is not None:
-                    self._ended(fut, "completed", None)
+                    self._ended(fut, n.RESULT_COMPLETED, None)
                 self._apply(self._graph.finish(fut, g.DONE))
 
         task.add_done_callback(_done)
@@ -848,16 +876,16 @@ class WorkflowEngine:
         resource_poll_interval: float = 5.0,
         checkpoint_interval: float | None = None,
         checkpoint_path: str | os.PathLike[str] | None = None,
-        span_processors: list[Any] | None = None,
-        metric_readers: list[Any] | None = None,
-        resource: Any = None,
+        span_processors: list[SpanProcessor] | None = None,
+        metric_readers: list[MetricReader] | None = None,
+        resource: Resource | None = None,
         *,
         otlp_endpoint: str | None = None,
         otlp_protocol: str | None = None,
         prometheus_port: int | None = None,
         prometheus_host: str = "127.0.0.1",
         span_buffer: int = 10_000,
-    ) -> Any:
+    ) -> Telemetry:
         """Start OpenTelemetry traces, metrics, events and the checkpoint file.
 
         Args:
@@ -883,11 +911,11 @@ class WorkflowEngine:
             The ``Telemetry`` object; a second call returns the same one.
         """
         running = self.telemetry
-        if running is not None and not running._stopped:
+        if running is not None and not running.stopped:
             return running
         if self._telemetry_starting is not None:  # a concurrent call is starting it
             await asyncio.shield(self._telemetry_starting)
-            if self.telemetry is None or self.telemetry._stopped:
+            if self.telemetry is None or self.telemetry.stopped:
                 raise RuntimeError("telemetry did not start: see the error of the first call")
             return self.telemetry
         if self._closed:
@@ -901,8 +929,11 @@ class WorkflowEngine:
             ) from exc
         starting = self._telemetry_starting = self._loop.create_future()
         try:
-            tel = await self._start_telemetry(
-                start,
+            tel = await start(
+                session_id=self.uid,
+                backends=self._backends,
+                parent_span=self._telemetry_parent,
+                on_stopped=self._telemetry_stopped,
                 resource_poll_interval=resource_poll_interval,
                 checkpoint_interval=checkpoint_interval,
                 checkpoint_path=checkpoint_path,
@@ -915,23 +946,18 @@ class WorkflowEngine:
                 prometheus_host=prometheus_host,
                 span_buffer=span_buffer,
             )
+            self.telemetry = tel
+            self._observer = tel.observer
         finally:
             self._telemetry_starting = None
             starting.set_result(None)
         return tel
 
-    async def _start_telemetry(self, start: Any, **options: Any) -> Any:
-        tel = await start(self, **options)
-        self.telemetry = tel
-        self._rec = tel._recorder
-        tel._on_stopped = lambda: self._telemetry_stopped(tel)
-        return tel
-
-    def _telemetry_stopped(self, tel: Any) -> None:
-        """``tel`` stopped: tasks still running are no longer recorded by it."""
-        if self._rec is not tel._recorder:
+    def _telemetry_stopped(self, observer: TaskObserver) -> None:
+        """Telemetry stopped: tasks still running are no longer observed by it."""
+        if self._observer is not observer:
             return
-        self._rec = None
+        self._observer = None
         for fut in self._tasks.values():
             fut._tel = None
 
@@ -946,19 +972,23 @@ class WorkflowEngine:
         """
         if self._shutdown_task is None:
             self._closed = True
-            self._shutdown_task = self._loop.create_task(self._shutdown(skip_execution_backend))
+            self._shutdown_task = self._loop.create_task(
+                self._shutdown_once(skip_execution_backend)
+            )
         await asyncio.shield(self._shutdown_task)
 
-    async def _shutdown(self, skip_execution_backend: bool) -> None:
+    async def _shutdown_once(self, skip_execution_backend: bool) -> None:
+        """The one run of shutdown every ``shutdown()`` call waits for."""
         try:
-            await self._shut_down(skip_execution_backend)
+            await self._cancel_and_stop(skip_execution_backend)
         finally:
             if self._gc_counted:
                 self._gc_counted = False
                 _gc.engine_stopped()
 
-    async def _shut_down(self, skip_execution_backend: bool) -> None:
-        remove_signal_handlers(self)
+    async def _cancel_and_stop(self, skip_execution_backend: bool) -> None:
+        """Cancel what is unfinished, stop the backends, then telemetry."""
+        remove_signal_handlers(self, self._loop)
         unfinished = [f for f in self._graph.unfinished() if type(f) is TaskFuture]
         for fut in unfinished:
             if fut.kind == KIND_BLOCK and not fut.done():

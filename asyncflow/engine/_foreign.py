@@ -21,6 +21,7 @@ Keys the user gave in the backend's own terms (``resources``, ``key``,
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -50,13 +51,24 @@ def pilot_kwargs(engine_uid: str, task_uid: str, kwargs: dict[str, Any]) -> dict
     return out
 
 
-def adapter_for(backend: Any) -> Adapter | None:
-    """The translation a backend needs, or None to pass the description as is."""
-    cls = type(backend)
-    if not cls.__module__.startswith("rhapsody."):
-        return None
-    if cls.__name__.startswith("Dask"):
-        return dask_kwargs
-    if cls.__name__.startswith("Radical"):
-        return pilot_kwargs
+# RHAPSODY's backend classes that need a translation, by the module that
+# defines them. Looked up only in modules already imported: a backend object
+# of one of these classes means its module is loaded, and nothing here
+# imports RHAPSODY.
+_ADAPTED: tuple[tuple[str, str, Adapter], ...] = (
+    ("rhapsody.backends.execution.dask_parallel", "DaskExecutionBackend", dask_kwargs),
+    ("rhapsody.backends.execution.radical_pilot", "RadicalExecutionBackend", pilot_kwargs),
+)
+
+
+def adapter_for(backend: object) -> Adapter | None:
+    """The translation a backend needs, or None to pass the description as is.
+
+    Decided by the backend's type (subclasses included), never by its name.
+    """
+    for module_name, class_name, adapter in _ADAPTED:
+        module = sys.modules.get(module_name)
+        cls = getattr(module, class_name, None) if module is not None else None
+        if isinstance(cls, type) and isinstance(backend, cls):
+            return adapter
     return None

@@ -12,17 +12,22 @@ import asyncio
 import contextvars
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from ..telemetry import names as n
+
 if TYPE_CHECKING:
+    from ..backends._base import Backend, TaskDescription
+    from ..telemetry.observer import LiveSpan
     from ._engine import WorkflowEngine
 
 __all__ = ["TaskFuture"]
 
 T = TypeVar("T")
 
-KIND_FUNCTION = "function"
-KIND_EXECUTABLE = "executable"
-KIND_PROMPT = "prompt"
-KIND_BLOCK = "block"
+# Task kinds: the values of the ``asyncflow.task.type`` span attribute.
+KIND_FUNCTION = n.TYPE_FUNCTION
+KIND_EXECUTABLE = n.TYPE_EXECUTABLE
+KIND_PROMPT = n.TYPE_PROMPT
+KIND_BLOCK = n.TYPE_BLOCK
 
 
 class TaskFuture(asyncio.Future, Generic[T]):  # type: ignore[type-arg]
@@ -83,13 +88,13 @@ class TaskFuture(asyncio.Future, Generic[T]):  # type: ignore[type-arg]
         self._running = False
         self._cancel_requested = False
         self._cancel_msg: Any = None
-        self._desc: dict[str, Any] | None = None
-        self._backend: Any = None
+        self._desc: TaskDescription | None = None
+        self._backend: Backend | None = None
         self._body: asyncio.Task[Any] | None = None
         self._members: list[TaskFuture[Any]] | None = None
         self._deps: list[Any] | tuple[()] = ()
         self._files: Any = None
-        self._tel: Any = None
+        self._tel: LiveSpan | None = None  # its span, while telemetry observes it
 
     @property
     def state(self) -> str:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
+from ..telemetry.names import TYPE_BLOCK
+
 if TYPE_CHECKING:
+    from ..backends._base import TaskDescription
     from ._future import TaskFuture
 
 __all__ = ["Components", "DependencyList"]
@@ -20,20 +23,22 @@ class Components(Mapping[str, dict[str, Any]]):
     before that, the arguments still hold the unresolved futures.
     """
 
-    __slots__ = ("_tasks",)
+    __slots__ = ("_describe", "_tasks")
 
-    def __init__(self, tasks: dict[str, TaskFuture[Any]]) -> None:
+    def __init__(
+        self,
+        tasks: dict[str, TaskFuture[Any]],
+        describe: Callable[[TaskFuture[Any]], TaskDescription],
+    ) -> None:
         self._tasks = tasks
+        self._describe = describe
 
     def __getitem__(self, uid: str) -> dict[str, Any]:
         fut = self._tasks[uid]
-        desc = fut._desc
-        if desc is None:
-            desc = fut._engine._describe(fut, fut.args, fut.kwargs)
         return {
-            "type": "block" if fut.kind == "block" else "task",
+            "type": "block" if fut.kind == TYPE_BLOCK else "task",
             "future": fut,
-            "description": desc,
+            "description": self._describe(fut),
         }
 
     def __iter__(self) -> Iterator[str]:

@@ -14,12 +14,13 @@ import asyncio
 import os
 from typing import Any
 
+from ..backends._base import TaskDescription
 from ..errors import BackendError, ExecutableError
 
 __all__ = ["exit_code_of", "failure_of", "value_of"]
 
 
-def exit_code_of(task: dict[str, Any]) -> int | None:
+def exit_code_of(task: TaskDescription) -> int | None:
     """The exit code of an executable task, wherever the backend put it."""
     code = task.get("exit_code")
     if code is None and task.get("executable"):
@@ -42,7 +43,7 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def value_of(task: dict[str, Any], kind: str, stdout_path: str | None) -> Any:
+def value_of(task: TaskDescription, kind: str, stdout_path: str | None) -> Any:
     """The awaited value of a task a backend reported DONE.
 
     Args:
@@ -78,7 +79,7 @@ def _tail(path: str, limit: int = 4096) -> str:
         return ""
 
 
-def failure_of(task: dict[str, Any], kind: str, stdio_dir: str | None = None) -> BaseException:
+def failure_of(task: TaskDescription, kind: str, stdio_dir: str | None = None) -> BaseException:
     """The exception for a task a backend reported FAILED.
 
     Args:
@@ -105,7 +106,7 @@ def failure_of(task: dict[str, Any], kind: str, stdio_dir: str | None = None) ->
 
 
 def _executable_error(
-    task: dict[str, Any],
+    task: TaskDescription,
     stdio_dir: str | None,
     exit_code: int | None = None,
     stderr: str = "",
@@ -127,7 +128,7 @@ def _executable_error(
 
 
 def _as_exception(
-    task: dict[str, Any], kind: str, stdio_dir: str | None, exc: BaseException
+    task: TaskDescription, kind: str, stdio_dir: str | None, exc: BaseException
 ) -> Exception:
     """An ``Exception`` standing for a reported ``BaseException`` (chained to it).
 

@@ -37,9 +37,8 @@ def _on_signal(loop: asyncio.AbstractEventLoop, signum: int) -> None:
         loop.create_task(engine.shutdown())
 
 
-def install_signal_handlers(engine: Any) -> None:
-    """Make the shutdown signals shut ``engine`` down."""
-    loop = engine._loop
+def install_signal_handlers(engine: Any, loop: asyncio.AbstractEventLoop) -> None:
+    """Make the shutdown signals shut ``engine`` (running on ``loop``) down."""
     if threading.current_thread() is not threading.main_thread():
         logger.warning(
             "engine %s runs outside the main thread: no signal handlers installed; "
@@ -60,9 +59,8 @@ def install_signal_handlers(engine: Any) -> None:
     live.add(engine)
 
 
-def remove_signal_handlers(engine: Any) -> None:
-    """Forget ``engine``; the last engine of a loop restores the default handlers."""
-    loop = engine._loop
+def remove_signal_handlers(engine: Any, loop: asyncio.AbstractEventLoop) -> None:
+    """Forget ``engine``; the last engine of ``loop`` restores the default handlers."""
     live = _engines.get(loop)
     if live is None or engine not in live:
         return

@@ -1,4 +1,4 @@
-"""OpenTelemetry SDK glue: resource, span processors, meter provider, exporters.
+"""OpenTelemetry SDK glue: resource, exporters, span processors, meter provider.
 
 The engine never installs global providers: each engine owns its processors
 and its ``MeterProvider``, so two engines in one process keep separate
@@ -8,7 +8,9 @@ recorder's finished-span dicts and handed to the processors.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -27,16 +29,24 @@ from .._version import __version__
 from . import names as n
 from ._aggregate import Histograms
 
-__all__ = ["Instruments", "SpanBridge", "make_resource", "otlp_exporters"]
+__all__ = [
+    "Exporters",
+    "Instruments",
+    "SpanBridge",
+    "assemble_exporters",
+    "make_resource",
+    "otlp_exporters",
+    "serve_prometheus",
+]
 
 logger = logging.getLogger("asyncflow.telemetry")
 
 SCOPE = InstrumentationScope("asyncflow", __version__)
 
 _STATUS = {
-    "OK": trace_api.StatusCode.OK,
-    "ERROR": trace_api.StatusCode.ERROR,
-    "UNSET": trace_api.StatusCode.UNSET,
+    n.STATUS_OK: trace_api.StatusCode.OK,
+    n.STATUS_ERROR: trace_api.StatusCode.ERROR,
+    n.STATUS_UNSET: trace_api.StatusCode.UNSET,
 }
 _SAMPLED = trace_api.TraceFlags(trace_api.TraceFlags.SAMPLED)
 
@@ -91,7 +101,7 @@ class SpanBridge:
             status=trace_api.Status(
                 _STATUS[span["status_code"]], span["status_description"] or None
             )
-            if span["status_code"] == "ERROR"
+            if span["status_code"] == n.STATUS_ERROR
             else trace_api.Status(_STATUS[span["status_code"]]),
             start_time=span["start_ns"],
             end_time=span["end_ns"],
@@ -150,6 +160,89 @@ def otlp_exporters(endpoint: str, protocol: str) -> tuple[Any, Any]:
             HTTPMetricExporter(endpoint=f"{base}/v1/metrics", timeout=5),
         )
     raise ValueError(f"unknown OTLP protocol {protocol!r}: use 'grpc' or 'http/protobuf'")
+
+
+@dataclasses.dataclass
+class Exporters:
+    """The span processors and metric readers a session hands its data to."""
+
+    processors: list[SpanProcessor]
+    readers: list[MetricReader]
+    prometheus_registry: Any = None  # a CollectorRegistry when /metrics is served
+    prometheus_port: int | None = None
+
+
+def assemble_exporters(
+    span_processors: Sequence[SpanProcessor] | None,
+    metric_readers: Sequence[MetricReader] | None,
+    otlp_endpoint: str | None,
+    otlp_protocol: str | None,
+    prometheus_port: int | None,
+) -> Exporters:
+    """The caller's processors and readers, plus OTLP and Prometheus when asked.
+
+    ``otlp_endpoint`` and ``prometheus_port`` fall back to their environment
+    variables. An exporter that cannot be built is logged and left out; an
+    unknown OTLP protocol raises ``ValueError``.
+    """
+    processors = list(span_processors or [])
+    readers = list(metric_readers or [])
+    endpoint = otlp_endpoint or os.environ.get(n.ENV_OTLP_ENDPOINT)
+    if endpoint:
+        protocol = otlp_protocol or os.environ.get(n.ENV_OTLP_PROTOCOL) or "grpc"
+        try:
+            from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+            from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+            from ._guard import EndpointHealth, GuardedMetricExporter, GuardedSpanExporter
+
+            span_exporter, metric_exporter = otlp_exporters(endpoint, protocol)
+            health = EndpointHealth(endpoint)
+            processors.append(BatchSpanProcessor(GuardedSpanExporter(span_exporter, health)))
+            readers.append(
+                PeriodicExportingMetricReader(
+                    GuardedMetricExporter(metric_exporter, health), export_interval_millis=5_000
+                )
+            )
+        except ValueError:
+            raise
+        except Exception:
+            logger.warning("OTLP export to %s is off", endpoint, exc_info=True)
+    port = prometheus_port
+    env_port = os.environ.get(n.ENV_PROMETHEUS_PORT)
+    if port is None and env_port:
+        try:
+            port = int(env_port)
+        except ValueError:
+            logger.warning(
+                "%s=%r is not a port number: no /metrics", n.ENV_PROMETHEUS_PORT, env_port
+            )
+    registry = None
+    if port is not None:
+        try:
+            from opentelemetry.exporter.prometheus import PrometheusMetricReader
+            from prometheus_client import CollectorRegistry
+        except ImportError as exc:
+            logger.warning("no /metrics endpoint: %s (pip install asyncflow-otel)", exc)
+        else:
+            registry = CollectorRegistry(auto_describe=True)
+            readers.append(PrometheusMetricReader(registry=registry))
+    return Exporters(processors, readers, registry, port if registry is not None else None)
+
+
+def serve_prometheus(exporters: Exporters, host: str) -> tuple[Any, int] | None:
+    """Serve ``/metrics`` for ``exporters``' Prometheus reader: (server, port), or None."""
+    if exporters.prometheus_registry is None or exporters.prometheus_port is None:
+        return None
+    from prometheus_client import start_http_server
+
+    port = exporters.prometheus_port
+    try:
+        server, _thread = start_http_server(port, addr=host, registry=exporters.prometheus_registry)
+    except OSError as exc:  # port taken, address not available
+        logger.warning("no /metrics endpoint on %s:%s: %s", host, port, exc)
+        return None
+    return server, int(server.server_address[1])
 
 
 class Instruments:

@@ -9,22 +9,27 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor
 
 from . import names as n
-from ._otel import Instruments, SpanBridge, make_resource, otlp_exporters
-from ._recorder import Recorder, SpanRecord
+from ._otel import Instruments, SpanBridge, assemble_exporters, make_resource, serve_prometheus
+from ._recorder import Recorder
 from ._sampler import NodeSampler
 from .checkpoint import dumps, open_checkpoint
 from .events import ENGINE_EVENT_TYPES, Event, ResourceUpdate
+from .observer import LiveSpan, TaskObserver
 from .otlp_json import spans_to_otlp_json
 
 # Seconds ``stop()`` waits for async subscribers still handling events.
 SUBSCRIBER_GRACE = 5.0
 
-__all__ = ["Telemetry", "start"]
+__all__ = ["SlotPool", "Telemetry", "start"]
 
 logger = logging.getLogger("asyncflow.telemetry")
 
@@ -40,34 +45,66 @@ class Telemetry:
 
     def __init__(
         self,
+        *,
         loop: asyncio.AbstractEventLoop,
         recorder: Recorder,
-        bridge: SpanBridge | None,
-        instruments: Instruments,
+        bridge: SpanBridge,
+        readers: list[MetricReader],
         writer: Any,
-        parent_lookup: Callable[[], SpanRecord | None],
+        slot_pools: Mapping[str, SlotPool],
+        prometheus: tuple[Any, int] | None,
+        parent_span: Callable[[], LiveSpan | None],
+        on_stopped: Callable[[TaskObserver], None],
+        resource_poll_interval: float,
+        checkpoint_interval: float | None,
     ) -> None:
         self._loop = loop
         self._recorder = recorder
         self._bridge = bridge
-        self._instruments = instruments
         self._writer = writer
-        self._parent_lookup = parent_lookup
+        self._parent_span = parent_span
+        self._on_stopped = on_stopped
         self._subscribers: list[Subscriber] = []
         self._failed_subscribers: set[int] = set()
         self._slots: dict[tuple[str, str, str], int] = {}
-        self._slot_counts: Callable[[], dict[tuple[str, str, str], int]] = lambda: {}
-        self._sampler: NodeSampler | None = None
-        self._prometheus: Any = None
-        self._metric_task: asyncio.Task[None] | None = None
+        self._slot_pools = dict(slot_pools)
+        self._prometheus = prometheus
         self._stopped = False
-        self._on_stopped: Callable[[], None] | None = None  # the engine lets go of it
         self._stop_task: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[Any]] = set()
         self._thread_id = threading.get_ident()
+        self._sampler: NodeSampler | None = None
+        self._instruments = Instruments(
+            bridge.resource,
+            readers,
+            [recorder.task_duration, recorder.queue_duration, recorder.workflow_duration],
+            lambda: recorder.active_tasks,
+            lambda: recorder.active_workflows,
+            self._slot_counts,
+            self._node_sample,
+        )
         recorder.deliver = self._deliver_engine_event
+        recorder.session_started()
+        try:
+            self._sampler = NodeSampler(resource_poll_interval, self._resource_sample)
+        except Exception:
+            logger.warning("node utilisation sampling is off", exc_info=True)
+        self._metric_snapshot()  # capacities and the first sample, from the start
+        self._metric_task: asyncio.Task[None] | None = (
+            loop.create_task(self._snapshots(checkpoint_interval)) if checkpoint_interval else None
+        )
 
     # ------------------------------------------------------------------ facts
+    @property
+    def observer(self) -> TaskObserver:
+        """The hooks the engine calls at every task transition."""
+        return self._recorder
+
+    @property
+    def stopped(self) -> bool:
+        """True once ``stop()`` has ended the session."""
+        return self._stopped
+
     @property
     def session_id(self) -> str:
         """The engine session this telemetry belongs to (the engine uid)."""
@@ -137,7 +174,7 @@ class Telemetry:
         return event
 
     def _deliver_engine_event(
-        self, name: str, rec: SpanRecord | None, t: float, extra: dict[str, Any], event_id: int
+        self, name: str, rec: LiveSpan | None, t: float, extra: dict[str, Any], event_id: int
     ) -> None:
         cls = ENGINE_EVENT_TYPES[name]
         attrs: dict[str, Any] = {}
@@ -202,19 +239,17 @@ class Telemetry:
         self._recorder.enrichers.append(fn)
 
     @contextlib.contextmanager
-    def span_scope(
-        self, name: str, attributes: dict[str, Any] | None = None
-    ) -> Iterator[SpanRecord]:
+    def span_scope(self, name: str, attributes: dict[str, Any] | None = None) -> Iterator[LiveSpan]:
         """A span of your own around a piece of code, under the current workflow or block."""
-        rec_parent = self._parent_lookup()
+        rec_parent = self._parent_span()
         parent = rec_parent.span_id if rec_parent is not None else self._recorder.session.span_id
-        rec = self._recorder._span(parent, n.LEVEL_SPAN, n.span_name(n.LEVEL_SPAN, name))
+        rec = self._recorder.new_span(parent, n.LEVEL_SPAN, n.span_name(n.LEVEL_SPAN, name))
         rec.attributes = {**(attributes or {}), n.LEVEL: n.LEVEL_SPAN}
-        status, desc = "UNSET", ""
+        status, desc = n.STATUS_UNSET, ""
         try:
             yield rec
         except BaseException as exc:
-            status, desc = "ERROR", f"{type(exc).__name__}: {exc}"
+            status, desc = n.STATUS_ERROR, f"{type(exc).__name__}: {exc}"
             rec.attributes[n.ERROR_TYPE] = type(exc).__name__
             raise
         finally:
@@ -281,7 +316,7 @@ class Telemetry:
             path = base / f"{self.session_id}.otlp.json"
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        resource = self._bridge.resource.attributes if self._bridge is not None else {}
+        resource = self._bridge.resource.attributes
         target.write_text(spans_to_otlp_json(self.read_traces(), dict(resource)), encoding="utf-8")
         return target
 
@@ -300,6 +335,17 @@ class Telemetry:
         """Publish a backend's busy and idle slots of one kind (``cpu``/``gpu``)."""
         self._slots[(backend, kind, n.SLOT_BUSY)] = busy
         self._slots[(backend, kind, n.SLOT_IDLE)] = idle
+
+    def _slot_counts(self) -> dict[tuple[str, str, str], int]:
+        counts = dict(self._slots)
+        for name, pool in self._slot_pools.items():
+            for kind, (busy, idle) in pool.usage().items():
+                counts[(name, kind, n.SLOT_BUSY)] = busy
+                counts[(name, kind, n.SLOT_IDLE)] = idle
+        return counts
+
+    def _node_sample(self) -> dict[str, Any]:
+        return self._sampler.last if self._sampler is not None else {}
 
     # ------------------------------------------------------------------ stop
     def _metric_snapshot(self) -> None:
@@ -351,16 +397,14 @@ class Telemetry:
         self._recorder.session_ended()
         self._metric_snapshot()
         self._stopped = True
-        if self._on_stopped is not None:
-            self._on_stopped()
+        self._on_stopped(self._recorder)
         await self._loop.run_in_executor(None, self._stop_blocking)
 
     def _stop_blocking(self) -> None:
         if self._sampler is not None:
             self._sampler.stop()
-        if self._bridge is not None:
-            self._bridge.flush()
-            self._bridge.shutdown()
+        self._bridge.flush()
+        self._bridge.shutdown()
         self._instruments.shutdown()
         if self._prometheus is not None:
             server = self._prometheus[0]
@@ -370,72 +414,55 @@ class Telemetry:
             self._writer.close()
 
 
+class SlotPool(Protocol):
+    """A resource-aware backend's ``resource_pool`` (``asyncflow.ResourcePool``)."""
+
+    def usage(self) -> Mapping[str, tuple[int, int]]:
+        """Busy and idle slots by kind (``cpu``, ``gpu``)."""
+
+
 async def start(
-    engine: Any,
     *,
+    session_id: str,
+    backends: Mapping[str, object],
+    parent_span: Callable[[], LiveSpan | None],
+    on_stopped: Callable[[TaskObserver], None],
     resource_poll_interval: float,
     checkpoint_interval: float | None,
     checkpoint_path: str | os.PathLike[str] | None,
-    span_processors: list[Any] | None,
-    metric_readers: list[Any] | None,
-    resource: Any,
+    span_processors: list[SpanProcessor] | None,
+    metric_readers: list[MetricReader] | None,
+    resource: Resource | None,
     otlp_endpoint: str | None,
     otlp_protocol: str | None,
     prometheus_port: int | None,
     prometheus_host: str,
     span_buffer: int,
 ) -> Telemetry:
-    """Build and start the telemetry of ``engine`` (see ``engine.start_telemetry``)."""
+    """Build and start the telemetry of one engine session.
+
+    Args:
+        session_id: the engine uid (``service.instance.id``, file names).
+        backends: the engine's backends by name; those with a
+            ``resource_pool`` publish their slots.
+        parent_span: returns the span of the innermost workflow scope or
+            block now, for ``Telemetry.span_scope``.
+        on_stopped: called with the observer once telemetry has stopped
+            (the engine stops calling it).
+        resource_poll_interval, checkpoint_interval, checkpoint_path,
+        span_processors, metric_readers, resource, otlp_endpoint,
+        otlp_protocol, prometheus_port, prometheus_host, span_buffer:
+            see ``WorkflowEngine.start_telemetry``.
+    """
     import socket
 
     loop = asyncio.get_running_loop()
-    session_id = engine.uid
-    res = make_resource(resource, session_id)
-    processors = list(span_processors or [])
-    readers = list(metric_readers or [])
-    endpoint = otlp_endpoint or os.environ.get(n.ENV_OTLP_ENDPOINT)
-    if endpoint:
-        protocol = otlp_protocol or os.environ.get(n.ENV_OTLP_PROTOCOL) or "grpc"
-        try:
-            from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-            from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-            from ._guard import EndpointHealth, GuardedMetricExporter, GuardedSpanExporter
-
-            span_exporter, metric_exporter = otlp_exporters(endpoint, protocol)
-            health = EndpointHealth(endpoint)
-            processors.append(BatchSpanProcessor(GuardedSpanExporter(span_exporter, health)))
-            readers.append(
-                PeriodicExportingMetricReader(
-                    GuardedMetricExporter(metric_exporter, health), export_interval_millis=5_000
-                )
-            )
-        except ValueError:
-            raise
-        except Exception:
-            logger.warning("OTLP export to %s is off", endpoint, exc_info=True)
-    port = prometheus_port
-    env_port = os.environ.get(n.ENV_PROMETHEUS_PORT)
-    if port is None and env_port:
-        try:
-            port = int(env_port)
-        except ValueError:
-            logger.warning(
-                "%s=%r is not a port number: no /metrics", n.ENV_PROMETHEUS_PORT, env_port
-            )
-    prom_registry = None
-    if port is not None:
-        try:
-            from opentelemetry.exporter.prometheus import PrometheusMetricReader
-            from prometheus_client import CollectorRegistry
-        except ImportError as exc:
-            logger.warning("no /metrics endpoint: %s (pip install asyncflow-otel)", exc)
-        else:
-            prom_registry = CollectorRegistry(auto_describe=True)
-            readers.append(PrometheusMetricReader(registry=prom_registry))
-    bridge = SpanBridge(processors, res) if processors else None
+    exporters = assemble_exporters(
+        span_processors, metric_readers, otlp_endpoint, otlp_protocol, prometheus_port
+    )
+    bridge = SpanBridge(exporters.processors, make_resource(resource, session_id))
     node_id = socket.gethostname()
-    recorder = Recorder(session_id, node_id, span_buffer, bridge)
+    recorder = Recorder(session_id, node_id, span_buffer, bridge if bridge.processors else None)
     writer = None
     if checkpoint_path is not None:
         started = int(time.time())
@@ -445,59 +472,21 @@ async def start(
         if wait_ready is not None:
             await loop.run_in_executor(None, wait_ready)
         recorder.attach(writer)
-    slots: dict[tuple[str, str, str], int] = {}
-    # Resource-aware backends expose their pool (duck-typed: ``usage()``).
-    pools = {
+    pools: dict[str, SlotPool] = {
         name: pool
-        for name, backend in engine.backends.items()
+        for name, backend in backends.items()
         if (pool := getattr(backend, "resource_pool", None)) is not None
     }
-
-    def slot_counts() -> dict[tuple[str, str, str], int]:
-        counts = dict(slots)
-        for name, pool in pools.items():
-            for kind, (busy, idle) in pool.usage().items():
-                counts[(name, kind, n.SLOT_BUSY)] = busy
-                counts[(name, kind, n.SLOT_IDLE)] = idle
-        return counts
-
-    sampler_holder: list[NodeSampler] = []
-
-    def node() -> dict[str, Any]:
-        return sampler_holder[0].last if sampler_holder else {}
-
-    instruments = Instruments(
-        res,
-        readers,
-        [recorder.task_duration, recorder.queue_duration, recorder.workflow_duration],
-        lambda: recorder.active_tasks,
-        lambda: recorder.active_workflows,
-        slot_counts,
-        node,
+    return Telemetry(
+        loop=loop,
+        recorder=recorder,
+        bridge=bridge,
+        readers=exporters.readers,
+        writer=writer,
+        slot_pools=pools,
+        prometheus=serve_prometheus(exporters, prometheus_host),
+        parent_span=parent_span,
+        on_stopped=on_stopped,
+        resource_poll_interval=resource_poll_interval,
+        checkpoint_interval=checkpoint_interval,
     )
-    tel = Telemetry(loop, recorder, bridge, instruments, writer, engine._telemetry_parent)
-    tel._slots = slots
-    tel._slot_counts = slot_counts
-    if bridge is None:
-        tel._bridge = SpanBridge([], res)
-    recorder.session_started()
-    try:
-        sampler = NodeSampler(resource_poll_interval, tel._resource_sample)
-        sampler_holder.append(sampler)
-        tel._sampler = sampler
-    except Exception:
-        logger.warning("node utilisation sampling is off", exc_info=True)
-    if prom_registry is not None:
-        from prometheus_client import start_http_server
-
-        assert port is not None
-        try:
-            server, _thread = start_http_server(port, addr=prometheus_host, registry=prom_registry)
-        except OSError as exc:  # port taken, address not available
-            logger.warning("no /metrics endpoint on %s:%s: %s", prometheus_host, port, exc)
-        else:
-            tel._prometheus = (server, server.server_address[1])
-    tel._metric_snapshot()  # capacities and the first sample, from the start
-    if checkpoint_interval:
-        tel._metric_task = loop.create_task(tel._snapshots(checkpoint_interval))
-    return tel

@@ -91,6 +91,15 @@ SLOT_IDLE: Final = "idle"
 KIND_CPU: Final = "cpu"
 KIND_GPU: Final = "gpu"
 
+# Span status codes (OpenTelemetry's), the checkpoint file's "status_code".
+STATUS_OK: Final = "OK"
+STATUS_ERROR: Final = "ERROR"
+STATUS_UNSET: Final = "UNSET"
+
+# The engine's uids: "task.000001" for tasks, "block.000002" for blocks.
+UID_PREFIX_TASK: Final = "task."
+UID_PREFIX_BLOCK: Final = "block."
+
 # Span events on task and block spans: wait, queue and run segments.
 SPAN_EVENT_RESOLVED: Final = "resolved"
 SPAN_EVENT_QUEUED: Final = "queued"

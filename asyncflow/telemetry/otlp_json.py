@@ -12,10 +12,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from .._version import __version__
+from . import names as n
 
 __all__ = ["any_value", "spans_to_otlp_json"]
 
-_STATUS_CODES = {"UNSET": 0, "OK": 1, "ERROR": 2}
+_STATUS_CODES = {n.STATUS_UNSET: 0, n.STATUS_OK: 1, n.STATUS_ERROR: 2}
 
 
 def any_value(value: Any) -> dict[str, Any]:

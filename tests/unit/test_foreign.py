@@ -7,22 +7,21 @@ from typing import Any
 from asyncflow.engine._foreign import adapter_for, dask_kwargs, pilot_kwargs
 
 
-def backend_class(module: str, name: str) -> Any:
-    return type(name, (), {"__module__": module})()
+def test_adapter_for_picks_by_rhapsody_backend_type() -> None:
+    from rhapsody.backends.execution.concurrent import ConcurrentExecutionBackend
+    from rhapsody.backends.execution.dask_parallel import DaskExecutionBackend
+    from rhapsody.backends.execution.radical_pilot import RadicalExecutionBackend
 
+    def bare(cls: type) -> Any:  # an instance without running its constructor
+        return cls.__new__(cls)
 
-def test_adapter_for_picks_by_rhapsody_backend_class() -> None:
-    module = "rhapsody.backends.execution"
-    assert adapter_for(backend_class(module + ".dask_parallel", "DaskExecutionBackend")) is (
-        dask_kwargs
-    )
-    assert adapter_for(backend_class(module + ".radical_pilot", "RadicalExecutionBackend")) is (
-        pilot_kwargs
-    )
-    for name in ("ConcurrentExecutionBackend", "DragonExecutionBackend"):
-        assert adapter_for(backend_class(module, name)) is None
-    # A user's own class that happens to be called the same is left alone.
-    assert adapter_for(backend_class("mysite.backends", "DaskExecutionBackend")) is None
+    assert adapter_for(bare(DaskExecutionBackend)) is dask_kwargs
+    assert adapter_for(bare(RadicalExecutionBackend)) is pilot_kwargs
+    assert adapter_for(bare(type("MyDask", (DaskExecutionBackend,), {}))) is dask_kwargs
+    assert adapter_for(bare(ConcurrentExecutionBackend)) is None
+    # A user's own class that happens to share the name and module is left alone.
+    impostor = type("DaskExecutionBackend", (), {"__module__": DaskExecutionBackend.__module__})
+    assert adapter_for(impostor()) is None
 
 
 def test_dask_kwargs() -> None:

@@ -1,0 +1,149 @@
+"""The layout of the records the recorder sends to the checkpoint writer.
+
+The recorder (on the engine's loop) ships each transition as a small plain
+tuple, which ``marshal`` carries to the writer process; the renderer there
+turns it into checkpoint lines. The tuples' field order is declared here,
+once, as ``NamedTuple`` classes: the renderer reads records through them
+(``Created._make(record)``) and a unit test holds the recorder to them.
+
+The recorder builds plain tuple literals in this order rather than these
+classes: a ``NamedTuple`` costs over ten times a literal to build and
+``marshal`` cannot carry it, and six records per task are on the hot path.
+The first field of every record is its kind.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, NamedTuple
+
+__all__ = [
+    "ASSIGNED",
+    "CREATED",
+    "FINISHED",
+    "ID_ASSIGNED",
+    "ID_CREATED",
+    "ID_FINAL",
+    "ID_QUEUED",
+    "ID_RESOLVED",
+    "ID_STARTED",
+    "ID_SUBMITTED",
+    "LINE",
+    "SPAN",
+    "STARTED",
+    "STEP",
+    "Assigned",
+    "Created",
+    "Finished",
+    "Line",
+    "Span",
+    "SpanFields",
+    "Started",
+    "Step",
+]
+
+# Record kinds: the first field of every record.
+LINE: Final = "L"
+CREATED: Final = "C"
+ASSIGNED: Final = "A"
+STEP: Final = "E"
+STARTED: Final = "S"
+FINISHED: Final = "F"
+SPAN: Final = "P"
+
+# A task's event ids are a block of 8 (``id_base`` is a multiple of 8): its
+# events are ``id_base`` plus these offsets.
+ID_CREATED, ID_RESOLVED, ID_QUEUED, ID_SUBMITTED, ID_STARTED, ID_FINAL, ID_ASSIGNED = range(7)
+
+
+class Line(NamedTuple):
+    """A line already rendered (session and user events, metric snapshots)."""
+
+    kind: str
+    text: str
+
+
+class Created(NamedTuple):
+    """A task or block was created: its ``TaskCreated`` line; the rest is
+    kept by the renderer for its span."""
+
+    kind: str
+    uid: str
+    id_base: int
+    t_ns: int
+    backend: str | None
+    workflow_id: str | None
+    span_id: int
+    parent_id: int | None
+    level: str
+    name: str
+    task_kind: str
+    workflow_name: str
+    cpus: int
+    gpus: int
+
+
+class Assigned(NamedTuple):
+    """A backend assigned the task its slots (``asyncflow.ResourceAssigned``)."""
+
+    kind: str
+    uid: str
+    t_ns: int
+    fields: dict[str, Any]  # slots, cpus, gpus
+
+
+class Step(NamedTuple):
+    """The task reached a step before it started: resolved, queued or submitted."""
+
+    kind: str
+    uid: str
+    t_ns: int
+    offset: int  # ID_RESOLVED, ID_QUEUED or ID_SUBMITTED
+
+
+class Started(NamedTuple):
+    """The task started running (its ``TaskStarted`` line)."""
+
+    kind: str
+    uid: str
+    t_ns: int
+
+
+class Finished(NamedTuple):
+    """The task ended: its final event line and its span line."""
+
+    kind: str
+    uid: str
+    final_event: str
+    error_type: str
+    end_ns: int
+    status: str
+    description: str
+    t_resolved: int
+    t_queued: int
+    t_submitted: int
+    t_started: int
+    result: str
+    depends_on: tuple[str, ...]
+    extra: dict[str, Any] | None  # attributes added by span enrichers
+    slots: tuple[str, ...]
+
+
+class SpanFields(NamedTuple):
+    """Every field of a finished span that is not a task's or a block's."""
+
+    name: str
+    span_id: int
+    parent_id: int | None
+    start_ns: int
+    end_ns: int
+    status: str
+    description: str
+    attributes: dict[str, Any]
+    events: list[tuple[str, int]]  # (span event name, time in ns)
+
+
+class Span(NamedTuple):
+    """Any other finished span: session, workflow, user spans."""
+
+    kind: str
+    span: tuple[Any, ...]  # a SpanFields, as a plain tuple

@@ -1,0 +1,171 @@
+"""The spans the recorder keeps while they are open, and their dict form.
+
+Pure: names only, no SDK, no asyncio, no I/O.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from . import names as n
+
+if TYPE_CHECKING:
+    from .observer import TaskInfo
+
+__all__ = ["LiveSpan", "LiveWorkflow", "count", "span_dict"]
+
+# The lifecycle steps before a task starts, in order: (LiveSpan attribute,
+# span event name). The engine event of each is in the recorder.
+STEPS = (
+    ("t_resolved", n.SPAN_EVENT_RESOLVED),
+    ("t_queued", n.SPAN_EVENT_QUEUED),
+    ("t_submitted", n.SPAN_EVENT_SUBMITTED),
+    ("t_started", n.SPAN_EVENT_STARTED),
+)
+
+
+class LiveSpan:
+    """One span being recorded (session, workflow, block, task or a user span).
+
+    The engine holds one per task (``TaskFuture._tel``) and hands it back to
+    every :class:`~asyncflow.telemetry.observer.TaskObserver` hook; only the
+    telemetry side reads or writes its fields.
+    """
+
+    __slots__ = (
+        "attributes",
+        "backend",
+        "depends_on",
+        "end_ns",
+        "error_type",
+        "extra",
+        "fut",
+        "id_base",
+        "level",
+        "name",
+        "owner",
+        "parent",
+        "result",
+        "slots",
+        "span_id",
+        "start_ns",
+        "status",
+        "status_description",
+        "t_queued",
+        "t_resolved",
+        "t_started",
+        "t_submitted",
+        "uid",
+        "workflow_id",
+    )
+
+    def __init__(self, span_id: int, parent: int | None, level: str, name: str) -> None:
+        self.span_id = span_id
+        self.parent = parent
+        self.level = level
+        self.name = name
+        self.start_ns = time.time_ns()
+        self.end_ns = 0
+        self.t_resolved = self.t_queued = self.t_submitted = self.t_started = 0
+        self.id_base = 0
+        self.attributes: dict[str, Any] = {}
+        self.backend: str | None = None
+        self.uid: str | None = None
+        self.workflow_id: str | None = None
+        self.fut: TaskInfo | None = None  # tasks and blocks: attributes come from it
+        self.result = ""
+        self.error_type = ""
+        self.depends_on: tuple[str, ...] = ()
+        self.extra: dict[str, Any] | None = None  # attributes added by enrichers
+        self.slots: tuple[str, ...] = ()
+        self.owner: LiveWorkflow | None = None
+        self.status = n.STATUS_UNSET
+        self.status_description = ""
+
+    def attributes_dict(self) -> dict[str, Any]:
+        """The span's attributes (built on demand for task and block spans)."""
+        fut = self.fut
+        if fut is None:
+            return self.attributes
+        uid = self.uid
+        if self.level == n.LEVEL_BLOCK:
+            attrs: dict[str, Any] = {
+                n.LEVEL: n.LEVEL_BLOCK,
+                n.WORKFLOW_ID: uid,
+                n.WORKFLOW_NAME: fut.workflow_name or "",
+                n.BLOCK_UID: uid,
+                n.BLOCK_SCOPE: self.workflow_id or "",
+            }
+        else:
+            td = fut.task_description
+            attrs = {
+                n.LEVEL: n.LEVEL_TASK,
+                n.WORKFLOW_ID: self.workflow_id or "",
+                n.WORKFLOW_NAME: fut.workflow_name or "",
+                n.TASK_UID: uid,
+                n.TASK_NAME: fut.name,
+                n.TASK_TYPE: fut.kind,
+                n.BACKEND: self.backend or "",
+                n.TASK_CPUS: count(td, "cpus", 1),
+                n.TASK_GPUS: count(td, "gpus", 0),
+                n.TASK_DEPENDS_ON: list(self.depends_on),
+            }
+        if self.slots:
+            attrs[n.TASK_SLOTS] = list(self.slots)
+        if self.result:
+            attrs[n.TASK_RESULT] = self.result
+        if self.error_type:
+            attrs[n.ERROR_TYPE] = self.error_type
+        if self.extra:
+            attrs.update(self.extra)
+        return attrs
+
+    def span_events(self) -> list[tuple[str, int]]:
+        """The lifecycle span events that happened, in order."""
+        return [(name, t) for attr, name in STEPS if (t := getattr(self, attr))]
+
+
+class LiveWorkflow(LiveSpan):
+    """A workflow span: it ends when its scope exited and its last task ended."""
+
+    __slots__ = ("closed", "cut_off", "error", "failed", "pending")
+
+    def __init__(self, span_id: int, parent: int | None, name: str) -> None:
+        super().__init__(span_id, parent, n.LEVEL_WORKFLOW, name)
+        self.pending = 0
+        self.closed = False
+        self.failed = False
+        self.cut_off = False  # shutdown cancelled some of its tasks
+        self.error: BaseException | None = None
+
+
+def count(td: dict[str, Any] | None, key: str, default: int) -> int:
+    """``td[key]`` as an int (``default`` when missing or not a number)."""
+    if not td:
+        return default
+    try:
+        return int(td.get(key, default))
+    except (TypeError, ValueError):
+        return default
+
+
+def span_dict(rec: LiveSpan, trace_hex: str) -> dict[str, Any]:
+    """A finished span as the checkpoint file's ``span`` record."""
+    end = rec.end_ns
+    return {
+        "section": n.SECTION_SPAN,
+        "name": rec.name,
+        "span_id": f"{rec.span_id:016x}",
+        "trace_id": trace_hex,
+        "parent_span_id": f"{rec.parent:016x}" if rec.parent else None,
+        "start_ns": rec.start_ns,
+        "end_ns": end,
+        "start_time_s": rec.start_ns / 1e9,
+        "end_time_s": end / 1e9,
+        "duration_ms": (end - rec.start_ns) / 1e6,
+        "status_code": rec.status,
+        "status_description": rec.status_description,
+        "attributes": rec.attributes_dict(),
+        "events": [{"name": name, "time_ns": t} for name, t in rec.span_events()],
+    }

@@ -1,0 +1,116 @@
+"""The telemetry observer, declared: every hook the engine calls on a task's way.
+
+The engine holds one :class:`TaskObserver` (or None when telemetry is off)
+and calls it at each transition of a task or block, in this order::
+
+    task_created -> resolved -> queued -> submitted -> [assigned] -> started
+                 -> task_finished
+
+(blocks skip queued and submitted; a task that fails or is cancelled before
+it runs jumps to ``task_finished``), and around workflow scopes
+``workflow_started`` / ``workflow_ended``. The recorder in
+``telemetry/_recorder.py`` implements it. Hooks run on the engine's loop
+and must be cheap and never raise: a task's telemetry is never a reason for
+the task to fail (as trio's ``Instrument`` hooks, they observe, never steer).
+
+Pure: no SDK, no asyncio, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from ._spans import LiveSpan, LiveWorkflow
+
+__all__ = ["LiveSpan", "LiveWorkflow", "TaskInfo", "TaskObserver"]
+
+
+class TaskInfo(Protocol):
+    """What telemetry reads of a task or block (the engine's ``TaskFuture``)."""
+
+    @property
+    def uid(self) -> str:
+        """``"task.000001"`` or ``"block.000001"``."""
+
+    @property
+    def name(self) -> str:
+        """The decorated function's name."""
+
+    @property
+    def kind(self) -> str:
+        """``function``, ``executable``, ``prompt`` or ``block`` (``names.TYPE_*``)."""
+
+    @property
+    def workflow_id(self) -> str | None:
+        """The workflow instance (or enclosing block uid) it belongs to."""
+
+    @property
+    def workflow_name(self) -> str | None:
+        """The workflow type, when the task was created in a named scope."""
+
+    @property
+    def task_description(self) -> dict[str, Any]:
+        """The merged ``task_description`` (``cpus`` and ``gpus`` are read)."""
+
+
+class TaskObserver(Protocol):
+    """The hooks the engine calls; one observer per engine."""
+
+    def task_created(
+        self,
+        task: TaskInfo,
+        backend: str,
+        parent: LiveSpan | None,
+        scope_id: str | None,
+    ) -> LiveSpan:
+        """A task or block was registered; returns the span handed to later hooks.
+
+        Args:
+            task: the task.
+            backend: the name of the backend it is routed to.
+            parent: the span of the block it was created in, if any.
+            scope_id: the id of the innermost workflow scope, if any.
+        """
+
+    def resolved(self, span: LiveSpan) -> None:
+        """Every dependency finished; its arguments are resolved."""
+
+    def queued(self, span: LiveSpan) -> None:
+        """It waits in the engine's outbox for its backend."""
+
+    def submitted(self, span: LiveSpan) -> None:
+        """It was handed to its backend's ``submit_tasks``."""
+
+    def assigned(self, span: LiveSpan, slots: Iterable[Any]) -> None:
+        """A slot-aware backend gave it these slots (just before it starts)."""
+
+    def started(self, span: LiveSpan) -> None:
+        """It started running (a block: its body started)."""
+
+    def task_finished(
+        self,
+        span: LiveSpan,
+        result: str,
+        error: BaseException | None,
+        cut_off: bool,
+        depends_on: tuple[str, ...],
+    ) -> None:
+        """It ended.
+
+        Args:
+            span: the span ``task_created`` returned.
+            result: ``names.RESULT_COMPLETED``, ``RESULT_FAILED`` or ``RESULT_CANCELED``.
+            error: the exception of a failed task.
+            cut_off: it was cancelled because the engine shut down.
+            depends_on: the uids of the tasks it depended on.
+        """
+
+    def workflow_started(self, wf_id: str, name: str | None, parent: int | None) -> LiveWorkflow:
+        """A workflow scope opened (``parent``: the enclosing span's id)."""
+
+    def workflow_ended(self, workflow: LiveWorkflow, error: BaseException | None) -> None:
+        """Its scope exited (the span ends when its last task has ended too)."""
+
+    def open_workflow(self, wf_id: str) -> LiveWorkflow | None:
+        """The span of the open workflow scope ``wf_id``, if there is one."""
