@@ -4,6 +4,7 @@ built-in backends (the way anyio's ``anyio_backend`` fixture works)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -13,9 +14,15 @@ import pytest
 
 from asyncflow import LocalExecutionBackend, NoopExecutionBackend, WorkflowEngine
 
+# Every engine of the integration tests (and of the programs they start)
+# checks each graph transition against the transition table, as dask's
+# worker state machine tests do.
+os.environ["ASYNCFLOW_VALIDATE_GRAPH"] = "1"
+
 DUMMY = "Dummy Output"
 
-# The fields API.md promises in engine.components[uid]["description"].
+# The fields API.md promises in engine.components[uid]["description"]; the
+# declared TaskDescription must have them all (test_engine checks it).
 DESCRIPTION_KEYS = frozenset(
     {
         "uid",

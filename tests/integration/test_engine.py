@@ -19,6 +19,7 @@ from asyncflow import (
     OutputFile,
     WorkflowEngine,
 )
+from asyncflow.backends import TaskDescription, TaskMetadata
 from asyncflow.errors import EngineShutdownError, TaskDefinitionError, UnknownBackendError
 
 from .conftest import DESCRIPTION_KEYS, DUMMY, expected, wait_until
@@ -675,6 +676,35 @@ async def test_components_registry(engine: WorkflowEngine) -> None:
     assert "capture_stdio" not in desc["task_backend_specific_kwargs"]
     await f
     assert f.uid in engine.components and len(engine.components) == 1
+
+
+async def test_descriptions_use_only_declared_keys(engine: WorkflowEngine) -> None:
+    declared = TaskDescription.__required_keys__ | TaskDescription.__optional_keys__
+    assert declared >= DESCRIPTION_KEYS  # every key API.md promises is declared
+
+    @engine.function_task
+    async def f(x: int) -> int:
+        return x
+
+    @engine.executable_task
+    async def e(x: int) -> str:
+        return f"echo {x}"
+
+    @engine.block
+    async def b(x: int) -> int:
+        return await f(x)
+
+    futures = [f(1), e(f(2)), b(3)]
+    await asyncio.gather(*futures)
+    for uid in engine.components:
+        desc = engine.components[uid]["description"]
+        assert set(desc) <= declared, set(desc) - declared
+        assert set(desc["metadata"]) <= TaskMetadata.__optional_keys__
+
+
+async def test_integration_engines_validate_their_graph(engine: WorkflowEngine) -> None:
+    # Set by tests/integration/conftest.py: every transition is checked.
+    assert engine._graph.validating
 
 
 # ---------------------------------------------------------------- callbacks from threads

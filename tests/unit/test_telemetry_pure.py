@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -189,3 +190,69 @@ def test_thread_writer_renders_records(tmp_path: Path) -> None:
     writer.close()
     records = list(read_checkpoint(path))
     assert [r["section"] for r in records] == ["metric", "span"]
+
+
+class _Task:
+    """A task as the observer sees it (the TaskInfo protocol)."""
+
+    uid = "task.000003"
+    name = "train"
+    kind = "function"
+    workflow_id = "wf-1"
+    workflow_name = "training"
+    task_description = {"cpus": 2, "gpus": 1}
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.records: list[tuple[Any, ...]] = []
+
+    def write(self, record: tuple[Any, ...]) -> None:
+        self.records.append(record)
+
+
+def test_recorder_records_follow_the_declared_layout() -> None:
+    from asyncflow.telemetry import _records as r
+    from asyncflow.telemetry._recorder import Recorder
+    from asyncflow.telemetry.observer import TaskObserver
+
+    recorder = Recorder("sess", "node", 10, None)
+    observer: TaskObserver = recorder  # the recorder is the engine's observer
+    sink = _Sink()
+    recorder.attach(sink)
+    span = observer.task_created(_Task(), "gpu", None, None)
+    observer.resolved(span)
+    observer.queued(span)
+    observer.submitted(span)
+    observer.assigned(span, ["gpu:0", "cpu:1"])
+    observer.started(span)
+    observer.task_finished(span, names.RESULT_COMPLETED, None, False, ("task.000001",))
+    kinds = [record[0] for record in sink.records]
+    assert kinds == [r.CREATED, r.STEP, r.STEP, r.STEP, r.ASSIGNED, r.STARTED, r.FINISHED]
+    created = r.Created._make(sink.records[0])
+    assert (created.uid, created.backend, created.workflow_id) == ("task.000003", "gpu", "wf-1")
+    assert (created.name, created.task_kind, created.workflow_name) == (
+        "train",
+        "function",
+        "training",
+    )
+    assert (created.cpus, created.gpus, created.span_id) == (2, 1, span.span_id)
+    assert created.level == names.LEVEL_TASK and created.id_base % 8 == 0
+    steps = [r.Step._make(record) for record in sink.records[1:4]]
+    assert [s.offset for s in steps] == [r.ID_RESOLVED, r.ID_QUEUED, r.ID_SUBMITTED]
+    assert [s.t_ns for s in steps] == [span.t_resolved, span.t_queued, span.t_submitted]
+    assigned = r.Assigned._make(sink.records[4])
+    assert assigned.fields == {"slots": ["gpu:0", "cpu:1"], "cpus": 2, "gpus": 1}
+    assert r.Started._make(sink.records[5]).t_ns == span.t_started
+    done = r.Finished._make(sink.records[6])
+    assert (done.final_event, done.result, done.status) == (
+        names.EVENT_TASK_COMPLETED,
+        names.RESULT_COMPLETED,
+        names.STATUS_OK,
+    )
+    assert done.depends_on == ("task.000001",) and done.slots == ("gpu:0", "cpu:1")
+    assert (done.t_started, done.end_ns) == (span.t_started, span.end_ns)
+    # The renderer reads them back into one event line each and a span line.
+    renderer = LineRenderer("sess", "node", recorder.trace_hex)
+    lines = "".join(renderer.render(record) for record in sink.records).splitlines()
+    assert len(lines) == 8 and json.loads(lines[-1])["section"] == "span"
