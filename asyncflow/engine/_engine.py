@@ -21,7 +21,7 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping
 from types import CoroutineType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..backends._base import (
     CANCEL_STATES,
@@ -30,6 +30,7 @@ from ..backends._base import (
     STATE_FAILED,
     STATE_RUNNING,
     Backend,
+    DataLinking,
     TaskDescription,
 )
 from ..errors import DependencyFailureError, EngineShutdownError, UnknownBackendError
@@ -621,17 +622,24 @@ class WorkflowEngine:
                         self.uid, fut.uid, desc["task_backend_specific_kwargs"]
                     )
                 if (implicit and self.implicit_data and fut._deps) or (explicit and fut._files):
-                    self._link_data(backend, fut, implicit and self.implicit_data, explicit)
+                    # It declared supports_*_data_linking: it has the hooks.
+                    linker = cast("DataLinking", backend)
+                    self._link_data(
+                        name, linker, fut, desc, implicit and self.implicit_data, explicit
+                    )
                 batch.append(desc)
             if batch:
                 self._drive(backend, batch)
 
     def _link_data(
-        self, backend: Any, fut: TaskFuture[Any], implicit: bool, explicit: bool
+        self,
+        name: str,
+        backend: DataLinking,
+        fut: TaskFuture[Any],
+        desc: TaskDescription,
+        implicit: bool,
+        explicit: bool,
     ) -> None:
-        # ``backend`` declared ``supports_*_data_linking``: it has the
-        # ``DataLinking`` hooks (see asyncflow.backends).
-        desc = fut._desc
         inputs, _ = fut._files or ((), ())
         produced: dict[str, TaskFuture[Any]] = {}
         for dep in fut._deps:
@@ -657,7 +665,7 @@ class WorkflowEngine:
                     if type(dep) is TaskFuture and id(dep) not in linked_explicitly and dep._desc:
                         backend.link_implicit_data_deps(dep._desc, desc)
         except Exception:
-            logger.exception("backend %r failed to link the data of %s", backend.name, fut.uid)
+            logger.exception("backend %r failed to link the data of %s", name, fut.uid)
 
     def _drive(self, backend: Backend, batch: list[TaskDescription]) -> None:
         """Hand ``batch`` to ``backend.submit_tasks``.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
-from ..telemetry.names import TYPE_BLOCK
+from ..telemetry.names import LEVEL_BLOCK, LEVEL_TASK, TYPE_BLOCK
 
 if TYPE_CHECKING:
     from ..backends._base import TaskDescription
@@ -36,7 +36,7 @@ class Components(Mapping[str, dict[str, Any]]):
     def __getitem__(self, uid: str) -> dict[str, Any]:
         fut = self._tasks[uid]
         return {
-            "type": "block" if fut.kind == TYPE_BLOCK else "task",
+            "type": LEVEL_BLOCK if fut.kind == TYPE_BLOCK else LEVEL_TASK,
             "future": fut,
             "description": self._describe(fut),
         }

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..backends._base import TaskDescription
 from ..errors import BackendError, ExecutableError
+from ..telemetry.names import TYPE_EXECUTABLE, TYPE_PROMPT
 
 __all__ = ["exit_code_of", "failure_of", "value_of"]
 
@@ -53,7 +54,7 @@ def value_of(task: TaskDescription, kind: str, stdout_path: str | None) -> Any:
             It is the value when the backend wrote that file; a backend that
             did not (a dry run) is taken at its word, like without capture.
     """
-    if kind == "executable":
+    if kind == TYPE_EXECUTABLE:
         if stdout_path is not None and os.path.exists(stdout_path):
             return stdout_path
         stdout = task.get("stdout")
@@ -63,7 +64,7 @@ def value_of(task: TaskDescription, kind: str, stdout_path: str | None) -> Any:
             if isinstance(rv, (str, bytes)):
                 return _text(rv)
         return _text(stdout)
-    if kind == "prompt":
+    if kind == TYPE_PROMPT:
         rv = task.get("return_value")
         return rv if rv is not None else _text(task.get("stdout"))
     return task.get("return_value")
@@ -97,7 +98,7 @@ def failure_of(task: TaskDescription, kind: str, stdio_dir: str | None = None) -
         # SystemExit, KeyboardInterrupt, GeneratorExit...: raised from a
         # future they would escape ``except Exception`` and end the program.
         return _as_exception(task, kind, stdio_dir, exc)
-    if kind == "executable":
+    if kind == TYPE_EXECUTABLE:
         return _executable_error(task, stdio_dir, stderr=_text(exc) if exc else "")
     if exc:
         return BackendError(_text(exc))
@@ -137,7 +138,7 @@ def _as_exception(
     tasks get a ``RuntimeError`` that names the original.
     """
     error: Exception
-    if kind == "executable":
+    if kind == TYPE_EXECUTABLE:
         code: int | None = None
         detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         if isinstance(exc, SystemExit):

@@ -9,7 +9,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from ..errors import TaskDefinitionError
-from ._future import TaskFuture
+from ._future import KIND_BLOCK, KIND_EXECUTABLE, KIND_FUNCTION, KIND_PROMPT, TaskFuture
 
 if TYPE_CHECKING:
     from ._engine import WorkflowEngine
@@ -20,10 +20,10 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _DECORATOR_NAMES = {
-    "function": "function_task",
-    "executable": "executable_task",
-    "prompt": "prompt_task",
-    "block": "block",
+    KIND_FUNCTION: "function_task",
+    KIND_EXECUTABLE: "executable_task",
+    KIND_PROMPT: "prompt_task",
+    KIND_BLOCK: "block",
 }
 
 
