@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .report import render, summarise
-from .workloads import ALL_CONFIGS, WORKLOADS, configs_for
+from .workloads import ALL_CONFIGS, DASK_WORKLOADS, DEFAULT_WORKLOADS, WORKLOADS, configs_for
 
 __all__ = ["main"]
 
@@ -33,6 +33,8 @@ DEFAULT_TELEMETRY_SIZES = (10_000, 100_000)
 QUICK_SIZES = (1_000, 5_000)
 QUICK_EXEC_SIZES = (200,)
 QUICK_TELEMETRY_SIZES = (5_000,)
+DEFAULT_DASK_SIZES = (2_000, 10_000)
+QUICK_DASK_SIZES = (500,)
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,8 @@ class Cell:
 
 def default_repeat(workload: str, n: int) -> int:
     """More repetitions for small N, whose times are short and noisy."""
+    if workload in DASK_WORKLOADS:
+        return 1  # each repetition starts its own cluster; rounds repeat it
     if workload == "exec":
         return max(1, min(10, 5_000 // n))
     return max(1, min(30, 50_000 // n))
@@ -80,8 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--workloads",
         type=_csv(str, WORKLOADS),
-        default=list(WORKLOADS),
-        help=f"comma-separated subset of {','.join(WORKLOADS)}",
+        default=list(DEFAULT_WORKLOADS),
+        help=f"comma-separated subset of {','.join(WORKLOADS)} "
+        f"(default: all but {','.join(DASK_WORKLOADS)})",
     )
     p.add_argument(
         "--sizes", type=_csv(int), help="N for the DAG workloads (default 1000,10000,100000)"
@@ -89,6 +94,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--exec-sizes", type=_csv(int), help="N for exec (default 1000,10000)")
     p.add_argument(
         "--telemetry-sizes", type=_csv(int), help="N for telemetry (default 10000,100000)"
+    )
+    p.add_argument(
+        "--dask-sizes", type=_csv(int), help="N for the dask-* workloads (default 2000,10000)"
     )
     p.add_argument(
         "--configs",
@@ -115,9 +123,12 @@ def plan(args: argparse.Namespace) -> list[Cell]:
     tel_sizes = args.telemetry_sizes or (
         QUICK_TELEMETRY_SIZES if args.quick else DEFAULT_TELEMETRY_SIZES
     )
+    dask_sizes = args.dask_sizes or (QUICK_DASK_SIZES if args.quick else DEFAULT_DASK_SIZES)
     cells = []
     for workload in args.workloads:
         chosen = {"exec": exec_sizes, "telemetry": tel_sizes}.get(workload, sizes)
+        if workload in DASK_WORKLOADS:
+            chosen = dask_sizes
         for n in chosen:
             if n < 1:
                 raise SystemExit(f"bench: N must be positive, not {n}")

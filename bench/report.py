@@ -20,6 +20,9 @@ from .workloads import (
     ASYNCIO,
     CONFIGS,
     DAG_WORKLOADS,
+    DASK_NATIVE,
+    DASK_WORKLOADS,
+    ENGINE_DASK,
     LOCAL,
     NOOP,
     POOL,
@@ -57,6 +60,8 @@ TARGETS: dict[tuple[str, str], Target] = {
     # Full telemetry (spans + metrics + checkpoint file) against telemetry off.
     (f"{NOOP}-tel-file", "telemetry"): Target(3.0, "<= 3"),
     (f"{LOCAL}-tel-file", "telemetry"): Target(1.5, "<= 1.5"),
+    # The engine on a Dask cluster against the same tasks as native Dask futures.
+    **{(ENGINE_DASK, w): Target(1.25, "<= 1.25") for w in DASK_WORKLOADS},
 }
 
 
@@ -67,6 +72,8 @@ def baseline_of(config: str, workload: str) -> str | None:
     if workload == "telemetry":
         engine, mode = config.rsplit("-", 1)
         return None if mode == "off" else f"{engine}-off"
+    if workload in DASK_WORKLOADS:
+        return None if config == DASK_NATIVE else DASK_NATIVE
     return {NOOP: ASYNCIO, LOCAL: THREADS}.get(config)
 
 

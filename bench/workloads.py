@@ -28,6 +28,9 @@ __all__ = [
     "ALL_CONFIGS",
     "CONFIGS",
     "DAG_WORKLOADS",
+    "DASK_CONFIGS",
+    "DASK_WORKLOADS",
+    "DEFAULT_WORKLOADS",
     "EXEC_CONFIGS",
     "WORKLOADS",
     "build",
@@ -40,7 +43,11 @@ __all__ = [
 DAG_WORKLOADS = ("independent", "chain", "fanout", "layered")
 # "telemetry": the independent workload on the engine with telemetry off,
 # spans + metrics in memory, and spans + metrics + the checkpoint file.
-WORKLOADS = (*DAG_WORKLOADS, "exec", "telemetry")
+# "dask-<shape>": the shape on a real local Dask cluster (2 worker processes),
+# native Dask futures against the engine; not in the default run (slow).
+DASK_WORKLOADS = ("dask-independent", "dask-chain")
+WORKLOADS = (*DAG_WORKLOADS, "exec", "telemetry", *DASK_WORKLOADS)
+DEFAULT_WORKLOADS = (*DAG_WORKLOADS, "exec", "telemetry")
 
 # Configuration names: the plain baselines, then the engine on its two backends.
 ASYNCIO = "asyncio"
@@ -52,7 +59,13 @@ CONFIGS = (ASYNCIO, THREADS, NOOP, LOCAL)
 EXEC_CONFIGS = (POOL, LOCAL)
 TEL_MODES = ("off", "mem", "file")
 TELEMETRY_CONFIGS = tuple(f"{e}-tel-{m}" for e in (NOOP, LOCAL) for m in TEL_MODES)
-ALL_CONFIGS = (ASYNCIO, THREADS, POOL, NOOP, LOCAL, *TELEMETRY_CONFIGS)
+DASK_NATIVE = "dask-native"  # client.submit, futures passed along, one gather
+ENGINE_DASK = "engine-dask"  # the engine on asyncflow's DaskBackend
+ENGINE_RHAPSODY_DASK = "engine-rhapsody-dask"  # the engine on RHAPSODY's DaskExecutionBackend
+DASK_CONFIGS = (DASK_NATIVE, ENGINE_DASK, ENGINE_RHAPSODY_DASK)
+ALL_CONFIGS = (ASYNCIO, THREADS, POOL, NOOP, LOCAL, *TELEMETRY_CONFIGS, *DASK_CONFIGS)
+# The local cluster of the Dask workloads.
+DASK_CLUSTER = {"n_workers": 2, "threads_per_worker": 1, "processes": True}
 
 TRUE = "/bin/true"
 
@@ -63,6 +76,8 @@ def configs_for(workload: str) -> tuple[str, ...]:
     """The configurations measured for ``workload``."""
     if workload == "telemetry":
         return TELEMETRY_CONFIGS
+    if workload in DASK_WORKLOADS:
+        return DASK_CONFIGS
     return EXEC_CONFIGS if workload == "exec" else CONFIGS
 
 
@@ -92,9 +107,9 @@ def build(workload: str, n: int, node: Node) -> list[Awaitable[Any]]:
       layer depends on tasks ``j`` and ``j + 1`` (wrapping) of the layer before.
     - exec: ``n`` independent tasks (the node runs ``/bin/true``).
     """
-    if workload in ("independent", "exec", "telemetry"):
+    if workload in ("independent", "exec", "telemetry", "dask-independent"):
         return [node() for _ in range(n)]
-    if workload == "chain":
+    if workload in ("chain", "dask-chain"):
         tasks = [node()]
         for _ in range(n - 1):
             tasks.append(node(tasks[-1]))
@@ -118,6 +133,8 @@ def expected_result(config: str, workload: str) -> Any:
     """What every task of ``config`` must return (checked by the child)."""
     if workload == "exec":
         return 0 if config == POOL else ""
+    if workload in DASK_WORKLOADS:
+        return None  # checked by the run itself: see run_dask
     if config == NOOP or config.startswith(f"{NOOP}-"):
         return "Dummy Output"  # the dry-run backend never runs the function
     return None
@@ -256,6 +273,73 @@ async def run_engine(
     return elapsed, results, create_seconds, stop_seconds
 
 
+# ---------------------------------------------------------------- Dask
+def _inc(x: int = 0) -> int:
+    return x + 1
+
+
+async def _ainc(x: int = 0) -> int:
+    return x + 1
+
+
+def _dask_expected(workload: str, n: int) -> list[int]:
+    return list(range(1, n + 1)) if workload == "dask-chain" else [1] * n
+
+
+async def run_dask(
+    config: str, workload: str, n: int, work_dir: str
+) -> tuple[float, list[Any], float, float]:
+    """Native Dask futures, or the engine on a Dask backend, on one local cluster.
+
+    Every task adds one to its dependency's value (0 without one): a chain
+    ends at N, independent tasks all give 1.
+    """
+    from distributed import Client, LocalCluster
+
+    created = time.perf_counter()
+    cluster = await LocalCluster(
+        asynchronous=True, dashboard_address=None, host="127.0.0.1", **DASK_CLUSTER
+    )
+    client = await Client(cluster, asynchronous=True)
+    engine: Any = None
+    try:
+        if config == DASK_NATIVE:
+
+            def node(*deps: Any) -> Any:
+                return client.submit(_inc, *deps, pure=False)
+
+        else:
+            if config == ENGINE_DASK:
+                from asyncflow.backends import DaskBackend
+
+                backend: Any = await DaskBackend(client=client)
+            else:
+                from rhapsody.backends.execution.dask_parallel import DaskExecutionBackend
+
+                backend = await DaskExecutionBackend(client=client)
+            engine = await WorkflowEngine.create(backend=backend, work_dir=work_dir)
+            node = engine.function_task(_ainc)
+        create_seconds = time.perf_counter() - created
+        start = time.perf_counter()
+        tasks = build(workload, n, node)
+        if config == DASK_NATIVE:
+            # The futures chain on the cluster; the client fetches every value.
+            results = await client.gather(tasks)
+        else:
+            results = await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - start
+    finally:
+        stopping = time.perf_counter()
+        if engine is not None:
+            await engine.shutdown()
+        await client.close()
+        await cluster.close()
+        stop_seconds = time.perf_counter() - stopping
+    if list(results) != _dask_expected(workload, n):
+        raise AssertionError(f"{config}/{workload}: wrong results, e.g. {list(results)[-3:]}")
+    return elapsed, list(results), create_seconds, stop_seconds
+
+
 async def run(config: str, workload: str, n: int, work_dir: str) -> dict[str, float]:
     """Run one repetition and check it; return its timings.
 
@@ -263,6 +347,13 @@ async def run(config: str, workload: str, n: int, work_dir: str) -> dict[str, fl
         AssertionError: a task is missing or returned the wrong value.
     """
     create_seconds = stop_seconds = 0.0
+    if workload in DASK_WORKLOADS:
+        if config not in DASK_CONFIGS:
+            raise ValueError(f"{workload} runs only {', '.join(DASK_CONFIGS)}")
+        elapsed, results, create_seconds, stop_seconds = await run_dask(
+            config, workload, n, work_dir
+        )
+        return {"seconds": elapsed, "create_seconds": create_seconds, "stop_seconds": stop_seconds}
     if config == ASYNCIO:
         elapsed, results = await run_asyncio(workload, n)
     elif config == THREADS:

@@ -3,8 +3,12 @@
 Built in: :class:`NoopExecutionBackend` (dry run) and
 :class:`LocalExecutionBackend` (threads or processes on this machine). The
 HPC backends of ``rhapsody-py`` (Dask, RADICAL-Pilot, Dragon) plug into the
-engine unchanged: ``pip install 'asyncflow-otel[hpc]'``.
+engine unchanged: ``pip install 'asyncflow-otel[hpc]'``, which also brings
+``DaskBackend`` (this package's own thin backend on ``dask.distributed``,
+loaded when first asked for).
 """
+
+from typing import TYPE_CHECKING
 
 from ._base import (
     TASK_STATES,
@@ -14,9 +18,23 @@ from ._base import (
     StateCallback,
     TaskDescription,
     TaskMetadata,
+    Upstream,
 )
 from .local import LocalExecutionBackend
 from .noop import NoopExecutionBackend
+
+if TYPE_CHECKING:
+    from .dask import DaskBackend as DaskBackend
+
+
+def __getattr__(name: str) -> object:
+    # DaskBackend needs dask.distributed (the [hpc] extra): loaded when asked for.
+    if name == "DaskBackend":
+        from .dask import DaskBackend
+
+        return DaskBackend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "TASK_STATES",
@@ -28,4 +46,5 @@ __all__ = [
     "StateCallback",
     "TaskDescription",
     "TaskMetadata",
+    "Upstream",
 ]

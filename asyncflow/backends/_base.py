@@ -33,6 +33,7 @@ __all__ = [
     "StateCallback",
     "TaskDescription",
     "TaskMetadata",
+    "Upstream",
 ]
 
 logger = logging.getLogger("asyncflow.backends")
@@ -97,13 +98,36 @@ TASK_STATES: dict[str, str] = {
 }
 
 
+class Upstream:
+    """Stands in an argument for a dependency that has not ended yet.
+
+    Only a backend that declares ``chains_dependencies = True`` ever sees
+    one: the engine then hands it a function task whose dependencies run on
+    that same backend before they end, with each unfinished dependency (a
+    direct argument) replaced by ``Upstream(its uid)``, and the backend
+    wires it to its own handle of that task (a Dask future, say), so a chain
+    never comes back to the client between its links. The dependencies were
+    always submitted first.
+    """
+
+    __slots__ = ("uid",)
+
+    def __init__(self, uid: str) -> None:
+        self.uid = uid
+
+    def __repr__(self) -> str:
+        return f"Upstream({self.uid!r})"
+
+
 @runtime_checkable
 class Backend(Protocol):
     """What the engine calls on every backend.
 
     Any object with these members is a backend: the built-in ones
     (:class:`BaseBackend` subclasses), RHAPSODY's, or your own
-    (``docs/backends.md``, "Write your own backend").
+    (``docs/backends.md``, "Write your own backend"). Optional class
+    attributes: ``submits_inline`` (see :class:`BaseBackend`) and
+    ``chains_dependencies`` (see :class:`Upstream`).
     """
 
     name: str

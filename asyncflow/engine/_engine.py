@@ -32,6 +32,7 @@ from ..backends._base import (
     Backend,
     DataLinking,
     TaskDescription,
+    Upstream,
 )
 from ..errors import DependencyFailureError, EngineShutdownError, UnknownBackendError
 from ..telemetry import names as n
@@ -99,6 +100,7 @@ class WorkflowEngine:
         self._backends: dict[str, Backend] = {}
         self._adapters: dict[str, Adapter] = {}
         self._inline: set[str] = set()
+        self._chaining: set[str] = set()  # backends that chain dependencies themselves
         self._links: dict[str, tuple[bool, bool]] = {}
         self.backend: Backend | None = None  # the default backend
         self._default = ""  # its name
@@ -195,6 +197,8 @@ class WorkflowEngine:
         for be in backends:
             if getattr(type(be), "submits_inline", False) is True:
                 self._inline.add(be.name)  # declares it needs no Task of its own
+            if getattr(type(be), "chains_dependencies", False) is True:
+                self._chaining.add(be.name)
             adapter = adapter_for(be)
             if adapter is not None:
                 self._adapters[be.name] = adapter
@@ -338,7 +342,45 @@ class WorkflowEngine:
                 self._track_foreign(dep)
         fut._deps = deps
         self._apply(self._graph.add(fut, deps))
+        if self._chaining and self._can_push_down(fut, args, kwargs):
+            self._push_down(fut)
         return fut
+
+    def _can_push_down(
+        self, fut: TaskFuture[Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> bool:
+        """``fut`` waits only on function tasks routed, like it, to a backend that
+        chains dependencies itself, each already handed over or on its way."""
+        if fut.kind != KIND_FUNCTION or fut._files is not None or fut.done():
+            return False
+        name = fut.target_backend or self._default
+        if name not in self._chaining or self._graph.state(fut) != g.WAITING:
+            return False
+        for item in args:  # dependencies only as direct positional arguments
+            if type(item) not in ATOMIC and type(item) is not TaskFuture:
+                return False
+        for item in kwargs.values():
+            if type(item) not in ATOMIC:
+                return False
+        graph = self._graph
+        for dep in fut._deps:
+            if type(dep) is not TaskFuture or dep._engine is not self:
+                return False
+            if dep.done():
+                continue
+            if dep.kind != KIND_FUNCTION or (dep.target_backend or self._default) != name:
+                return False
+            if graph.state(dep) == g.WAITING:  # neither submitted nor pushed down
+                return False
+        return True
+
+    def _push_down(self, fut: TaskFuture[Any]) -> None:
+        """Submit ``fut`` now: its backend wires its unfinished dependencies."""
+        self._graph.push_down(fut)
+        fut._pushed = True
+        if fut._tel is not None and self._observer is not None:
+            self._observer.resolved(fut._tel)
+        self._enqueue(fut, self._describe(fut, fut.args, fut.kwargs))
 
     def _innermost(self) -> tuple[TaskFuture[Any] | None, _Scope | None]:
         """The current block, unless a workflow scope opened inside it is
@@ -617,6 +659,8 @@ class WorkflowEngine:
                 fut._backend = backend
                 desc = fut._desc
                 assert desc is not None
+                if fut._pushed:  # dependencies not ended yet are Upstream markers
+                    desc["args"] = tuple([_upstream_or_value(a) for a in fut.args])
                 if adapt is not None:  # a RHAPSODY backend that would misread engine keys
                     desc["task_backend_specific_kwargs"] = adapt(
                         self.uid, fut.uid, desc["task_backend_specific_kwargs"]
@@ -1021,6 +1065,12 @@ class WorkflowEngine:
         tel = self.telemetry
         if tel is not None:
             await tel.stop()
+
+
+def _upstream_or_value(arg: Any) -> Any:
+    if type(arg) is not TaskFuture:
+        return arg
+    return arg.result() if arg.done() else Upstream(arg.uid)
 
 
 async def _resume(coro: Coroutine[Any, Any, Any], first: Any) -> Any:

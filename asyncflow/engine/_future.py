@@ -50,6 +50,7 @@ class TaskFuture(asyncio.Future, Generic[T]):  # type: ignore[type-arg]
         "_engine",
         "_files",
         "_members",
+        "_pushed",
         "_running",
         "_tel",
         "args",
@@ -92,6 +93,7 @@ class TaskFuture(asyncio.Future, Generic[T]):  # type: ignore[type-arg]
         self._backend: Backend | None = None
         self._body: asyncio.Task[Any] | None = None
         self._members: list[TaskFuture[Any]] | None = None
+        self._pushed = False  # submitted before its dependencies ended
         self._deps: list[Any] | tuple[()] = ()
         self._files: Any = None
         self._tel: LiveSpan | None = None  # its span, while telemetry observes it

@@ -9,10 +9,15 @@ States and the transitions allowed between them::
 
     WAITING ──> READY ──> SUBMITTED ──> RUNNING ──> DONE | FAILED | CANCELLED
        │          │           │
-       └──────────┴───────────┴──> DONE | FAILED | CANCELLED
+       ├──────────┴───────────┴──> DONE | FAILED | CANCELLED
+       └──(push_down)──> SUBMITTED
 
 A node is WAITING while a dependency is unfinished and READY once all are
-done. A dependency that fails or is cancelled fails (cancels) every node that
+done. A node *pushed down* goes from WAITING straight to SUBMITTED: its
+backend runs its dependencies and wires them to it itself (a Dask cluster
+chaining futures). Its unfinished dependencies are still counted, so that a
+failure or cancellation brings it down like a waiting node, and their end
+releases nothing. A dependency that fails or is cancelled fails (cancels) every node that
 transitively depends on it; the instructions come out in an order where each
 cause precedes the nodes it brings down, so errors can be chained.
 """
@@ -48,7 +53,7 @@ CANCELLED: Final = "CANCELLED"
 TERMINAL: Final = frozenset({DONE, FAILED, CANCELLED})
 
 TRANSITIONS: Final[dict[str, frozenset[str]]] = {
-    WAITING: frozenset({READY, FAILED, CANCELLED}),
+    WAITING: frozenset({READY, FAILED, CANCELLED}),  # and push_down() to SUBMITTED
     READY: frozenset({SUBMITTED, RUNNING, DONE, FAILED, CANCELLED}),
     SUBMITTED: frozenset({RUNNING, DONE, FAILED, CANCELLED}),
     RUNNING: frozenset({DONE, FAILED, CANCELLED}),
@@ -171,7 +176,19 @@ class Graph:
 
     def submitted(self, key: Hashable) -> None:
         """The engine handed the node to a backend."""
-        self._move(key, SUBMITTED)
+        if self._state[key] != SUBMITTED:  # a pushed-down node is submitted already
+            self._move(key, SUBMITTED)
+
+    def push_down(self, key: Hashable) -> None:
+        """Submit a WAITING node before its dependencies end (see the module doc)."""
+        if self._state[key] != WAITING:
+            raise InvalidTransition(f"{key!r}: only a WAITING node is pushed down")
+        self._state[key] = SUBMITTED
+        self._check()
+
+    def is_pushed_down(self, key: Hashable) -> bool:
+        """True for a submitted node whose dependencies have not all ended."""
+        return key in self._waiting and self._state[key] != WAITING
 
     def started(self, key: Hashable) -> bool:
         """The backend reports the node running. False if it already ended."""
@@ -204,15 +221,16 @@ class Graph:
         waiting = self._waiting
         if state == DONE:
             for dep_key in below:
-                if states[dep_key] != WAITING:
+                if dep_key not in waiting:  # it ended already
                     continue
                 left = waiting[dep_key] - 1
                 if left:
                     waiting[dep_key] = left
                 else:
                     del waiting[dep_key]
-                    states[dep_key] = READY
-                    out.append((RELEASE, dep_key, None))
+                    if states[dep_key] == WAITING:  # else pushed down: submitted already
+                        states[dep_key] = READY
+                        out.append((RELEASE, dep_key, None))
             self._check()
             return out
         kind = FAIL if state == FAILED else CANCEL
@@ -220,7 +238,7 @@ class Graph:
         dependents = self._dependents
         while queue:
             dep_key, cause = queue.popleft()
-            if states[dep_key] != WAITING:
+            if dep_key not in waiting:  # it ended already
                 continue
             states[dep_key] = state
             del waiting[dep_key]
@@ -254,15 +272,17 @@ class Graph:
             if self._state[src] in TERMINAL:
                 raise InvalidTransition(f"{src!r} ended but still lists dependents")
             for dep in lst:
-                if self._state[dep] == WAITING:
+                if dep in self._waiting:
                     pending_edges[dep] = pending_edges.get(dep, 0) + 1
         for key, st in self._state.items():
-            if st == WAITING:
-                count = self._waiting.get(key, 0)
-                if count <= 0 or count != pending_edges.get(key, 0):
-                    raise InvalidTransition(
-                        f"{key!r} waits on {count} but has "
-                        f"{pending_edges.get(key, 0)} unfinished dependencies"
-                    )
-            elif key in self._waiting:
+            if st == WAITING and key not in self._waiting:
+                raise InvalidTransition(f"{key!r} is WAITING on nothing")
+        for key, count in self._waiting.items():
+            st = self._state[key]
+            if st not in (WAITING, SUBMITTED, RUNNING):
                 raise InvalidTransition(f"{key!r} is {st} but still counted as waiting")
+            if count <= 0 or count != pending_edges.get(key, 0):
+                raise InvalidTransition(
+                    f"{key!r} waits on {count} but has "
+                    f"{pending_edges.get(key, 0)} unfinished dependencies"
+                )

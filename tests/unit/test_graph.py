@@ -160,3 +160,45 @@ def test_random_dags_always_drain(seed: int, size: int) -> None:
                 finished[key] = g.FAILED if kind == g.FAIL else g.CANCELLED
     assert graph.unfinished() == []
     assert len(finished) == size
+
+
+def test_pushed_down_node_is_submitted_before_its_dependencies_end() -> None:
+    graph = make()
+    graph.add("a")
+    graph.submitted("a")
+    assert graph.add("b", ["a"]) == []
+    graph.push_down("b")
+    assert graph.state("b") == g.SUBMITTED and graph.is_pushed_down("b")
+    graph.submitted("b")  # the engine's flush: nothing changes
+    assert graph.started("b") is True
+    # Its dependency's end releases nothing: it runs already.
+    assert graph.finish("a", g.DONE) == []
+    assert not graph.is_pushed_down("b")
+    assert graph.finish("b", g.DONE) == []
+    with pytest.raises(g.InvalidTransition, match="only a WAITING node"):
+        graph.push_down("b")
+
+
+def test_pushed_down_node_is_brought_down_by_a_failed_dependency() -> None:
+    graph = make()
+    graph.add("a")
+    graph.add("b", ["a"])
+    graph.push_down("b")
+    graph.add("c", ["b"])
+    graph.push_down("c")
+    graph.add("d", ["c"])  # waits the usual way
+    out = graph.finish("a", g.FAILED)
+    assert out == [(g.FAIL, "b", "a"), (g.FAIL, "c", "b"), (g.FAIL, "d", "c")]
+    assert graph.finish("b", g.FAILED) == []  # the backend's own report comes late
+
+
+def test_pushed_down_node_that_ends_first_is_left_alone() -> None:
+    graph = make()
+    graph.add("a")
+    graph.add("x")
+    graph.add("b", ["a", "x"])
+    graph.push_down("b")
+    graph.finish("a", g.DONE)
+    graph.finish("b", g.CANCELLED)  # cancelled while "x" still runs
+    assert graph.finish("x", g.DONE) == []
+    assert graph.counts() == {g.DONE: 2, g.CANCELLED: 1}
