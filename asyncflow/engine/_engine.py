@@ -64,6 +64,10 @@ _Scope = tuple[str, "str | None", "TaskFuture[Any] | None"]
 _Where = tuple["TaskFuture[Any] | None", "_Scope | None"]
 
 
+# Rounds of hand-over one loop callback may run (see WorkflowEngine._flush).
+_FLUSH_ROUNDS = 64
+
+
 def _validate_graph() -> bool:
     """``ASYNCFLOW_VALIDATE_GRAPH=1``: check every graph transition (the test suite's mode)."""
     return os.environ.get("ASYNCFLOW_VALIDATE_GRAPH", "") == "1"
@@ -642,7 +646,27 @@ class WorkflowEngine:
             self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
-        self._flush_scheduled = False
+        """Hand the queued tasks to their backends, in batches.
+
+        Tasks a batch releases (a backend that reports inline, such as the
+        dry run) are handed over in the same call, up to ``_FLUSH_ROUNDS``
+        rounds, before the loop gets its turn: a chain does not pay one
+        loop iteration per link.
+        """
+        try:
+            for _ in range(_FLUSH_ROUNDS):
+                self._flush_once()
+                if not self._outbox:
+                    self._flush_scheduled = False
+                    return
+        except BaseException:
+            self._flush_scheduled = False
+            raise
+        self._loop.call_soon(self._flush)  # more to do: after the others' turn
+
+    def _flush_once(self) -> None:
+        # _flush_scheduled stays True: what this round releases waits in the
+        # outbox for the next round instead of scheduling another callback.
         outbox, self._outbox = self._outbox, {}
         graph = self._graph
         for name, futs in outbox.items():
