@@ -482,9 +482,14 @@ class WorkflowEngine:
     def _fail_dependent(self, fut: TaskFuture[Any], cause: Any) -> None:
         if fut.done():
             return
-        cause_exc = None if cause.cancelled() else cause.exception()
-        cause_name = getattr(cause, "name", None) or repr(cause)
-        exc = DependencyFailureError.for_task(fut.name, [cause_name], cause_exc)
+        # Every dependency has ended (the graph waits for the last one):
+        # name each that failed, in argument order, as the older AsyncFlow did.
+        failed = [d for d in fut._deps if d.done() and not d.cancelled() and d.exception()]
+        if not failed:  # a foreign future the graph saw fail
+            failed = [cause]
+        cause_exc = None if failed[0].cancelled() else failed[0].exception()
+        names = [getattr(d, "name", None) or repr(d) for d in failed]
+        exc = DependencyFailureError.for_task(fut.name, names, cause_exc)
         fut.set_exception(exc)
         # The root failure is reported on its own future; silence the echoes.
         fut._log_traceback = False

@@ -17,8 +17,12 @@ done. A node *pushed down* goes from WAITING straight to SUBMITTED: its
 backend runs its dependencies and wires them to it itself (a Dask cluster
 chaining futures). Its unfinished dependencies are still counted, so that a
 failure or cancellation brings it down like a waiting node, and their end
-releases nothing. A dependency that fails or is cancelled fails (cancels) every node that
-transitively depends on it; the instructions come out in an order where each
+releases nothing. A cancelled dependency cancels every node that
+transitively depends on it at once. A failed dependency dooms a waiting
+dependent: it fails when its last unfinished dependency ends, so the engine
+can name every dependency that failed (as the older AsyncFlow did), and the
+failure travels on the same way; a pushed-down dependent, already on its
+backend, fails at once. The instructions come out in an order where each
 cause precedes the nodes it brings down, so errors can be chained.
 """
 
@@ -69,6 +73,8 @@ CANCEL: Final = "cancel"  # node CANCELLED because ``cause`` was cancelled
 
 Instruction = tuple[str, Hashable, Hashable]
 
+_NOT_DOOMED: Final = object()
+
 
 class InvalidTransition(RuntimeError):
     """A state change the transition table forbids (raised in validate mode)."""
@@ -77,9 +83,10 @@ class InvalidTransition(RuntimeError):
 class Graph:
     """Dependency bookkeeping for one engine.
 
-    Three dicts, no object per node: the state of every node, the count of
-    unfinished dependencies of each WAITING node, and the dependents of each
-    node that has unfinished ones. An independent task costs one dict entry.
+    Four dicts, no object per node: the state of every node, the count of
+    unfinished dependencies of each WAITING node, the dependents of each
+    node that has unfinished ones, and the first failed dependency of each
+    waiting node that is doomed. An independent task costs one dict entry.
 
     Args:
         validate: check every transition against :data:`TRANSITIONS`, and
@@ -92,6 +99,7 @@ class Graph:
         self._state: dict[Hashable, str] = {}
         self._waiting: dict[Hashable, int] = {}
         self._dependents: dict[Hashable, list[Hashable]] = {}
+        self._doomed: dict[Hashable, Hashable] = {}  # waiting node -> first failed dependency
         self._validate = validate
         self._calls_unchecked = 0
 
@@ -132,14 +140,17 @@ class Graph:
         """Add a node that depends on ``deps`` (each already added).
 
         Returns ``[(RELEASE, key, None)]`` when it is ready at once, one
-        FAIL/CANCEL instruction when a dependency already failed or was
-        cancelled, and ``[]`` when it must wait.
+        CANCEL instruction when a dependency was already cancelled, one FAIL
+        instruction when a dependency already failed and none is unfinished,
+        and ``[]`` when it must wait (doomed, if a dependency already failed).
         """
         states = self._state
         if key in states:
             raise ValueError(f"node {key!r} added twice")
         dependents = self._dependents
         waiting = 0
+        failed: Hashable = None
+        has_failed = False
         linked: list[list[Hashable]] = []
         seen: set[Hashable] = set()
         for dep in deps:
@@ -151,14 +162,18 @@ class Graph:
                 raise KeyError(f"dependency {dep!r} of {key!r} is not in the graph")
             if dep_state == DONE:
                 continue
-            if dep_state in (FAILED, CANCELLED):
+            if dep_state == FAILED:
+                if not has_failed:
+                    failed, has_failed = dep, True
+                continue
+            if dep_state == CANCELLED:
                 # Brought down at once: undo the edges made so far (``key`` is
                 # the last entry of each list it was appended to).
                 for lst in linked:
                     lst.pop()
-                states[key] = dep_state
+                states[key] = CANCELLED
                 self._check()
-                return [(FAIL if dep_state == FAILED else CANCEL, key, dep)]
+                return [(CANCEL, key, dep)]
             waiting += 1
             edges = dependents.get(dep)
             if edges is None:
@@ -166,11 +181,17 @@ class Graph:
             edges.append(key)
             linked.append(edges)
         if waiting == 0:
+            if has_failed:
+                states[key] = FAILED
+                self._check()
+                return [(FAIL, key, failed)]
             states[key] = READY
             self._check()
             return [(RELEASE, key, None)]
         states[key] = WAITING
         self._waiting[key] = waiting
+        if has_failed:
+            self._doomed[key] = failed
         self._check()
         return []
 
@@ -203,8 +224,10 @@ class Graph:
 
         Returns the instructions for its dependents: RELEASE for those now
         ready, FAIL/CANCEL (with their cause) for everything brought down,
-        transitively, causes first. A second report for a node that already
-        ended is ignored and returns ``[]``.
+        transitively, causes first. A failure brings a waiting dependent down
+        once its last unfinished dependency ended (a pushed-down one at
+        once); a cancellation at once. A second report for a node that
+        already ended is ignored and returns ``[]``.
         """
         if state not in TERMINAL:
             raise ValueError(f"finish() needs a terminal state, not {state!r}")
@@ -214,39 +237,78 @@ class Graph:
         self._move(key, state)
         if key in self._waiting:
             del self._waiting[key]
+            self._doomed.pop(key, None)
         below = self._dependents.pop(key, None)
         if not below:
             return []
+        out = (
+            self._cancel_below(key, below)
+            if state == CANCELLED
+            else self._count_down(key, state, below)
+        )
+        self._check()
+        return out
+
+    def _count_down(self, key: Hashable, state: str, below: list[Hashable]) -> list[Instruction]:
+        """``key`` ended DONE or FAILED: one dependency less for each of ``below``."""
         out: list[Instruction] = []
-        waiting = self._waiting
-        if state == DONE:
-            for dep_key in below:
-                if dep_key not in waiting:  # it ended already
+        states, waiting, doomed = self._state, self._waiting, self._doomed
+        queue: deque[tuple[Hashable, Hashable, str]] = deque((d, key, state) for d in below)
+        while queue:
+            dep_key, cause, cause_state = queue.popleft()
+            if dep_key not in waiting:  # it ended already
+                continue
+            if cause_state == FAILED:
+                if states[dep_key] != WAITING:  # pushed down: on its backend already
+                    self._fail(dep_key, cause, out, queue)
                     continue
-                left = waiting[dep_key] - 1
-                if left:
-                    waiting[dep_key] = left
-                else:
-                    del waiting[dep_key]
-                    if states[dep_key] == WAITING:  # else pushed down: submitted already
-                        states[dep_key] = READY
-                        out.append((RELEASE, dep_key, None))
-            self._check()
-            return out
-        kind = FAIL if state == FAILED else CANCEL
+                doomed.setdefault(dep_key, cause)
+            left = waiting[dep_key] - 1
+            if left:
+                waiting[dep_key] = left
+                continue
+            first_failed = doomed.pop(dep_key, _NOT_DOOMED)
+            if first_failed is not _NOT_DOOMED:
+                self._fail(dep_key, first_failed, out, queue)
+                continue
+            del waiting[dep_key]
+            if states[dep_key] == WAITING:  # else pushed down: submitted already
+                states[dep_key] = READY
+                out.append((RELEASE, dep_key, None))
+        return out
+
+    def _fail(
+        self,
+        key: Hashable,
+        cause: Hashable,
+        out: list[Instruction],
+        queue: deque[tuple[Hashable, Hashable, str]],
+    ) -> None:
+        """``key`` fails because of ``cause``; its dependents count it as failed."""
+        self._state[key] = FAILED
+        del self._waiting[key]
+        self._doomed.pop(key, None)
+        out.append((FAIL, key, cause))
+        more = self._dependents.pop(key, None)
+        if more:
+            queue.extend((b, key, FAILED) for b in more)
+
+    def _cancel_below(self, key: Hashable, below: list[Hashable]) -> list[Instruction]:
+        """``key`` was cancelled: everything waiting on it, transitively, is too."""
+        out: list[Instruction] = []
+        states, waiting, dependents = self._state, self._waiting, self._dependents
         queue: deque[tuple[Hashable, Hashable]] = deque((d, key) for d in below)
-        dependents = self._dependents
         while queue:
             dep_key, cause = queue.popleft()
             if dep_key not in waiting:  # it ended already
                 continue
-            states[dep_key] = state
+            states[dep_key] = CANCELLED
             del waiting[dep_key]
-            out.append((kind, dep_key, cause))
+            self._doomed.pop(dep_key, None)
+            out.append((CANCEL, dep_key, cause))
             more = dependents.pop(dep_key, None)
             if more:
                 queue.extend((b, dep_key) for b in more)
-        self._check()
         return out
 
     # ------------------------------------------------------------------ internals
@@ -286,3 +348,6 @@ class Graph:
                     f"{key!r} waits on {count} but has "
                     f"{pending_edges.get(key, 0)} unfinished dependencies"
                 )
+        for key in self._doomed:
+            if key not in self._waiting:
+                raise InvalidTransition(f"{key!r} is {self._state[key]} but still doomed")

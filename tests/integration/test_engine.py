@@ -318,6 +318,49 @@ async def test_failure_propagates_with_a_chain(local_engine: WorkflowEngine) -> 
     assert [f.state for f in (a, b, c, late)] == ["FAILED"] * 4
 
 
+async def test_every_failed_dependency_is_named_in_argument_order(
+    local_engine: WorkflowEngine,
+) -> None:
+    engine = local_engine
+    gate = threading.Event()
+
+    @engine.function_task
+    async def first() -> None:
+        raise ValueError("first")
+
+    @engine.function_task
+    async def second() -> None:
+        # Fails only after "first" has failed (a worker thread: block it).
+        await asyncio.to_thread(gate.wait, 30)
+        raise KeyError("second")
+
+    @engine.function_task
+    async def fine() -> int:
+        return 1
+
+    @engine.function_task
+    async def combine(*xs: Any) -> Any:
+        return xs
+
+    a, b, ok = first(), second(), fine()
+    joined = combine(ok, b, x=a)  # argument order: ok, b, then a (a keyword)
+    with pytest.raises(ValueError):
+        await a
+    # One failed, one still running: the dependent waits for it.
+    assert not joined.done()
+    gate.set()
+    with pytest.raises(DependencyFailureError) as err:
+        await joined
+    assert err.value.failed_dependencies == ["second", "first"]
+    assert isinstance(err.value.root_cause, KeyError)
+    assert err.value.__cause__ is err.value.root_cause
+    # A task registered after both failed names both at once.
+    late = combine(a, b)
+    with pytest.raises(DependencyFailureError) as late_err:
+        await late
+    assert late_err.value.failed_dependencies == ["first", "second"]
+
+
 # ---------------------------------------------------------------- cancellation
 
 

@@ -46,15 +46,60 @@ def test_dependency_already_done_does_not_wait() -> None:
     assert graph.add("b", ["a"]) == [(g.RELEASE, "b", None)]
 
 
-def test_dependency_already_failed_fails_at_once_and_leaves_no_edge() -> None:
+def test_dependency_already_failed_dooms_node_until_its_other_deps_end() -> None:
     graph = make()
     graph.add("ok")
     graph.add("bad")
     graph.finish("bad", g.FAILED)
+    assert graph.add("c", ["ok", "bad"]) == []
+    assert graph.state("c") == g.WAITING
+    # It never runs: when "ok" ends, "c" fails because of "bad".
+    assert graph.finish("ok", g.DONE) == [(g.FAIL, "c", "bad")]
+    assert graph.state("c") == g.FAILED
+
+
+def test_dependency_already_failed_and_nothing_unfinished_fails_at_once() -> None:
+    graph = make()
+    graph.add("ok")
+    graph.add("bad")
+    graph.finish("ok", g.DONE)
+    graph.finish("bad", g.FAILED)
     assert graph.add("c", ["ok", "bad"]) == [(g.FAIL, "c", "bad")]
     assert graph.state("c") == g.FAILED
-    # "ok" must not release "c" later: the edge made before "bad" was undone.
-    assert graph.finish("ok", g.DONE) == []
+
+
+def test_failed_dependency_waits_for_the_others_then_fails_once() -> None:
+    graph = make()
+    for key in ("a", "b", "c"):
+        graph.add(key)
+    graph.add("d", ["a", "b", "c"])
+    assert graph.finish("b", g.FAILED) == []
+    assert graph.state("d") == g.WAITING
+    assert graph.finish("a", g.FAILED) == []
+    # The first failure seen stays the cause.
+    assert graph.finish("c", g.DONE) == [(g.FAIL, "d", "b")]
+    assert graph.unfinished() == []
+
+
+def test_doomed_node_cancelled_by_another_dependency() -> None:
+    graph = make()
+    graph.add("a")
+    graph.add("b")
+    graph.add("c", ["a", "b"])
+    assert graph.finish("a", g.FAILED) == []
+    assert graph.finish("b", g.CANCELLED) == [(g.CANCEL, "c", "b")]
+    assert graph.state("c") == g.CANCELLED
+
+
+def test_doomed_node_cancelled_directly_is_forgotten() -> None:
+    graph = make()
+    graph.add("a")
+    graph.add("b")
+    graph.add("c", ["a", "b"])
+    graph.finish("a", g.FAILED)
+    assert graph.finish("c", g.CANCELLED) == []
+    assert graph.finish("b", g.DONE) == []
+    assert graph.unfinished() == []
 
 
 def test_dependency_already_cancelled_cancels_at_once() -> None:
@@ -71,9 +116,10 @@ def test_failure_cascades_transitively_causes_first() -> None:
     graph.add("c", ["b"])
     graph.add("d", ["a", "c"])
     out = graph.finish("a", g.FAILED)
-    assert [(k, n) for k, n, _ in out] == [(g.FAIL, "b"), (g.FAIL, "d"), (g.FAIL, "c")]
+    # "d" also waits for "c", so it fails after it.
+    assert [(k, n) for k, n, _ in out] == [(g.FAIL, "b"), (g.FAIL, "c"), (g.FAIL, "d")]
     causes = {n: c for _, n, c in out}
-    assert causes == {"b": "a", "d": "a", "c": "b"}
+    assert causes == {"b": "a", "c": "b", "d": "a"}
     assert all(graph.state(n) == g.FAILED for n in "abcd")
 
 
