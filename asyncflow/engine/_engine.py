@@ -34,7 +34,12 @@ from ..backends._base import (
     TaskDescription,
     Upstream,
 )
-from ..errors import DependencyFailureError, EngineShutdownError, UnknownBackendError
+from ..errors import (
+    BackendError,
+    DependencyFailureError,
+    EngineShutdownError,
+    UnknownBackendError,
+)
 from ..telemetry import names as n
 from . import _gc
 from . import _graph as g
@@ -42,6 +47,7 @@ from ._deps import ATOMIC, Found, find_dependencies, substitute
 from ._foreign import Adapter, adapter_for
 from ._future import KIND_BLOCK, KIND_EXECUTABLE, KIND_FUNCTION, KIND_PROMPT, TaskFuture
 from ._registry import Components, DependencyList
+from ._reports import describe_report, report_uid, task_fields
 from ._results import failure_of, stdout_file, value_of
 from ._signals import install_signal_handlers, remove_signal_handlers
 from ._tasks import TaskSpec, make_decorator
@@ -787,15 +793,18 @@ class WorkflowEngine:
         """Receive a task state from a backend. Safe to call from any thread.
 
         Args:
-            task: the task dict the backend was given (results written in).
+            task: the task dict the backend was given (results written in),
+                or an object standing for it (with ``as_dict()`` or a ``uid``
+                attribute). A report the engine cannot read fails that task
+                with ``BackendError``, logged once.
             state: ``RUNNING``, ``DONE``, ``FAILED`` or ``CANCELED``; others
                 are ignored.
         """
         if threading.get_ident() == self._thread_id:
             try:
                 self._on_state(task, state)
-            except Exception:  # a backend must never see the engine's errors
-                logger.exception("engine failed to handle %s for %s", state, task.get("uid"))
+            except Exception as exc:  # noqa: BLE001 - a backend never sees the engine's errors
+                self._report_failed(task, state, exc)
             return
         self._inbox.append((task, state))
         if not self._wakeup_pending:
@@ -812,10 +821,47 @@ class WorkflowEngine:
             task, state = inbox.popleft()
             try:
                 self._on_state(task, state)
-            except Exception:
-                logger.exception("engine failed to handle %s for %s", state, task.get("uid"))
+            except Exception as exc:  # noqa: BLE001 - failed to that task, logged once
+                self._report_failed(task, state, exc)
 
-    def _on_state(self, task: TaskDescription, state: str) -> None:
+    def _report_failed(self, report: Any, state: Any, exc: Exception) -> None:
+        """Handling a backend's report raised: fail that task, log once. Never raises.
+
+        Whatever went wrong, the task's future ends (with a ``BackendError``
+        naming the problem, chained to it), so nobody awaits it forever.
+        """
+        try:
+            uid = report_uid(report)
+            what = describe_report(report)
+            fut = self._tasks.get(uid) if uid is not None else None
+            live = fut is not None and not fut.done()
+            logger.error(
+                "engine failed to handle the %r report of task %s%s: %s: %s",
+                state,
+                what,
+                " (the task fails)" if live else "",
+                type(exc).__name__,
+                exc,
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
+            if fut is None or not live:
+                return
+            error = BackendError(
+                f"the engine could not read the {state!r} report of task {uid} "
+                f"from backend {getattr(fut._backend, 'name', '?')!r}: {type(exc).__name__}: {exc}"
+            )
+            error.__cause__ = exc
+            try:
+                self._finish_exc(fut, error)
+            finally:
+                if not fut.done():  # the normal path broke half-way: end it anyway
+                    fut.set_exception(error)
+        except Exception:  # the error path itself must not raise
+            with contextlib.suppress(Exception):
+                logger.critical("engine failed while handling a bad backend report", exc_info=True)
+
+    def _on_state(self, report: Any, state: str) -> None:
+        task = cast(TaskDescription, report if type(report) is dict else task_fields(report))
         fut = self._tasks.get(task.get("uid"))  # type: ignore[arg-type]
         if fut is None or fut.done():
             return
