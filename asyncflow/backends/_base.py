@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Final, Protocol, TypedDict, runtime_checkable
 __all__ = [
     "CANCEL_STATES",
     "FINAL_STATES",
+    "SHELL",
     "STATE_CANCELED",
     "STATE_DONE",
     "STATE_FAILED",
@@ -65,7 +66,8 @@ class TaskDescription(TypedDict, total=False):
     kwargs: dict[str, Any]  # resolved keyword arguments
     executable: str | None  # executables: the first word of the command
     arguments: list[str] | None  # executables: the other words
-    command: str  # executables: the command string exactly as the body returned it
+    command: str | None  # executables: the shell line as returned; None for an exact argv
+    shell: bool  # executables: whether the command runs through /bin/sh -c
     prompt: str | None  # prompt tasks: the prompt
     is_service: bool  # @task(service=True): a long-running service
     task_backend_specific_kwargs: dict[str, Any]  # the merged task_description
@@ -83,6 +85,9 @@ class TaskDescription(TypedDict, total=False):
 
 
 StateCallback = Callable[[TaskDescription, str], None]
+
+# The shell a command string runs through: ``/bin/sh -c <line>``.
+SHELL: Final = "/bin/sh"
 
 # The states a backend reports (RHAPSODY's names).
 STATE_RUNNING: Final = "RUNNING"

@@ -1,8 +1,9 @@
 """Running one executable task as a subprocess, in a worker thread.
 
-The process gets the exact argv (no shell unless ``shell=True`` is asked
-for), its own session (so cancelling kills its whole process group), and no
-standard input.
+A command string runs through ``/bin/sh -c`` as written, a list (or
+``shell=False``) as its exact argv (see ``_shell.py``). The process gets its
+own session (so cancelling kills its whole process group), and no standard
+input.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._base import TaskDescription
+from ._shell import launch_argv
 
 __all__ = ["kill_group", "run_executable"]
 
@@ -36,8 +38,8 @@ def run_executable(
 ) -> tuple[int, str, str]:
     """Run the task's command; return ``(exit code, stdout, stderr)``.
 
-    Options come from ``task_backend_specific_kwargs``: ``shell`` (run the
-    original command string through ``/bin/sh``), ``cwd``, ``env`` (merged
+    How it is launched comes from :func:`launch_argv`. Options come from
+    ``task_backend_specific_kwargs``: ``cwd``, ``env`` (merged
     over the current environment; ``extra_env`` goes over that, e.g. the
     ``CUDA_VISIBLE_DEVICES`` of the task's GPU slots). With ``capture_stdio`` the output goes to
     ``<work_dir>/<uid>.stdout`` and ``.stderr`` and the returned strings are
@@ -48,10 +50,7 @@ def run_executable(
     """
     uid = task["uid"]
     opts = task.get("task_backend_specific_kwargs") or {}
-    argv = [str(task["executable"]), *(str(a) for a in task.get("arguments") or ())]
-    cmd: Any = argv
-    if opts.get("shell"):
-        cmd = task.get("command") or subprocess.list2cmdline(argv)
+    cmd = launch_argv(task)
     capture = bool(task.get("capture_stdio"))
     if capture:
         os.makedirs(work_dir, exist_ok=True)
@@ -64,7 +63,6 @@ def run_executable(
     try:
         proc = subprocess.Popen(
             cmd,
-            shell=bool(opts.get("shell")),
             cwd=opts.get("cwd"),
             env=_env({**(opts.get("env") or {}), **(extra_env or {})}),
             stdin=subprocess.DEVNULL,

@@ -43,11 +43,12 @@ from ..errors import (
 from ..telemetry import names as n
 from . import _gc
 from . import _graph as g
+from ._command import read_command
 from ._deps import ATOMIC, Found, find_dependencies, substitute
-from ._foreign import Adapter, adapter_for
+from ._foreign import Adapter, adapter_for, exact_argv_task, runs_exact_argv
 from ._future import KIND_BLOCK, KIND_EXECUTABLE, KIND_FUNCTION, KIND_PROMPT, TaskFuture
 from ._registry import Components, DependencyList
-from ._reports import describe_report, report_uid, task_fields
+from ._reports import RESULT_FIELDS, describe_report, report_uid, task_fields
 from ._results import failure_of, stdout_file, value_of
 from ._signals import install_signal_handlers, remove_signal_handlers
 from ._tasks import TaskSpec, make_decorator
@@ -111,6 +112,7 @@ class WorkflowEngine:
         self._adapters: dict[str, Adapter] = {}
         self._inline: set[str] = set()
         self._chaining: set[str] = set()  # backends that chain dependencies themselves
+        self._argv_only: set[str] = set()  # executables must arrive as an exact argv
         self._links: dict[str, tuple[bool, bool]] = {}
         self.backend: Backend | None = None  # the default backend
         self._default = ""  # its name
@@ -212,6 +214,8 @@ class WorkflowEngine:
             adapter = adapter_for(be)
             if adapter is not None:
                 self._adapters[be.name] = adapter
+            if runs_exact_argv(be):
+                self._argv_only.add(be.name)
             be.register_callback(self.task_callbacks)
             with contextlib.suppress(AttributeError, TypeError):
                 be.is_attached = True
@@ -593,34 +597,17 @@ class WorkflowEngine:
         task.add_done_callback(_done)
 
     def _executable_ready(self, fut: TaskFuture[Any], command: Any) -> None:
-        import shlex
-
-        if not isinstance(command, str) and command is not None:
-            self._finish_exc(
-                fut,
-                TypeError(
-                    f"executable task '{fut.name}' must return a non-empty command string, "
-                    f"not {type(command).__name__}"
-                ),
-            )
-            return
-        if command is None or not command.strip():
-            self._finish_exc(
-                fut,
-                ValueError(f"executable task '{fut.name}' must return a non-empty command string"),
-            )
-            return
         try:
-            argv = shlex.split(command)
-        except ValueError as exc:
-            self._finish_exc(
-                fut, ValueError(f"executable task '{fut.name}': bad command {command!r}: {exc}")
-            )
+            cmd = read_command(fut.name, command, fut.task_description)
+        except (TypeError, ValueError) as exc:
+            self._finish_exc(fut, exc)
             return
+        argv = cmd.argv
         desc = self._describe(fut, (), {})
         desc["executable"] = argv[0]
         desc["arguments"] = argv[1:]
-        desc["command"] = command
+        desc["command"] = cmd.line  # the shell line, or None for an exact argv
+        desc["shell"] = cmd.shell
         self._enqueue(fut, desc)
 
     def _prompt_ready(self, fut: TaskFuture[Any], prompt: Any) -> None:
@@ -706,6 +693,8 @@ class WorkflowEngine:
                     self._link_data(
                         name, linker, fut, desc, implicit and self.implicit_data, explicit
                     )
+                if fut.kind == KIND_EXECUTABLE and name in self._argv_only:
+                    desc = exact_argv_task(desc)
                 batch.append(desc)
             if batch:
                 self._drive(backend, batch)
@@ -865,6 +854,14 @@ class WorkflowEngine:
         fut = self._tasks.get(task.get("uid"))  # type: ignore[arg-type]
         if fut is None or fut.done():
             return
+        desc = fut._desc
+        if task is not desc and desc is not None and state in FINAL_STATES:
+            # The backend wrote into a copy or reported an object: the
+            # description shows the results all the same.
+            fields = cast("dict[str, Any]", task)
+            cast("dict[str, Any]", desc).update(
+                {k: fields[k] for k in RESULT_FIELDS if k in fields}
+            )
         observer = self._observer
         if state == STATE_RUNNING:
             if self._graph.started(fut):

@@ -17,13 +17,22 @@ The engine itself understands ``cpus`` and ``gpus`` (the slots of
 Keys the user gave in the backend's own terms (``resources``, ``key``,
 ``cores_per_rank``...) always win. The adapters work on a copy: the task's own
 ``task_description`` (what telemetry records) keeps the engine's keys.
+
+Executables: RHAPSODY's Concurrent and Dask backends run ``executable`` and
+``arguments`` as an exact argv, and their ``shell`` mode joins them back with
+spaces (losing the quoting). So a command string, which is a shell line,
+reaches them as the exact argv ``/bin/sh -c <line>`` with ``shell`` off, and a
+list or ``shell=False`` command as its argv with ``shell`` off. They get a copy
+of the task dict; the engine's description keeps the command's own words.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
+
+from ..backends._base import SHELL, TaskDescription
 
 Adapter = Callable[[str, str, dict[str, Any]], dict[str, Any]]
 
@@ -72,3 +81,28 @@ def adapter_for(backend: object) -> Adapter | None:
         if isinstance(cls, type) and isinstance(backend, cls):
             return adapter
     return None
+
+
+def runs_exact_argv(backend: Any) -> bool:
+    """Whether executables must reach ``backend`` as an exact argv (see above)."""
+    cls = type(backend)
+    return cls.__module__.startswith("rhapsody.") and cls.__name__.startswith(
+        ("Concurrent", "Dask")
+    )
+
+
+def exact_argv_task(desc: TaskDescription) -> TaskDescription:
+    """A copy of an executable task dict that runs as an exact argv, shell off."""
+    kwargs = {**(desc.get("task_backend_specific_kwargs") or {}), "shell": False}
+    line = desc.get("command") if desc.get("shell") else None
+    if line is None:
+        return cast(TaskDescription, {**desc, "task_backend_specific_kwargs": kwargs})
+    return cast(
+        TaskDescription,
+        {
+            **desc,
+            "executable": SHELL,
+            "arguments": ["-c", line],
+            "task_backend_specific_kwargs": kwargs,
+        },
+    )

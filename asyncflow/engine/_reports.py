@@ -20,7 +20,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["describe_report", "report_uid", "task_fields"]
+__all__ = ["RESULT_FIELDS", "describe_report", "report_uid", "task_fields"]
+
+# The result fields backends write into a task (RHAPSODY's names).
+RESULT_FIELDS = ("return_value", "stdout", "stderr", "exit_code", "exception")
 
 # The fields the engine reads from a reported task.
 _FIELDS = (
@@ -28,11 +31,7 @@ _FIELDS = (
     "name",
     "executable",
     "arguments",
-    "return_value",
-    "stdout",
-    "stderr",
-    "exit_code",
-    "exception",
+    *RESULT_FIELDS,
     "slots",
 )
 

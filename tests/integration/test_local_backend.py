@@ -86,8 +86,14 @@ async def test_shell_cwd_env_and_failure(engine: WorkflowEngine, tmp_path: Path)
     assert exc.value.exit_code == 3
     assert exc.value.stderr == "broken\n" and exc.value.stdout == "partial\n"
     assert "exit code 3" in str(exc.value)
-    with pytest.raises(FileNotFoundError):
+    # A shell line: the shell says "not found" and exits 127, as in a terminal.
+    with pytest.raises(ExecutableError) as not_found:
         await missing()
+    assert not_found.value.exit_code == 127
+    assert "/no/such/program" in not_found.value.stderr
+    # Without a shell, the program cannot be started at all.
+    with pytest.raises(FileNotFoundError):
+        await missing(task_description={"shell": False})
 
 
 async def test_capture_stdio_writes_files_and_returns_the_path(engine: WorkflowEngine) -> None:
