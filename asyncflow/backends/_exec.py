@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._base import TaskDescription
-from ._shell import launch_argv
+from ._shell import direct_launch, launch_argv, shell_status
 
 __all__ = ["kill_group", "run_executable"]
 
@@ -61,31 +61,49 @@ def run_executable(
     else:
         stdout = stderr = subprocess.PIPE
     try:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=opts.get("cwd"),
-            env=_env({**(opts.get("env") or {}), **(extra_env or {})}),
-            stdin=subprocess.DEVNULL,
-            stdout=stdout,
-            stderr=stderr,
-            start_new_session=True,
-        )
+        cwd = opts.get("cwd")
+        env = _env({**(opts.get("env") or {}), **(extra_env or {})})
+        direct = direct_launch(cmd, env, cwd)
+        if direct is not None:
+            try:
+                proc = _spawn(direct[0], cwd, direct[1], stdout, stderr)
+            except OSError:  # the shell says why, exactly as it would have
+                direct = None
+        if direct is None:
+            proc = _spawn(cmd, cwd, env, stdout, stderr)
         procs[uid] = proc
         try:
             on_start()
             out, err = proc.communicate()
         finally:
             procs.pop(uid, None)
+        code, note = (proc.returncode, "") if direct is None else shell_status(proc.returncode)
+        if note and capture:
+            err_f.write(note.encode())
     finally:
         if capture:
             out_f.close()
             err_f.close()
     if capture:
-        return proc.returncode, "", ""
+        return code, "", ""
     return (
-        proc.returncode,
+        code,
         out.decode(errors="replace") if out else "",
-        err.decode(errors="replace") if err else "",
+        (err.decode(errors="replace") if err else "") + note,
+    )
+
+
+def _spawn(
+    argv: list[str], cwd: str | None, env: dict[str, str] | None, stdout: Any, stderr: Any
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        start_new_session=True,
     )
 
 

@@ -136,7 +136,7 @@ async def test_cancel_running_executable_kills_its_process_group(engine: Workflo
     @engine.executable_task
     async def sleepy() -> str:
         # A child and a grandchild: both must die.
-        return "sh -c 'sleep 60 & sleep 60; wait'"
+        return "sleep 60 & sleep 60; wait"
 
     fut = sleepy()
     await wait_until(lambda: fut.state == "RUNNING")

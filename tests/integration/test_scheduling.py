@@ -90,7 +90,7 @@ async def test_bad_input_never_stops_the_engine(tmp_path: Path) -> None:
 
         @engine.executable_task
         async def not_a_string() -> Any:
-            return ["ls"]
+            return {"ls": "-l"}
 
         @engine.function_task(backend="missing")
         async def routed() -> None:
@@ -104,7 +104,7 @@ async def test_bad_input_never_stops_the_engine(tmp_path: Path) -> None:
         results = await asyncio.gather(
             not_a_string(), routed(), ok(1, task_description=5), ok(2), return_exceptions=True
         )
-        assert isinstance(results[0], TypeError) and "not list" in str(results[0])
+        assert isinstance(results[0], TypeError) and "not dict" in str(results[0])
         assert isinstance(results[1], ValueError) and "missing" in str(results[1])
         assert isinstance(results[2], TypeError) and "not int" in str(results[2])
         assert results[3] == 2
