@@ -68,6 +68,7 @@ def launch_argv(task: TaskDescription) -> list[str]:
 _PLAIN = frozenset(string.ascii_letters + string.digits + "_-./,:+@%=")
 _BLANKS = frozenset(" \t")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NAME_B = re.compile(rb"[A-Za-z_][A-Za-z0-9_]*")
 # What dash runs itself rather than as a program: reserved words and builtins.
 _DASH_WORDS = frozenset(
     {
@@ -124,10 +125,24 @@ def _same_dir(a: str, b: str) -> bool:
     return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
-def dash_environment(env: Mapping[str, str], cwd: str | None) -> dict[str, str]:
-    """The environment dash passes to a program it starts in ``cwd``."""
-    out = {k: v for k, v in env.items() if _NAME.fullmatch(k)}
+def dash_environment(env: Mapping[str, str] | None, cwd: str | None) -> dict[str, str] | None:
+    """The environment dash passes to a program it starts in ``cwd``.
+
+    ``env`` None stands for this process's environment; the answer is then
+    None too when dash would pass it unchanged (the common case, which
+    costs no copy).
+    """
     where = os.path.abspath(cwd) if cwd else os.getcwd()
+    if env is None:
+        pwd_b = os.environb.get(b"PWD")
+        pwd_ok = pwd_b is not None and (
+            os.fsdecode(pwd_b) == where
+            or (pwd_b.startswith(b"/") and _same_dir(os.fsdecode(pwd_b), where))
+        )
+        if pwd_ok and all(map(_NAME_B.fullmatch, os.environb)):
+            return None
+        env = os.environ
+    out = {k: v for k, v in env.items() if _NAME.fullmatch(k)}
     pwd = out.get("PWD")
     if not (pwd and pwd.startswith("/") and _same_dir(pwd, where)):
         out["PWD"] = os.path.realpath(where)
@@ -136,20 +151,20 @@ def dash_environment(env: Mapping[str, str], cwd: str | None) -> dict[str, str]:
 
 def direct_launch(
     argv: list[str], env: Mapping[str, str] | None, cwd: str | None
-) -> tuple[list[str], dict[str, str]] | None:
-    """``(argv, env)`` to start a ``[SHELL, "-c", line]`` launch directly,
-    or None where the result could differ from running it through dash."""
+) -> tuple[list[str], dict[str, str] | None] | None:
+    """``(argv, env)`` to start a ``[SHELL, "-c", line]`` launch directly
+    (env None: inherit this process's), or None where the result could
+    differ from running it through dash."""
     if len(argv) != 3 or argv[0] != SHELL or argv[1] != "-c":
         return None
     words = plain_words(argv[2])
     if words is None or not _shell_is_dash() or not _no_core_dumps():
         return None
-    base = os.environ if env is None else env
     if "/" not in words[0]:
-        path = base.get("PATH")
+        path = (os.environ if env is None else env).get("PATH")
         if not path or "%" in path:  # dash's default PATH and its %builtin entries
             return None
-    return words, dash_environment(base, cwd)
+    return words, dash_environment(env, cwd)
 
 
 def shell_status(returncode: int) -> tuple[int, str]:
