@@ -95,7 +95,10 @@ class SpanBridge:
             parent=parent,
             resource=self.resource,
             attributes=span["attributes"],
-            events=[SpanEvent(e["name"], timestamp=e["time_ns"]) for e in span["events"]],
+            events=[
+                SpanEvent(e["name"], attributes=e.get("attributes"), timestamp=e["time_ns"])
+                for e in span["events"]
+            ],
             kind=trace_api.SpanKind.INTERNAL,
             instrumentation_scope=SCOPE,
             status=trace_api.Status(

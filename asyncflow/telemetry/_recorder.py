@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import random
 import time
 from collections import deque
@@ -113,6 +114,14 @@ class Recorder:
             n.DURATION_BUCKETS,
         )
         self.spans_finished = 0
+        # For RHAPSODY's summary(): tasks handed to a backend, and the run
+        # time (started -> ended) of tasks that started: count, total, min, max.
+        self.submitted_total = 0
+        self.run_stats: list[float] = [0, 0.0, math.inf, 0.0]
+        # User events, as span events of the session span (what OTLP gets).
+        self.session_notes: deque[tuple[str, int, dict[str, Any]]] = deque(
+            maxlen=n.SESSION_NOTES_KEPT
+        )
         self.session = self.new_span(None, n.LEVEL_SESSION, n.SPAN_SESSION)
         self.session.attributes = {n.LEVEL: n.LEVEL_SESSION, n.SESSION_ID: session_id}
 
@@ -278,6 +287,7 @@ class Recorder:
         self._step(span, _QUEUED)
 
     def submitted(self, span: LiveSpan) -> None:
+        self.submitted_total += 1
         self._step(span, _SUBMITTED)
 
     def assigned(self, span: LiveSpan, slots: Iterable[Any]) -> None:
@@ -351,6 +361,13 @@ class Recorder:
             self._enrich(rec)
         fut = rec.fut
         if rec.level == n.LEVEL_TASK and fut is not None:
+            if rec.t_started:
+                ran = (t_ns - rec.t_started) / 1e9
+                stats = self.run_stats
+                stats[0] += 1
+                stats[1] += ran
+                stats[2] = min(stats[2], ran)
+                stats[3] = max(stats[3], ran)
             backend = rec.backend or ""
             key = (n.STATE_RUNNING if rec.t_started else n.STATE_PENDING, backend)
             self.active_tasks[key] = self.active_tasks.get(key, 1) - 1
@@ -435,8 +452,15 @@ class Recorder:
                     )
                 )
         if self.span_sink is not None:
-            self.span_sink(span_dict(rec, self.trace_hex))
+            self.span_sink(span_dict(rec, self.trace_hex, self._notes(rec)))
+
+    def _notes(self, rec: LiveSpan) -> list[tuple[str, int, dict[str, Any]]]:
+        return list(self.session_notes) if rec is self.session else []
+
+    def session_note(self, name: str, t_ns: int, attributes: dict[str, Any]) -> None:
+        """Keep a user event for the session span (the last ``SESSION_NOTES_KEPT``)."""
+        self.session_notes.append((name, t_ns, attributes))
 
     def traces(self) -> list[dict[str, Any]]:
         """The finished spans in the ring, as dicts."""
-        return [span_dict(rec, self.trace_hex) for rec in list(self.ring)]
+        return [span_dict(rec, self.trace_hex, self._notes(rec)) for rec in list(self.ring)]

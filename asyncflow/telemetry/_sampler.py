@@ -13,7 +13,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["NodeSampler"]
+__all__ = ["IO_KEYS", "NodeSampler"]
+
+# Disk and network bytes since the previous sample (RHAPSODY's field names).
+IO_KEYS = ("disk_read_bytes", "disk_write_bytes", "net_sent_bytes", "net_recv_bytes")
 
 logger = logging.getLogger("asyncflow.telemetry")
 
@@ -71,20 +74,43 @@ class NodeSampler:
         self._stop = threading.Event()
         self._gpus = _Gpus()
         psutil.cpu_percent(interval=None)  # prime: the first call has nothing to compare with
+        self._io = self._io_counters()
         self.sample()
         self._thread = threading.Thread(target=self._run, name="asyncflow-sampler", daemon=True)
         self._thread.start()
 
     def sample(self) -> dict[str, Any]:
         """Take one sample now."""
-        sample = {
+        sample: dict[str, Any] = {
             "node": self.node,
             "cpu": float(self._psutil.cpu_percent(interval=None)),
             "memory": float(self._psutil.virtual_memory().percent),
             "gpu": self._gpus.utilisation(),
         }
+        io, before = self._io_counters(), self._io
+        self._io = io
+        for key in IO_KEYS:
+            now, then = io.get(key), before.get(key)
+            # A counter that went back (a device removed) has no delta.
+            ok = now is not None and then is not None and now >= then
+            sample[key] = float(now - then) if ok else None  # type: ignore[operator]
         self.last = sample
         return sample
+
+    def _io_counters(self) -> dict[str, int | None]:
+        """Disk and network byte counters of the node (None where unknown)."""
+        counters: dict[str, int | None] = dict.fromkeys(IO_KEYS)
+        with contextlib.suppress(Exception):  # no disks, or no permission
+            disk = self._psutil.disk_io_counters()
+            if disk is not None:
+                counters["disk_read_bytes"] = disk.read_bytes
+                counters["disk_write_bytes"] = disk.write_bytes
+        with contextlib.suppress(Exception):
+            net = self._psutil.net_io_counters()
+            if net is not None:
+                counters["net_sent_bytes"] = net.bytes_sent
+                counters["net_recv_bytes"] = net.bytes_recv
+        return counters
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

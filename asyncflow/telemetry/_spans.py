@@ -6,6 +6,7 @@ Pure: names only, no SDK, no asyncio, no I/O.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from . import names as n
@@ -150,9 +151,16 @@ def count(td: dict[str, Any] | None, key: str, default: int) -> int:
         return default
 
 
-def span_dict(rec: LiveSpan, trace_hex: str) -> dict[str, Any]:
-    """A finished span as the checkpoint file's ``span`` record."""
+def span_dict(
+    rec: LiveSpan, trace_hex: str, notes: Iterable[tuple[str, int, dict[str, Any]]] = ()
+) -> dict[str, Any]:
+    """A finished span as the checkpoint file's ``span`` record.
+
+    ``notes`` are span events with attributes (the session's user events).
+    """
     end = rec.end_ns
+    events: list[dict[str, Any]] = [{"name": name, "time_ns": t} for name, t in rec.span_events()]
+    events += [{"name": name, "time_ns": t, "attributes": attrs} for name, t, attrs in notes]
     return {
         "section": n.SECTION_SPAN,
         "name": rec.name,
@@ -167,5 +175,5 @@ def span_dict(rec: LiveSpan, trace_hex: str) -> dict[str, Any]:
         "status_code": rec.status,
         "status_description": rec.status_description,
         "attributes": rec.attributes_dict(),
-        "events": [{"name": name, "time_ns": t} for name, t in rec.span_events()],
+        "events": events,
     }

@@ -20,9 +20,9 @@ from opentelemetry.sdk.trace import SpanProcessor
 from . import names as n
 from ._otel import Instruments, SpanBridge, assemble_exporters, make_resource, serve_prometheus
 from ._recorder import Recorder
-from ._sampler import NodeSampler
+from ._sampler import IO_KEYS, NodeSampler
 from .checkpoint import dumps, open_checkpoint
-from .events import ENGINE_EVENT_TYPES, Event, ResourceUpdate
+from .events import ENGINE_EVENT_TYPES, Event, ResourceUpdate, as_event
 from .observer import LiveSpan, TaskObserver
 from .otlp_json import spans_to_otlp_json
 
@@ -142,14 +142,20 @@ class Telemetry:
 
         return unsubscribe
 
-    def emit(self, event: Event) -> Event:
-        """Record ``event``: checkpoint line and subscribers. Thread-safe, never blocks.
+    def emit(self, obj: Any) -> Event:
+        """Record an event: checkpoint line, OTLP and subscribers. Thread-safe, never blocks.
 
-        Missing ``event_id``, ``event_time``, ``emit_time``, ``session_id`` and
-        ``node_id`` are filled in. Returns the recorded event.
+        ``obj`` is an event of ``define_event`` (asyncflow's or RHAPSODY's,
+        e.g. from ``rhapsody.telemetry.events.make_event``). Missing
+        ``event_id``, ``event_time``, ``emit_time``, ``session_id`` and
+        ``node_id`` are filled in. A user event also becomes a span event of
+        the session span (the last 1,000 are kept), so OTLP receives it.
+        Subscribers get the recorded event, which is returned.
+
+        Raises:
+            TypeError: ``obj`` is not an event.
         """
-        if not isinstance(event, Event):
-            raise TypeError(f"emit() takes an Event (see define_event), not {type(event).__name__}")
+        event: Event = as_event(obj)
         now = time.time()
         rec = self._recorder
         event = dataclasses.replace(
@@ -165,6 +171,10 @@ class Telemetry:
             record["trace_id"] = rec.trace_hex
             record["span_id"] = f"{rec.session.span_id:016x}"
             self._writer.write_line(dumps(record) + "\n")
+        if event.event_type not in ENGINE_EVENT_TYPES and not self._stopped:
+            rec.session_note(
+                event.event_type, int((event.event_time or now) * 1e9), _span_attributes(event)
+            )
         if self._subscribers:
             if threading.get_ident() == self._thread_id:
                 self._dispatch(event)
@@ -193,6 +203,9 @@ class Telemetry:
                         n.TASK_GPUS: int(td.get("gpus", 0)),
                     }
                 )
+        if name in _TIMED_EVENTS:
+            timed = self._recorder.session if name == n.EVENT_SESSION_ENDED else rec
+            extra = {**extra, "duration_seconds": _duration(name, timed, t)}
         event = cls(
             event_id=event_id,
             event_time=t,
@@ -299,8 +312,28 @@ class Telemetry:
                 failures[entry["error_type"]] = failures.get(entry["error_type"], 0) + count
             per_wf = per_workflow.setdefault(entry["workflow_name"], {})
             per_wf[result] = per_wf.get(result, 0) + count
+        runs, run_total, run_min, run_max = rec.run_stats
+        end_ns = rec.session.end_ns or time.time_ns()
         return {
             "session_id": rec.session_id,
+            # RHAPSODY's keys, which the older AsyncFlow returned.
+            "tasks": {
+                "submitted": rec.submitted_total,
+                "completed": by_state.get(n.RESULT_COMPLETED, 0),
+                "failed": by_state.get(n.RESULT_FAILED, 0),
+                "canceled": by_state.get(n.RESULT_CANCELED, 0),
+                "running": sum(v for (s, _), v in rec.active_tasks.items() if s == n.STATE_RUNNING),
+            },
+            "duration": {
+                "total_seconds": round(run_total, 6),
+                "mean_seconds": round(run_total / runs, 6),
+                "min_seconds": round(run_min, 6),
+                "max_seconds": round(run_max, 6),
+            }
+            if runs
+            else {},
+            "duration_seconds": round((end_ns - rec.session.start_ns) / 1e9, 6),
+            "resources": self._latest_resources(),
             "tasks_by_state": by_state,
             "active_tasks": sum(rec.active_tasks.values()),
             "failures_by_error_type": failures,
@@ -327,8 +360,24 @@ class Telemetry:
                 cpu_percent=sample.get("cpu"),
                 memory_percent=sample.get("memory"),
                 gpu_percent=(sum(gpus) / len(gpus)) if gpus else None,
+                **{key: sample.get(key) for key in IO_KEYS},
             )
         )
+
+    def _latest_resources(self) -> dict[str, dict[str, Any]]:
+        sample = self._sampler.last if self._sampler is not None else {}
+        if not sample.get("node"):
+            return {}
+        gpus = sample.get("gpu") or []
+        return {
+            sample["node"]: {
+                "node_id": sample["node"],
+                "cpu_percent": sample.get("cpu"),
+                "memory_percent": sample.get("memory"),
+                "gpu_percent": (sum(gpus) / len(gpus)) if gpus else None,
+                **{key: sample.get(key) for key in IO_KEYS},
+            }
+        }
 
     # ------------------------------------------------------------------ slots (resources)
     def set_slots(self, backend: str, kind: str, busy: int, idle: int) -> None:
@@ -419,6 +468,38 @@ class SlotPool(Protocol):
 
     def usage(self) -> Mapping[str, tuple[int, int]]:
         """Busy and idle slots by kind (``cpu``, ``gpu``)."""
+
+
+_TIMED_EVENTS = frozenset({*n.TASK_FINAL_EVENTS, n.EVENT_SESSION_ENDED})
+
+
+def _duration(name: str, rec: LiveSpan | None, t: float) -> float:
+    """RHAPSODY's ``duration_seconds``: a task's run (0.0 if it never
+    started), the session's whole length."""
+    if rec is None:
+        return 0.0
+    start = rec.start_ns if name == n.EVENT_SESSION_ENDED else rec.t_started
+    return max(t - start / 1e9, 0.0) if start else 0.0
+
+
+def _span_attributes(event: Event) -> dict[str, Any]:
+    """An event's own fields and attributes as OpenTelemetry attribute values."""
+    out: dict[str, Any] = {}
+    values = {**event.attributes, **event.to_dict()}
+    for key in ("attributes", "event_type", "event_time", "emit_time"):
+        values.pop(key, None)
+    for key, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, (bool, int, float, str)):
+            out[key] = value
+        elif isinstance(value, (list, tuple)) and all(
+            isinstance(v, (bool, int, float, str)) for v in value
+        ):
+            out[key] = list(value)
+        else:
+            out[key] = str(value)
+    return out
 
 
 async def start(

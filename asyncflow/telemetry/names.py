@@ -123,6 +123,11 @@ EVENT_TASK_COMPLETED: Final = "TaskCompleted"
 EVENT_TASK_FAILED: Final = "TaskFailed"
 EVENT_TASK_CANCELED: Final = "TaskCanceled"
 EVENT_RESOURCE_UPDATE: Final = "ResourceUpdate"
+# ``ResourceUpdate.resource_scope`` (RHAPSODY's values).
+SCOPE_PER_NODE: Final = "per_node"
+SCOPE_PER_GPU: Final = "per_gpu"
+# User events kept as span events of the session span (what OTLP gets).
+SESSION_NOTES_KEPT: Final = 1000
 EVENT_RESOURCE_ASSIGNED: Final = "asyncflow.ResourceAssigned"
 EVENT_SESSION_ENDED: Final = "SessionEnded"
 

@@ -36,6 +36,13 @@ def _attributes(attrs: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"key": k, "value": any_value(v)} for k, v in attrs.items()]
 
 
+def _event(event: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"timeUnixNano": str(event["time_ns"]), "name": event["name"]}
+    if event.get("attributes"):
+        out["attributes"] = _attributes(event["attributes"])
+    return out
+
+
 def spans_to_otlp_json(spans: Iterable[dict[str, Any]], resource: dict[str, Any]) -> str:
     """One ``resourceSpans`` document for the given finished-span dicts."""
     out = []
@@ -48,9 +55,7 @@ def spans_to_otlp_json(spans: Iterable[dict[str, Any]], resource: dict[str, Any]
             "startTimeUnixNano": str(span["start_ns"]),
             "endTimeUnixNano": str(span["end_ns"]),
             "attributes": _attributes(span["attributes"]),
-            "events": [
-                {"timeUnixNano": str(e["time_ns"]), "name": e["name"]} for e in span["events"]
-            ],
+            "events": [_event(e) for e in span["events"]],
             "status": {"code": _STATUS_CODES.get(span["status_code"], 0)},
         }
         if span.get("parent_span_id"):

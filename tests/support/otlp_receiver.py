@@ -114,6 +114,7 @@ class OTLPReceiver:
                 "name": span.name,
                 "attributes": decode_attributes(span.attributes),
                 "events": [event.name for event in span.events],
+                "event_attributes": [decode_attributes(event.attributes) for event in span.events],
                 "status_code": _status_name(span.status.code),
                 "status_message": span.status.message,
                 "start_ns": span.start_time_unix_nano,
