@@ -37,3 +37,27 @@ __all__ = [
     "current_slots",
     "define_event",
 ]
+
+# Some releases of the older radical.asyncflow exported RHAPSODY's backends
+# under their own names: ``from asyncflow import ConcurrentExecutionBackend``
+# keeps working, loading ``rhapsody`` only when asked.
+_RHAPSODY_BACKENDS = frozenset(
+    {
+        "ConcurrentExecutionBackend",
+        "DaskExecutionBackend",
+        "DragonExecutionBackend",
+        "RadicalExecutionBackend",
+    }
+)
+
+
+def __getattr__(name: str) -> object:
+    if name not in _RHAPSODY_BACKENDS:
+        raise AttributeError(f"module 'asyncflow' has no attribute {name!r}")
+    try:
+        import rhapsody.backends
+    except ImportError as exc:
+        raise ImportError(
+            f"{name} comes from rhapsody-py: pip install 'asyncflow-otel[hpc]' ({exc})"
+        ) from exc
+    return getattr(rhapsody.backends, name)

@@ -49,6 +49,20 @@ def test_import_stays_light() -> None:
     assert out.stdout.strip() == "[]"
 
 
+def test_rhapsody_backends_by_their_older_names_load_rhapsody_only_then() -> None:
+    code = (
+        "import sys, asyncflow; assert 'rhapsody' not in sys.modules; "
+        "from asyncflow import ConcurrentExecutionBackend, DaskExecutionBackend; "
+        "import rhapsody.backends as rb; "
+        "print(ConcurrentExecutionBackend is rb.ConcurrentExecutionBackend, "
+        "DaskExecutionBackend is rb.DaskExecutionBackend)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True"]
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        asyncflow.Nope  # noqa: B018
+
+
 def test_error_tree() -> None:
     assert issubclass(errors.DependencyFailureError, errors.AsyncFlowError)
     assert issubclass(errors.EngineShutdownError, RuntimeError)
