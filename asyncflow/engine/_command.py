@@ -18,7 +18,6 @@ No asyncio and no I/O here.
 
 from __future__ import annotations
 
-import os
 import shlex
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -85,10 +84,10 @@ def read_command(task_name: str, command: Any, options: Mapping[str, Any] | None
             )
         argv: list[str] = []
         for index, item in enumerate(command):
-            if isinstance(item, str):
-                argv.append(item)
-            elif isinstance(item, os.PathLike):
-                argv.append(os.fsdecode(os.fspath(item)))
+            # A path (os.PathLike) is its __fspath__(), duck-typed: no os here.
+            text = item.__fspath__() if hasattr(item, "__fspath__") else item
+            if isinstance(text, str):
+                argv.append(text)
             else:
                 raise TypeError(
                     f"executable task '{task_name}': item {index} of the command is "

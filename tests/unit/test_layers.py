@@ -29,6 +29,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "asyncflow"
 # Modules that must stay pure: no asyncio, no I/O.
 PURE = (
     "asyncflow.engine._graph",
+    "asyncflow.engine._command",
+    "asyncflow.engine._reports",
     "asyncflow.telemetry.names",
     "asyncflow.telemetry._records",
     "asyncflow.telemetry._render",
