@@ -3,8 +3,8 @@
 A string runs through ``/bin/sh -c`` exactly as written; a list is an exact
 argv; ``task_description={"shell": False}`` runs a string as its
 ``shlex.split`` argv. Checked on ``LocalExecutionBackend`` (threads and
-processes) and on RHAPSODY's Concurrent and Dask backends, with real
-processes.
+processes), on ``DaskBackend`` and on RHAPSODY's Concurrent and Dask
+backends, with real processes.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ BACKENDS = [
     "local-processes",
     "rhapsody-concurrent",
     pytest.param("rhapsody-dask", marks=pytest.mark.dask),
+    pytest.param("asyncflow-dask", marks=pytest.mark.dask),
 ]
 
 # Shell syntax of every kind the contract names: a variable, a pipe, a
@@ -40,6 +41,16 @@ async def make_backend(kind: str) -> Any:
         return await LocalExecutionBackend()
     if kind == "local-processes":
         return await LocalExecutionBackend(ProcessPoolExecutor(max_workers=1))
+    if kind == "asyncflow-dask":
+        from asyncflow.backends import DaskBackend
+
+        return await DaskBackend(
+            n_workers=1,
+            threads_per_worker=2,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+        )
     from rhapsody.backends import ConcurrentExecutionBackend, DaskExecutionBackend
 
     if kind == "rhapsody-concurrent":
