@@ -298,7 +298,7 @@ async def run_dask(
 
     created = time.perf_counter()
     cluster = await LocalCluster(
-        asynchronous=True, dashboard_address=None, host="127.0.0.1", **DASK_CLUSTER
+        asynchronous=True, dashboard_address="127.0.0.1:0", host="127.0.0.1", **DASK_CLUSTER
     )
     client = await Client(cluster, asynchronous=True)
     engine: Any = None

@@ -22,7 +22,7 @@ LOCAL_DASK: dict[str, Any] = {
     "threads_per_worker": 1,
     "processes": True,
     "host": "127.0.0.1",
-    "dashboard_address": None,
+    "dashboard_address": "127.0.0.1:0",  # None would mean the default, :8787
 }
 
 
