@@ -18,12 +18,15 @@ Keys the user gave in the backend's own terms (``resources``, ``key``,
 ``cores_per_rank``...) always win. The adapters work on a copy: the task's own
 ``task_description`` (what telemetry records) keeps the engine's keys.
 
-Executables: RHAPSODY's Concurrent and Dask backends run ``executable`` and
-``arguments`` as an exact argv, and their ``shell`` mode joins them back with
-spaces (losing the quoting). So a command string, which is a shell line,
-reaches them as the exact argv ``/bin/sh -c <line>`` with ``shell`` off, and a
-list or ``shell=False`` command as its argv with ``shell`` off. They get a copy
-of the task dict; the engine's description keeps the command's own words.
+Executables: RHAPSODY's execution backends run ``executable`` and
+``arguments`` as an exact argv (Concurrent and Dask as a subprocess argv,
+RADICAL-Pilot as ``rp.TaskDescription.executable``/``arguments``, Dragon as
+a process template's target and args), and the ``shell`` mode of the first
+two joins them back with spaces (losing the quoting). So a command string,
+which is a shell line, reaches every one of them as the exact argv
+``/bin/sh -c <line>`` with ``shell`` off, and a list or ``shell=False``
+command as its argv with ``shell`` off. They get a copy of the task dict;
+the engine's description keeps the command's own words.
 """
 
 from __future__ import annotations
@@ -83,12 +86,12 @@ def adapter_for(backend: object) -> Adapter | None:
     return None
 
 
-def runs_exact_argv(backend: Any) -> bool:
-    """Whether executables must reach ``backend`` as an exact argv (see above)."""
-    cls = type(backend)
-    return cls.__module__.startswith("rhapsody.") and cls.__name__.startswith(
-        ("Concurrent", "Dask")
-    )
+def runs_exact_argv(backend: object) -> bool:
+    """Whether executables must reach ``backend`` as an exact argv: any of
+    RHAPSODY's execution backends (see above), recognised by type."""
+    module = sys.modules.get("rhapsody.backends.base")
+    base = getattr(module, "BaseBackend", None) if module is not None else None
+    return isinstance(base, type) and isinstance(backend, base)
 
 
 def exact_argv_task(desc: TaskDescription) -> TaskDescription:

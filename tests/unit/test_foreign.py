@@ -47,3 +47,33 @@ def test_pilot_kwargs() -> None:
     assert pilot_kwargs("s", "t", {"gpus": 1, "gpus_per_rank": 2}) == {"gpus_per_rank": 2}
     plain = {"ranks": 4}
     assert pilot_kwargs("s", "t", plain) is plain  # nothing to translate, nothing copied
+
+
+def test_every_rhapsody_backend_gets_shell_lines_as_an_exact_argv() -> None:
+    import rhapsody.backends.execution.radical_pilot as pilot
+    from rhapsody.backends.execution.concurrent import ConcurrentExecutionBackend
+    from rhapsody.backends.execution.dask_parallel import DaskExecutionBackend
+
+    from asyncflow import NoopExecutionBackend
+    from asyncflow.engine._foreign import exact_argv_task, runs_exact_argv
+
+    for cls in (ConcurrentExecutionBackend, DaskExecutionBackend, pilot.RadicalExecutionBackend):
+        assert runs_exact_argv(cls.__new__(cls)), cls
+    assert not runs_exact_argv(NoopExecutionBackend())
+    impostor = type("ConcurrentExecutionBackend", (), {"__module__": "rhapsody.backends.x"})
+    assert not runs_exact_argv(impostor())
+    # What RADICAL-Pilot (rp.TaskDescription.executable/arguments) receives.
+    sent = exact_argv_task(
+        {
+            "uid": "task.000001",
+            "executable": "sort",
+            "arguments": ["data"],
+            "command": "sort data | uniq -c > counts.txt",
+            "shell": True,
+            "task_backend_specific_kwargs": {},
+        }
+    )
+    assert (sent["executable"], sent["arguments"]) == (
+        "/bin/sh",
+        ["-c", "sort data | uniq -c > counts.txt"],
+    )
