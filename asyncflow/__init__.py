@@ -20,18 +20,20 @@ at once, and passing a future to another task makes a dependency::
 from ._version import __version__
 from .backends import LocalExecutionBackend, NoopExecutionBackend
 from .data import InputFile, OutputFile
-from .engine import WorkflowEngine
-from .errors import DependencyFailureError
+from .engine import Backoff, WorkflowEngine
+from .errors import DependencyFailureError, TaskTimeoutError
 from .resources import ResourcePool, current_slots
 from .telemetry.events import define_event
 
 __all__ = [
+    "Backoff",
     "DependencyFailureError",
     "InputFile",
     "LocalExecutionBackend",
     "NoopExecutionBackend",
     "OutputFile",
     "ResourcePool",
+    "TaskTimeoutError",
     "WorkflowEngine",
     "__version__",
     "current_slots",

@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(commands)
     _add_dashboard(commands)
     _add_report(commands)
+    _add_cache(commands)
     return parser
 
 
@@ -52,6 +53,11 @@ def _add_demo(commands: Any) -> None:
     command.add_argument(
         "--no-serve", action="store_true", help="write OUT/report.html instead of serving"
     )
+    command.add_argument(
+        "--resume",
+        action="store_true",
+        help="store every task result in OUT; rerun after a kill to run only what had not finished",
+    )
     command.add_argument("--host", default="127.0.0.1", help="default %(default)s")
     command.add_argument("--port", type=int, default=8050, help="default %(default)s")
     command.set_defaults(handler=_demo)
@@ -78,6 +84,7 @@ def _demo(args: argparse.Namespace) -> int:
         str(args.scale),
         "--duration",
         str(args.duration),
+        *(["--resume"] if args.resume else []),
     ]
     code = int(campaign.main(argv) or 0)
     if code:
@@ -217,6 +224,73 @@ def _report(args: argparse.Namespace) -> int:
         print(f"asyncflow report: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {path}")
+    return 0
+
+
+# ---------------------------------------------------------------- cache
+def _add_cache(commands: Any) -> None:
+    command = commands.add_parser(
+        "cache",
+        help="list, count or clear the stored task results of a campaign directory",
+        description="Manage the result cache of a campaign directory (the SQLite store that "
+        "cache=True and resume= use).",
+    )
+    actions = command.add_subparsers(dest="action", metavar="ACTION", required=True)
+    ls = actions.add_parser("ls", help="list stored results, newest first")
+    ls.add_argument("run_dir", metavar="RUN_DIR", type=Path)
+    ls.add_argument("--task", metavar="NAME", help="only the results of this task")
+    ls.add_argument(
+        "--limit", type=int, default=50, metavar="N", help="at most N lines (default 50; 0: all)"
+    )
+    stats = actions.add_parser("stats", help="entries and bytes, per task name")
+    stats.add_argument("run_dir", metavar="RUN_DIR", type=Path)
+    clear = actions.add_parser("clear", help="delete stored results")
+    clear.add_argument("run_dir", metavar="RUN_DIR", type=Path)
+    clear.add_argument("--task", metavar="NAME", help="only the results of this task")
+    command.set_defaults(handler=_cache)
+
+
+def _cache(args: argparse.Namespace) -> int:
+    import time
+
+    from .cache import ResultCache, store_path
+    from .errors import CacheError
+
+    if getattr(args, "limit", 0) < 0:
+        print("asyncflow cache: --limit must be >= 0", file=sys.stderr)
+        return 2
+    try:
+        store = ResultCache.open(args.run_dir, create=False)
+    except CacheError as exc:
+        where = store_path(args.run_dir)
+        if not where.exists():
+            print(f"asyncflow cache: no result cache in {args.run_dir}", file=sys.stderr)
+        else:
+            print(f"asyncflow cache: {exc}", file=sys.stderr)
+        return 1
+    try:
+        if args.action == "ls":
+            entries = store.entries(args.task, args.limit or None)
+            for e in entries:
+                stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.created))
+                print(f"{stamp}  {e.name}  {e.size} B  {e.session} {e.task}  {e.key[:16]}")
+            print(f"{len(entries)} result(s) shown, {len(store)} stored in {store.path}")
+        elif args.action == "stats":
+            info = store.stats()
+            print(f"{info['path']}: {info['entries']} result(s), {info['bytes']} bytes")
+            for row in info["tasks"]:
+                print(
+                    f"  {row['name']}: {row['entries']} result(s), {row['bytes']} bytes, "
+                    f"from {row['sessions']} session(s)"
+                )
+        else:
+            removed = store.clear(args.task)
+            print(f"removed {removed} result(s) from {store.path}")
+    except CacheError as exc:
+        print(f"asyncflow cache: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
     return 0
 
 

@@ -10,7 +10,9 @@ is a second base, so ``except ValueError`` keeps working::
      ├── EngineShutdownError            (RuntimeError) task call after shutdown
      ├── UnknownBackendError            (ValueError) ``backend=`` names no backend
      ├── BackendError                   a backend lost a task or broke its contract
-     └── TaskDefinitionError            (TypeError) bad decorator target or body
+     ├── TaskDefinitionError            (TypeError) bad decorator target or body
+     ├── TaskTimeoutError               (TimeoutError) a task ran past its ``timeout=``
+     └── CacheError                     the result cache file is unusable (corrupt, foreign)
 
 Bad values in a task body keep their builtin types: an executable body that
 returns ``""`` fails with ``ValueError``, a non-``str`` with ``TypeError``.
@@ -25,10 +27,12 @@ from typing import Any
 __all__ = [
     "AsyncFlowError",
     "BackendError",
+    "CacheError",
     "DependencyFailureError",
     "EngineShutdownError",
     "ExecutableError",
     "TaskDefinitionError",
+    "TaskTimeoutError",
     "UnknownBackendError",
 ]
 
@@ -191,3 +195,28 @@ class BackendError(AsyncFlowError):
 
 class TaskDefinitionError(AsyncFlowError, TypeError):
     """A decorator was given something that cannot become a task."""
+
+
+class TaskTimeoutError(AsyncFlowError, TimeoutError):
+    """A task ran longer than its ``timeout=`` and was stopped through its backend.
+
+    Survives ``pickle`` with its message and attributes.
+
+    Attributes:
+        task_name: the name of the task.
+        timeout: the limit, in seconds from the task's start.
+    """
+
+    def __init__(self, task_name: str, timeout: float, detail: str = "") -> None:
+        msg = f"task '{task_name}' timed out after {timeout:g} s"
+        super().__init__(f"{msg}: {detail}" if detail else msg)
+        self.task_name = task_name
+        self.timeout = timeout
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.task_name, self.timeout, self.detail), dict(self.__dict__))
+
+
+class CacheError(AsyncFlowError):
+    """The result cache cannot be used: its file is corrupt, foreign or unreadable."""

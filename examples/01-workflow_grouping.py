@@ -17,7 +17,8 @@ when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set). Open the result with::
 
 Run it: ``python examples/01-workflow_grouping.py --out campaign-run``
 (``--scale 10`` for a campaign ten times the size, ``--duration 0.1`` for a
-quick one). ``asyncflow demo`` runs this same file.
+quick one; ``--resume`` to store every result in ``--out`` and, after a
+kill, rerun only what had not finished). ``asyncflow demo`` runs this same file.
 """
 
 from __future__ import annotations
@@ -71,6 +72,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--duration", type=float, default=1.0, help="task time scale (default 1: under a minute)"
     )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the results a previous run stored in --out: after a kill, only what had "
+        "not finished runs again",
+    )
     args = parser.parse_args(argv)
     for flag in ("gpus", "cpus", "scale"):
         if getattr(args, flag) < (0 if flag == "gpus" else 1):
@@ -83,42 +90,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-class Progress:
-    """A one-line progress bar on standard error, fed by telemetry events."""
-
-    def __init__(self, total: int, stream: Any = sys.stderr) -> None:
-        self.total = total
-        self.done = 0
-        self.failed = 0
-        self.stream = stream
-
-    def __call__(self, event: Any) -> None:
-        if event.event_type not in ("TaskCompleted", "TaskFailed", "TaskCanceled"):
-            return
-        if not event.task_id or not event.task_id.startswith("task."):
-            return
-        self.done += 1
-        self.failed += event.event_type != "TaskCompleted"
-        width = 30
-        filled = int(width * self.done / self.total)
-        bar = "#" * filled + "." * (width - filled)
-        note = f", {self.failed} failed" if self.failed else ""
-        self.stream.write(f"\r[{bar}] {self.done}/{self.total} tasks{note}")
-        if self.done >= self.total:
-            self.stream.write("\n")
-        self.stream.flush()
-
-
 async def run_campaign(args: argparse.Namespace) -> Path:
     """Run the campaign; returns the checkpoint file."""
     args.out.mkdir(parents=True, exist_ok=True)
     backend = await LocalExecutionBackend(cpus=args.cpus, gpus=args.gpus, name="node")
-    engine = await WorkflowEngine.create(backend=backend, work_dir=args.out)
+    # With --resume every task's result is stored in --out's result cache,
+    # and a rerun takes what a killed run had finished from there.
+    engine = await WorkflowEngine.create(
+        backend=backend, work_dir=args.out, resume=args.out if args.resume else None
+    )
     tel = await engine.start_telemetry(
         checkpoint_path=args.out, checkpoint_interval=1.0, resource_poll_interval=1.0
     )
-    total = sum(t.instances for t in CAMPAIGN) * args.scale * 2  # two tasks per instance
-    tel.subscribe(Progress(total))
 
     # One campaign.ResourceAssigned per workflow instance, from the engine's
     # own assignment events.
@@ -193,9 +176,10 @@ async def run_campaign(args: argparse.Namespace) -> Path:
         ups = finals.get(kind.depends_on or "", [None] * count)
         finals[kind.name] = [await instance(kind, i, ups[i % len(ups)]) for i in range(count)]
     try:
-        outcomes = await asyncio.gather(
-            *(f for fs in finals.values() for f in fs), return_exceptions=True
-        )
+        async with engine.progress():  # a live bar on a terminal, log lines in a batch job
+            outcomes = await asyncio.gather(
+                *(f for fs in finals.values() for f in fs), return_exceptions=True
+            )
         failed = [o for o in outcomes if isinstance(o, BaseException)]
         if failed:
             print(f"{len(failed)} workflow(s) failed, e.g. {failed[0]!r}", file=sys.stderr)

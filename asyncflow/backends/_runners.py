@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import pickle
 import signal
 import threading
@@ -133,9 +134,10 @@ def run_pickled(payload: bytes, uid: str, started: Any, slots: Any = ()) -> tupl
             queue = pickle.loads(started) if isinstance(started, bytes) else started
         except Exception:  # noqa: BLE001 - the manager is gone: the backend shut down
             return False, cloudpickle.dumps(asyncio.CancelledError(BACKEND_GONE))
-        # A lost start report must not fail the task.
+        # A lost start report must not fail the task. The pid lets the
+        # backend stop this worker when the task must end (a timeout).
         with contextlib.suppress(Exception):
-            queue.put(uid)
+            queue.put((uid, os.getpid()))
     func, args, kwargs = cloudpickle.loads(payload)
     from ..resources import set_current_slots
 

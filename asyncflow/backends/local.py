@@ -11,6 +11,7 @@ import signal
 import subprocess
 import threading
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from ..resources import (
@@ -105,6 +106,11 @@ class LocalExecutionBackend(BaseBackend):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._acquiring: dict[str, asyncio.Task[None]] = {}
         self._held: dict[str, list[str]] = {}  # uid -> slots not yet given back
+        # Process functions: the worker running each, the pool each was sent
+        # to, and the pools broken on purpose by stopping a worker.
+        self._pids: dict[str, int] = {}
+        self._pool_of: dict[str, Executor] = {}
+        self._broken_on_purpose: list[Executor] = []
 
     # ------------------------------------------------------------------ lifecycle
     def __await__(self) -> Any:
@@ -325,20 +331,33 @@ class LocalExecutionBackend(BaseBackend):
         self._tasks_by_uid[uid] = task
         entry: list[Any] = [None, task]
         self._queued[uid] = entry
-        cf = self._executor.submit(
-            run_pickled, payload, uid, self._started_ref, task.get("slots") or ()
-        )
+        pool = self._executor
+        self._pool_of[uid] = pool
+        cf = pool.submit(run_pickled, payload, uid, self._started_ref, task.get("slots") or ())
         entry[0] = cf
         cf.add_done_callback(lambda f: self._process_done(task, f))
 
     def _process_done(self, task: TaskDescription, cf: Future[tuple[bool, bytes]]) -> None:
         import cloudpickle
 
-        self._tasks_by_uid.pop(task["uid"], None)
+        uid = task["uid"]
+        self._tasks_by_uid.pop(uid, None)
+        self._pids.pop(uid, None)
+        pool = self._pool_of.pop(uid, None)
         if cf.cancelled():
             self._finish(task, "CANCELED")
             return
         exc = cf.exception()
+        if (
+            isinstance(exc, BrokenProcessPool)
+            and any(pool is p for p in self._broken_on_purpose)
+            and uid not in self._cancelled
+            and not self._closed
+        ):
+            # Another task's worker was stopped, which ends its whole pool:
+            # this one runs again on the new pool (at least once, never lost).
+            self._submit_to_process(task)
+            return
         if exc is not None:  # the worker died (BrokenProcessPool) or pickling failed
             task["exception"] = exc
             self._finish(task, "FAILED")
@@ -384,6 +403,9 @@ class LocalExecutionBackend(BaseBackend):
                 return
             if uid is None:
                 return
+            if isinstance(uid, tuple):
+                uid, pid = uid
+                self._pids[uid] = pid
             task = self._tasks_by_uid.get(uid)
             if task is not None:
                 self._queued.pop(uid, None)
@@ -395,9 +417,11 @@ class LocalExecutionBackend(BaseBackend):
 
         A queued task never starts. A running executable's process group gets
         SIGTERM, then SIGKILL after ``kill_grace`` seconds. A running thread
-        function is cancelled at its next ``await``. A function already
-        running in a process cannot be stopped (it finishes and is reported
-        CANCELED). Returns True when the task will not complete normally.
+        function is cancelled at its next ``await``. A function running in a
+        process pool is stopped with its worker process (SIGKILL): that ends
+        the whole pool, so a new pool takes over and the functions the old one
+        still held are sent to it again (they run at least once). Returns True
+        when the task will not complete normally.
         """
         self._cancelled.add(uid)
         waiter = self._acquiring.get(uid)
@@ -417,6 +441,10 @@ class LocalExecutionBackend(BaseBackend):
             loop = asyncio.get_running_loop()
             loop.call_later(self.kill_grace, kill_group, proc, signal.SIGKILL)
             return True
+        pid = self._pids.get(uid)
+        if pid is not None and uid in self._tasks_by_uid:
+            self._stop_worker(pid)
+            return True
         handle = self._handles.get(uid)
         if handle is not None:
             worker_loop, task = handle
@@ -426,6 +454,20 @@ class LocalExecutionBackend(BaseBackend):
                 return False
             return True
         return False
+
+    def _stop_worker(self, pid: int) -> None:
+        """Kill a process-pool worker; new tasks go to a fresh pool of the same shape."""
+        old = self._executor
+        if not any(old is p for p in self._broken_on_purpose):
+            self._broken_on_purpose.append(old)
+            self._executor = ProcessPoolExecutor(
+                max_workers=getattr(old, "_max_workers", None),
+                mp_context=getattr(old, "_mp_context", None),
+                initializer=getattr(old, "_initializer", None),
+                initargs=getattr(old, "_initargs", ()),
+            )
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
 
     # ------------------------------------------------------------------ shutdown
     async def shutdown(self) -> None:
@@ -453,6 +495,8 @@ class LocalExecutionBackend(BaseBackend):
 
     def _shutdown_pools(self) -> None:
         self._exec_pool.shutdown(wait=True, cancel_futures=True)
+        for broken in self._broken_on_purpose:
+            broken.shutdown(wait=False, cancel_futures=True)
         # Read before shutdown(), which forgets its worker processes.
         workers = dict(getattr(self._executor, "_processes", None) or {})
         self._executor.shutdown(wait=False, cancel_futures=True)

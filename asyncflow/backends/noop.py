@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from ._base import BaseBackend, TaskDescription
 
@@ -24,6 +24,9 @@ class NoopExecutionBackend(BaseBackend):
     Args:
         name: the backend name.
     """
+
+    dry_run: ClassVar[bool] = True
+    """Its results are placeholders: the engine never caches them."""
 
     def __init__(self, name: str = "default") -> None:
         super().__init__(name)

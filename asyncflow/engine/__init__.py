@@ -2,5 +2,6 @@
 
 from ._engine import WorkflowEngine
 from ._future import TaskFuture
+from ._policy import Backoff
 
-__all__ = ["TaskFuture", "WorkflowEngine"]
+__all__ = ["Backoff", "TaskFuture", "WorkflowEngine"]

@@ -16,12 +16,14 @@ import contextvars
 import inspect
 import logging
 import os
+import random
 import secrets
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping
 from types import CoroutineType
-from typing import TYPE_CHECKING, Any, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from ..backends._base import (
     CANCEL_STATES,
@@ -38,26 +40,31 @@ from ..errors import (
     BackendError,
     DependencyFailureError,
     EngineShutdownError,
+    TaskDefinitionError,
+    TaskTimeoutError,
     UnknownBackendError,
 )
 from ..telemetry import names as n
 from . import _gc
 from . import _graph as g
-from ._command import read_command
+from ._command import Command, read_command
 from ._deps import ATOMIC, Found, find_dependencies, substitute
 from ._foreign import Adapter, adapter_for, exact_argv_task, runs_exact_argv
 from ._future import KIND_BLOCK, KIND_EXECUTABLE, KIND_FUNCTION, KIND_PROMPT, TaskFuture
+from ._policy import POLICY_KWARGS, RunState, TaskPolicy
 from ._registry import Components, DependencyList
 from ._reports import RESULT_FIELDS, describe_report, report_uid, task_fields
 from ._results import failure_of, stdout_file, value_of
 from ._signals import install_signal_handlers, remove_signal_handlers
-from ._tasks import TaskSpec, make_decorator
+from ._tasks import POLICY_KINDS, TaskSpec, make_decorator
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.metrics.export import MetricReader
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import SpanProcessor
 
+    from ..cache import ResultCache
+    from ..progress import Counts, ProgressReporter
     from ..telemetry.manager import Telemetry
     from ..telemetry.observer import LiveSpan, LiveWorkflow, TaskObserver
 
@@ -73,6 +80,14 @@ _Where = tuple["TaskFuture[Any] | None", "_Scope | None"]
 
 # Rounds of hand-over one loop callback may run (see WorkflowEngine._flush).
 _FLUSH_ROUNDS = 64
+# Call keyword arguments the engine takes for itself.
+_ENGINE_KWARGS = frozenset({"task_description", "workflow_id", *POLICY_KWARGS})
+# What a backend writes into a task dict: cleared before a retry.
+_RESULT_KEYS = ("return_value", "stdout", "stderr", "exit_code", "exception", "slots")
+# Seconds a backend has to confirm it stopped a timed-out task before its
+# future fails anyway (a thread function that never awaits cannot be stopped).
+TIMEOUT_GRACE = 10.0
+_ALL_DEFAULTS = TaskPolicy()
 
 
 def _validate_graph() -> bool:
@@ -142,6 +157,16 @@ class WorkflowEngine:
         self._observer: TaskObserver | None = None
         self._telemetry_starting: asyncio.Future[None] | None = None
         self._gc_counted = False  # counted in _gc while it runs (create() only)
+        # The result cache: every function/executable task cached (resume= or
+        # create(cache=True)), the directory of its store, the store once open.
+        self._cache_all = False
+        self._cache_dir: str | None = None
+        self._store: ResultCache | None = None
+        self._to_store: list[tuple[TaskFuture[Any], Any]] = []
+        self._uncacheable: set[str] = set()
+        self._cache_hits = 0
+        self._rng = random.Random()
+        self._progress: ProgressReporter | None = None
         self.function_task = make_decorator(self, KIND_FUNCTION)
         self.executable_task = make_decorator(self, KIND_EXECUTABLE)
         self.prompt_task = make_decorator(self, KIND_PROMPT)
@@ -156,6 +181,9 @@ class WorkflowEngine:
         implicit_data: bool = True,
         uid: str | None = None,
         work_dir: str | os.PathLike[str] | None = None,
+        *,
+        cache: bool = False,
+        resume: str | os.PathLike[str] | None = None,
     ) -> WorkflowEngine:
         """Create an engine and attach its backends.
 
@@ -169,11 +197,28 @@ class WorkflowEngine:
             uid: the session uid; default ``asyncflow.session.<8 hex>``.
             work_dir: parent of the backends' working directory
                 ``<work_dir>/<uid>``; default the current directory.
+            cache: cache the result of every function and executable task
+                (``cache=False`` on a task opts out) in ``work_dir``'s store.
+            resume: a campaign directory: cache every task against its store,
+                so a rerun of a killed campaign runs only what had not
+                finished (default: ``ASYNCFLOW_RESUME``).
 
         Raises:
             ValueError: two backends share a name.
+            TypeError: ``cache`` is not a bool.
+            CacheError: the campaign directory's store is damaged or foreign.
         """
+        if not isinstance(cache, bool):
+            raise TypeError(f"cache must be True or False, not {cache!r}")
+        if resume is None:
+            resume = os.environ.get(n.ENV_RESUME) or None
         engine = cls(None, dry_run, implicit_data, uid, work_dir)
+        if resume is not None or cache:
+            engine._cache_all = True
+            engine._cache_dir = _absolute(resume if resume is not None else engine.work_dir)
+            engine._store = await engine._loop.run_in_executor(
+                None, engine._open_store, engine._cache_dir
+            )
         if backend is None:
             from ..backends import LocalExecutionBackend, NoopExecutionBackend
 
@@ -276,6 +321,55 @@ class WorkflowEngine:
             if span is not None and self._observer is not None:
                 self._observer.workflow_ended(span, error)
 
+    # ------------------------------------------------------------------ progress
+    def task_counts(self) -> Counts:
+        """How the tasks (and blocks) registered so far stand, counted now."""
+        from ..progress import Counts
+
+        states = self._graph.counts()
+        hits = self._cache_hits
+        return Counts(
+            total=len(self._graph),
+            done=states.get(g.DONE, 0) - hits,
+            cached=hits,
+            running=states.get(g.RUNNING, 0),
+            waiting=states.get(g.WAITING, 0) + states.get(g.READY, 0) + states.get(g.SUBMITTED, 0),
+            failed=states.get(g.FAILED, 0),
+            canceled=states.get(g.CANCELLED, 0),
+        )
+
+    @contextlib.asynccontextmanager
+    async def progress(
+        self,
+        *,
+        stream: IO[str] | None = None,
+        tty: bool | None = None,
+        interval: float | None = None,
+    ) -> AsyncIterator[ProgressReporter]:
+        """Show the tasks' progress while the block runs.
+
+        On a terminal a live bar (done, running, waiting, failed and cached
+        counts, rate, ETA); otherwise one line every ``interval`` seconds,
+        the form a batch job's log needs. A final update is shown on exit.
+
+        Args:
+            stream: where to write (default standard error).
+            tty: draw a live bar (default: when ``stream`` is a terminal).
+            interval: seconds between updates (default 0.5 on a terminal,
+                30 otherwise).
+
+        Yields:
+            The reporter (``update()`` shows the counts at once).
+        """
+        from ..progress import ProgressReporter
+
+        reporter = ProgressReporter(self.task_counts, stream, tty=tty, interval=interval)
+        reporter.start()
+        try:
+            yield reporter
+        finally:
+            await reporter.stop()
+
     # ------------------------------------------------------------------ task calls
     def _call(
         self, spec: TaskSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -299,7 +393,8 @@ class WorkflowEngine:
         problem: BaseException | None = None
         wf_override = None
         call_td = None
-        if kwargs and ("task_description" in kwargs or "workflow_id" in kwargs):
+        policy = spec.policy
+        if kwargs and not _ENGINE_KWARGS.isdisjoint(kwargs):
             call_td = kwargs.pop("task_description", None)
             wf_override = kwargs.pop("workflow_id", None)
             if call_td is not None and not isinstance(call_td, dict):
@@ -308,6 +403,17 @@ class WorkflowEngine:
                     f"not {type(call_td).__name__}"
                 )
                 call_td = None
+            options = {k: kwargs.pop(k) for k in POLICY_KWARGS if k in kwargs}
+            if options:
+                try:
+                    policy = self._call_policy(spec, options)
+                except (TypeError, ValueError) as exc:
+                    problem = problem or exc
+        if policy is None and self._cache_all and spec.kind in POLICY_KINDS:
+            policy = _ALL_DEFAULTS
+        if policy is not None:
+            fut._policy = policy
+            fut._run = RunState()
         fut.args = args
         fut.kwargs = kwargs
         fut.task_description = (
@@ -367,6 +473,8 @@ class WorkflowEngine:
         chains dependencies itself, each already handed over or on its way."""
         if fut.kind != KIND_FUNCTION or fut._files is not None or fut.done():
             return False
+        if fut._policy is not None:  # retries, timeouts and the cache need the engine
+            return False
         name = fut.target_backend or self._default
         if name not in self._chaining or self._graph.state(fut) != g.WAITING:
             return False
@@ -384,6 +492,8 @@ class WorkflowEngine:
                 continue
             if dep.kind != KIND_FUNCTION or (dep.target_backend or self._default) != name:
                 return False
+            if dep._policy is not None:  # a failed attempt it retries must not end us
+                return False
             if graph.state(dep) == g.WAITING:  # neither submitted nor pushed down
                 return False
         return True
@@ -395,6 +505,17 @@ class WorkflowEngine:
         if fut._tel is not None and self._observer is not None:
             self._observer.resolved(fut._tel)
         self._enqueue(fut, self._describe(fut, fut.args, fut.kwargs))
+
+    @staticmethod
+    def _call_policy(spec: TaskSpec, options: dict[str, Any]) -> TaskPolicy | None:
+        """The policy of one call: the decorator's, with the call's options over it."""
+        if spec.kind not in POLICY_KINDS:
+            raise TaskDefinitionError(
+                f"{', '.join(sorted(options))} apply to function and executable tasks only, "
+                f"not to '{spec.name}'"
+            )
+        policy = (spec.policy or _ALL_DEFAULTS).with_options(options, f"task '{spec.name}'")
+        return None if policy.is_default else policy
 
     def _innermost(self) -> tuple[TaskFuture[Any] | None, _Scope | None]:
         """The current block, unless a workflow scope opened inside it is
@@ -530,7 +651,10 @@ class WorkflowEngine:
             return
         kind = fut.kind
         if kind == KIND_FUNCTION:
-            self._enqueue(fut, self._describe(fut, args, kwargs))
+            desc = self._describe(fut, args, kwargs)
+            if fut._policy is not None and self._cached(fut, args, kwargs, None):
+                return
+            self._enqueue(fut, desc)
         elif kind == KIND_BLOCK:
             self._start_block(fut, args, kwargs)
         else:
@@ -608,6 +732,8 @@ class WorkflowEngine:
         desc["arguments"] = argv[1:]
         desc["command"] = cmd.line  # the shell line, or None for an exact argv
         desc["shell"] = cmd.shell
+        if fut._policy is not None and self._cached(fut, fut.args, fut.kwargs, _command_key(cmd)):
+            return
         self._enqueue(fut, desc)
 
     def _prompt_ready(self, fut: TaskFuture[Any], prompt: Any) -> None:
@@ -631,7 +757,7 @@ class WorkflowEngine:
 
     # ------------------------------------------------------------------ submission
     def _enqueue(self, fut: TaskFuture[Any], desc: TaskDescription) -> None:
-        if fut._tel is not None and self._observer is not None:
+        if fut._tel is not None and self._observer is not None and _first_attempt(fut):
             self._observer.queued(fut._tel)
         name = fut.target_backend or self._default
         batch = self._outbox.get(name)
@@ -676,7 +802,7 @@ class WorkflowEngine:
                 if fut.done():
                     continue
                 graph.submitted(fut)
-                if fut._tel is not None and self._observer is not None:
+                if fut._tel is not None and self._observer is not None and _first_attempt(fut):
                     self._observer.submitted(fut._tel)
                 fut._backend = backend
                 desc = fut._desc
@@ -684,8 +810,11 @@ class WorkflowEngine:
                 if fut._pushed:  # dependencies not ended yet are Upstream markers
                     desc["args"] = tuple([_upstream_or_value(a) for a in fut.args])
                 if adapt is not None:  # a RHAPSODY backend that would misread engine keys
+                    run = fut._run
+                    # Each attempt is a new task to the backend (Dask keys by it).
+                    attempt_uid = fut.uid if run is None else f"{fut.uid}.{run.attempt}"
                     desc["task_backend_specific_kwargs"] = adapt(
-                        self.uid, fut.uid, desc["task_backend_specific_kwargs"]
+                        self.uid, attempt_uid, fut.task_description
                     )
                 if (implicit and self.implicit_data and fut._deps) or (explicit and fut._files):
                     # It declared supports_*_data_linking: it has the hooks.
@@ -863,6 +992,7 @@ class WorkflowEngine:
                 {k: fields[k] for k in RESULT_FIELDS if k in fields}
             )
         observer = self._observer
+        run = fut._run
         if state == STATE_RUNNING:
             if self._graph.started(fut):
                 fut._running = True
@@ -870,11 +1000,17 @@ class WorkflowEngine:
                     slots = task.get("slots")
                     if slots:
                         observer.assigned(fut._tel, slots)
-                    observer.started(fut._tel)
+                    if run is None or run.attempt == 1:
+                        observer.started(fut._tel)
+                if run is not None:
+                    self._attempt_started(fut, run)
             return
         if fut._cancel_requested:
             if state in FINAL_STATES:
                 self._finish_cancel(fut, fut._cancel_msg)
+            return
+        if run is not None and state in FINAL_STATES:
+            self._attempt_done(fut, run, task, state)
             return
         backend = fut._backend
         stdio_dir = (
@@ -884,22 +1020,226 @@ class WorkflowEngine:
         )
         if state == STATE_DONE:
             path = stdout_file(stdio_dir, fut.uid) if stdio_dir is not None else None
-            if fut._tel is not None and observer is not None and not fut._running:
-                # The backend reported no RUNNING (a dry run): it ran for no time.
-                observer.started(fut._tel)
-            fut._running = False
-            fut.set_result(value_of(task, fut.kind, path))
-            if fut._tel is not None:
-                self._ended(fut, n.RESULT_COMPLETED, None)
-            self._apply(self._graph.finish(fut, g.DONE))
+            self._complete(fut, value_of(task, fut.kind, path))
         elif state == STATE_FAILED:
             self._finish_exc(fut, failure_of(task, fut.kind, stdio_dir))
         elif state in CANCEL_STATES:
             self._finish_cancel(fut, "cancelled by the backend")
 
+    def _complete(self, fut: TaskFuture[Any], value: Any, ran: bool = True) -> None:
+        """The task succeeded with ``value``: its future, telemetry, dependents.
+
+        ``ran`` is False for a cache hit (it never started).
+        """
+        if fut.done():
+            return
+        if fut._tel is not None and self._observer is not None and not fut._running and ran:
+            # The backend reported no RUNNING (a dry run): it ran for no time.
+            self._observer.started(fut._tel)
+        fut._running = False
+        fut.set_result(value)
+        if fut._tel is not None:
+            self._ended(fut, n.RESULT_COMPLETED, None)
+        self._apply(self._graph.finish(fut, g.DONE))
+
+    # ------------------------------------------------------------------ attempts and timeouts
+    def _attempt_started(self, fut: TaskFuture[Any], run: RunState) -> None:
+        """An attempt started running: its timeout counts from now."""
+        run.started_ns = time.time_ns()
+        policy = fut._policy
+        if policy is not None and policy.timeout is not None:
+            run.cancel_timer()
+            run.timer = self._loop.call_later(policy.timeout, self._time_out, fut)
+
+    def _time_out(self, fut: TaskFuture[Any]) -> None:
+        """The running attempt passed its timeout: stop it through its backend."""
+        run = fut._run
+        if run is None or fut.done():
+            return
+        run.timer = None
+        run.timed_out = True
+        self._spawn(self._cancel_on_backend(fut._backend, fut))
+        run.timer = self._loop.call_later(TIMEOUT_GRACE, self._timeout_unconfirmed, fut)
+
+    def _timeout_unconfirmed(self, fut: TaskFuture[Any]) -> None:
+        run = fut._run
+        if run is None or fut.done():
+            return
+        run.timer = None
+        logger.warning(
+            "backend did not confirm that timed-out task %s stopped within %g s",
+            fut.uid,
+            TIMEOUT_GRACE,
+        )
+        self._attempt_failed(fut, run, self._timeout_error(fut, unconfirmed=True), retry=False)
+
+    @staticmethod
+    def _timeout_error(fut: TaskFuture[Any], unconfirmed: bool = False) -> TaskTimeoutError:
+        policy = fut._policy
+        limit = policy.timeout if policy is not None and policy.timeout is not None else 0.0
+        detail = "its backend did not confirm it stopped" if unconfirmed else ""
+        return TaskTimeoutError(fut.name, limit, detail)
+
+    def _attempt_done(
+        self, fut: TaskFuture[Any], run: RunState, task: TaskDescription, state: str
+    ) -> None:
+        """The backend reported the end of an attempt of a task with a policy."""
+        run.cancel_timer()
+        if run.timed_out:
+            self._attempt_failed(fut, run, self._timeout_error(fut))
+            return
+        backend = fut._backend
+        stdio_dir = (
+            backend._work_dir
+            if fut.capture_stdio and fut.kind == KIND_EXECUTABLE and backend is not None
+            else None
+        )
+        if state == STATE_DONE:
+            path = stdout_file(stdio_dir, fut.uid) if stdio_dir is not None else None
+            value = value_of(task, fut.kind, path)
+            self._attempt_report(fut, run, None, False)
+            if run.cache_key is not None and self._store is not None:
+                self._store_later(fut, value)
+            else:
+                self._complete(fut, value)
+        elif state == STATE_FAILED:
+            self._attempt_failed(fut, run, failure_of(task, fut.kind, stdio_dir))
+        else:
+            self._finish_cancel(fut, "cancelled by the backend")
+
+    def _attempt_report(
+        self, fut: TaskFuture[Any], run: RunState, error: BaseException | None, retrying: bool
+    ) -> None:
+        policy = fut._policy
+        if fut._tel is not None and self._observer is not None and policy and policy.retries:
+            self._observer.attempt_ended(fut._tel, run.attempt, run.started_ns, error, retrying)
+
+    def _attempt_failed(
+        self, fut: TaskFuture[Any], run: RunState, exc: BaseException, retry: bool = True
+    ) -> None:
+        """An attempt failed: try again after the backoff delay, or fail the task."""
+        policy = fut._policy
+        if (
+            retry
+            and policy is not None
+            and not self._closed
+            and not fut.done()
+            and policy.should_retry(exc, run.attempt)
+        ):
+            self._attempt_report(fut, run, exc, True)
+            delay = policy.backoff.delay(run.attempt, self._rng.random())
+            run.attempt += 1
+            run.started_ns = 0
+            run.timed_out = False
+            fut._running = False
+            self._graph.retry(fut)
+            if delay > 0:
+                run.timer = self._loop.call_later(delay, self._resubmit, fut)
+            else:
+                self._resubmit(fut)
+            return
+        self._attempt_report(fut, run, exc, False)
+        self._finish_exc(fut, exc)
+
+    def _resubmit(self, fut: TaskFuture[Any]) -> None:
+        """Hand a task to its backend again, for its next attempt."""
+        if fut._run is not None:
+            fut._run.timer = None
+        desc = fut._desc
+        if fut.done() or desc is None:
+            return
+        for key in _RESULT_KEYS:
+            desc.pop(key, None)  # type: ignore[misc]
+        desc["task_backend_specific_kwargs"] = fut.task_description
+        self._enqueue(fut, desc)
+
+    # ------------------------------------------------------------------ result cache
+    @staticmethod
+    def _open_store(directory: str) -> ResultCache:
+        from ..cache import ResultCache
+
+        return ResultCache.open(directory)
+
+    def _cache_store(self) -> ResultCache:
+        """The store, opened on first use (``work_dir``'s when no directory was given)."""
+        store = self._store
+        if store is None:
+            store = self._store = self._open_store(self._cache_dir or self.work_dir)
+        return store
+
+    def _cached(self, fut: TaskFuture[Any], args: Any, kwargs: Any, command: str | None) -> bool:
+        """Look a cached task up: True when its result came from the store (it is done).
+
+        On a miss the key is kept, and the result is stored when the task succeeds.
+        """
+        policy = fut._policy
+        run = fut._run
+        if policy is None or run is None or not policy.uses_cache(self._cache_all):
+            return False
+        backend = self._backends.get(fut.target_backend or self._default)
+        if getattr(type(backend), "dry_run", False):
+            return False  # a dry run's placeholders are no results
+        from ..cache import Uncacheable, code_digest, task_key
+        from ..errors import CacheError
+
+        try:
+            code = command.encode() if command is not None else code_digest(fut.func)
+            key = task_key(fut.name, code, args, kwargs)
+        except Uncacheable as exc:
+            if fut.name not in self._uncacheable:
+                self._uncacheable.add(fut.name)
+                logger.warning(
+                    "task '%s' runs without the result cache: %s (later calls not reported)",
+                    fut.name,
+                    exc,
+                )
+            return False
+        try:
+            hit = self._cache_store().get(key)
+        except CacheError as exc:
+            self._finish_exc(fut, exc)
+            return True
+        observer = self._observer
+        if hit is None:
+            run.cache_key = key
+            if fut._tel is not None and observer is not None:
+                observer.cached(fut._tel, n.CACHE_MISS, None, None)
+            return False
+        if fut._tel is not None and observer is not None:
+            observer.cached(fut._tel, n.CACHE_HIT, hit.session, hit.task)
+        self._cache_hits += 1
+        self._complete(fut, hit.value, ran=False)
+        return True
+
+    def _store_later(self, fut: TaskFuture[Any], value: Any) -> None:
+        """Store a result, then complete the task: the results of one loop
+        iteration share one transaction, and a dependent never starts on a
+        result the store could still lose."""
+        if not self._to_store:
+            self._loop.call_soon(self._store_pending)
+        self._to_store.append((fut, value))
+
+    def _store_pending(self) -> None:
+        batch, self._to_store = self._to_store, []
+        store = self._store
+        rows = [
+            (f._run.cache_key, f.name, value, self.uid, f.uid)
+            for f, value in batch
+            if f._run is not None and f._run.cache_key is not None and not f.done()
+        ]
+        if store is not None and rows:
+            try:
+                store.put_many(rows)
+            except Exception:  # the results are still good: only the reuse is lost
+                logger.exception("the result cache failed to store %d result(s)", len(rows))
+        for fut, value in batch:
+            self._complete(fut, value)
+
     def _finish_exc(self, fut: TaskFuture[Any], exc: BaseException) -> None:
         if fut.done():
             return
+        if fut._run is not None:
+            fut._run.cancel_timer()
         fut._running = False
         if isinstance(exc, asyncio.CancelledError):
             self._finish_cancel(fut, str(exc) or None)
@@ -912,6 +1252,8 @@ class WorkflowEngine:
     def _finish_cancel(self, fut: TaskFuture[Any], msg: Any) -> None:
         if fut.done():
             return
+        if fut._run is not None:
+            fut._run.cancel_timer()
         fut._running = False
         fut._cancel_now(msg)
         if fut._tel is not None:
@@ -1009,6 +1351,7 @@ class WorkflowEngine:
         prometheus_port: int | None = None,
         prometheus_host: str = "127.0.0.1",
         span_buffer: int = 10_000,
+        progress: bool = False,
     ) -> Telemetry:
         """Start OpenTelemetry traces, metrics, events and the checkpoint file.
 
@@ -1030,6 +1373,9 @@ class WorkflowEngine:
                 ``ASYNCFLOW_PROMETHEUS_PORT``; 0 picks a free port).
             prometheus_host: the address ``/metrics`` binds to.
             span_buffer: finished spans kept in memory for ``read_traces()``.
+            progress: also show the tasks' progress until shutdown (see
+                :meth:`progress`: a live bar on a terminal, a log line every
+                30 s otherwise).
 
         Returns:
             The ``Telemetry`` object; a second call returns the same one.
@@ -1044,6 +1390,8 @@ class WorkflowEngine:
             return self.telemetry
         if self._closed:
             raise EngineShutdownError("engine is shut down")
+        if not isinstance(progress, bool):
+            raise TypeError(f"progress must be True or False, not {progress!r}")
         try:
             from ..telemetry.manager import start
         except ImportError as exc:  # pragma: no cover - the SDK is a dependency
@@ -1072,6 +1420,11 @@ class WorkflowEngine:
             )
             self.telemetry = tel
             self._observer = tel.observer
+            if progress and self._progress is None:
+                from ..progress import ProgressReporter
+
+                self._progress = ProgressReporter(self.task_counts)
+                self._progress.start()
         finally:
             self._telemetry_starting = None
             starting.set_result(None)
@@ -1134,6 +1487,14 @@ class WorkflowEngine:
         for fut in unfinished:
             if not fut.done():
                 self._finish_cancel(fut, "engine shut down")
+        reporter, self._progress = self._progress, None
+        if reporter is not None:
+            await reporter.stop()
+        if self._to_store:
+            self._store_pending()
+        store, self._store = self._store, None
+        if store is not None:
+            store.close()
         tel = self.telemetry
         if tel is not None:
             await tel.stop()
@@ -1143,6 +1504,22 @@ def _upstream_or_value(arg: Any) -> Any:
     if type(arg) is not TaskFuture:
         return arg
     return arg.result() if arg.done() else Upstream(arg.uid)
+
+
+def _command_key(cmd: Command) -> str:
+    """What an executable's cache key holds of its command: the shell line as
+    written, or the exact argv."""
+    return "sh:" + cmd.line if cmd.line is not None else "argv:" + "\0".join(cmd.argv)
+
+
+def _absolute(path: str | os.PathLike[str]) -> str:
+    return os.path.abspath(os.fspath(path))
+
+
+def _first_attempt(fut: TaskFuture[Any]) -> bool:
+    """Telemetry's queued/submitted/started steps belong to a task's first attempt."""
+    run = fut._run
+    return run is None or run.attempt == 1
 
 
 async def _resume(coro: Coroutine[Any, Any, Any], first: Any) -> Any:

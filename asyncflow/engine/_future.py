@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from ..backends._base import Backend, TaskDescription
     from ..telemetry.observer import LiveSpan
     from ._engine import WorkflowEngine
+    from ._policy import RunState, TaskPolicy
 
 __all__ = ["TaskFuture"]
 
@@ -50,7 +51,9 @@ class TaskFuture(asyncio.Future, Generic[T]):  # type: ignore[type-arg]
         "_engine",
         "_files",
         "_members",
+        "_policy",
         "_pushed",
+        "_run",
         "_running",
         "_tel",
         "args",
@@ -97,6 +100,8 @@ class TaskFuture(asyncio.Future, Generic[T]):  # type: ignore[type-arg]
         self._deps: list[Any] | tuple[()] = ()
         self._files: Any = None
         self._tel: LiveSpan | None = None  # its span, while telemetry observes it
+        self._policy: TaskPolicy | None = None  # retries, timeout, cache (None: none)
+        self._run: RunState | None = None  # their moving parts, with a policy
 
     @property
     def state(self) -> str:

@@ -8,7 +8,8 @@ opaque hashable objects; the engine uses its task futures.
 States and the transitions allowed between them::
 
     WAITING ──> READY ──> SUBMITTED ──> RUNNING ──> DONE | FAILED | CANCELLED
-       │          │           │
+       │          │   ^       │           │
+       │          │   └───────┴───────────┘  retry: an attempt failed, it runs again
        ├──────────┴───────────┴──> DONE | FAILED | CANCELLED
        └──(push_down)──> SUBMITTED
 
@@ -28,7 +29,7 @@ cause precedes the nodes it brings down, so errors can be chained.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Hashable, Iterable
 from typing import Final
 
@@ -59,8 +60,8 @@ TERMINAL: Final = frozenset({DONE, FAILED, CANCELLED})
 TRANSITIONS: Final[dict[str, frozenset[str]]] = {
     WAITING: frozenset({READY, FAILED, CANCELLED}),  # and push_down() to SUBMITTED
     READY: frozenset({SUBMITTED, RUNNING, DONE, FAILED, CANCELLED}),
-    SUBMITTED: frozenset({RUNNING, DONE, FAILED, CANCELLED}),
-    RUNNING: frozenset({DONE, FAILED, CANCELLED}),
+    SUBMITTED: frozenset({READY, RUNNING, DONE, FAILED, CANCELLED}),
+    RUNNING: frozenset({READY, DONE, FAILED, CANCELLED}),
     DONE: frozenset(),
     FAILED: frozenset(),
     CANCELLED: frozenset(),
@@ -120,10 +121,7 @@ class Graph:
 
     def counts(self) -> dict[str, int]:
         """Number of nodes per state."""
-        out: dict[str, int] = {}
-        for st in self._state.values():
-            out[st] = out.get(st, 0) + 1
-        return out
+        return dict(Counter(self._state.values()))
 
     def dependents(self, key: Hashable) -> list[Hashable]:
         """Nodes still waiting on ``key`` (a copy)."""
@@ -218,6 +216,13 @@ class Graph:
             return False
         self._move(key, RUNNING)
         return True
+
+    def retry(self, key: Hashable) -> None:
+        """An attempt of the submitted node failed and it will be submitted again.
+
+        It is READY again; its dependents keep waiting.
+        """
+        self._move(key, READY)
 
     def finish(self, key: Hashable, state: str) -> list[Instruction]:
         """The node ended in ``state`` (DONE, FAILED or CANCELLED).

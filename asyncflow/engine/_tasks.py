@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from ..errors import TaskDefinitionError
 from ._future import KIND_BLOCK, KIND_EXECUTABLE, KIND_FUNCTION, KIND_PROMPT, TaskFuture
+from ._policy import Backoff, TaskPolicy, policy_from
 
 if TYPE_CHECKING:
     from ._engine import WorkflowEngine
@@ -30,7 +31,16 @@ _DECORATOR_NAMES = {
 class TaskSpec:
     """What a decorator fixed about a task: its body and options."""
 
-    __slots__ = ("backend", "capture_stdio", "func", "kind", "name", "service", "task_description")
+    __slots__ = (
+        "backend",
+        "capture_stdio",
+        "func",
+        "kind",
+        "name",
+        "policy",
+        "service",
+        "task_description",
+    )
 
     def __init__(
         self,
@@ -39,6 +49,7 @@ class TaskSpec:
         backend: str | None,
         capture_stdio: bool,
         service: bool,
+        options: dict[str, Any] | None = None,
     ) -> None:
         label = _DECORATOR_NAMES[kind]
         name = getattr(func, "__name__", None) or repr(func)
@@ -57,6 +68,21 @@ class TaskSpec:
         self.capture_stdio = bool(capture_stdio)
         self.service = bool(service)
         self.task_description = _default_task_description(func, name)
+        self.policy: TaskPolicy | None = None
+        if options:
+            if kind not in POLICY_KINDS:
+                raise TaskDefinitionError(
+                    f"@{label}: {', '.join(sorted(options))} apply to function and "
+                    "executable tasks only"
+                )
+            try:
+                self.policy = policy_from(options, f"@{label} {name!r}")
+            except (TypeError, ValueError) as exc:
+                raise TaskDefinitionError(str(exc)) from None
+
+
+# The kinds of task that take retries, timeouts and caching.
+POLICY_KINDS = frozenset({KIND_FUNCTION, KIND_EXECUTABLE})
 
 
 def _default_task_description(func: Callable[..., Any], name: str) -> dict[str, Any]:
@@ -97,6 +123,11 @@ class TaskDecorator:
         backend: str | None = None,
         capture_stdio: bool = False,
         service: bool = False,
+        retries: int = 0,
+        retry_delay: float | Backoff = 0.0,
+        retry_on: type[Exception] | tuple[type[Exception], ...] = (Exception,),
+        timeout: float | None = None,
+        cache: bool | None = None,
     ) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Callable[P, TaskFuture[R]]]: ...
 
     def __call__(
@@ -107,6 +138,11 @@ class TaskDecorator:
         backend: str | None = None,
         capture_stdio: bool = False,
         service: bool = False,
+        retries: int = 0,
+        retry_delay: float | Backoff = 0.0,
+        retry_on: type[Exception] | tuple[type[Exception], ...] = (Exception,),
+        timeout: float | None = None,
+        cache: bool | None = None,
     ) -> Any:
         """Make ``func`` a task; with only options, return the decorator.
 
@@ -115,9 +151,19 @@ class TaskDecorator:
             backend: route the task to the backend with this name.
             capture_stdio: have the backend write ``<uid>.stdout``/``.stderr``.
             service: mark a long-running service task.
+            retries: run a failed task again up to this many times (function
+                and executable tasks).
+            retry_delay: seconds before the first retry (doubling, with
+                jitter, capped at 60 s), or a :class:`Backoff`.
+            retry_on: the exception types that are retried (default ``Exception``;
+                a timeout only when ``TimeoutError`` is named).
+            timeout: seconds from the task's start; then it is stopped through
+                its backend and fails with ``TaskTimeoutError``.
+            cache: store and reuse the result (None: the engine's default).
 
         Raises:
-            TypeError: ``func`` is not a coroutine function (names it).
+            TypeError: ``func`` is not a coroutine function (names it), or an
+                option has the wrong type.
             RuntimeError: the engine was built with ``WorkflowEngine()`` and no
                 backend instead of ``await WorkflowEngine.create(...)``.
         """
@@ -126,6 +172,19 @@ class TaskDecorator:
                 f"@{_DECORATOR_NAMES[self._kind]} takes options as keywords, e.g. backend={func!r}"
             )
 
+        options: dict[str, Any] = {}
+        # Exact types, so that a bool given as a count is caught, not ignored.
+        if type(retries) is not int or retries != 0:
+            options["retries"] = retries
+        if type(retry_delay) is not float or retry_delay != 0.0:
+            options["retry_delay"] = retry_delay
+        if retry_on != (Exception,):
+            options["retry_on"] = retry_on
+        if timeout is not None:
+            options["timeout"] = timeout
+        if cache is not None:
+            options["cache"] = cache
+
         if self._engine.backend is None:
             raise RuntimeError(
                 "this WorkflowEngine has no backend: create engines with "
@@ -133,7 +192,7 @@ class TaskDecorator:
             )
 
         def wrap(f: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, TaskFuture[R]]:
-            spec = TaskSpec(self._kind, f, backend, capture_stdio, service)
+            spec = TaskSpec(self._kind, f, backend, capture_stdio, service, options)
             call = self._engine._call
 
             @functools.wraps(f)

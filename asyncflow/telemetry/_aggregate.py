@@ -15,7 +15,7 @@ from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["Histograms"]
+__all__ = ["Counters", "Histograms"]
 
 
 class Histograms:
@@ -71,4 +71,40 @@ class Histograms:
                 "explicit_bounds": list(self.bounds),
             }
             for key, row in list(self.series.items())
+        ]
+
+
+class Counters:
+    """Monotonic counters keyed by an attribute tuple (read by observable counters).
+
+    Args:
+        name: the instrument name.
+        labels: the attribute keys, in the order of the key tuples.
+        unit: the instrument's unit.
+    """
+
+    __slots__ = ("labels", "name", "series", "unit")
+
+    def __init__(self, name: str, labels: Sequence[str], unit: str) -> None:
+        self.name = name
+        self.labels = tuple(labels)
+        self.unit = unit
+        self.series: dict[tuple[str, ...], int] = {}
+
+    def add(self, key: tuple[str, ...], amount: int = 1) -> None:
+        """Count ``amount`` more in the series ``key``."""
+        self.series[key] = self.series.get(key, 0) + amount
+
+    def points(self) -> list[dict[str, Any]]:
+        """Every series as a plain dict (name, unit, attributes, value)."""
+        return [
+            {
+                "name": self.name,
+                "unit": self.unit,
+                "attributes": {
+                    label: value for label, value in zip(self.labels, key, strict=True) if value
+                },
+                "value": value,
+            }
+            for key, value in list(self.series.items())
         ]

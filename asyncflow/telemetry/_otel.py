@@ -27,7 +27,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from .._version import __version__
 from . import names as n
-from ._aggregate import Histograms
+from ._aggregate import Counters, Histograms
 
 __all__ = [
     "Exporters",
@@ -268,9 +268,11 @@ class Instruments:
         active_workflows: Callable[[], dict[str, int]],
         slots: Callable[[], dict[tuple[str, str, str], int]],
         node: Callable[[], dict[str, Any]],
+        counters: Sequence[Counters] = (),
     ) -> None:
         self.readers = list(readers)
         self.histograms = list(histograms)
+        self.counters = list(counters)
         self._active_tasks = active_tasks
         self._active_workflows = active_workflows
         self._slots = slots
@@ -332,6 +334,13 @@ class Instruments:
                 [self._gauge_callback(metric)],
                 unit=n.UNIT_PERCENT,
                 description=_HELP[metric],
+            )
+        for counter in self.counters:
+            meter.create_observable_counter(
+                counter.name,
+                [_counter_callback(counter)],
+                unit=counter.unit,
+                description=_HELP[counter.name],
             )
 
     def _gauge_callback(self, metric: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
@@ -396,6 +405,8 @@ class Instruments:
             for metric, points in simple.items()
             for point in points
         )
+        for counter in self.counters:
+            out.extend(counter.points())
         return out
 
     def shutdown(self) -> None:
@@ -405,6 +416,13 @@ class Instruments:
             self.provider.shutdown(timeout_millis=10_000)
         except Exception:
             logger.warning("metric provider failed to shut down", exc_info=True)
+
+
+def _counter_callback(counter: Counters) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    def observe(_: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(p["value"], p["attributes"]) for p in counter.points()]
+
+    return observe
 
 
 class _Point:
@@ -425,4 +443,6 @@ _HELP = {
     n.METRIC_NODE_CPU: "Node CPU utilisation",
     n.METRIC_NODE_MEMORY: "Node memory utilisation",
     n.METRIC_NODE_GPU: "GPU utilisation",
+    n.METRIC_TASK_RETRIES: "Failed task attempts that were tried again",
+    n.METRIC_CACHE_LOOKUPS: "Result cache lookups of cached tasks, hits and misses",
 }

@@ -29,9 +29,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import names as n
-from ._aggregate import Histograms
+from ._aggregate import Counters, Histograms
 from ._records import (
     ASSIGNED,
+    ATTEMPT,
     CREATED,
     FINISHED,
     ID_ASSIGNED,
@@ -112,6 +113,12 @@ class Recorder:
             n.METRIC_WORKFLOW_DURATION,
             n.METRIC_ATTRIBUTES[n.METRIC_WORKFLOW_DURATION],
             n.DURATION_BUCKETS,
+        )
+        self.retries = Counters(
+            n.METRIC_TASK_RETRIES, n.METRIC_ATTRIBUTES[n.METRIC_TASK_RETRIES], n.UNIT_RETRIES
+        )
+        self.cache_lookups = Counters(
+            n.METRIC_CACHE_LOOKUPS, n.METRIC_ATTRIBUTES[n.METRIC_CACHE_LOOKUPS], n.UNIT_LOOKUPS
         )
         self.spans_finished = 0
         # For RHAPSODY's summary(): tasks handed to a backend, and the run
@@ -326,6 +333,60 @@ class Recorder:
         if self.subscribers_active and self.deliver is not None:
             self.deliver(n.EVENT_TASK_STARTED, span, t_ns / 1e9, {}, event_id)
 
+    def attempt_ended(
+        self,
+        span: LiveSpan,
+        attempt: int,
+        started_ns: int,
+        error: BaseException | None,
+        retrying: bool,
+    ) -> None:
+        t_ns = time.time_ns()
+        attrs: dict[str, Any] = {
+            n.ATTEMPT_NUMBER: attempt,
+            n.ATTEMPT_STARTED: started_ns,
+            n.ATTEMPT_RETRIED: retrying,
+        }
+        error_type = ""
+        if error is not None:
+            error_type = type(error).__name__
+            attrs[n.ERROR_TYPE] = error_type
+            attrs[n.ATTEMPT_ERROR] = str(error)[:1000]
+        if span.attempt_events is None:
+            span.attempt_events = []
+        span.attempt_events.append((t_ns, attrs))
+        span.extra = {**(span.extra or {}), n.TASK_ATTEMPTS: attempt}
+        if retrying:
+            fut = span.fut
+            self.retries.add(
+                (
+                    fut.name if fut is not None else "",
+                    span.backend or "",
+                    (fut.workflow_name or "") if fut is not None else "",
+                    error_type,
+                )
+            )
+        if self._put is not None:
+            self._put((ATTEMPT, span.uid, t_ns, attrs))  # records.Attempt
+
+    def cached(
+        self, span: LiveSpan, state: str, source_session: str | None, source_task: str | None
+    ) -> None:
+        extra = {**(span.extra or {}), n.TASK_CACHE: state}
+        if source_session is not None:
+            extra[n.CACHE_SOURCE_SESSION] = source_session
+        if source_task is not None:
+            extra[n.CACHE_SOURCE_TASK] = source_task
+        span.extra = extra
+        fut = span.fut
+        self.cache_lookups.add(
+            (
+                fut.name if fut is not None else "",
+                (fut.workflow_name or "") if fut is not None else "",
+                state,
+            )
+        )
+
     def task_finished(
         self,
         span: LiveSpan,
@@ -400,7 +461,7 @@ class Recorder:
                 attrs.update(extra)
                 added.update(extra)
         if added:
-            rec.extra = added
+            rec.extra = {**(rec.extra or {}), **added}
 
     # ------------------------------------------------------------------ spans
     def finish_span(self, rec: LiveSpan, status: str, desc: str, final: str | None = None) -> None:

@@ -18,6 +18,7 @@ from typing import Any, Final, NamedTuple
 
 __all__ = [
     "ASSIGNED",
+    "ATTEMPT",
     "CREATED",
     "FINISHED",
     "ID_ASSIGNED",
@@ -32,6 +33,7 @@ __all__ = [
     "STARTED",
     "STEP",
     "Assigned",
+    "Attempt",
     "Created",
     "Finished",
     "Line",
@@ -49,6 +51,7 @@ STEP: Final = "E"
 STARTED: Final = "S"
 FINISHED: Final = "F"
 SPAN: Final = "P"
+ATTEMPT: Final = "T"
 
 # A task's event ids are a block of 8 (``id_base`` is a multiple of 8): its
 # events are ``id_base`` plus these offsets.
@@ -89,6 +92,15 @@ class Assigned(NamedTuple):
     uid: str
     t_ns: int
     fields: dict[str, Any]  # slots, cpus, gpus
+
+
+class Attempt(NamedTuple):
+    """One attempt of a task with retries ended: a span event of its span."""
+
+    kind: str
+    uid: str
+    t_ns: int
+    attributes: dict[str, Any]  # names.ATTEMPT_ATTRIBUTES
 
 
 class Step(NamedTuple):

@@ -14,6 +14,7 @@ from typing import Any
 from . import names as n
 from ._records import (
     ASSIGNED,
+    ATTEMPT,
     CREATED,
     FINISHED,
     ID_ASSIGNED,
@@ -28,6 +29,7 @@ from ._records import (
     STARTED,
     STEP,
     Assigned,
+    Attempt,
     Created,
     Finished,
     SpanFields,
@@ -66,6 +68,7 @@ class LineRenderer:
         )
         self._tasks: dict[str, tuple[str, Created]] = {}  # uid -> (line tail, created record)
         self._prefix: dict[tuple[Any, ...], str] = {}
+        self._attempts: dict[str, list[tuple[str, int, dict[str, Any]]]] = {}
 
     def render(self, record: tuple[Any, ...] | list[Any]) -> str:
         """The line(s) of one record, each ending in a newline."""
@@ -93,6 +96,12 @@ class LineRenderer:
             return self._finished(Finished._make(record))
         if kind == SPAN:
             return self.span_line(record[1])
+        if kind == ATTEMPT:
+            attempt = Attempt._make(record)
+            self._attempts.setdefault(attempt.uid, []).append(
+                (n.SPAN_EVENT_ATTEMPT, attempt.t_ns, attempt.attributes)
+            )
+            return ""
         raise ValueError(f"unknown checkpoint record kind {kind!r}")
 
     def _task(self, uid: str) -> tuple[str, int]:
@@ -188,7 +197,7 @@ class LineRenderer:
             varying += f',"{n.ERROR_TYPE}":{_json(error_type)}'
         if done.extra:
             varying += "," + _json(done.extra)[1:-1]
-        events = [
+        events: list[Any] = [
             (event, t)
             for event, t in (
                 (n.SPAN_EVENT_RESOLVED, done.t_resolved),
@@ -198,6 +207,9 @@ class LineRenderer:
             )
             if t
         ]
+        attempts = self._attempts.pop(uid, None)
+        if attempts:
+            events.extend(attempts)
         parts.append(
             self._span_text(
                 f"{level} {name}",
@@ -258,7 +270,12 @@ class LineRenderer:
         events: Any,
     ) -> str:
         parent_hex = f'"{parent:016x}"' if parent else "null"
-        event_text = ",".join(f'{{"name":"{e}","time_ns":{t}}}' for e, t in events)
+        event_text = ",".join(
+            f'{{"name":"{e[0]}","time_ns":{e[1]}}}'
+            if len(e) == 2
+            else f'{{"name":"{e[0]}","time_ns":{e[1]},"attributes":{_json(e[2])}}}'
+            for e in events
+        )
         return (
             f'{{"section":"span","name":{_json(name)},"span_id":"{span_id:016x}",'
             f'"trace_id":"{self.trace_hex}","parent_span_id":{parent_hex},'

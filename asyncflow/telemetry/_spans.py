@@ -35,6 +35,7 @@ class LiveSpan:
     """
 
     __slots__ = (
+        "attempt_events",
         "attributes",
         "backend",
         "depends_on",
@@ -80,6 +81,8 @@ class LiveSpan:
         self.depends_on: tuple[str, ...] = ()
         self.extra: dict[str, Any] | None = None  # attributes added by enrichers
         self.slots: tuple[str, ...] = ()
+        # (time in ns, attributes) of each attempt of a task with retries
+        self.attempt_events: list[tuple[int, dict[str, Any]]] | None = None
         self.owner: LiveWorkflow | None = None
         self.status = n.STATUS_UNSET
         self.status_description = ""
@@ -126,6 +129,13 @@ class LiveSpan:
         """The lifecycle span events that happened, in order."""
         return [(name, t) for attr, name in STEPS if (t := getattr(self, attr))]
 
+    def event_dicts(self) -> list[dict[str, Any]]:
+        """Every span event as a dict: lifecycle steps, then attempts (with attributes)."""
+        out: list[dict[str, Any]] = [{"name": name, "time_ns": t} for name, t in self.span_events()]
+        for t, attrs in self.attempt_events or ():
+            out.append({"name": n.SPAN_EVENT_ATTEMPT, "time_ns": t, "attributes": attrs})
+        return out
+
 
 class LiveWorkflow(LiveSpan):
     """A workflow span: it ends when its scope exited and its last task ended."""
@@ -159,7 +169,7 @@ def span_dict(
     ``notes`` are span events with attributes (the session's user events).
     """
     end = rec.end_ns
-    events: list[dict[str, Any]] = [{"name": name, "time_ns": t} for name, t in rec.span_events()]
+    events = rec.event_dicts()  # lifecycle steps, then attempts
     events += [{"name": name, "time_ns": t, "attributes": attrs} for name, t, attrs in notes]
     return {
         "section": n.SECTION_SPAN,

@@ -82,6 +82,7 @@ class Telemetry:
             lambda: recorder.active_workflows,
             self._slot_counts,
             self._node_sample,
+            counters=[recorder.retries, recorder.cache_lookups],
         )
         recorder.deliver = self._deliver_engine_event
         recorder.session_started()

@@ -53,6 +53,15 @@ NODE: Final = "asyncflow.node"
 GPU: Final = "asyncflow.gpu"
 SERVICE_NAME: Final = "service.name"
 SERVICE_INSTANCE_ID: Final = "service.instance.id"
+# Retries and the result cache (tasks with retries=, timeout= or cache=).
+TASK_ATTEMPTS: Final = "asyncflow.task.attempts"  # attempts made, on the task span
+TASK_CACHE: Final = "asyncflow.task.cache"  # CACHE_HIT or CACHE_MISS
+CACHE_SOURCE_SESSION: Final = "asyncflow.cache.source_session"  # who stored a hit's result
+CACHE_SOURCE_TASK: Final = "asyncflow.cache.source_task"
+ATTEMPT_NUMBER: Final = "asyncflow.attempt.number"  # on an attempt span event, 1-based
+ATTEMPT_STARTED: Final = "asyncflow.attempt.started_ns"  # when the attempt started (0: never)
+ATTEMPT_ERROR: Final = "asyncflow.attempt.error"  # the failed attempt's error message
+ATTEMPT_RETRIED: Final = "asyncflow.attempt.retried"  # another attempt follows
 
 SPAN_ATTRIBUTES: Final = frozenset(
     {
@@ -73,7 +82,19 @@ SPAN_ATTRIBUTES: Final = frozenset(
         TASK_SLOTS,
         BACKEND,
         ERROR_TYPE,
+        TASK_ATTEMPTS,
+        TASK_CACHE,
+        CACHE_SOURCE_SESSION,
+        CACHE_SOURCE_TASK,
     }
+)
+# Attributes of an attempt span event.
+ATTEMPT_ATTRIBUTES: Final = (
+    ATTEMPT_NUMBER,
+    ATTEMPT_STARTED,
+    ERROR_TYPE,
+    ATTEMPT_ERROR,
+    ATTEMPT_RETRIED,
 )
 
 # Values of TASK_TYPE, TASK_RESULT, TASK_STATE, WORKFLOW_RESULT, SLOT_STATE.
@@ -90,6 +111,8 @@ SLOT_BUSY: Final = "busy"
 SLOT_IDLE: Final = "idle"
 KIND_CPU: Final = "cpu"
 KIND_GPU: Final = "gpu"
+CACHE_HIT: Final = "hit"  # the result came from the cache: the task did not run
+CACHE_MISS: Final = "miss"  # a cached task that ran (its result is stored)
 
 # Span status codes (OpenTelemetry's), the checkpoint file's "status_code".
 STATUS_OK: Final = "OK"
@@ -111,6 +134,8 @@ SPAN_EVENTS: Final = (
     SPAN_EVENT_SUBMITTED,
     SPAN_EVENT_STARTED,
 )
+# One per attempt of a task with retries, at the attempt's end (ATTEMPT_ATTRIBUTES).
+SPAN_EVENT_ATTEMPT: Final = "attempt"
 
 # ---------------------------------------------------------------- events
 EVENT_SESSION_STARTED: Final = "SessionStarted"
@@ -171,12 +196,16 @@ METRIC_RESOURCE_SLOTS: Final = "asyncflow.resource.slots"
 METRIC_NODE_CPU: Final = "asyncflow.node.cpu.utilization"
 METRIC_NODE_MEMORY: Final = "asyncflow.node.memory.utilization"
 METRIC_NODE_GPU: Final = "asyncflow.node.gpu.utilization"
+METRIC_TASK_RETRIES: Final = "asyncflow.task.retries"
+METRIC_CACHE_LOOKUPS: Final = "asyncflow.task.cache.lookups"
 
 UNIT_SECONDS: Final = "s"
 UNIT_PERCENT: Final = "%"
 UNIT_TASKS: Final = "{task}"
 UNIT_WORKFLOWS: Final = "{workflow}"
 UNIT_SLOTS: Final = "{slot}"
+UNIT_RETRIES: Final = "{retry}"
+UNIT_LOOKUPS: Final = "{lookup}"
 
 # Explicit histogram buckets (seconds): from sub-millisecond no-ops to
 # day-long simulations.
@@ -211,6 +240,8 @@ METRIC_ATTRIBUTES: Final[dict[str, tuple[str, ...]]] = {
     METRIC_NODE_CPU: (NODE,),
     METRIC_NODE_MEMORY: (NODE,),
     METRIC_NODE_GPU: (NODE, GPU),
+    METRIC_TASK_RETRIES: (TASK_NAME, BACKEND, WORKFLOW_NAME, ERROR_TYPE),
+    METRIC_CACHE_LOOKUPS: (TASK_NAME, WORKFLOW_NAME, TASK_CACHE),
 }
 
 
@@ -231,6 +262,8 @@ PROM_RESOURCE_SLOTS: Final = "asyncflow_resource_slots"
 PROM_NODE_CPU: Final = "asyncflow_node_cpu_utilization_percent"
 PROM_NODE_MEMORY: Final = "asyncflow_node_memory_utilization_percent"
 PROM_NODE_GPU: Final = "asyncflow_node_gpu_utilization_percent"
+PROM_TASK_RETRIES: Final = "asyncflow_task_retries_total"
+PROM_CACHE_LOOKUPS: Final = "asyncflow_task_cache_lookups_total"
 
 PROMETHEUS_NAMES: Final[dict[str, str]] = {
     METRIC_TASK_DURATION: PROM_TASK_DURATION,
@@ -242,7 +275,11 @@ PROMETHEUS_NAMES: Final[dict[str, str]] = {
     METRIC_NODE_CPU: PROM_NODE_CPU,
     METRIC_NODE_MEMORY: PROM_NODE_MEMORY,
     METRIC_NODE_GPU: PROM_NODE_GPU,
+    METRIC_TASK_RETRIES: PROM_TASK_RETRIES,
+    METRIC_CACHE_LOOKUPS: PROM_CACHE_LOOKUPS,
 }
+# Monotonic counters (they only grow; Prometheus adds _total).
+COUNTER_METRICS: Final = frozenset({METRIC_TASK_RETRIES, METRIC_CACHE_LOOKUPS})
 HISTOGRAM_METRICS: Final = frozenset(
     {METRIC_TASK_DURATION, METRIC_TASK_QUEUE_DURATION, METRIC_WORKFLOW_DURATION}
 )
@@ -265,6 +302,7 @@ CHECKPOINT_SUFFIX: Final = ".telemetry.jsonl"
 
 # ---------------------------------------------------------------- environment
 ENV_PROMETHEUS_PORT: Final = "ASYNCFLOW_PROMETHEUS_PORT"
+ENV_RESUME: Final = "ASYNCFLOW_RESUME"
 ENV_SERVICE_NAME: Final = "OTEL_SERVICE_NAME"
 ENV_OTLP_ENDPOINT: Final = "OTEL_EXPORTER_OTLP_ENDPOINT"
 ENV_OTLP_PROTOCOL: Final = "OTEL_EXPORTER_OTLP_PROTOCOL"

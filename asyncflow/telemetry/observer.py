@@ -7,7 +7,10 @@ and calls it at each transition of a task or block, in this order::
                  -> task_finished
 
 (blocks skip queued and submitted; a task that fails or is cancelled before
-it runs jumps to ``task_finished``), and around workflow scopes
+it runs jumps to ``task_finished``). A task with retries reports each
+attempt's end with ``attempt_ended`` (later attempts report no queued,
+submitted or started again); a cached task reports its lookup with
+``cached`` (a hit then goes straight to ``task_finished``). Around workflow scopes
 ``workflow_started`` / ``workflow_ended``. The recorder in
 ``telemetry/_recorder.py`` implements it. Hooks run on the engine's loop
 and must be cheap and never raise: a task's telemetry is never a reason for
@@ -104,6 +107,36 @@ class TaskObserver(Protocol):
             error: the exception of a failed task.
             cut_off: it was cancelled because the engine shut down.
             depends_on: the uids of the tasks it depended on.
+        """
+
+    def attempt_ended(
+        self,
+        span: LiveSpan,
+        attempt: int,
+        started_ns: int,
+        error: BaseException | None,
+        retrying: bool,
+    ) -> None:
+        """One attempt of a task with retries ended (called for every attempt).
+
+        Args:
+            span: the span ``task_created`` returned.
+            attempt: its number, from 1.
+            started_ns: when it started (epoch ns; 0 if it never started).
+            error: why it failed; None for the attempt that succeeded.
+            retrying: another attempt follows.
+        """
+
+    def cached(
+        self, span: LiveSpan, state: str, source_session: str | None, source_task: str | None
+    ) -> None:
+        """A cached task's result was looked up.
+
+        Args:
+            span: the span ``task_created`` returned.
+            state: ``names.CACHE_HIT`` (the task will not run) or ``CACHE_MISS``.
+            source_session: for a hit, the session that stored the result.
+            source_task: for a hit, the uid of the task that stored it.
         """
 
     def workflow_started(self, wf_id: str, name: str | None, parent: int | None) -> LiveWorkflow:

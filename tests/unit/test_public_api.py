@@ -15,12 +15,14 @@ from asyncflow.data import InputFile, OutputFile
 def test_all_is_pinned() -> None:
     assert sorted(asyncflow.__all__) == sorted(
         [
+            "Backoff",
             "DependencyFailureError",
             "InputFile",
             "LocalExecutionBackend",
             "NoopExecutionBackend",
             "OutputFile",
             "ResourcePool",
+            "TaskTimeoutError",
             "WorkflowEngine",
             "__version__",
             "current_slots",
