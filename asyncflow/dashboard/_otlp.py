@@ -115,7 +115,11 @@ def _span(span: Mapping[str, Any]) -> dict[str, Any]:
         "status_description": message,
         "attributes": _attributes(span.get("attributes")),
         "events": [
-            {"name": str(e.get("name") or ""), "time_ns": _ns(e.get("timeUnixNano"))}
+            {
+                "name": str(e.get("name") or ""),
+                "time_ns": _ns(e.get("timeUnixNano")),
+                "attributes": _attributes(e.get("attributes")),
+            }
             for e in span.get("events") or ()
             if isinstance(e, Mapping)
         ],

@@ -13,6 +13,7 @@ from plotly.subplots import make_subplots
 from asyncflow.telemetry import names as n
 
 from . import compute as c
+from ._attempts import add_attempts_and_hits
 from ._plot import (
     AXIS_TIME,
     CANCELED,
@@ -512,6 +513,7 @@ def gantt_figure(run: Run, key: str, *, limit: int = GANTT_LIMIT) -> go.Figure:
                     hovertemplate="%{hovertext}<extra></extra>",
                 )
             )
+    add_attempts_and_hits(fig, records, origin, now)
     labels = []
     for i, r in enumerate(records):
         label = f"{r.uid} {r.name}" if r.level == n.LEVEL_TASK else f"{r.level} {r.name}"

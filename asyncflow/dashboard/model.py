@@ -26,6 +26,7 @@ __all__ = [
     "STATE_FAILED",
     "STATE_PENDING",
     "STATE_RUNNING",
+    "Attempt",
     "ResourceSample",
     "Run",
     "RunBuilder",
@@ -48,6 +49,16 @@ _EVENT_FIELDS = {
     n.SPAN_EVENT_SUBMITTED: "submitted",
     n.SPAN_EVENT_STARTED: "started",
 }
+
+
+class Attempt(NamedTuple):
+    """One attempt of a task with retries (epoch seconds; ``started`` 0 if it never ran)."""
+
+    number: int
+    started: float
+    ended: float
+    error_type: str = ""
+    message: str = ""
 
 
 class SpanRecord(NamedTuple):
@@ -88,6 +99,8 @@ class SpanRecord(NamedTuple):
     span_id: str = ""
     parent_id: str = ""
     scope: str = ""
+    cache: str = ""  # names.CACHE_HIT or CACHE_MISS for a cached task
+    attempts: tuple[Attempt, ...] = ()  # a task with retries: one per attempt
 
     def slot_count(self, kind: str) -> int:
         """Slots of ``kind`` it holds: assigned ones when known, else what it asked for."""
@@ -192,8 +205,13 @@ def span_record(span: Mapping[str, Any]) -> SpanRecord | None:
     if level not in _LEVELS:
         return None
     steps: dict[str, float] = {}
+    attempts: list[Attempt] = []
     for event in span.get("events") or ():
-        field = _EVENT_FIELDS.get(event.get("name", ""))
+        name = event.get("name", "")
+        if name == n.SPAN_EVENT_ATTEMPT:
+            attempts.append(_attempt(event))
+            continue
+        field = _EVENT_FIELDS.get(name)
         if field is not None and field not in steps:
             steps[field] = _int(event.get("time_ns"), 0) / 1e9
     if level == n.LEVEL_TASK:
@@ -235,6 +253,21 @@ def span_record(span: Mapping[str, Any]) -> SpanRecord | None:
         queued=steps.get("queued"),
         submitted=steps.get("submitted"),
         started=steps.get("started"),
+        cache=str(get(n.TASK_CACHE) or ""),
+        attempts=tuple(sorted(attempts)),
+    )
+
+
+def _attempt(event: Mapping[str, Any]) -> Attempt:
+    attrs = event.get("attributes") or {}
+    if not isinstance(attrs, Mapping):
+        attrs = {}
+    return Attempt(
+        number=_int(attrs.get(n.ATTEMPT_NUMBER), 0),
+        started=_int(attrs.get(n.ATTEMPT_STARTED), 0) / 1e9,
+        ended=_int(event.get("time_ns"), 0) / 1e9,
+        error_type=str(attrs.get(n.ERROR_TYPE) or ""),
+        message=str(attrs.get(n.ATTEMPT_ERROR) or ""),
     )
 
 

@@ -220,8 +220,15 @@ class Graph:
     def retry(self, key: Hashable) -> None:
         """An attempt of the submitted node failed and it will be submitted again.
 
-        It is READY again; its dependents keep waiting.
+        It is READY again; its dependents keep waiting. Only a SUBMITTED or
+        RUNNING node whose dependencies all ended (never a pushed-down one)
+        can be retried (:class:`InvalidTransition` otherwise).
         """
+        state = self._state[key]
+        if (state != SUBMITTED and state != RUNNING) or key in self._waiting:
+            raise InvalidTransition(
+                f"{key!r}: retry from {state} (only a submitted node runs again)"
+            )
         self._move(key, READY)
 
     def finish(self, key: Hashable, state: str) -> list[Instruction]:

@@ -248,3 +248,40 @@ def test_pushed_down_node_that_ends_first_is_left_alone() -> None:
     graph.finish("b", g.CANCELLED)  # cancelled while "x" still runs
     assert graph.finish("x", g.DONE) == []
     assert graph.counts() == {g.DONE: 2, g.CANCELLED: 1}
+
+
+def test_retry_returns_a_submitted_or_running_node_to_ready_and_dependents_keep_waiting() -> None:
+    graph = make()
+    graph.add("a")
+    graph.add("b", ["a"])
+    graph.submitted("a")
+    graph.retry("a")  # failed before it started
+    assert graph.state("a") == g.READY
+    graph.submitted("a")
+    assert graph.started("a") is True
+    graph.retry("a")  # failed while running
+    assert graph.state("a") == g.READY and graph.state("b") == g.WAITING
+    graph.submitted("a")
+    graph.started("a")
+    assert graph.finish("a", g.DONE) == [(g.RELEASE, "b", None)]
+
+
+def test_retry_of_a_waiting_or_finished_node_is_rejected() -> None:
+    graph = make()
+    graph.add("a")
+    graph.add("b", ["a"])
+    with pytest.raises(g.InvalidTransition):
+        graph.retry("b")  # WAITING: it never ran
+    graph.finish("a", g.DONE)
+    with pytest.raises(g.InvalidTransition):
+        graph.retry("a")  # DONE is final
+
+
+def test_a_pushed_down_node_is_never_retried() -> None:
+    graph = make()
+    graph.add("a")
+    graph.add("b", ["a"])
+    graph.submitted("a")
+    graph.push_down("b")
+    with pytest.raises(g.InvalidTransition, match="retry from SUBMITTED"):
+        graph.retry("b")  # its dependency has not ended: the backend wired it

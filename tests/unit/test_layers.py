@@ -31,6 +31,7 @@ PURE = (
     "asyncflow.engine._graph",
     "asyncflow.engine._command",
     "asyncflow.engine._reports",
+    "asyncflow.engine._policy",
     "asyncflow.telemetry.names",
     "asyncflow.telemetry._records",
     "asyncflow.telemetry._render",
@@ -43,6 +44,7 @@ PURE = (
     "asyncflow.dashboard._timeline",
     "asyncflow.dashboard._panels",
     "asyncflow.dashboard.figures",
+    "asyncflow.dashboard._attempts",
 )
 # Standard-library modules that mean concurrency or I/O.
 IMPURE = frozenset(
