@@ -1,0 +1,60 @@
+"""Attempts and cache hits travel through the checkpoint file and OTLP/JSON to
+the dashboard, which draws attempts as segments and hits as their own mark."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from asyncflow import LocalExecutionBackend, WorkflowEngine
+from asyncflow.dashboard import open_source
+from asyncflow.dashboard._attempts import ATTEMPT_FAILED, ATTEMPT_OK, CACHE_HIT_NAME
+from asyncflow.dashboard.figures import gantt_figure
+from asyncflow.telemetry import names as n
+
+
+async def record_run(tmp_path: Path) -> tuple[Path, Path]:
+    out = tmp_path / "run"
+    async with await WorkflowEngine.create(
+        backend=await LocalExecutionBackend(), work_dir=tmp_path
+    ) as engine:
+        tel = await engine.start_telemetry(checkpoint_path=out)
+        tries = {"n": 0}
+
+        @engine.function_task(retries=2)
+        async def flaky() -> int:
+            tries["n"] += 1
+            if tries["n"] < 3:
+                raise RuntimeError(f"<b>try {tries['n']}</b>")
+            return tries["n"]
+
+        @engine.function_task(cache=True)
+        async def stored(x: int) -> int:
+            return x
+
+        async with engine.workflow_scope("wf-1", name="demo"):
+            assert await flaky() == 3
+            assert await stored(1) == 1
+            assert await stored(1) == 1
+    otlp = tel.export_as_otlp(tmp_path / "run.otlp.json")
+    assert tel.checkpoint_file is not None
+    return Path(tel.checkpoint_file), Path(otlp)
+
+
+async def test_attempts_and_hits_reach_the_gantt(tmp_path: Path) -> None:
+    checkpoint, otlp = await record_run(tmp_path)
+    for path in (checkpoint, otlp):
+        run = open_source(path).poll()
+        by_name: dict[str, list] = {}
+        for t in run.tasks:
+            by_name.setdefault(t.name, []).append(t)
+        (flaky,) = by_name["flaky"]
+        assert [a.number for a in flaky.attempts] == [1, 2, 3]
+        assert [a.error_type for a in flaky.attempts] == ["RuntimeError", "RuntimeError", ""]
+        assert all(a.started > 0 and a.ended >= a.started for a in flaky.attempts)
+        assert sorted(t.cache for t in by_name["stored"]) == [n.CACHE_HIT, n.CACHE_MISS]
+        fig = gantt_figure(run, "wf-1")
+        traces = {t.name: t for t in fig.data}
+        assert len(traces[ATTEMPT_FAILED].x) == 2 and len(traces[ATTEMPT_OK].x) == 1
+        assert len(traces[CACHE_HIT_NAME].x) == 1
+        hover = " ".join(traces[ATTEMPT_FAILED].hovertext)
+        assert "&lt;b&gt;try 1&lt;/b&gt;" in hover and "<b>" not in hover  # escaped
