@@ -12,6 +12,7 @@ runs it without the cache and warns once per task name.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import pickle
@@ -137,8 +138,11 @@ def _code(h: Any, code: CodeType) -> None:
             _feed(h, const)
 
 
+@functools.lru_cache(maxsize=4096)
 def code_digest(func: Callable[..., Any]) -> bytes:
     """A hash of a function's code: bytecode, constants, names, defaults.
+
+    Remembered per function object (a task's function is hashed once).
 
     Closures and globals are not part of it (as in Parsl and Prefect): a
     task whose result depends on them must take them as arguments.

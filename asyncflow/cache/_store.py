@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import sqlite3
 import struct
 import time
@@ -42,6 +43,17 @@ _SCHEMA = (
     f"PRAGMA application_id={APPLICATION_ID}",
     f"PRAGMA user_version={SCHEMA_VERSION}",
 )
+
+
+def _dumps(value: Any) -> bytes:
+    """``value`` pickled: the standard pickler for plain data (fast), cloudpickle
+    for what it cannot carry (lambdas, classes defined in ``__main__``...)."""
+    try:
+        return pickle.dumps(value, protocol=5)
+    except Exception:  # noqa: BLE001 - any pickling failure: try cloudpickle
+        import cloudpickle
+
+        return bytes(cloudpickle.dumps(value, protocol=5))
 
 
 class Hit(NamedTuple):
@@ -182,8 +194,6 @@ class ResultCache:
     # ------------------------------------------------------------------ the engine's side
     def get(self, key: str) -> Hit | None:
         """The stored result under ``key``, or None (also when it cannot be unpickled)."""
-        import cloudpickle
-
         try:
             row = self._conn.execute(
                 "SELECT value, session, task, name FROM results WHERE key=?", (key,)
@@ -193,7 +203,7 @@ class ResultCache:
         if row is None:
             return None
         try:
-            value = cloudpickle.loads(row[0])
+            value = pickle.loads(row[0])  # cloudpickle's output loads with pickle
         except Exception as exc:  # noqa: BLE001 - a stale value: the task runs again
             self._warn_once(row[3], f"a stored result of {row[3]!r} cannot be loaded ({exc})")
             return None
@@ -207,13 +217,11 @@ class ResultCache:
                 cloudpickle cannot serialise is skipped with one warning per
                 task name.
         """
-        import cloudpickle
-
         now = time.time()
         records = []
         for key, name, value, session, task in rows:
             try:
-                blob = cloudpickle.dumps(value)
+                blob = _dumps(value)
             except Exception as exc:  # noqa: BLE001 - that result is simply not cached
                 self._warn_once(name, f"the result of {name!r} cannot be pickled ({exc})")
                 continue

@@ -757,8 +757,14 @@ class WorkflowEngine:
 
     # ------------------------------------------------------------------ submission
     def _enqueue(self, fut: TaskFuture[Any], desc: TaskDescription) -> None:
-        if fut._tel is not None and self._observer is not None and _first_attempt(fut):
-            self._observer.queued(fut._tel)
+        # Telemetry's queued, submitted and started steps are the first attempt's.
+        tel = fut._tel
+        if (
+            tel is not None
+            and self._observer is not None
+            and (fut._run is None or fut._run.attempt == 1)
+        ):
+            self._observer.queued(tel)
         name = fut.target_backend or self._default
         batch = self._outbox.get(name)
         if batch is None:
@@ -802,8 +808,13 @@ class WorkflowEngine:
                 if fut.done():
                     continue
                 graph.submitted(fut)
-                if fut._tel is not None and self._observer is not None and _first_attempt(fut):
-                    self._observer.submitted(fut._tel)
+                tel = fut._tel
+                if (
+                    tel is not None
+                    and self._observer is not None
+                    and (fut._run is None or fut._run.attempt == 1)
+                ):
+                    self._observer.submitted(tel)
                 fut._backend = backend
                 desc = fut._desc
                 assert desc is not None
@@ -1020,7 +1031,15 @@ class WorkflowEngine:
         )
         if state == STATE_DONE:
             path = stdout_file(stdio_dir, fut.uid) if stdio_dir is not None else None
-            self._complete(fut, value_of(task, fut.kind, path))
+            # _complete(), inline: this is every task's way out.
+            if fut._tel is not None and observer is not None and not fut._running:
+                # The backend reported no RUNNING (a dry run): it ran for no time.
+                observer.started(fut._tel)
+            fut._running = False
+            fut.set_result(value_of(task, fut.kind, path))
+            if fut._tel is not None:
+                self._ended(fut, n.RESULT_COMPLETED, None)
+            self._apply(self._graph.finish(fut, g.DONE))
         elif state == STATE_FAILED:
             self._finish_exc(fut, failure_of(task, fut.kind, stdio_dir))
         elif state in CANCEL_STATES:
@@ -1514,12 +1533,6 @@ def _command_key(cmd: Command) -> str:
 
 def _absolute(path: str | os.PathLike[str]) -> str:
     return os.path.abspath(os.fspath(path))
-
-
-def _first_attempt(fut: TaskFuture[Any]) -> bool:
-    """Telemetry's queued/submitted/started steps belong to a task's first attempt."""
-    run = fut._run
-    return run is None or run.attempt == 1
 
 
 async def _resume(coro: Coroutine[Any, Any, Any], first: Any) -> Any:
