@@ -41,7 +41,8 @@ def add_attempts_and_hits(
             at = r.resolved if r.resolved is not None else (r.finished or r.created)
             hits["x"].append(at - origin)
             hits["y"].append(i)
-            hits["text"].append(html.escape(f"{r.uid} {r.name}: result from the cache"))
+            source = f", stored by {r.cache_source}" if r.cache_source else ""
+            hits["text"].append(html.escape(f"{r.uid} {r.name}: result from the cache{source}"))
         if len(r.attempts) < 2:
             continue
         for attempt in r.attempts:

@@ -100,6 +100,7 @@ class SpanRecord(NamedTuple):
     parent_id: str = ""
     scope: str = ""
     cache: str = ""  # names.CACHE_HIT or CACHE_MISS for a cached task
+    cache_source: str = ""  # a hit: "<session> <task uid>" that stored the result
     attempts: tuple[Attempt, ...] = ()  # a task with retries: one per attempt
 
     def slot_count(self, kind: str) -> int:
@@ -254,6 +255,9 @@ def span_record(span: Mapping[str, Any]) -> SpanRecord | None:
         submitted=steps.get("submitted"),
         started=steps.get("started"),
         cache=str(get(n.TASK_CACHE) or ""),
+        cache_source=" ".join(
+            str(v) for v in (get(n.CACHE_SOURCE_SESSION), get(n.CACHE_SOURCE_TASK)) if v
+        ),
         attempts=tuple(sorted(attempts)),
     )
 

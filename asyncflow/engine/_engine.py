@@ -697,6 +697,8 @@ class WorkflowEngine:
 
     def _evaluate_body(self, fut: TaskFuture[Any], args: Any, kwargs: Any) -> None:
         """Run an executable or prompt body (on this loop) with resolved values."""
+        if fut._run is not None:  # its cache key needs them once the command is known
+            fut._run.arguments = (args, kwargs)
         body = fut.func(*args, **kwargs)
         task = self._loop.create_task(body)
         fut._body = task
@@ -732,7 +734,12 @@ class WorkflowEngine:
         desc["arguments"] = argv[1:]
         desc["command"] = cmd.line  # the shell line, or None for an exact argv
         desc["shell"] = cmd.shell
-        if fut._policy is not None and self._cached(fut, fut.args, fut.kwargs, _command_key(cmd)):
+        run = fut._run
+        if (
+            run is not None
+            and run.arguments is not None
+            and self._cached(fut, *run.arguments, _command_key(cmd))
+        ):
             return
         self._enqueue(fut, desc)
 

@@ -207,9 +207,10 @@ class RunState:
         cache_key: the result's key when the task is cached.
     """
 
-    __slots__ = ("attempt", "cache_key", "started_ns", "timed_out", "timer")
+    __slots__ = ("arguments", "attempt", "cache_key", "started_ns", "timed_out", "timer")
 
     def __init__(self) -> None:
+        self.arguments: tuple[Any, Any] | None = None  # an executable's resolved (args, kwargs)
         self.attempt = 1
         self.started_ns = 0
         self.timer: Any = None

@@ -56,5 +56,8 @@ async def test_attempts_and_hits_reach_the_gantt(tmp_path: Path) -> None:
         traces = {t.name: t for t in fig.data}
         assert len(traces[ATTEMPT_FAILED].x) == 2 and len(traces[ATTEMPT_OK].x) == 1
         assert len(traces[CACHE_HIT_NAME].x) == 1
+        (hit,) = [t for t in by_name["stored"] if t.cache == n.CACHE_HIT]
+        assert hit.cache_source.startswith("asyncflow.session.")  # linked to who stored it
+        assert hit.cache_source in traces[CACHE_HIT_NAME].hovertext[0]
         hover = " ".join(traces[ATTEMPT_FAILED].hovertext)
         assert "&lt;b&gt;try 1&lt;/b&gt;" in hover and "<b>" not in hover  # escaped

@@ -124,10 +124,17 @@ async def test_executables_are_keyed_by_their_command(tmp_path: Path) -> None:
         async def say(word: str) -> str:
             return command(word)
 
+        @engine.function_task
+        async def upstream(word: str) -> str:
+            return word
+
         assert (await say("a")).strip() == "a"
         assert (await say("a")).strip() == "a"
         assert (await say("b")).strip() == "b"
-    assert log.read_text() == "ab"
+        # Keyed by the resolved value of a dependency, not by its future.
+        assert (await say(upstream("c"))).strip() == "c"
+        assert (await say(upstream("c"))).strip() == "c"
+    assert log.read_text() == "abc"
 
 
 async def test_opt_out_uncacheable_arguments_and_dry_runs(

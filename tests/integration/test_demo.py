@@ -129,3 +129,5 @@ def test_demo_arguments() -> None:
 
     args = build_parser().parse_args(["demo", "--no-serve", "--gpus", "2"])
     assert args.no_serve and args.gpus == 2 and args.host == "127.0.0.1"
+    assert not args.resume
+    assert build_parser().parse_args(["demo", "--resume"]).resume is True

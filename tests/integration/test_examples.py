@@ -96,6 +96,29 @@ def test_campaign_example(tmp_path: Path) -> None:
     assert metrics[0]["resource_slots"]["node/gpu/idle"] == 2
 
 
+def test_campaign_example_resumes_from_its_out_directory(tmp_path: Path) -> None:
+    out = tmp_path / "campaign"
+    args = ("01-workflow_grouping.py", "--out", str(out), "--duration", "0.02", "--resume")
+    first = run_example(*args)
+    assert first.returncode == 0, first.stderr
+    # No terminal: the progress reporter writes log lines, ending with the total.
+    assert "asyncflow progress: 48/48 finished, 48 done, 0 cached" in first.stderr
+    (out / "first").mkdir()
+    for checkpoint in out.glob("*.telemetry.jsonl"):
+        checkpoint.rename(out / "first" / checkpoint.name)
+    second = run_example(*args)
+    assert second.returncode == 0, second.stderr
+    assert "48/48 finished, 0 done, 48 cached" in second.stderr
+    (checkpoint,) = out.glob("*.telemetry.jsonl")
+    tasks = [
+        s
+        for s in read_checkpoint(checkpoint, ["span"])
+        if s["attributes"][names.LEVEL] == names.LEVEL_TASK
+    ]
+    assert len(tasks) == 48
+    assert {s["attributes"][names.TASK_CACHE] for s in tasks} == {names.CACHE_HIT}
+
+
 def test_campaign_example_checks_its_arguments() -> None:
     bad = run_example("01-workflow_grouping.py", "--gpus", "0")
     assert bad.returncode == 2 and "--gpus must be at least 1" in bad.stderr

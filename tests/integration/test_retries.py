@@ -251,3 +251,38 @@ async def test_bad_retry_options_fail_the_call_with_a_clear_error(
 
         @local_engine.block(retries=2)
         async def b() -> None: ...
+
+
+async def test_retry_and_cache_counters_on_the_prometheus_scrape_path(
+    local_engine: WorkflowEngine, tmp_path: Path
+) -> None:
+    from ..support.prometheus import exposition, parse_exposition
+
+    tel = await local_engine.start_telemetry(prometheus_port=0)
+    assert tel.prometheus_port is not None
+
+    @local_engine.function_task(retries=1)
+    async def flaky(path: str) -> int:
+        import pathlib
+
+        p = pathlib.Path(path)
+        k = int(p.read_text()) + 1 if p.exists() else 1
+        p.write_text(str(k))
+        if k == 1:
+            raise KeyError("first")
+        return k
+
+    @local_engine.function_task(cache=True)
+    async def stored() -> int:
+        return 1
+
+    assert await flaky(str(tmp_path / "k")) == 2
+    assert await stored() == await stored() == 1
+    series = {
+        name: dict(labels)
+        for name, labels in parse_exposition(await exposition(tel.prometheus_port))
+        if name in (n.PROM_TASK_RETRIES, n.PROM_CACHE_LOOKUPS)
+    }
+    assert series[n.PROM_TASK_RETRIES][n.prometheus_label(n.ERROR_TYPE)] == "KeyError"
+    assert series[n.PROM_TASK_RETRIES][n.prometheus_label(n.TASK_NAME)] == "flaky"
+    assert n.prometheus_label(n.TASK_CACHE) in series[n.PROM_CACHE_LOOKUPS]
