@@ -32,6 +32,7 @@ __all__ = [
     "BaseBackend",
     "DataLinking",
     "StateCallback",
+    "StopsTasks",
     "TaskDescription",
     "TaskMetadata",
     "Upstream",
@@ -167,6 +168,19 @@ class Backend(Protocol):
 
     def shutdown(self) -> Awaitable[Any]:
         """Stop every task and free every resource; never block the event loop."""
+
+
+@runtime_checkable
+class StopsTasks(Protocol):
+    """An optional hook of a backend that can stop a running task by force.
+
+    The engine calls it when a task runs past its ``timeout=`` (and
+    ``cancel_task`` on backends without it).
+    """
+
+    def stop_task(self, uid: str) -> Awaitable[Any]:
+        """Stop the running task ``uid`` even where ``cancel_task`` would let it
+        finish (a process-pool worker is killed), and report its end."""
 
 
 @runtime_checkable

@@ -417,11 +417,10 @@ class LocalExecutionBackend(BaseBackend):
 
         A queued task never starts. A running executable's process group gets
         SIGTERM, then SIGKILL after ``kill_grace`` seconds. A running thread
-        function is cancelled at its next ``await``. A function running in a
-        process pool is stopped with its worker process (SIGKILL): that ends
-        the whole pool, so a new pool takes over and the functions the old one
-        still held are sent to it again (they run at least once). Returns True
-        when the task will not complete normally.
+        function is cancelled at its next ``await``. A function already
+        running in a process is left to finish (it is reported CANCELED);
+        :meth:`stop_task` stops it with its worker. Returns True when the
+        task will not complete normally.
         """
         self._cancelled.add(uid)
         waiter = self._acquiring.get(uid)
@@ -441,10 +440,6 @@ class LocalExecutionBackend(BaseBackend):
             loop = asyncio.get_running_loop()
             loop.call_later(self.kill_grace, kill_group, proc, signal.SIGKILL)
             return True
-        pid = self._pids.get(uid)
-        if pid is not None and uid in self._tasks_by_uid:
-            self._stop_worker(pid)
-            return True
         handle = self._handles.get(uid)
         if handle is not None:
             worker_loop, task = handle
@@ -454,6 +449,22 @@ class LocalExecutionBackend(BaseBackend):
                 return False
             return True
         return False
+
+    async def stop_task(self, uid: str) -> bool:
+        """Stop a task by force (the engine's timeouts use it).
+
+        As :meth:`cancel_task`, except that a function running in a process
+        pool is stopped with its worker process (SIGKILL). That ends the
+        whole pool: a new pool of the same shape takes over, and the
+        functions the old one still held are sent to it again (they run at
+        least once).
+        """
+        pid = self._pids.get(uid)
+        if pid is not None and uid in self._tasks_by_uid and not self._closed:
+            self._cancelled.add(uid)
+            self._stop_worker(pid)
+            return True
+        return await self.cancel_task(uid)
 
     def _stop_worker(self, pid: int) -> None:
         """Kill a process-pool worker; new tasks go to a fresh pool of the same shape."""

@@ -33,6 +33,7 @@ from ..backends._base import (
     STATE_RUNNING,
     Backend,
     DataLinking,
+    StopsTasks,
     TaskDescription,
     Upstream,
 )
@@ -1084,8 +1085,19 @@ class WorkflowEngine:
             return
         run.timer = None
         run.timed_out = True
-        self._spawn(self._cancel_on_backend(fut._backend, fut))
+        self._spawn(self._stop_on_backend(fut._backend, fut))
         run.timer = self._loop.call_later(TIMEOUT_GRACE, self._timeout_unconfirmed, fut)
+
+    async def _stop_on_backend(self, backend: Backend | None, fut: TaskFuture[Any]) -> None:
+        """Stop a timed-out task: by force where the backend can (``stop_task``)."""
+        stop = getattr(backend, "stop_task", None)
+        if stop is None:
+            await self._cancel_on_backend(backend, fut)
+            return
+        try:
+            await cast("StopsTasks", backend).stop_task(fut.uid)
+        except Exception:
+            logger.exception("backend %r failed to stop %s", getattr(backend, "name", "?"), fut.uid)
 
     def _timeout_unconfirmed(self, fut: TaskFuture[Any]) -> None:
         run = fut._run
