@@ -76,6 +76,7 @@ class TaskDescription(TypedDict, total=False):
     capture_stdio: bool  # write <work_dir>/<uid>.stdout and .stderr
     workflow_id: str | None  # the workflow instance (or enclosing block uid)
     metadata: TaskMetadata
+    attempt: int  # a retried task's attempt (2, 3...): the same uid submitted again
     # ---- written by the backend
     return_value: Any  # a function's return value (or a prompt's answer)
     stdout: str

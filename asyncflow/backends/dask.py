@@ -231,7 +231,11 @@ class DaskBackend(BaseBackend):
             options.pop(key, None)
         if resources:
             options["resources"] = resources
-        options.setdefault("key", self._prefix + task["uid"])
+        # A retried task comes again under its uid: a new key, or Dask would
+        # hand back the failed future of the first attempt.
+        attempt = task.get("attempt", 1)
+        suffix = f".{attempt}" if attempt > 1 else ""
+        options.setdefault("key", self._prefix + task["uid"] + suffix)
         options.setdefault("pure", False)
         submit = self._client.submit
         if task.get("executable") or task.get("command"):

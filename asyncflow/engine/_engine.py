@@ -1189,6 +1189,8 @@ class WorkflowEngine:
         for key in _RESULT_KEYS:
             desc.pop(key, None)  # type: ignore[misc]
         desc["task_backend_specific_kwargs"] = fut.task_description
+        if fut._run is not None:
+            desc["attempt"] = fut._run.attempt
         self._enqueue(fut, desc)
 
     # ------------------------------------------------------------------ result cache

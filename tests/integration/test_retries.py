@@ -63,14 +63,46 @@ async def make_backend(kind: str) -> Any:
 
 
 @pytest.fixture(
-    params=["threads", "processes", pytest.param("dask", marks=[pytest.mark.dask])],
+    params=[
+        "threads",
+        "processes",
+        pytest.param("dask", marks=[pytest.mark.dask]),
+        pytest.param("dask-native", marks=[pytest.mark.dask]),
+    ],
 )
 async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[WorkflowEngine]:
-    eng = await WorkflowEngine.create(backend=await make_backend(request.param), work_dir=tmp_path)
-    try:
-        yield eng
-    finally:
-        await eng.shutdown()
+    if request.param != "dask-native":
+        eng = await WorkflowEngine.create(
+            backend=await make_backend(request.param), work_dir=tmp_path
+        )
+        try:
+            yield eng
+        finally:
+            await eng.shutdown()
+        return
+    # asyncflow's own DaskBackend, which chains dependencies on the cluster.
+    from distributed import Client, LocalCluster
+
+    from asyncflow.backends import DaskBackend
+
+    async with (
+        LocalCluster(
+            asynchronous=True,
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+        ) as cluster,
+        Client(cluster, asynchronous=True) as client,
+    ):
+        eng = await WorkflowEngine.create(
+            backend=await DaskBackend(client=client), work_dir=tmp_path
+        )
+        try:
+            yield eng
+        finally:
+            await eng.shutdown()
 
 
 def span_of(tel: Any, uid: str) -> dict[str, Any]:
@@ -286,3 +318,26 @@ async def test_retry_and_cache_counters_on_the_prometheus_scrape_path(
     assert series[n.PROM_TASK_RETRIES][n.prometheus_label(n.ERROR_TYPE)] == "KeyError"
     assert series[n.PROM_TASK_RETRIES][n.prometheus_label(n.TASK_NAME)] == "flaky"
     assert n.prometheus_label(n.TASK_CACHE) in series[n.PROM_CACHE_LOOKUPS]
+
+
+async def test_tasks_with_retries_are_never_chained_on_the_backend(
+    engine: WorkflowEngine, tmp_path: Path
+) -> None:
+    """On a backend that chains dependencies itself, a link whose first attempt
+    fails is retried by the engine, and its dependents wait for the retry."""
+
+    @engine.function_task(retries=1)
+    async def link(path: str, x: int) -> int:
+        import pathlib
+
+        p = pathlib.Path(path)
+        if not p.exists():  # every link's first attempt fails
+            p.write_text("tried")
+            raise ConnectionError(f"link {x} lost its node")
+        return x + 1
+
+    links = [link(str(tmp_path / "0"), 0)]
+    for i in range(1, 8):
+        links.append(link(str(tmp_path / str(i)), links[-1]))
+    assert not any(engine._graph.is_pushed_down(f) for f in links)
+    assert await asyncio.gather(*links) == list(range(1, 9))
