@@ -1060,7 +1060,13 @@ class WorkflowEngine:
         """
         if fut.done():
             return
-        if fut._tel is not None and self._observer is not None and not fut._running and ran:
+        if (
+            ran
+            and fut._tel is not None
+            and self._observer is not None
+            and not fut._running
+            and (fut._run is None or fut._run.attempt == 1)
+        ):
             # The backend reported no RUNNING (a dry run): it ran for no time.
             self._observer.started(fut._tel)
         fut._running = False

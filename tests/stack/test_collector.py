@@ -226,6 +226,17 @@ async def test_the_collector_path_gives_the_series_the_engine_serves(
         async with engine.workflow_scope(name="analyze"):
             with pytest.raises(ValueError, match="round 1"):
                 await check(1)
+
+        attempts: list[int] = []
+
+        @engine.function_task(retries=1, cache=True)  # the retry and cache counters
+        async def flaky(i: int) -> int:
+            attempts.append(i)
+            if len(attempts) == 1:
+                raise ConnectionError("lost a node")
+            return i
+
+        assert await flaky(1) == await flaky(1) == 1
         assert isinstance(tel.prometheus_port, int)
         direct = parse_exposition(await exposition(tel.prometheus_port))
     finally:
@@ -245,7 +256,8 @@ async def test_the_collector_path_gives_the_series_the_engine_serves(
         assert set(expected) <= set(direct_labels), (metric, expected)
         if seen["kind"] in ("sum", "histogram"):
             assert seen["temporality"] == {2}, metric  # cumulative, as Prometheus needs
-        assert not seen["monotonic"], metric  # no _total on either path
+        # Only the counters are monotonic (they gain _total on both paths).
+        assert seen["monotonic"] == (metric in names.COUNTER_METRICS), metric
         through_collector = {collector_label(key) for key in seen["keys"]}
         assert through_collector <= {
             names.prometheus_label(a) for a in names.METRIC_ATTRIBUTES[metric]
