@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import shlex
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -247,3 +248,36 @@ def test_cache_command_lists_counts_and_clears(
     (tmp_path / "bad" / FILE_NAME).write_text(json.dumps({"not": "sqlite"}) * 20)
     assert cli(["cache", "stats", str(tmp_path / "bad")]) == 1
     assert "not an SQLite database" in capsys.readouterr().err
+
+
+WRITER = """
+import asyncio, sys
+from asyncflow import WorkflowEngine
+
+async def main(store, first, last):
+    async with await WorkflowEngine.create(resume=store, work_dir=store) as engine:
+        @engine.function_task
+        async def triple(x):
+            return 3 * x
+
+        assert await asyncio.gather(*(triple(i) for i in range(first, last))) == [
+            3 * i for i in range(first, last)
+        ]
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
+"""
+
+
+def test_two_processes_write_one_store_at_once(tmp_path: Path) -> None:
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    store = tmp_path / "store"
+    writers = [
+        subprocess.Popen([sys.executable, str(script), str(store), str(lo), str(lo + 600)])
+        for lo in (0, 400)
+    ]
+    assert [w.wait(120) for w in writers] == [0, 0]
+    cache = ResultCache.open(store, create=False)
+    assert len(cache) == 1000  # 0..999, the overlap stored once
+    assert {e.name for e in cache.entries()} == {"triple"}
+    cache.close()
