@@ -19,7 +19,14 @@ from asyncflow.telemetry import names as n
 from ._plot import FAILED
 from .model import SpanRecord
 
-__all__ = ["ATTEMPT_FAILED", "ATTEMPT_OK", "CACHE_HIT_NAME", "add_attempts_and_hits"]
+__all__ = [
+    "ATTEMPT_FAILED",
+    "ATTEMPT_OK",
+    "CACHE_HIT_NAME",
+    "add_attempts_and_hits",
+    "cache_hit_marks",
+    "cache_hit_text",
+]
 
 ATTEMPT_FAILED = "failed attempt"
 ATTEMPT_OK = "last attempt"
@@ -41,8 +48,7 @@ def add_attempts_and_hits(
             at = r.resolved if r.resolved is not None else (r.finished or r.created)
             hits["x"].append(at - origin)
             hits["y"].append(i)
-            source = f", stored by {r.cache_source}" if r.cache_source else ""
-            hits["text"].append(html.escape(f"{r.uid} {r.name}: result from the cache{source}"))
+            hits["text"].append(cache_hit_text(r))
         if len(r.attempts) < 2:
             continue
         for attempt in r.attempts:
@@ -78,14 +84,23 @@ def add_attempts_and_hits(
                 )
             )
     if hits["x"]:
-        fig.add_trace(
-            go.Scatter(
-                x=hits["x"],
-                y=hits["y"],
-                mode="markers",
-                name=CACHE_HIT_NAME,
-                marker={"symbol": "diamond-open", "size": 12, "color": _HIT, "line": {"width": 2}},
-                hovertext=hits["text"],
-                hovertemplate="%{hovertext}<extra></extra>",
-            )
-        )
+        fig.add_trace(cache_hit_marks(hits["x"], hits["y"], hits["text"]))
+
+
+def cache_hit_text(r: SpanRecord) -> str:
+    """The hover text of a cache hit (escaped): who stored its result."""
+    source = f", stored by {r.cache_source}" if r.cache_source else ""
+    return html.escape(f"{r.uid} {r.name}: result from the cache{source}")
+
+
+def cache_hit_marks(x: Sequence[object], y: Sequence[object], text: Sequence[object]) -> go.Scatter:
+    """Hollow diamonds for tasks whose result came from the cache (they never ran)."""
+    return go.Scatter(
+        x=list(x),
+        y=list(y),
+        mode="markers",
+        name=CACHE_HIT_NAME,
+        marker={"symbol": "diamond-open", "size": 12, "color": _HIT, "line": {"width": 2}},
+        hovertext=list(text),
+        hovertemplate="%{hovertext}<extra></extra>",
+    )

@@ -13,7 +13,7 @@ from plotly.subplots import make_subplots
 from asyncflow.telemetry import names as n
 
 from . import compute as c
-from ._attempts import add_attempts_and_hits
+from ._attempts import add_attempts_and_hits, cache_hit_marks, cache_hit_text
 from ._plot import (
     AXIS_TIME,
     CANCELED,
@@ -57,14 +57,20 @@ def _run_span(task: SpanRecord, run: Run) -> tuple[float, float] | None:
 def _bars(rows: list[c.Row], run: Run, colours: Mapping[str, str]) -> list[go.BaseTraceType]:
     by_type: dict[str, dict[str, list[Any]]] = {}
     never: dict[str, list[Any]] = {"x": [], "y": [], "text": []}
+    hits: dict[str, list[Any]] = {"x": [], "y": [], "text": []}  # results from the cache
     for index, row in enumerate(rows):
         for task in row.tasks:
             span = _run_span(task, run)
             if span is None:
                 end = task.finished if task.finished is not None else run.end
-                never["x"].append(end - run.start)
-                never["y"].append(index)
-                never["text"].append(f"{task.uid} {task.name}: {task.state}, never ran")
+                mark = hits if task.cache == n.CACHE_HIT else never
+                mark["x"].append(end - run.start)
+                mark["y"].append(index)
+                mark["text"].append(
+                    cache_hit_text(task)
+                    if mark is hits
+                    else f"{task.uid} {task.name}: {task.state}, never ran"
+                )
                 continue
             data = by_type.setdefault(
                 row.workflow_type,
@@ -110,6 +116,8 @@ def _bars(rows: list[c.Row], run: Run, colours: Mapping[str, str]) -> list[go.Ba
         )
     if never["x"]:
         traces.append(_never_ran(never))
+    if hits["x"]:
+        traces.append(cache_hit_marks(hits["x"], hits["y"], hits["text"]))
     return traces
 
 

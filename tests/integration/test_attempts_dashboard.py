@@ -8,7 +8,7 @@ from pathlib import Path
 from asyncflow import LocalExecutionBackend, WorkflowEngine
 from asyncflow.dashboard import open_source
 from asyncflow.dashboard._attempts import ATTEMPT_FAILED, ATTEMPT_OK, CACHE_HIT_NAME
-from asyncflow.dashboard.figures import gantt_figure
+from asyncflow.dashboard.figures import campaign_figure, gantt_figure
 from asyncflow.telemetry import names as n
 
 
@@ -59,5 +59,8 @@ async def test_attempts_and_hits_reach_the_gantt(tmp_path: Path) -> None:
         (hit,) = [t for t in by_name["stored"] if t.cache == n.CACHE_HIT]
         assert hit.cache_source.startswith("asyncflow.session.")  # linked to who stored it
         assert hit.cache_source in traces[CACHE_HIT_NAME].hovertext[0]
+        # The campaign timeline marks the hit apart from tasks that never ran.
+        timeline = {t.name: t for t in campaign_figure(run).data}
+        assert len(timeline[CACHE_HIT_NAME].x) == 1 and "never ran" not in timeline
         hover = " ".join(traces[ATTEMPT_FAILED].hovertext)
         assert "&lt;b&gt;try 1&lt;/b&gt;" in hover and "<b>" not in hover  # escaped
