@@ -32,13 +32,6 @@ def any_value(value: Any) -> dict[str, Any]:
     return {"stringValue": "" if value is None else str(value)}
 
 
-def _event(event: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {"timeUnixNano": str(event["time_ns"]), "name": event["name"]}
-    if event.get("attributes"):
-        out["attributes"] = _attributes(event["attributes"])
-    return out
-
-
 def _attributes(attrs: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"key": k, "value": any_value(v)} for k, v in attrs.items()]
 
