@@ -8,19 +8,15 @@ from collections.abc import Mapping
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from asyncflow.telemetry import names as n
+
 from . import compute as c
-from ._plot import AXIS_TIME, FAILED, PALETTE, TEMPLATE, empty_figure
-from .model import STATE_CANCELED, STATE_COMPLETED, STATE_FAILED, STATE_PENDING, Run
+from ._plot import AXIS_TIME, PALETTE, STATUS_COLOURS, TEMPLATE, empty_figure
+from .model import Run, status
 
 __all__ = ["STATE_COLOURS", "summary_figure", "utilisation_figure"]
 
-STATE_COLOURS = {
-    STATE_PENDING: "#D5D9DF",
-    "running": "#56B4E9",
-    STATE_COMPLETED: "#009E73",
-    STATE_FAILED: FAILED,
-    STATE_CANCELED: "#7F7F7F",
-}
+STATE_COLOURS = STATUS_COLOURS
 _SAMPLES = ("CPU %", "memory %", "GPU %")
 
 
@@ -146,13 +142,16 @@ def summary_figure(run: Run) -> go.Figure:
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for row in rows:
         for task in row.tasks:
-            counts[task.state][row.workflow_type or c.NO_WORKFLOW] += 1
+            counts[status(task)][row.workflow_type or c.NO_WORKFLOW] += 1
     summary = c.summarize(run)
     fig = make_subplots(
         rows=1,
         cols=2,
         horizontal_spacing=0.12,
-        subplot_titles=("Tasks by state and workflow type", "Run time per task name (mean, p95)"),
+        subplot_titles=(
+            "Tasks by state and workflow type",
+            f"{n.PHASE_RUN_TIME.capitalize()} per task name (mean, p95)",
+        ),
     )
     types = sorted({r.workflow_type or c.NO_WORKFLOW for r in rows})
     for state, colour in STATE_COLOURS.items():
@@ -174,7 +173,7 @@ def summary_figure(run: Run) -> go.Figure:
                 x=[s.mean for s in stats],
                 y=[s.name for s in stats],
                 orientation="h",
-                name="mean run time",
+                name=f"mean {n.PHASE_RUN_TIME}",
                 marker_color="#0072B2",
                 error_x={
                     "type": "data",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import array
 import base64
+import datetime
+import html
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -12,13 +14,29 @@ import plotly.graph_objects as go
 
 from asyncflow.telemetry import names as n
 
-from .model import SpanRecord
+from .model import (
+    STATE_CANCELED,
+    STATE_COMPLETED,
+    STATE_DEPENDENCY_FAILED,
+    STATE_FAILED,
+    STATE_QUEUED,
+    STATE_RUNNING,
+    STATE_WAITING,
+    Run,
+    SpanRecord,
+    phases,
+    status,
+)
 
 __all__ = [
+    "CASCADE",
     "FAILED",
     "PALETTE",
+    "STATUS_COLOURS",
+    "clock",
     "empty_figure",
     "slot_label",
+    "task_hover",
     "type_colours",
     "typed_array",
     "values_of",
@@ -38,9 +56,20 @@ PALETTE = (
     "#1B9E77",
 )
 FAILED = "#D62728"
+CASCADE = "#F4A3A3"  # skipped because a dependency failed: a paler red than a root failure
 CANCELED = "#7F7F7F"
 WAIT = "#D5D9DF"
 QUEUE = "#F2B134"
+RUN = "#0072B2"
+STATUS_COLOURS = {
+    STATE_WAITING: WAIT,
+    STATE_QUEUED: QUEUE,
+    STATE_RUNNING: "#56B4E9",
+    STATE_COMPLETED: "#009E73",
+    STATE_FAILED: FAILED,
+    STATE_DEPENDENCY_FAILED: CASCADE,
+    STATE_CANCELED: CANCELED,
+}
 GPU_COLOUR = "#6A3D9A"
 CPU_COLOUR = "#0072B2"
 TEMPLATE = "plotly_white"
@@ -61,6 +90,66 @@ def slot_label(task: SpanRecord) -> str:
     if task.gpus:
         return f"{task.gpus} {n.KIND_GPU}"
     return f"{task.cpus} {n.KIND_CPU}"
+
+
+def clock(t: float, *, date: bool = False) -> str:
+    """Epoch seconds as this machine's clock time: ``"14:03:07.250"``, or with date and zone."""
+    moment = datetime.datetime.fromtimestamp(t).astimezone()
+    if date:
+        return moment.strftime("%Y-%m-%d %H:%M:%S %Z")
+    return moment.strftime("%H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f} s"
+
+
+HOVER_MESSAGE_CHARS = 300  # the first characters of an error message in a hover
+
+
+def task_hover(task: SpanRecord, run: Run, where: str) -> str:
+    """What hovering over a task says: ids, workflow, state, start, the phases, slots, error.
+
+    Plotly renders a hover as a little HTML, so every recorded string is
+    escaped. An unfinished phase counts up to the latest time seen.
+
+    Args:
+        task: the task.
+        run: its run (for the session start and "now").
+        where: the workflow instance it belongs to, as the view names it.
+    """
+    esc = html.escape
+    state = status(task)
+    took = phases(task)
+    now = run.end
+    lines = [
+        f"<b>{esc(task.uid)} {esc(task.name or '?')}</b>",
+        f"workflow: {esc(where)}",
+        f"state: {state}",
+    ]
+    first = task.started if task.started is not None else task.created
+    step = "start" if task.started is not None else "created"
+    lines.append(f"{step}: {clock(first)} (+{run.rel(first):.3f} s)")
+    wait = took[n.PHASE_DEPENDENCY_WAIT]
+    if wait is None and state == STATE_WAITING:
+        lines.append(f"{n.PHASE_DEPENDENCY_WAIT}: {_seconds(now - task.created)} so far")
+    else:
+        lines.append(f"{n.PHASE_DEPENDENCY_WAIT}: {_seconds(wait)}")
+    queue = took[n.PHASE_QUEUE_WAIT]
+    if queue is None and state == STATE_QUEUED and task.resolved is not None:
+        lines.append(f"{n.PHASE_QUEUE_WAIT}: {_seconds(now - task.resolved)} so far")
+    else:
+        lines.append(f"{n.PHASE_QUEUE_WAIT}: {_seconds(queue)}")
+    ran = took[n.PHASE_RUN_TIME]
+    if ran is None and state == STATE_RUNNING and task.started is not None:
+        lines.append(f"{n.PHASE_RUN_TIME}: {_seconds(now - task.started)} so far")
+    else:
+        lines.append(f"{n.PHASE_RUN_TIME}: {_seconds(ran)}")
+    lines.append(f"slots: {esc(slot_label(task))}")
+    if task.error_type:
+        message = task.message[:HOVER_MESSAGE_CHARS]
+        lines.append(f"error: {esc(task.error_type)}: {esc(message)}")
+    return "<br>".join(lines)
 
 
 def typed_array(values: Sequence[float], code: str = "f") -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import math
 from collections import defaultdict
 from collections.abc import Collection, Mapping
@@ -17,18 +18,31 @@ from ._attempts import add_attempts_and_hits, cache_hit_marks, cache_hit_text
 from ._plot import (
     AXIS_TIME,
     CANCELED,
+    CASCADE,
     CPU_COLOUR,
     FAILED,
     GPU_COLOUR,
     QUEUE,
+    RUN,
     TEMPLATE,
     WAIT,
     empty_figure,
     slot_label,
+    task_hover,
     type_colours,
     typed_array,
 )
-from .model import STATE_CANCELED, STATE_FAILED, STATE_RUNNING, Run, SpanRecord
+from .model import (
+    STATE_CANCELED,
+    STATE_DEPENDENCY_FAILED,
+    STATE_FAILED,
+    STATE_QUEUED,
+    STATE_RUNNING,
+    STATE_WAITING,
+    Run,
+    SpanRecord,
+    status,
+)
 
 __all__ = [
     "BAR_LIMIT",
@@ -54,38 +68,84 @@ def _run_span(task: SpanRecord, run: Run) -> tuple[float, float] | None:
     return task.started - run.start, end - run.start
 
 
+# Unfinished tasks that have not started: a pale bar from when they began to
+# wait up to "now" (never a failure mark).
+_PENDING = {
+    STATE_WAITING: ("waiting for dependencies", WAIT),
+    STATE_QUEUED: ("queued for a slot or backend", QUEUE),
+}
+# Tasks that ended without running: a cross at their end.
+_NEVER_RAN = {
+    STATE_FAILED: ("failed, never ran", "x-thin", FAILED),
+    STATE_DEPENDENCY_FAILED: ("skipped: a dependency failed", "x-thin", CASCADE),
+    STATE_CANCELED: ("canceled, never ran", "x-thin", CANCELED),
+}
+
+
+def _pending_start(task: SpanRecord) -> float:
+    return task.resolved if task.resolved is not None else task.created
+
+
 def _bars(rows: list[c.Row], run: Run, colours: Mapping[str, str]) -> list[go.BaseTraceType]:
     by_type: dict[str, dict[str, list[Any]]] = {}
-    never: dict[str, list[Any]] = {"x": [], "y": [], "text": []}
+    pending: dict[str, dict[str, list[Any]]] = {}
+    never: dict[str, dict[str, list[Any]]] = {}
     hits: dict[str, list[Any]] = {"x": [], "y": [], "text": []}  # results from the cache
+    now = run.rel(run.end)
     for index, row in enumerate(rows):
         for task in row.tasks:
+            state = status(task)
+            custom = [task.uid, task.name or "?", state, row.key, task.error_type]
+            hover = task_hover(task, run, row.label)
             span = _run_span(task, run)
-            if span is None:
-                end = task.finished if task.finished is not None else run.end
-                mark = hits if task.cache == n.CACHE_HIT else never
-                mark["x"].append(end - run.start)
-                mark["y"].append(index)
-                mark["text"].append(
-                    cache_hit_text(task)
-                    if mark is hits
-                    else f"{task.uid} {task.name}: {task.state}, never ran"
+            if span is None and state in _PENDING:
+                data = pending.setdefault(
+                    state, {k: [] for k in ("base", "x", "y", "hover", "custom")}
                 )
-                continue
-            data = by_type.setdefault(
-                row.workflow_type,
-                {k: [] for k in ("base", "x", "y", "text", "line", "pattern", "custom")},
-            )
-            data["base"].append(span[0])
-            data["x"].append(span[1] - span[0])
+                low = run.rel(_pending_start(task))
+                data["base"].append(low)
+                data["x"].append(max(now - low, 0.0))
+            elif span is None:
+                end = task.finished if task.finished is not None else run.end
+                if task.cache == n.CACHE_HIT:
+                    hits["x"].append(end - run.start)
+                    hits["y"].append(index)
+                    hits["text"].append(cache_hit_text(task))
+                    continue
+                data = never.setdefault(state, {k: [] for k in ("x", "y", "hover", "custom")})
+                data["x"].append(end - run.start)
+            else:
+                data = by_type.setdefault(
+                    row.workflow_type,
+                    {k: [] for k in ("base", "x", "y", "text", "line", "pattern", *_HOVER)},
+                )
+                data["base"].append(span[0])
+                data["x"].append(span[1] - span[0])
+                data["text"].append(slot_label(task))
+                data["line"].append(_OUTLINE.get(state, "rgba(0,0,0,0)"))
+                data["pattern"].append("/" if state == STATE_RUNNING else "")
             data["y"].append(index)
-            data["text"].append(slot_label(task))
-            data["line"].append(FAILED if task.state == STATE_FAILED else "rgba(0,0,0,0)")
-            data["pattern"].append("/" if task.state == STATE_RUNNING else "")
-            data["custom"].append(
-                [task.uid, task.name or "?", task.state, row.key, task.error_type]
-            )
+            data["hover"].append(hover)
+            data["custom"].append(custom)
     traces: list[go.BaseTraceType] = []
+    for state, data in pending.items():
+        label, colour = _PENDING[state]
+        traces.append(
+            go.Bar(
+                orientation="h",
+                name=label,
+                legendgroup=state,
+                base=data["base"],
+                x=data["x"],
+                y=data["y"],
+                width=0.3,
+                marker={"color": colour, "line": {"width": 0}},
+                opacity=0.8,
+                customdata=data["custom"],
+                hovertext=data["hover"],
+                hovertemplate="%{hovertext}<extra></extra>",
+            )
+        )
     for wf_type in sorted(by_type):
         data = by_type[wf_type]
         traces.append(
@@ -107,30 +167,33 @@ def _bars(rows: list[c.Row], run: Run, colours: Mapping[str, str]) -> list[go.Ba
                     "pattern": {"shape": data["pattern"], "fgcolor": "white"},
                 },
                 customdata=data["custom"],
-                hovertemplate=(
-                    "%{customdata[0]} %{customdata[1]} (%{customdata[3]})<br>"
-                    "%{base:.3f} s + %{x:.3f} s on %{text}<br>%{customdata[2]} "
-                    "%{customdata[4]}<extra></extra>"
-                ),
+                hovertext=data["hover"],
+                hovertemplate="%{hovertext}<extra></extra>",
             )
         )
-    if never["x"]:
-        traces.append(_never_ran(never))
+    for state, data in never.items():
+        label, symbol, colour = _NEVER_RAN.get(state, (f"{state}, never ran", "x-thin", CANCELED))
+        traces.append(
+            go.Scatter(
+                mode="markers",
+                name=label,
+                legendgroup=state,
+                x=data["x"],
+                y=data["y"],
+                customdata=data["custom"],
+                hovertext=data["hover"],
+                marker={"symbol": symbol, "size": 9, "line": {"width": 2, "color": colour}},
+                hovertemplate="%{hovertext}<extra></extra>",
+            )
+        )
     if hits["x"]:
         traces.append(cache_hit_marks(hits["x"], hits["y"], hits["text"]))
     return traces
 
 
-def _never_ran(never: Mapping[str, list[Any]]) -> go.Scatter:
-    return go.Scatter(
-        mode="markers",
-        name="never ran",
-        x=never["x"],
-        y=never["y"],
-        text=never["text"],
-        marker={"symbol": "x-thin", "size": 9, "line": {"width": 2, "color": FAILED}},
-        hovertemplate="%{text}<extra></extra>",
-    )
+_HOVER = ("hover", "custom")
+# A bar's outline says how a task that ran ended.
+_OUTLINE = {STATE_FAILED: FAILED, STATE_DEPENDENCY_FAILED: CASCADE, STATE_CANCELED: CANCELED}
 
 
 def _segments(
@@ -159,25 +222,94 @@ def _segments(
         low, high = -math.inf, math.inf
         pixel = run.rel(run.end) / PIXELS
     spans: dict[tuple[int, str], list[tuple[float, float]]] = defaultdict(list)
-    failed_x: list[float] = []
-    failed_y: list[float] = []
+    waiting: dict[str, dict[tuple[int, str], list[tuple[float, float]]]] = {
+        state: defaultdict(list) for state in _PENDING
+    }
+    marks: dict[str, tuple[list[float], list[float]]] = {s: ([], []) for s in _NEVER_RAN}
+    now = run.rel(run.end)
     for index, row in enumerate(rows):
-        line = spans[(index // group, row.workflow_type)]
+        key = (index // group, row.workflow_type)
+        line = spans[key]
         for task in row.tasks:
             span = _run_span(task, run)
             if span is not None and span[1] >= low - pixel and span[0] <= high + pixel:
                 line.append((span[0], max(span[1], span[0] + pixel)))
-            if task.state in (STATE_FAILED, STATE_CANCELED):
+            state = status(task)
+            if state in marks:
                 end = (task.finished if task.finished is not None else run.end) - run.start
                 if low <= end <= high:
-                    failed_x.append(end)
-                    failed_y.append(index)
-    xs: dict[str, list[float]] = defaultdict(list)
-    ys: dict[str, list[float]] = defaultdict(list)
-    nan, drawn = math.nan, 0
+                    marks[state][0].append(end)
+                    marks[state][1].append(index)
+            elif span is None and state in waiting:
+                begin = run.rel(_pending_start(task))
+                if now >= low - pixel and begin <= high + pixel:
+                    waiting[state][key].append((begin, max(now, begin + pixel)))
     # Within a line of several instances, each type keeps a height of its own,
     # so one type does not paint over the others.
     kinds = sorted(colours)
+    sub_lines = len(kinds) if group > 1 else 1
+    width = max(1.0, min(12.0, 0.8 * height * group / (max(len(rows), 1) * sub_lines)))
+    traces: list[go.BaseTraceType] = []
+    drawn = 0
+    for state, found in waiting.items():
+        xs, ys, count = _merged(found, kinds, group, pixel)
+        if not count:
+            continue
+        drawn += count
+        label, colour = _PENDING[state]
+        traces.append(
+            go.Scattergl(
+                mode="lines",
+                name=label,
+                legendgroup=state,
+                x=typed_array([x for values in xs.values() for x in values]),
+                y=typed_array([y for values in ys.values() for y in values]),
+                line={"color": colour, "width": max(1.0, width / 3)},
+                hovertemplate=f"%{{x:.3f}} s, instance %{{y:.0f}}<extra>{label}</extra>",
+            )
+        )
+    xs, ys, count = _merged(spans, kinds, group, pixel)
+    drawn += count
+    traces += [
+        go.Scattergl(
+            mode="lines",
+            name=wf_type or c.NO_WORKFLOW,
+            legendgroup=wf_type,
+            x=typed_array(xs[wf_type]),
+            y=typed_array(ys[wf_type]),
+            line={"color": colours[wf_type], "width": width},
+            hovertemplate="%{x:.3f} s, instance %{y:.0f}<extra>%{fullData.name}</extra>",
+        )
+        for wf_type in sorted(xs)
+    ]
+    for state, (mark_x, mark_y) in marks.items():
+        if mark_x:
+            label, _, colour = _NEVER_RAN[state]
+            label = {STATE_FAILED: "failed", STATE_CANCELED: "canceled"}.get(state, label)
+            traces.append(
+                go.Scattergl(
+                    mode="markers",
+                    name=label,
+                    legendgroup=state,
+                    x=typed_array(mark_x),
+                    y=typed_array(mark_y),
+                    marker={"symbol": "x", "size": 5, "color": colour},
+                    hovertemplate=f"%{{x:.3f}} s, instance %{{y}}<extra>{label}</extra>",
+                )
+            )
+    return traces, drawn
+
+
+def _merged(
+    spans: Mapping[tuple[int, str], list[tuple[float, float]]],
+    kinds: list[str],
+    group: int,
+    pixel: float,
+) -> tuple[dict[str, list[float]], dict[str, list[float]], int]:
+    """Per type, the line segments of ``spans`` with gaps under a pixel closed."""
+    xs: dict[str, list[float]] = defaultdict(list)
+    ys: dict[str, list[float]] = defaultdict(list)
+    nan, drawn = math.nan, 0
     for (line_no, wf_type), found in spans.items():
         x, y = xs[wf_type], ys[wf_type]
         share = (kinds.index(wf_type) + 0.5) / len(kinds) if group > 1 else 0.5
@@ -195,32 +327,7 @@ def _segments(
             x += (lo, hi, nan)
             y += (row_y, row_y, row_y)
             drawn += 1
-    sub_lines = len(kinds) if group > 1 else 1
-    width = max(1.0, min(12.0, 0.8 * height * group / (max(len(rows), 1) * sub_lines)))
-    traces: list[go.BaseTraceType] = [
-        go.Scattergl(
-            mode="lines",
-            name=wf_type or c.NO_WORKFLOW,
-            legendgroup=wf_type,
-            x=typed_array(xs[wf_type]),
-            y=typed_array(ys[wf_type]),
-            line={"color": colours[wf_type], "width": width},
-            hovertemplate="%{x:.3f} s, instance %{y:.0f}<extra>%{fullData.name}</extra>",
-        )
-        for wf_type in sorted(xs)
-    ]
-    if failed_x:
-        traces.append(
-            go.Scattergl(
-                mode="markers",
-                name="failed / never ran",
-                x=typed_array(failed_x),
-                y=typed_array(failed_y),
-                marker={"symbol": "x", "size": 5, "color": FAILED},
-                hovertemplate="%{x:.3f} s, instance %{y}<extra>failed</extra>",
-            )
-        )
-    return traces, drawn
+    return xs, ys, drawn
 
 
 def _busy(fig: go.Figure, run: Run, capacity: Mapping[str, int] | None, max_steps: int) -> None:
@@ -420,16 +527,21 @@ def zoom_window(relayout: Mapping[str, Any] | None) -> tuple[str, tuple[float, f
     return "keep", None
 
 
-def gantt_figure(run: Run, key: str, *, limit: int = GANTT_LIMIT) -> go.Figure:
-    """One workflow instance: a row per task with wait, queue and run segments.
+def gantt_figure(
+    run: Run, key: str, *, limit: int = GANTT_LIMIT, critical: Collection[str] = ()
+) -> go.Figure:
+    """One workflow instance: a row per task with its dependency wait, queue wait and run time.
 
-    Failed tasks are marked with a red cross, cancelled ones with a grey
-    circle; arrows join a task to the dependencies it waited for.
+    Failed tasks are marked with a red cross, cascades (a dependency failed)
+    with a pale one, cancelled ones with a grey circle; arrows join a task to
+    the dependencies it waited for; tasks on the campaign's critical path are
+    outlined.
 
     Args:
         run: the run.
         key: the workflow instance (a timeline row key).
         limit: draw at most this many tasks (the first created).
+        critical: uids of the tasks on the critical path.
     """
     records = c.workflow_records(run, key)
     if not records:
@@ -438,35 +550,44 @@ def gantt_figure(run: Run, key: str, *, limit: int = GANTT_LIMIT) -> go.Figure:
     records = records[:limit]
     index = {r.uid: i for i, r in enumerate(records)}
     origin, now = run.start, run.end
+    names = (n.PHASE_DEPENDENCY_WAIT, n.PHASE_QUEUE_WAIT, n.PHASE_RUN_TIME)
     segments: dict[str, dict[str, list[Any]]] = {
-        name: {"base": [], "x": [], "y": [], "text": []} for name in ("wait", "queue", "run")
+        name: {k: [] for k in ("base", "x", "y", "line", *_HOVER)} for name in names
     }
     marks: dict[str, dict[str, list[Any]]] = {
-        s: {"x": [], "y": [], "text": []} for s in (STATE_FAILED, STATE_CANCELED)
+        s: {k: [] for k in ("x", "y", *_HOVER)} for s in _GANTT_MARKS
     }
     dep_x: list[float | None] = []
     dep_y: list[float | None] = []
     outside: dict[int, list[str]] = {}
+    where = next((r.label for r in c.timeline_rows(run) if r.key == key), key)
     for i, r in enumerate(records):
         end = r.finished if r.finished is not None else now
         ready = r.resolved if r.resolved is not None else (r.started or end)
         start = r.started if r.started is not None else end
+        hover = task_hover(r, run, where)
+        custom = [r.uid, r.name or "?", status(r), key, r.error_type]
+        outline = "#111" if r.uid in critical else "rgba(0,0,0,0)"
         for name, lo, hi in (
-            ("wait", r.created, min(ready, end)),
-            ("queue", min(ready, end), start),
-            ("run", start, end),
+            (n.PHASE_DEPENDENCY_WAIT, r.created, min(ready, end)),
+            (n.PHASE_QUEUE_WAIT, min(ready, end), start),
+            (n.PHASE_RUN_TIME, start, end),
         ):
-            if hi > lo or (name == "run" and r.started is not None):
+            if hi > lo or (name == n.PHASE_RUN_TIME and r.started is not None):
                 seg = segments[name]
                 seg["base"].append(lo - origin)
                 seg["x"].append(hi - lo)
                 seg["y"].append(i)
-                seg["text"].append(f"{r.uid} {r.name or '?'}: {name} {hi - lo:.3f} s ({r.state})")
-        if r.state in marks:
-            mark = marks[r.state]
+                seg["line"].append(outline if name == n.PHASE_RUN_TIME else "rgba(0,0,0,0)")
+                seg["hover"].append(hover)
+                seg["custom"].append(custom)
+        state = status(r)
+        if state in marks:
+            mark = marks[state]
             mark["x"].append(end - origin)
             mark["y"].append(i)
-            mark["text"].append(f"{r.uid}: {r.state} {r.error_type} {r.message}".strip())
+            mark["hover"].append(hover)
+            mark["custom"].append(custom)
         for dep in r.depends_on:
             j = index.get(dep)
             dep_run = records[j] if j is not None else None
@@ -475,21 +596,20 @@ def gantt_figure(run: Run, key: str, *, limit: int = GANTT_LIMIT) -> go.Figure:
                 continue
             dep_x += [dep_run.finished - origin, ready - origin, None]
             dep_y += [j, i, None]
-    colours = {"wait": WAIT, "queue": QUEUE, "run": "#0072B2"}
+    colours = {n.PHASE_DEPENDENCY_WAIT: WAIT, n.PHASE_QUEUE_WAIT: QUEUE, n.PHASE_RUN_TIME: RUN}
     fig = go.Figure()
     for name, seg in segments.items():
         fig.add_trace(
             go.Bar(
                 orientation="h",
-                name={"wait": "waiting for dependencies", "queue": "queued", "run": "running"}[
-                    name
-                ],
+                name=name,
                 base=seg["base"],
                 x=seg["x"],
                 y=seg["y"],
                 width=0.6,
-                marker_color=colours[name],
-                hovertext=seg["text"],
+                marker={"color": colours[name], "line": {"color": seg["line"], "width": 2}},
+                customdata=seg["custom"],
+                hovertext=seg["hover"],
                 hovertemplate="%{hovertext}<extra></extra>",
             )
         )
@@ -505,19 +625,17 @@ def gantt_figure(run: Run, key: str, *, limit: int = GANTT_LIMIT) -> go.Figure:
                 hoverinfo="skip",
             )
         )
-    for state, symbol, colour in (
-        (STATE_FAILED, "x", FAILED),
-        (STATE_CANCELED, "circle-open", CANCELED),
-    ):
+    for state, (label, symbol, colour) in _GANTT_MARKS.items():
         if marks[state]["x"]:
             fig.add_trace(
                 go.Scatter(
                     x=marks[state]["x"],
                     y=marks[state]["y"],
                     mode="markers",
-                    name=state,
+                    name=label,
                     marker={"symbol": symbol, "size": 12, "color": colour, "line": {"width": 2}},
-                    hovertext=marks[state]["text"],
+                    customdata=marks[state]["custom"],
+                    hovertext=marks[state]["hover"],
                     hovertemplate="%{hovertext}<extra></extra>",
                 )
             )
@@ -527,10 +645,13 @@ def gantt_figure(run: Run, key: str, *, limit: int = GANTT_LIMIT) -> go.Figure:
         label = f"{r.uid} {r.name}" if r.level == n.LEVEL_TASK else f"{r.level} {r.name}"
         if i in outside:
             label += f"  (after {', '.join(outside[i])})"
-        labels.append(label)
-    title = f"Workflow {key}: {total} task(s)"
+        labels.append(html.escape(label))
+    title = f"Workflow {html.escape(key)}: {total} task(s)"
     if total > limit:
         title += f", the first {limit} shown"
+    on_path = sum(1 for r in records if r.uid in critical)
+    if on_path:
+        title += f"; {on_path} on the critical path (outlined)"
     fig.update_layout(
         template=TEMPLATE,
         barmode="overlay",
@@ -546,5 +667,13 @@ def gantt_figure(run: Run, key: str, *, limit: int = GANTT_LIMIT) -> go.Figure:
             "range": [len(records) - 0.5, -0.5],
             "automargin": True,
         },
+        hovermode="closest",
     )
     return fig
+
+
+_GANTT_MARKS = {
+    STATE_FAILED: ("failed", "x", FAILED),
+    STATE_DEPENDENCY_FAILED: ("skipped: a dependency failed", "x", CASCADE),
+    STATE_CANCELED: ("canceled", "circle-open", CANCELED),
+}

@@ -22,7 +22,14 @@ from dash import Input, Output, State, dcc, html
 from . import compute as c
 from . import figures as f
 from ._base import SourceError, SpanSource
-from .model import STATE_FAILED, STATE_PENDING, STATE_RUNNING, STATES, Run
+from .model import (
+    STATE_FAILED,
+    STATE_QUEUED,
+    STATE_RUNNING,
+    STATE_WAITING,
+    STATUSES,
+    Run,
+)
 
 __all__ = ["Dashboard", "campaign", "create_app", "preload", "serve"]
 
@@ -124,11 +131,11 @@ def _messages(run: Run | None, error: str) -> list[Any]:
 def _chips(run: Run | None) -> list[Any]:
     if run is None:
         return []
-    counts = dict.fromkeys(STATES, 0)
-    for task in run.tasks:
-        counts[task.state] = counts.get(task.state, 0) + 1
-    chips = [("tasks", len(run.tasks))] + [(s, counts[s]) for s in STATES if counts[s]]
-    live = not run.ended and (counts[STATE_RUNNING] or counts[STATE_PENDING])
+    counts = c.count_states(run.tasks)
+    chips = [("tasks", len(run.tasks))] + [(s, counts[s]) for s in STATUSES if counts[s]]
+    live = not run.ended and (
+        counts[STATE_RUNNING] or counts[STATE_QUEUED] or counts[STATE_WAITING]
+    )
     items = [html.Span([html.B(str(v)), f" {k}"], className=f"chip state-{k}") for k, v in chips]
     items.append(html.Span(f"{run.rel(run.end):.1f} s", className="chip"))
     items.append(html.Span("live" if live else "ended" if run.ended else "idle", className="chip"))
@@ -195,7 +202,7 @@ def _layout(board: Dashboard, refresh: float) -> html.Div:
                     dcc.Dropdown(
                         id="states",
                         multi=True,
-                        options=[{"label": s, "value": s} for s in STATES],
+                        options=[{"label": s, "value": s} for s in STATUSES],
                         placeholder="all task states",
                         className="filter",
                     ),

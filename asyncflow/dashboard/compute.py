@@ -13,7 +13,16 @@ from collections.abc import Collection, Iterable, Mapping
 
 from asyncflow.telemetry import names as n
 
-from .model import FINAL_STATES, STATE_FAILED, STATES, Run, SpanRecord
+from .model import (
+    FINAL_STATES,
+    STATE_DEPENDENCY_FAILED,
+    STATE_FAILED,
+    STATUSES,
+    Run,
+    SpanRecord,
+    phases,
+    status,
+)
 
 __all__ = [
     "ENVELOPE_POINTS",
@@ -28,7 +37,9 @@ __all__ = [
     "busy_steps",
     "capacities",
     "configuration",
+    "count_states",
     "envelope",
+    "failure_sentence",
     "headline",
     "notices",
     "row_key",
@@ -115,7 +126,8 @@ def timeline_rows(
     Args:
         run: the run.
         types: only these workflow types (``None``: all).
-        states: only tasks in these states (``None``: all).
+        states: only tasks in these states (``None``: all), as
+            :func:`~asyncflow.dashboard.model.status` names them.
     """
     keys = row_key(run)
     known = _row_types(run, keys)
@@ -125,7 +137,7 @@ def timeline_rows(
         key = keys.get(task.workflow_id, task.workflow_id) or NO_WORKFLOW
         if key not in row_type or not row_type[key]:
             row_type[key] = known.get(key) or task.workflow_type
-        if states is None or task.state in states:
+        if states is None or status(task) in states:
             grouped[key].append(task)
     rows = [
         Row(key, row_type[key], min(t.created for t in tasks), tuple(tasks))
@@ -344,7 +356,7 @@ def configuration(run: Run, rows: list[Row] | None = None) -> list[TypeConfig]:
 # ---------------------------------------------------------------- summary
 @dataclasses.dataclass(frozen=True)
 class DurationStats:
-    """Durations (seconds) of one group of tasks or workflows."""
+    """Run times (seconds) of one group of tasks, or durations of workflows."""
 
     name: str
     count: int
@@ -352,10 +364,17 @@ class DurationStats:
     p50: float
     p95: float
     max: float
-    mean_wait: float | None = None  # tasks: created -> started
+    mean_dependency_wait: float | None = None  # tasks: the phases before they ran
+    mean_queue_wait: float | None = None
 
 
-def _stats(name: str, values: list[float], waits: list[float] | None = None) -> DurationStats:
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _stats(
+    name: str, values: list[float], waits: tuple[list[float], list[float]] | None = None
+) -> DurationStats:
     values = sorted(values)
     count = len(values)
 
@@ -369,16 +388,22 @@ def _stats(name: str, values: list[float], waits: list[float] | None = None) -> 
         p50=rank(0.5),
         p95=rank(0.95),
         max=values[-1],
-        mean_wait=sum(waits) / len(waits) if waits else None,
+        mean_dependency_wait=_mean(waits[0]) if waits else None,
+        mean_queue_wait=_mean(waits[1]) if waits else None,
     )
 
 
 @dataclasses.dataclass(frozen=True)
 class Summary:
-    """The numbers of the summary view."""
+    """The numbers of the summary view.
+
+    ``failures`` are root failures (the task itself failed) by error type;
+    tasks skipped because a dependency failed are ``cascades``, not failures.
+    """
 
     states: dict[str, int]
     failures: list[tuple[str, int, str, str]]  # error type, count, an example uid, its message
+    cascades: int
     by_task_name: list[DurationStats]
     by_workflow_type: list[DurationStats]
     makespan: float | None
@@ -386,19 +411,43 @@ class Summary:
     workflows: int
 
 
+def failure_sentence(states: Mapping[str, int]) -> str:
+    """``"3 failed, 3 skipped because a dependency failed"`` (``""`` when none did)."""
+    parts = []
+    if states.get(STATE_FAILED):
+        parts.append(f"{states[STATE_FAILED]} failed")
+    if states.get(STATE_DEPENDENCY_FAILED):
+        parts.append(f"{states[STATE_DEPENDENCY_FAILED]} skipped because a dependency failed")
+    return ", ".join(parts)
+
+
+def count_states(tasks: Iterable[SpanRecord]) -> dict[str, int]:
+    """Tasks per :func:`~asyncflow.dashboard.model.status`, in :data:`STATUSES` order."""
+    counts = dict.fromkeys(STATUSES, 0)
+    for task in tasks:
+        counts[status(task)] += 1
+    return counts
+
+
 def summarize(run: Run, given: Mapping[str, int] | None = None) -> Summary:
-    """Tasks by state, failures by error type, durations per task name and workflow type."""
-    states = dict.fromkeys(STATES, 0)
+    """Tasks by state, root failures by error type, phases per task name, workflow durations."""
+    states = count_states(run.tasks)
     failures: dict[str, list[SpanRecord]] = defaultdict(list)
     runs: dict[str, list[float]] = defaultdict(list)
-    waits: dict[str, list[float]] = defaultdict(list)
+    waits: dict[str, tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
     for task in run.tasks:
-        states[task.state] = states.get(task.state, 0) + 1
-        if task.state == STATE_FAILED:
+        if task.state == STATE_FAILED and status(task) == STATE_FAILED:
             failures[task.error_type or "(unknown)"].append(task)
         if task.started is not None and task.finished is not None:
-            runs[task.name or "(unnamed)"].append(task.finished - task.started)
-            waits[task.name or "(unnamed)"].append(task.started - task.created)
+            took = phases(task)
+            name = task.name or "(unnamed)"
+            runs[name].append(task.finished - task.started)
+            for values, phase in zip(
+                waits[name], (n.PHASE_DEPENDENCY_WAIT, n.PHASE_QUEUE_WAIT), strict=True
+            ):
+                value = took[phase]
+                if value is not None:
+                    values.append(value)
     rows = timeline_rows(run)
     spans = {w.uid: w for w in run.workflows}
     durations: dict[str, list[float]] = defaultdict(list)
@@ -431,6 +480,7 @@ def summarize(run: Run, given: Mapping[str, int] | None = None) -> Summary:
             ((k, len(v), v[0].uid, v[0].message) for k, v in failures.items()),
             key=lambda f: (-f[1], f[0]),
         ),
+        cascades=states[STATE_DEPENDENCY_FAILED],
         by_task_name=[_stats(k, v, waits[k]) for k, v in sorted(runs.items())],
         by_workflow_type=[_stats(k or NO_WORKFLOW, v) for k, v in sorted(durations.items()) if v],
         makespan=makespan,
@@ -442,31 +492,50 @@ def summarize(run: Run, given: Mapping[str, int] | None = None) -> Summary:
 Table = tuple[str, list[str], list[list[str]]]  # title, header, rows
 
 
+def _seconds(value: float | None) -> str:
+    return f"{value:.3f}" if value is not None else "-"
+
+
 def summary_tables(summary: Summary) -> list[Table]:
     """The summary as titled tables of text, for the page and the report."""
 
     def stats(rows: list[DurationStats], wait: bool) -> list[list[str]]:
         return [
             [x.name, str(x.count), f"{x.mean:.3f}", f"{x.p50:.3f}", f"{x.p95:.3f}", f"{x.max:.3f}"]
-            + ([f"{x.mean_wait:.3f}" if x.mean_wait is not None else "-"] if wait else [])
+            + ([_seconds(x.mean_dependency_wait), _seconds(x.mean_queue_wait)] if wait else [])
             for x in rows
         ]
 
     head = ["runs", "mean", "p50", "p95", "max"]
+    failures = [[k, str(count), uid, message] for k, count, uid, message in summary.failures]
+    if summary.cascades:
+        failures.append(
+            [
+                STATE_DEPENDENCY_FAILED,
+                str(summary.cascades),
+                "",
+                "skipped because a dependency failed (not counted as failures)",
+            ]
+        )
+    title = "Failures by error type"
+    sentence = failure_sentence(summary.states)
+    if sentence:
+        title += f": {sentence}"
     return [
         (
             "Tasks by state",
             ["state", "tasks"],
             [[k, str(v)] for k, v in summary.states.items() if v],
         ),
+        (title, ["error type", "tasks", "example", "message"], failures),
         (
-            "Failures by error type",
-            ["error type", "tasks", "example", "message"],
-            [[k, str(count), uid, message] for k, count, uid, message in summary.failures],
-        ),
-        (
-            "Run time per task name (seconds)",
-            ["task", *head, "mean wait"],
+            f"{n.PHASE_RUN_TIME.capitalize()} per task name (seconds)",
+            [
+                "task",
+                *head,
+                f"mean {n.PHASE_DEPENDENCY_WAIT}",
+                f"mean {n.PHASE_QUEUE_WAIT}",
+            ],
             stats(summary.by_task_name, True),
         ),
         (

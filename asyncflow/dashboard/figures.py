@@ -7,7 +7,17 @@ Used by the Dash app, by ``asyncflow report`` and by scripts such as
 from __future__ import annotations
 
 from ._panels import STATE_COLOURS, summary_figure, utilisation_figure
-from ._plot import FAILED, PALETTE, empty_figure, slot_label, type_colours, values_of
+from ._plot import (
+    FAILED,
+    PALETTE,
+    STATUS_COLOURS,
+    clock,
+    empty_figure,
+    slot_label,
+    task_hover,
+    type_colours,
+    values_of,
+)
 from ._timeline import (
     BAR_LIMIT,
     GANTT_LIMIT,
@@ -24,11 +34,14 @@ __all__ = [
     "MAX_STEPS",
     "PALETTE",
     "STATE_COLOURS",
+    "STATUS_COLOURS",
     "campaign_figure",
+    "clock",
     "empty_figure",
     "gantt_figure",
     "slot_label",
     "summary_figure",
+    "task_hover",
     "type_colours",
     "utilisation_figure",
     "values_of",

@@ -16,6 +16,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
+from asyncflow.errors import DependencyFailureError
 from asyncflow.telemetry import names as n
 
 __all__ = [
@@ -23,16 +24,22 @@ __all__ = [
     "STATES",
     "STATE_CANCELED",
     "STATE_COMPLETED",
+    "STATE_DEPENDENCY_FAILED",
     "STATE_FAILED",
     "STATE_PENDING",
+    "STATE_QUEUED",
     "STATE_RUNNING",
+    "STATE_WAITING",
+    "STATUSES",
     "Attempt",
     "ResourceSample",
     "Run",
     "RunBuilder",
     "SlotSnapshot",
     "SpanRecord",
+    "phases",
     "span_record",
+    "status",
 ]
 
 STATE_PENDING = n.STATE_PENDING
@@ -43,11 +50,34 @@ STATE_CANCELED = n.RESULT_CANCELED
 STATES = (STATE_PENDING, STATE_RUNNING, STATE_COMPLETED, STATE_FAILED, STATE_CANCELED)
 FINAL_STATES = frozenset({STATE_COMPLETED, STATE_FAILED, STATE_CANCELED})
 
+# What a task is doing at "now", as the views draw and count it: the
+# recorded state split by the steps it reached, and failures split into root
+# failures and cascades (a dependency failed, the task never ran).
+STATE_WAITING = "waiting"  # for its dependencies
+STATE_QUEUED = "queued"  # resolved, waiting for a slot or the backend
+STATE_DEPENDENCY_FAILED = "dependency-failed"
+STATUSES = (
+    STATE_WAITING,
+    STATE_QUEUED,
+    STATE_RUNNING,
+    STATE_COMPLETED,
+    STATE_FAILED,
+    STATE_DEPENDENCY_FAILED,
+    STATE_CANCELED,
+)
+DEPENDENCY_FAILED_ERROR = DependencyFailureError.__name__
+
 _EVENT_FIELDS = {
     n.SPAN_EVENT_RESOLVED: "resolved",
     n.SPAN_EVENT_QUEUED: "queued",
     n.SPAN_EVENT_SUBMITTED: "submitted",
     n.SPAN_EVENT_STARTED: "started",
+}
+# Span attributes the record has fields for; the task panel lists the others.
+_KNOWN_ATTRIBUTES = n.SPAN_ATTRIBUTES | {
+    n.PROCESS_EXIT_CODE,
+    n.PROCESS_SIGNAL,
+    n.PROCESS_STDERR_TAIL,
 }
 
 
@@ -102,6 +132,9 @@ class SpanRecord(NamedTuple):
     cache: str = ""  # names.CACHE_HIT or CACHE_MISS for a cached task
     cache_source: str = ""  # a hit: "<session> <task uid>" that stored the result
     attempts: tuple[Attempt, ...] = ()  # a task with retries: one per attempt
+    kind: str = ""  # function, executable, prompt
+    failure: str = ""  # a failed task's traceback, or its exit status and stderr tail
+    extra: tuple[tuple[str, str], ...] = ()  # other span attributes (enrichers)
 
     def slot_count(self, kind: str) -> int:
         """Slots of ``kind`` it holds: assigned ones when known, else what it asked for."""
@@ -113,6 +146,40 @@ class SpanRecord(NamedTuple):
         if kind == n.KIND_CPU:
             return self.cpus
         return 0
+
+
+def status(task: SpanRecord) -> str:
+    """What ``task`` is doing at "now" (one of :data:`STATUSES`).
+
+    An unfinished task is waiting for its dependencies until it is resolved,
+    then queued until it starts, then running; a failed task whose
+    dependency failed is a cascade, not a root failure.
+    """
+    state = task.state
+    if state == STATE_FAILED:
+        return STATE_DEPENDENCY_FAILED if task.error_type == DEPENDENCY_FAILED_ERROR else state
+    if state in FINAL_STATES:
+        return state
+    if task.started is not None:
+        return STATE_RUNNING
+    if task.resolved is not None or task.queued is not None or task.submitted is not None:
+        return STATE_QUEUED
+    return STATE_WAITING
+
+
+def phases(task: SpanRecord) -> dict[str, float | None]:
+    """The phases of :data:`asyncflow.telemetry.names.PHASES` of ``task``, in seconds.
+
+    ``None`` for a phase whose steps it has not both reached.
+    """
+    steps = {
+        n.STEP_CREATED: task.created,
+        n.STEP_RESOLVED: task.resolved,
+        n.STEP_SUBMITTED: task.submitted,
+        n.STEP_STARTED: task.started,
+        n.STEP_ENDED: task.finished,
+    }
+    return {phase: n.phase_seconds(phase, steps) for phase in n.PHASES}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -207,6 +274,7 @@ def span_record(span: Mapping[str, Any]) -> SpanRecord | None:
         return None
     steps: dict[str, float] = {}
     attempts: list[Attempt] = []
+    failure = ""
     for event in span.get("events") or ():
         name = event.get("name", "")
         if name == n.SPAN_EVENT_ATTEMPT:
@@ -215,6 +283,8 @@ def span_record(span: Mapping[str, Any]) -> SpanRecord | None:
         field = _EVENT_FIELDS.get(name)
         if field is not None and field not in steps:
             steps[field] = _int(event.get("time_ns"), 0) / 1e9
+        elif name == n.SPAN_EVENT_EXCEPTION:
+            failure = _exception_text(event.get("attributes"))
     if level == n.LEVEL_TASK:
         uid = get(n.TASK_UID)
         result = get(n.TASK_RESULT)
@@ -231,6 +301,9 @@ def span_record(span: Mapping[str, Any]) -> SpanRecord | None:
         name = str(span.get("name") or "")
         name = name[len(level) + 1 :] if name.startswith(level + " ") else name
     cpus, gpus = get(n.TASK_CPUS, 1), get(n.TASK_GPUS, 0)
+    if result == STATE_FAILED:
+        failure = _process_text(attrs) + failure
+    others = attrs.keys() - _KNOWN_ATTRIBUTES
     return SpanRecord(
         uid=str(uid or span.get("span_id") or ""),
         level=level,
@@ -259,6 +332,9 @@ def span_record(span: Mapping[str, Any]) -> SpanRecord | None:
             str(v) for v in (get(n.CACHE_SOURCE_SESSION), get(n.CACHE_SOURCE_TASK)) if v
         ),
         attempts=tuple(sorted(attempts)),
+        kind=str(get(n.TASK_TYPE) or ""),
+        failure=failure,
+        extra=tuple(sorted((k, _text(attrs[k])) for k in others)) if others else (),
     )
 
 
@@ -273,6 +349,36 @@ def _attempt(event: Mapping[str, Any]) -> Attempt:
         error_type=str(attrs.get(n.ERROR_TYPE) or ""),
         message=str(attrs.get(n.ATTEMPT_ERROR) or ""),
     )
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def _exception_text(attrs: Any) -> str:
+    """A span's ``exception`` event as text: its stack trace, else type and message."""
+    if not isinstance(attrs, Mapping):
+        return ""
+    trace = attrs.get(n.EXCEPTION_STACKTRACE)
+    if trace:
+        return str(trace)
+    kind, message = attrs.get(n.EXCEPTION_TYPE) or "", attrs.get(n.EXCEPTION_MESSAGE) or ""
+    return f"{kind}: {message}" if kind and message else str(kind or message)
+
+
+def _process_text(attrs: Mapping[str, Any]) -> str:
+    """A failed executable's exit status and stderr tail as text (``""`` for others)."""
+    lines = []
+    if attrs.get(n.PROCESS_EXIT_CODE) is not None:
+        lines.append(f"exit code {attrs[n.PROCESS_EXIT_CODE]}")
+    if attrs.get(n.PROCESS_SIGNAL):
+        lines.append(f"killed by signal {attrs[n.PROCESS_SIGNAL]}")
+    tail = attrs.get(n.PROCESS_STDERR_TAIL)
+    if tail:
+        lines.append(f"stderr (last {n.STDERR_TAIL_BYTES} bytes at most):\n{tail}")
+    return "\n".join(lines) + ("\n" if lines else "")
 
 
 class RunBuilder:
@@ -402,6 +508,12 @@ class RunBuilder:
     def task_started(self, uid: str, t: float) -> None:
         """A task or block started running."""
         self._update(uid, t, started=t, state=STATE_RUNNING)
+
+    def task_step(self, uid: str, step: str, t: float) -> None:
+        """A task or block reached ``step`` (a span event name: resolved, queued, submitted)."""
+        field = _EVENT_FIELDS.get(step)
+        if field is not None:
+            self._update(uid, t, **{field: t})
 
     def task_assigned(self, uid: str, t: float, slots: Iterable[str]) -> None:
         """A resource-aware backend gave a task its slots."""

@@ -19,7 +19,7 @@ from plotly.offline import get_plotlyjs
 from . import compute as c
 from . import figures as f
 from ._base import SpanSource
-from .model import STATE_FAILED, STATES, Run
+from .model import STATE_FAILED, Run
 
 __all__ = ["render_report", "write_report"]
 
@@ -78,9 +78,7 @@ def render_report(
     ]
     parts += [f"<p class='message'>{html.escape(m)}</p>" for m in c.notices(run)]
     if run.tasks:
-        counts = dict.fromkeys(STATES, 0)
-        for task in run.tasks:
-            counts[task.state] = counts.get(task.state, 0) + 1
+        counts = c.count_states(run.tasks)
         states = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
         summary = c.summarize(run, capacity)
         parts.append(f"<p>{len(run.tasks)} tasks: {states}. {html.escape(c.headline(summary))}</p>")

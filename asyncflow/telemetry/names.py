@@ -9,6 +9,7 @@ tests. Nothing here imports anything but the standard library.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final
 
 # ---------------------------------------------------------------- span tree
@@ -136,6 +137,64 @@ SPAN_EVENTS: Final = (
 )
 # One per attempt of a task with retries, at the attempt's end (ATTEMPT_ATTRIBUTES).
 SPAN_EVENT_ATTEMPT: Final = "attempt"
+
+# A failed task's span: the OTel semantic-convention ``exception`` event, and
+# for a failed executable its exit code or signal and the end of its stderr.
+SPAN_EVENT_EXCEPTION: Final = "exception"
+EXCEPTION_TYPE: Final = "exception.type"
+EXCEPTION_MESSAGE: Final = "exception.message"
+EXCEPTION_STACKTRACE: Final = "exception.stacktrace"
+PROCESS_EXIT_CODE: Final = "process.exit.code"
+PROCESS_SIGNAL: Final = "asyncflow.process.signal"
+PROCESS_STDERR_TAIL: Final = "asyncflow.process.stderr_tail"
+STDERR_TAIL_BYTES: Final = 4096  # the most of a failed executable's stderr recorded
+STACKTRACE_CHARS: Final = 16384  # the most of a traceback recorded
+
+# ---------------------------------------------------------------- phases
+# The steps of a task's life, and the phases between them: the one meaning
+# of every "wait" and "duration" in metrics, Grafana panels, Dash views,
+# reports and docs. A phase is the time from its first step to its second.
+STEP_CREATED: Final = "created"
+STEP_RESOLVED: Final = SPAN_EVENT_RESOLVED
+STEP_SUBMITTED: Final = SPAN_EVENT_SUBMITTED
+STEP_STARTED: Final = SPAN_EVENT_STARTED
+STEP_ENDED: Final = "ended"
+
+PHASE_DEPENDENCY_WAIT: Final = "dependency wait"
+PHASE_QUEUE_WAIT: Final = "queue wait"
+PHASE_ENGINE_QUEUE: Final = "queue wait: engine"  # resolved -> submitted to the backend
+PHASE_BACKEND_QUEUE: Final = "queue wait: backend"  # submitted -> started (slots, workers)
+PHASE_RUN_TIME: Final = "run time"
+PHASE_TOTAL: Final = "total"
+
+PHASES: Final[dict[str, tuple[str, str]]] = {
+    PHASE_DEPENDENCY_WAIT: (STEP_CREATED, STEP_RESOLVED),
+    PHASE_QUEUE_WAIT: (STEP_RESOLVED, STEP_STARTED),
+    PHASE_ENGINE_QUEUE: (STEP_RESOLVED, STEP_SUBMITTED),
+    PHASE_BACKEND_QUEUE: (STEP_SUBMITTED, STEP_STARTED),
+    PHASE_RUN_TIME: (STEP_STARTED, STEP_ENDED),
+    PHASE_TOTAL: (STEP_CREATED, STEP_ENDED),
+}
+# The phases that follow each other without overlap, created to ended.
+MAIN_PHASES: Final = (PHASE_DEPENDENCY_WAIT, PHASE_QUEUE_WAIT, PHASE_RUN_TIME)
+
+
+def phase_seconds(phase: str, steps: Mapping[str, float | None]) -> float | None:
+    """How long ``phase`` lasted, from the step times (seconds); ``None`` if a step is missing.
+
+    Args:
+        phase: one of :data:`PHASES`.
+        steps: step name -> time, ``None`` (or absent) for a step not reached.
+
+    Raises:
+        KeyError: ``phase`` is not a phase.
+    """
+    first, second = PHASES[phase]
+    begin, end = steps.get(first), steps.get(second)
+    if begin is None or end is None:
+        return None
+    return max(0.0, end - begin)
+
 
 # ---------------------------------------------------------------- events
 EVENT_SESSION_STARTED: Final = "SessionStarted"

@@ -228,9 +228,9 @@ def test_gantt_shows_segments_failures_and_dependencies() -> None:
         )
     )
     fig = f.gantt_figure(builder.snapshot(), "wf-x")
-    running = named(fig, "running")
+    running = named(fig, n.PHASE_RUN_TIME)
     assert list(running.y) == [0, 1]  # the third task never ran
-    assert list(named(fig, "waiting for dependencies").x) == pytest.approx([0.1] * 3, abs=1e-6)
+    assert list(named(fig, n.PHASE_DEPENDENCY_WAIT).x) == pytest.approx([0.1] * 3, abs=1e-6)
     assert list(named(fig, "failed").y) == [1, 2]
     dependency = named(fig, "dependency")
     assert [y for y in dependency.y if y is not None] == [0, 1, 1, 2]
