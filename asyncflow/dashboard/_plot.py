@@ -7,7 +7,8 @@ import base64
 import datetime
 import html
 import math
-from collections.abc import Iterable, Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import plotly.graph_objects as go
@@ -34,7 +35,9 @@ __all__ = [
     "PALETTE",
     "STATUS_COLOURS",
     "clock",
+    "clock_axes",
     "empty_figure",
+    "merge_segments",
     "slot_label",
     "task_hover",
     "type_colours",
@@ -98,6 +101,50 @@ def clock(t: float, *, date: bool = False) -> str:
     if date:
         return moment.strftime("%Y-%m-%d %H:%M:%S %Z")
     return moment.strftime("%H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
+
+
+AXIS_CLOCK = "clock time"
+_SECONDS_HOVER = "%{x:.3f} s"
+
+
+def clock_axes(fig: go.Figure, start: float) -> go.Figure:
+    """A copy of a time figure with its x axes in clock time instead of seconds since ``start``.
+
+    Every x value of the figure must be seconds since ``start`` (the
+    timeline, Gantt, utilisation and slot figures). Plotly date axes take
+    milliseconds; shifting by this machine's UTC offset makes them read as
+    its local clock, as the header does.
+    """
+    out = go.Figure(fig)
+    moment = datetime.datetime.fromtimestamp(start).astimezone()
+    offset = moment.utcoffset() or datetime.timedelta()
+    zero = (start + offset.total_seconds()) * 1000.0
+    for trace in out.data:
+        if trace.type not in ("bar", "scatter", "scattergl"):
+            continue
+        xs = values_of(trace.x)
+        if trace.type == "bar" and trace.base is not None:
+            trace.base = [zero + b * 1000.0 for b in values_of(trace.base)]
+            trace.x = [v * 1000.0 for v in xs]
+        else:
+            shifted = [zero + v * 1000.0 for v in xs]
+            if isinstance(trace.x, dict) or trace.type == "scattergl":
+                trace.x = typed_array(shifted, "d")
+            else:
+                trace.x = [None if math.isnan(v) else v for v in shifted]
+        template = trace.hovertemplate
+        if isinstance(template, str) and _SECONDS_HOVER in template:
+            trace.hovertemplate = template.replace(_SECONDS_HOVER, "%{x|%H:%M:%S.%L}")
+    zone = moment.strftime("%Z") or "local"
+    for name in out.layout:
+        if name.startswith("xaxis"):
+            axis = out.layout[name]
+            axis.type = "date"
+            axis.rangemode = None
+            axis.range = None
+            if axis.title.text:
+                axis.title.text = f"{AXIS_CLOCK} ({zone})"
+    return out
 
 
 def _seconds(value: float | None) -> str:
@@ -170,6 +217,47 @@ def values_of(value: Any) -> list[float]:
     if value is None:
         return []
     return [math.nan if v is None else v for v in value]
+
+
+def merge_segments(
+    spans: Mapping[tuple[int, str], list[tuple[float, float]]],
+    kinds: list[str],
+    group: int,
+    pixel: float,
+) -> tuple[dict[str, list[float]], dict[str, list[float]], int]:
+    """Per type, WebGL line segments of ``spans`` with gaps under a pixel closed.
+
+    Args:
+        spans: ``(line, type)`` -> ``(start, end)`` pairs; ``line`` numbers a
+            group of ``group`` rows.
+        kinds: every type, sorted: within a group, each type keeps a sub-line.
+        group: rows per line.
+        pixel: the time one pixel shows.
+
+    Returns:
+        x and y per type (NaN between segments), and the number of segments.
+    """
+    xs: dict[str, list[float]] = defaultdict(list)
+    ys: dict[str, list[float]] = defaultdict(list)
+    nan, drawn = math.nan, 0
+    for (line_no, wf_type), found in spans.items():
+        x, y = xs[wf_type], ys[wf_type]
+        share = (kinds.index(wf_type) + 0.5) / len(kinds) if group > 1 else 0.5
+        row_y = line_no * group + share * group - 0.5
+        found.sort()
+        lo, hi = found[0] if found else (0.0, -math.inf)
+        for start, end in found[1:]:
+            if start > hi + pixel:
+                x += (lo, hi, nan)
+                y += (row_y, row_y, row_y)
+                drawn += 1
+                lo = start
+            hi = max(hi, end)
+        if found:
+            x += (lo, hi, nan)
+            y += (row_y, row_y, row_y)
+            drawn += 1
+    return xs, ys, drawn
 
 
 def empty_figure(message: str, height: int = 320) -> go.Figure:

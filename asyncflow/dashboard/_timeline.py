@@ -14,6 +14,7 @@ from plotly.subplots import make_subplots
 from asyncflow.telemetry import names as n
 
 from . import compute as c
+from . import paths
 from ._attempts import add_attempts_and_hits, cache_hit_marks, cache_hit_text
 from ._plot import (
     AXIS_TIME,
@@ -27,6 +28,7 @@ from ._plot import (
     TEMPLATE,
     WAIT,
     empty_figure,
+    merge_segments,
     slot_label,
     task_hover,
     type_colours,
@@ -252,7 +254,7 @@ def _segments(
     traces: list[go.BaseTraceType] = []
     drawn = 0
     for state, found in waiting.items():
-        xs, ys, count = _merged(found, kinds, group, pixel)
+        xs, ys, count = merge_segments(found, kinds, group, pixel)
         if not count:
             continue
         drawn += count
@@ -268,7 +270,7 @@ def _segments(
                 hovertemplate=f"%{{x:.3f}} s, instance %{{y:.0f}}<extra>{label}</extra>",
             )
         )
-    xs, ys, count = _merged(spans, kinds, group, pixel)
+    xs, ys, count = merge_segments(spans, kinds, group, pixel)
     drawn += count
     traces += [
         go.Scattergl(
@@ -300,34 +302,27 @@ def _segments(
     return traces, drawn
 
 
-def _merged(
-    spans: Mapping[tuple[int, str], list[tuple[float, float]]],
-    kinds: list[str],
-    group: int,
-    pixel: float,
-) -> tuple[dict[str, list[float]], dict[str, list[float]], int]:
-    """Per type, the line segments of ``spans`` with gaps under a pixel closed."""
-    xs: dict[str, list[float]] = defaultdict(list)
-    ys: dict[str, list[float]] = defaultdict(list)
-    nan, drawn = math.nan, 0
-    for (line_no, wf_type), found in spans.items():
-        x, y = xs[wf_type], ys[wf_type]
-        share = (kinds.index(wf_type) + 0.5) / len(kinds) if group > 1 else 0.5
-        row_y = line_no * group + share * group - 0.5
-        found.sort()
-        lo, hi = found[0] if found else (0.0, -math.inf)
-        for start, end in found[1:]:
-            if start > hi + pixel:
-                x += (lo, hi, nan)
-                y += (row_y, row_y, row_y)
-                drawn += 1
-                lo = start
-            hi = max(hi, end)
-        if found:
-            x += (lo, hi, nan)
-            y += (row_y, row_y, row_y)
-            drawn += 1
-    return xs, ys, drawn
+def _critical_trace(critical: paths.CriticalPath, rows: list[c.Row], run: Run) -> go.Scatter:
+    """The critical path over the timeline: each task's run drawn dark, joined in order."""
+    index = {t.uid: i for i, row in enumerate(rows) for t in row.tasks}
+    xs: list[float | None] = []
+    ys: list[float | None] = []
+    for task in critical.tasks:
+        i = index.get(task.uid)
+        if i is None or task.started is None or task.finished is None:
+            continue
+        xs += [run.rel(task.started), run.rel(task.finished)]
+        ys += [i, i]
+    return go.Scatter(
+        x=xs,
+        y=ys,
+        mode="lines+markers",
+        name="critical path",
+        line={"color": "#111111", "width": 3},
+        marker={"size": 5, "color": "#111111"},
+        hovertext=[critical.breakdown()] * len(xs),
+        hovertemplate="critical path: %{hovertext}<extra></extra>",
+    )
 
 
 def _busy(fig: go.Figure, run: Run, capacity: Mapping[str, int] | None, max_steps: int) -> None:
@@ -455,6 +450,9 @@ def campaign_figure(
         traces, drawn = _segments(rows, run, colours, top, window)
     else:
         traces, drawn = _bars(rows, run, colours), count
+    critical = paths.critical_path(run)
+    if critical is not None:
+        traces.append(_critical_trace(critical, rows, run))
     for trace in traces:
         fig.add_trace(trace, row=1, col=1)
     fig.add_trace(_config_table(run, all_rows), row=1, col=2)
@@ -478,6 +476,8 @@ def campaign_figure(
         if window is not None:
             fig.update_xaxes(range=list(window), row=1, col=1)
             title += f"; zoomed to {window[0]:.3f}-{window[1]:.3f} s"
+    if critical is not None:
+        title += f"<br><sup>Critical path: {critical.breakdown()}</sup>"
     fig.update_layout(
         template=TEMPLATE,
         height=top + 240 + 130,
@@ -528,7 +528,7 @@ def zoom_window(relayout: Mapping[str, Any] | None) -> tuple[str, tuple[float, f
 
 
 def gantt_figure(
-    run: Run, key: str, *, limit: int = GANTT_LIMIT, critical: Collection[str] = ()
+    run: Run, key: str, *, limit: int = GANTT_LIMIT, critical: Collection[str] | None = None
 ) -> go.Figure:
     """One workflow instance: a row per task with its dependency wait, queue wait and run time.
 
@@ -541,11 +541,14 @@ def gantt_figure(
         run: the run.
         key: the workflow instance (a timeline row key).
         limit: draw at most this many tasks (the first created).
-        critical: uids of the tasks on the critical path.
+        critical: uids of the tasks on the critical path (``None``: the run's).
     """
     records = c.workflow_records(run, key)
     if not records:
         return empty_figure(f"No tasks in workflow {key!r}.")
+    if critical is None:
+        path = paths.critical_path(run)
+        critical = path.uids if path is not None else frozenset()
     total = len(records)
     records = records[:limit]
     index = {r.uid: i for i, r in enumerate(records)}

@@ -17,11 +17,13 @@ from typing import Any
 
 import dash
 import plotly.graph_objects as go
-from dash import Input, Output, State, dcc, html
+from dash import ALL, Input, Output, State, dcc, html
 
 from . import compute as c
 from . import figures as f
 from ._base import SourceError, SpanSource
+from ._panel import TASK_LINK, task_link, task_panel
+from ._plot import clock_axes
 from .model import (
     STATE_FAILED,
     STATE_QUEUED,
@@ -36,7 +38,8 @@ __all__ = ["Dashboard", "campaign", "create_app", "preload", "serve"]
 logger = logging.getLogger("asyncflow.dashboard")
 
 OPTION_LIMIT = 200  # instances listed in the dropdown; a click on the timeline reaches any
-TABS = ("campaign", "workflow", "utilisation", "summary")
+TABS = ("campaign", "workflow", "slots", "utilisation", "summary")
+AXIS_SECONDS, AXIS_CLOCK = "seconds", "clock"
 
 
 class Dashboard:
@@ -142,6 +145,12 @@ def _chips(run: Run | None) -> list[Any]:
     return items
 
 
+def _session_start(run: Run | None) -> str:
+    if run is None or not run.start:
+        return ""
+    return f"session started {f.clock(run.start, date=True)}"
+
+
 def _table(header: list[str], rows: list[list[Any]]) -> html.Table:
     return html.Table(
         [
@@ -159,8 +168,16 @@ def _summary(run: Run | None, capacity: Mapping[str, int]) -> list[Any]:
     out: list[Any] = [html.P(c.headline(summary))]
     for title, header, rows in c.summary_tables(summary):
         out.append(html.H4(title))
-        out.append(_table(header, rows) if rows else html.P("None."))
+        cells: list[list[Any]] = [list(row) for row in rows]
+        if "example" in header:  # the failures: open the example task in the panel
+            at = header.index("example")
+            cells = [[_linked(v) if i == at else v for i, v in enumerate(r)] for r in rows]
+        out.append(_table(header, cells) if cells else html.P("None."))
     return out
+
+
+def _linked(uid: str) -> Any:
+    return task_link(uid) if uid else uid
 
 
 def _instances(shown: list[c.Row], chosen: Any) -> tuple[list[dict[str, str]], Any]:
@@ -186,6 +203,7 @@ def _layout(board: Dashboard, refresh: float) -> html.Div:
                 [
                     html.H1("asyncflow"),
                     html.Span(board.source.label, className="source"),
+                    html.Span(id="session-start", className="source"),
                     dcc.Dropdown(
                         id="run", options=[], placeholder="run", clearable=False, className="filter"
                     ),
@@ -212,9 +230,20 @@ def _layout(board: Dashboard, refresh: float) -> html.Div:
                         clearable=False,
                         className="filter",
                     ),
+                    dcc.RadioItems(
+                        id="axis",
+                        options=[
+                            {"label": "seconds since start", "value": AXIS_SECONDS},
+                            {"label": "clock time", "value": AXIS_CLOCK},
+                        ],
+                        value=AXIS_SECONDS,
+                        inline=True,
+                        className="axis-choice",
+                    ),
                 ],
                 className="filters",
             ),
+            html.Div(id="task-panel", className="task-panel"),
             dcc.Tabs(
                 id="tab",
                 value=TABS[0],
@@ -228,6 +257,11 @@ def _layout(board: Dashboard, refresh: float) -> html.Div:
                         label="Workflow",
                         value="workflow",
                         children=[dcc.Graph(id="workflow-graph", config={"displaylogo": False})],
+                    ),
+                    dcc.Tab(
+                        label="Slots",
+                        value="slots",
+                        children=[dcc.Graph(id="slots-graph", config={"displaylogo": False})],
                     ),
                     dcc.Tab(
                         label="Utilisation",
@@ -245,6 +279,7 @@ def _layout(board: Dashboard, refresh: float) -> html.Div:
                 ],
             ),
             dcc.Store(id="version"),
+            dcc.Store(id="task"),
             dcc.Store(id="campaign-window"),
             *(dcc.Store(id=f"{tab}-drawn") for tab in TABS),
             dcc.Interval(id="tick", interval=max(refresh, 0.2) * 1000, disabled=refresh <= 0),
@@ -275,6 +310,8 @@ def create_app(
         title="asyncflow dashboard",
         assets_folder=str(Path(__file__).with_name("assets")),
         update_title="",
+        # The task panel's close button and links exist only while it shows.
+        suppress_callback_exceptions=True,
     )
     app.layout = _layout(board, source.refresh_seconds if refresh is None else refresh)
     _callbacks(app, board)
@@ -288,6 +325,7 @@ def _callbacks(app: dash.Dash, board: Dashboard) -> None:
         Output("chips", "children"),
         Output("run", "options"),
         Output("run", "value"),
+        Output("session-start", "children"),
         Input("tick", "n_intervals"),
         Input("run", "value"),
         State("version", "data"),
@@ -298,8 +336,8 @@ def _callbacks(app: dash.Dash, board: Dashboard) -> None:
         current = choice or (options[0]["value"] if options else None)
         version = [run.source if run else "", run.version if run else -1, error, len(options)]
         if version == seen:
-            return (dash.no_update,) * 5
-        return version, _messages(run, error), _chips(run), options, current
+            return (dash.no_update,) * 6
+        return version, _messages(run, error), _chips(run), options, current, _session_start(run)
 
     @app.callback(
         Output("types", "options"),
@@ -376,29 +414,78 @@ def _callbacks(app: dash.Dash, board: Dashboard) -> None:
                 return dash.no_update, dash.no_update
             return build(*values), key
 
+    def timed(fig: go.Figure, axis: str) -> go.Figure:
+        run = board.run
+        if axis != AXIS_CLOCK or run is None or not fig.data:
+            return fig
+        return clock_axes(fig, run.start)
+
     lazy(
         "campaign",
         "campaign-graph",
-        lambda types, states, zoom: campaign(board, types, states, zoom),
+        lambda types, states, zoom, axis: timed(campaign(board, types, states, zoom), axis),
         "types",
         "states",
         "campaign-window.data",
+        "axis",
     )
     lazy(
         "workflow",
         "workflow-graph",
-        lambda key: (
-            board.draw(f.gantt_figure, key)
+        lambda key, axis: (
+            timed(board.draw(f.gantt_figure, key), axis)
             if key
             else f.empty_figure("Pick a workflow instance above, or click a bar of the timeline.")
         ),
         "instance",
+        "axis",
     )
+    lazy("slots", "slots-graph", lambda axis: timed(board.draw(f.slots_figure), axis), "axis")
     lazy(
         "utilisation",
         "utilisation-graph",
-        lambda: board.draw(f.utilisation_figure, capacity=board.capacity),
+        lambda axis: timed(board.draw(f.utilisation_figure, capacity=board.capacity), axis),
+        "axis",
     )
+
+    @app.callback(
+        Output("task", "data"),
+        Input("campaign-graph", "clickData"),
+        Input("workflow-graph", "clickData"),
+        Input("slots-graph", "clickData"),
+        Input({"type": TASK_LINK, "uid": ALL}, "n_clicks"),
+        prevent_initial_call=True,
+    )
+    def select(*_: Any) -> Any:
+        trigger = dash.ctx.triggered_id
+        if isinstance(trigger, Mapping):
+            clicks = dash.ctx.triggered[0].get("value") if dash.ctx.triggered else None
+            return str(trigger.get("uid")) if clicks else dash.no_update
+        click = dash.ctx.triggered[0].get("value") if dash.ctx.triggered else None
+        return clicked_task(click)
+
+    @app.callback(
+        Output("task-panel", "children"),
+        Input("task", "data"),
+        Input("version", "data"),
+    )
+    def panel(uid: Any, _: Any) -> Any:
+        run = board.run
+        if run is None or not isinstance(uid, str) or not uid:
+            return []
+        try:
+            return task_panel(run, uid)
+        except Exception as exc:
+            logger.exception("the task panel failed")
+            return [html.Div(f"Could not show {uid}: {exc}", className="message error")]
+
+    @app.callback(
+        Output("task", "data", allow_duplicate=True),
+        Input("task-close", "n_clicks"),
+        prevent_initial_call=True,
+    )
+    def close(clicks: Any) -> Any:
+        return None if clicks else dash.no_update
 
     @app.callback(
         Output("summary-graph", "figure"),
@@ -417,6 +504,17 @@ def _callbacks(app: dash.Dash, board: Dashboard) -> None:
             logger.exception("summary failed")
             tables = [html.Div(f"Could not summarise: {exc}", className="message error")]
         return board.draw(f.summary_figure), tables, version
+
+
+def clicked_task(click: Any) -> str | Any:
+    """The uid of the task a Plotly click landed on (its ``customdata[0]``), else no update."""
+    if not isinstance(click, Mapping):
+        return dash.no_update
+    points = click.get("points") or []
+    custom = points[0].get("customdata") if points and isinstance(points[0], Mapping) else None
+    if isinstance(custom, list) and custom and isinstance(custom[0], str):
+        return custom[0]
+    return dash.no_update
 
 
 def serve(app: dash.Dash, host: str = "127.0.0.1", port: int = 8050) -> None:

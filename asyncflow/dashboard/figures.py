@@ -18,6 +18,7 @@ from ._plot import (
     type_colours,
     values_of,
 )
+from ._slots import LANE_BAR_LIMIT, slots_figure
 from ._timeline import (
     BAR_LIMIT,
     GANTT_LIMIT,
@@ -31,6 +32,7 @@ __all__ = [
     "BAR_LIMIT",
     "FAILED",
     "GANTT_LIMIT",
+    "LANE_BAR_LIMIT",
     "MAX_STEPS",
     "PALETTE",
     "STATE_COLOURS",
@@ -40,6 +42,7 @@ __all__ = [
     "empty_figure",
     "gantt_figure",
     "slot_label",
+    "slots_figure",
     "summary_figure",
     "task_hover",
     "type_colours",

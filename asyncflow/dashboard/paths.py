@@ -1,0 +1,202 @@
+"""The critical path of a run and its slot lanes: plain numbers for the figures.
+
+Pure: records in, dataclasses out; no plotly, no I/O. Times are epoch
+seconds, as in the records.
+
+The critical path follows dependencies back from the task that ended last:
+at each step, the dependency that ended last is the one the task waited
+for. Its makespan breakdown splits the time from the first task's creation
+to the last task's end into the run time and queue wait of the tasks on the
+path, and the rest (dependency wait: time the path spent waiting for
+dependencies to be resolved, or before its first task was created).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+from collections import defaultdict
+from collections.abc import Iterable
+
+from asyncflow.telemetry import names as n
+
+from .model import Run, SpanRecord
+
+__all__ = [
+    "CriticalPath",
+    "Lane",
+    "Lanes",
+    "critical_path",
+    "slot_lanes",
+    "waiting_for_slots",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class CriticalPath:
+    """The chain of tasks that set the makespan, first to last, and where the time went."""
+
+    tasks: tuple[SpanRecord, ...]
+    makespan: float
+    run_time: float
+    queue_wait: float
+    dependency_wait: float
+
+    @property
+    def uids(self) -> frozenset[str]:
+        """The uids on the path."""
+        return frozenset(t.uid for t in self.tasks)
+
+    def breakdown(self) -> str:
+        """``"makespan 12.0 s: run time 9.0 s, queue wait 2.0 s, dependency wait 1.0 s"``."""
+        return (
+            f"makespan {self.makespan:.3f} s along {len(self.tasks)} task(s): "
+            f"{n.PHASE_RUN_TIME} {self.run_time:.3f} s, "
+            f"{n.PHASE_QUEUE_WAIT} {self.queue_wait:.3f} s, "
+            f"{n.PHASE_DEPENDENCY_WAIT} {self.dependency_wait:.3f} s"
+        )
+
+
+def critical_path(run: Run) -> CriticalPath | None:
+    """The critical path of the tasks that ended (``None`` when none has)."""
+    ended = [t for t in run.tasks if t.finished is not None]
+    if not ended:
+        return None
+    by_uid = {t.uid: t for t in ended}
+    last = max(ended, key=lambda t: (t.finished or 0.0, t.uid))
+    path = [last]
+    seen = {last.uid}
+    current = last
+    while True:
+        deps = [by_uid[d] for d in current.depends_on if d in by_uid and d not in seen]
+        if not deps:
+            break
+        current = max(deps, key=lambda t: (t.finished or 0.0, t.uid))
+        seen.add(current.uid)
+        path.append(current)
+    path.reverse()
+    origin = min(t.created for t in run.tasks)
+    makespan = (last.finished or origin) - origin
+    run_time = sum((t.finished or 0.0) - t.started for t in path if t.started is not None)
+    queue = 0.0
+    for t in path:
+        if t.started is not None:
+            ready = t.resolved if t.resolved is not None else t.started
+            queue += max(0.0, t.started - ready)
+    return CriticalPath(
+        tasks=tuple(path),
+        makespan=makespan,
+        run_time=run_time,
+        queue_wait=queue,
+        dependency_wait=max(0.0, makespan - run_time - queue),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Lane:
+    """One slot (``"gpu:1"``) and the tasks that held it: ``(task, start, end)``."""
+
+    slot: str
+    spans: tuple[tuple[SpanRecord, float, float], ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Lanes:
+    """Every slot lane of a run; ``inferred``: no slots were recorded, lanes were packed."""
+
+    lanes: tuple[Lane, ...]
+    inferred: bool
+
+
+def _kind_order(slot: str) -> tuple[int, str, int]:
+    kind, _, index = slot.partition(":")
+    order = {n.KIND_GPU: 0, n.KIND_CPU: 1}.get(kind, 2)
+    return order, kind, int(index) if index.isdigit() else -1
+
+
+def slot_lanes(run: Run) -> Lanes:
+    """The tasks that ran, by the slot they held.
+
+    A task is drawn on each slot it was assigned. When the backend assigned
+    none (it is not resource-aware), lanes are packed from the requested
+    ``gpus`` (else ``cpus``): each task takes the lowest free lanes of its
+    kind, so the picture shows how many slots the run needed at once.
+    """
+    now = run.end
+    held: dict[str, list[tuple[SpanRecord, float, float]]] = defaultdict(list)
+    unassigned: list[SpanRecord] = []
+    for task in run.tasks:
+        if task.started is None:
+            continue
+        if task.slots:
+            end = task.finished if task.finished is not None else now
+            for slot in task.slots:
+                held[slot].append((task, task.started, end))
+        else:
+            unassigned.append(task)
+    inferred = bool(unassigned) and not held
+    for slot, spans in _pack(unassigned, now).items():
+        held[slot].extend(spans)
+    lanes = tuple(
+        Lane(slot, tuple(sorted(held[slot], key=lambda s: s[1])))
+        for slot in sorted(held, key=_kind_order)
+    )
+    return Lanes(lanes, inferred)
+
+
+def _pack(
+    tasks: Iterable[SpanRecord], now: float
+) -> dict[str, list[tuple[SpanRecord, float, float]]]:
+    """Interval partitioning per kind: each task takes the lowest lanes free at its start."""
+    out: dict[str, list[tuple[SpanRecord, float, float]]] = defaultdict(list)
+    busy: dict[str, list[tuple[float, int]]] = defaultdict(list)  # (free at, lane) heaps
+    free: dict[str, list[int]] = defaultdict(list)  # free lanes, a heap
+    opened: dict[str, int] = defaultdict(int)
+    for task in sorted(tasks, key=lambda t: (t.started or 0.0, t.uid)):
+        start = task.started or 0.0
+        end = task.finished if task.finished is not None else now
+        kind = n.KIND_GPU if task.gpus else n.KIND_CPU
+        count = max(1, task.gpus if task.gpus else task.cpus)
+        heap, spare = busy[kind], free[kind]
+        while heap and heap[0][0] <= start:
+            heapq.heappush(spare, heapq.heappop(heap)[1])
+        for _ in range(count):
+            if spare:
+                lane = heapq.heappop(spare)
+            else:
+                lane = opened[kind]
+                opened[kind] += 1
+            heapq.heappush(heap, (end, lane))
+            out[f"{kind}:{lane}"].append((task, start, end))
+    return out
+
+
+def waiting_for_slots(run: Run) -> tuple[list[float], list[int]]:
+    """How many tasks were in their queue wait (resolved, not started) over time.
+
+    Returns step times (seconds since the session started) and counts; a
+    task still queued counts until now.
+    """
+    deltas: dict[float, int] = defaultdict(int)
+    now = run.end
+    for task in run.tasks:
+        if task.resolved is None:
+            continue
+        end = task.started if task.started is not None else task.finished or now
+        if end > task.resolved:
+            deltas[task.resolved - run.start] += 1
+            deltas[end - run.start] -= 1
+    times, values = [0.0], [0]
+    level = 0
+    for t in sorted(deltas):
+        level += deltas[t]
+        if t <= times[-1]:
+            values[-1] = level
+        else:
+            times.append(t)
+            values.append(level)
+    end = run.rel(now)
+    if end > times[-1]:
+        times.append(end)
+        values.append(values[-1])
+    return times, values
