@@ -434,8 +434,9 @@ class _Point:
 
 
 _HELP = {
-    n.METRIC_TASK_DURATION: "Task duration, registration to end",
-    n.METRIC_TASK_QUEUE_DURATION: "Time a task waited on its backend, submitted to started",
+    n.METRIC_TASK_DURATION: "Total time of a task: created to ended",
+    n.METRIC_TASK_QUEUE_DURATION: "Queue wait of a task: resolved to started",
+    n.METRIC_TASK_RUN_DURATION: "Run time of a task: started to ended",
     n.METRIC_WORKFLOW_DURATION: "Workflow duration, scope entry to its last task's end",
     n.METRIC_TASKS_ACTIVE: "Tasks not yet finished, by state",
     n.METRIC_WORKFLOWS_ACTIVE: "Workflows not yet finished",

@@ -30,6 +30,7 @@ from typing import Any
 
 from . import names as n
 from ._aggregate import Counters, Histograms
+from ._failures import exception_record, process_attributes
 from ._records import (
     ASSIGNED,
     ATTEMPT,
@@ -107,6 +108,11 @@ class Recorder:
         self.queue_duration = Histograms(
             n.METRIC_TASK_QUEUE_DURATION,
             n.METRIC_ATTRIBUTES[n.METRIC_TASK_QUEUE_DURATION],
+            n.DURATION_BUCKETS,
+        )
+        self.run_duration = Histograms(
+            n.METRIC_TASK_RUN_DURATION,
+            n.METRIC_ATTRIBUTES[n.METRIC_TASK_RUN_DURATION],
             n.DURATION_BUCKETS,
         )
         self.workflow_duration = Histograms(
@@ -324,9 +330,9 @@ class Recorder:
             active[key] = active.get(key, 1) - 1
             key = (n.STATE_RUNNING, backend)
             active[key] = active.get(key, 0) + 1
-            if span.t_submitted and span.fut is not None:
+            if span.t_resolved and span.fut is not None:  # the queue wait phase
                 self.queue_duration.record(
-                    (backend, span.fut.workflow_name or ""), (t_ns - span.t_submitted) / 1e9
+                    (backend, span.fut.workflow_name or ""), (t_ns - span.t_resolved) / 1e9
                 )
         if self._put is not None:
             self._put((STARTED, span.uid, t_ns))  # records.Started
@@ -406,6 +412,11 @@ class Recorder:
             error_type = rec.error_type = type(error).__name__ if error is not None else "Error"
             status, final = n.STATUS_ERROR, n.EVENT_TASK_FAILED
             desc = str(error) if error is not None else "failed"
+            if error is not None:
+                rec.exception = exception_record(error)
+                process = process_attributes(error)
+                if process:
+                    rec.extra = process
             if rec.owner is not None:
                 rec.owner.failed = True
         else:
@@ -435,10 +446,15 @@ class Recorder:
             workflow_name = fut.workflow_name or ""
             # Counts by state, failure type and workflow type are read off
             # this histogram's series by summary(): nothing else to count.
-            self.task_duration.record(
+            self.task_duration.record(  # the total phase
                 (fut.name, fut.kind, result, backend, workflow_name, error_type),
                 (t_ns - rec.start_ns) / 1e9,
             )
+            if rec.t_started:
+                self.run_duration.record(
+                    (fut.name, fut.kind, result, backend, workflow_name),
+                    (t_ns - rec.t_started) / 1e9,
+                )
         self.finish_span(rec, status, desc, final)
         owner = rec.owner
         if owner is not None:
@@ -492,6 +508,7 @@ class Recorder:
                         rec.depends_on,
                         rec.extra,
                         rec.slots,
+                        rec.exception,
                     )
                 )
             else:

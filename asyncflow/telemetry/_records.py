@@ -136,8 +136,9 @@ class Finished(NamedTuple):
     t_started: int
     result: str
     depends_on: tuple[str, ...]
-    extra: dict[str, Any] | None  # attributes added by span enrichers
+    extra: dict[str, Any] | None  # attributes added by span enrichers and for failures
     slots: tuple[str, ...]
+    exception: tuple[str, str, str] | None  # a failure's type, message and stack trace
 
 
 class SpanFields(NamedTuple):

@@ -35,6 +35,7 @@ from ._records import (
     SpanFields,
     Step,
 )
+from ._spans import exception_event
 
 __all__ = ["LineRenderer"]
 
@@ -221,6 +222,7 @@ class LineRenderer:
                 done.description,
                 prefix + varying + "}",
                 events,
+                exception_event(done.exception, done.end_ns) if done.exception else None,
             )
         )
         return "".join(parts)
@@ -268,6 +270,7 @@ class LineRenderer:
         desc: str,
         attributes_json: str,
         events: Any,
+        exception: dict[str, Any] | None = None,
     ) -> str:
         parent_hex = f'"{parent:016x}"' if parent else "null"
         event_text = ",".join(
@@ -276,6 +279,8 @@ class LineRenderer:
             else f'{{"name":"{e[0]}","time_ns":{e[1]},"attributes":{_json(e[2])}}}'
             for e in events
         )
+        if exception is not None:
+            event_text += ("," if event_text else "") + _json(exception)
         return (
             f'{{"section":"span","name":{_json(name)},"span_id":"{span_id:016x}",'
             f'"trace_id":"{self.trace_hex}","parent_span_id":{parent_hex},'

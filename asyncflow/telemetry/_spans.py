@@ -14,7 +14,7 @@ from . import names as n
 if TYPE_CHECKING:
     from .observer import TaskInfo
 
-__all__ = ["LiveSpan", "LiveWorkflow", "count", "span_dict"]
+__all__ = ["LiveSpan", "LiveWorkflow", "count", "exception_event", "span_dict"]
 
 # The lifecycle steps before a task starts, in order: (LiveSpan attribute,
 # span event name). The engine event of each is in the recorder.
@@ -41,6 +41,7 @@ class LiveSpan:
         "depends_on",
         "end_ns",
         "error_type",
+        "exception",
         "extra",
         "fut",
         "id_base",
@@ -78,6 +79,7 @@ class LiveSpan:
         self.fut: TaskInfo | None = None  # tasks and blocks: attributes come from it
         self.result = ""
         self.error_type = ""
+        self.exception: tuple[str, str, str] | None = None  # type, message, stack trace
         self.depends_on: tuple[str, ...] = ()
         self.extra: dict[str, Any] | None = None  # attributes added by enrichers
         self.slots: tuple[str, ...] = ()
@@ -171,6 +173,8 @@ def span_dict(
     end = rec.end_ns
     events = rec.event_dicts()  # lifecycle steps, then attempts
     events += [{"name": name, "time_ns": t, "attributes": attrs} for name, t, attrs in notes]
+    if rec.exception:
+        events.append(exception_event(rec.exception, end))
     return {
         "section": n.SECTION_SPAN,
         "name": rec.name,
@@ -186,4 +190,18 @@ def span_dict(
         "status_description": rec.status_description,
         "attributes": rec.attributes_dict(),
         "events": events,
+    }
+
+
+def exception_event(exception: tuple[str, str, str], t_ns: int) -> dict[str, Any]:
+    """The OTel ``exception`` span event of a failure: type, message, stack trace."""
+    kind, message, stacktrace = exception
+    return {
+        "name": n.SPAN_EVENT_EXCEPTION,
+        "time_ns": t_ns,
+        "attributes": {
+            n.EXCEPTION_TYPE: kind,
+            n.EXCEPTION_MESSAGE: message,
+            n.EXCEPTION_STACKTRACE: stacktrace,
+        },
     }

@@ -77,7 +77,12 @@ class Telemetry:
         self._instruments = Instruments(
             bridge.resource,
             readers,
-            [recorder.task_duration, recorder.queue_duration, recorder.workflow_duration],
+            [
+                recorder.task_duration,
+                recorder.queue_duration,
+                recorder.run_duration,
+                recorder.workflow_duration,
+            ],
             lambda: recorder.active_tasks,
             lambda: recorder.active_workflows,
             self._slot_counts,

@@ -248,6 +248,7 @@ EVENT_BASE_FIELDS: Final = (
 # ---------------------------------------------------------------- metrics
 METRIC_TASK_DURATION: Final = "asyncflow.task.duration"
 METRIC_TASK_QUEUE_DURATION: Final = "asyncflow.task.queue.duration"
+METRIC_TASK_RUN_DURATION: Final = "asyncflow.task.run.duration"
 METRIC_TASKS_ACTIVE: Final = "asyncflow.tasks.active"
 METRIC_WORKFLOW_DURATION: Final = "asyncflow.workflow.duration"
 METRIC_WORKFLOWS_ACTIVE: Final = "asyncflow.workflows.active"
@@ -257,6 +258,13 @@ METRIC_NODE_MEMORY: Final = "asyncflow.node.memory.utilization"
 METRIC_NODE_GPU: Final = "asyncflow.node.gpu.utilization"
 METRIC_TASK_RETRIES: Final = "asyncflow.task.retries"
 METRIC_CACHE_LOOKUPS: Final = "asyncflow.task.cache.lookups"
+
+# The phase each task histogram measures (see PHASES).
+METRIC_PHASES: Final[dict[str, str]] = {
+    METRIC_TASK_DURATION: PHASE_TOTAL,
+    METRIC_TASK_QUEUE_DURATION: PHASE_QUEUE_WAIT,
+    METRIC_TASK_RUN_DURATION: PHASE_RUN_TIME,
+}
 
 UNIT_SECONDS: Final = "s"
 UNIT_PERCENT: Final = "%"
@@ -292,6 +300,7 @@ DURATION_BUCKETS: Final = (
 METRIC_ATTRIBUTES: Final[dict[str, tuple[str, ...]]] = {
     METRIC_TASK_DURATION: (TASK_NAME, TASK_TYPE, TASK_RESULT, BACKEND, WORKFLOW_NAME, ERROR_TYPE),
     METRIC_TASK_QUEUE_DURATION: (BACKEND, WORKFLOW_NAME),
+    METRIC_TASK_RUN_DURATION: (TASK_NAME, TASK_TYPE, TASK_RESULT, BACKEND, WORKFLOW_NAME),
     METRIC_TASKS_ACTIVE: (TASK_STATE, BACKEND),
     METRIC_WORKFLOW_DURATION: (WORKFLOW_NAME, WORKFLOW_RESULT),
     METRIC_WORKFLOWS_ACTIVE: (WORKFLOW_NAME,),
@@ -314,6 +323,7 @@ def prometheus_label(attribute: str) -> str:
 # _bucket, _sum and _count.
 PROM_TASK_DURATION: Final = "asyncflow_task_duration_seconds"
 PROM_TASK_QUEUE_DURATION: Final = "asyncflow_task_queue_duration_seconds"
+PROM_TASK_RUN_DURATION: Final = "asyncflow_task_run_duration_seconds"
 PROM_TASKS_ACTIVE: Final = "asyncflow_tasks_active"
 PROM_WORKFLOW_DURATION: Final = "asyncflow_workflow_duration_seconds"
 PROM_WORKFLOWS_ACTIVE: Final = "asyncflow_workflows_active"
@@ -327,6 +337,7 @@ PROM_CACHE_LOOKUPS: Final = "asyncflow_task_cache_lookups_total"
 PROMETHEUS_NAMES: Final[dict[str, str]] = {
     METRIC_TASK_DURATION: PROM_TASK_DURATION,
     METRIC_TASK_QUEUE_DURATION: PROM_TASK_QUEUE_DURATION,
+    METRIC_TASK_RUN_DURATION: PROM_TASK_RUN_DURATION,
     METRIC_TASKS_ACTIVE: PROM_TASKS_ACTIVE,
     METRIC_WORKFLOW_DURATION: PROM_WORKFLOW_DURATION,
     METRIC_WORKFLOWS_ACTIVE: PROM_WORKFLOWS_ACTIVE,
@@ -340,7 +351,12 @@ PROMETHEUS_NAMES: Final[dict[str, str]] = {
 # Monotonic counters (they only grow; Prometheus adds _total).
 COUNTER_METRICS: Final = frozenset({METRIC_TASK_RETRIES, METRIC_CACHE_LOOKUPS})
 HISTOGRAM_METRICS: Final = frozenset(
-    {METRIC_TASK_DURATION, METRIC_TASK_QUEUE_DURATION, METRIC_WORKFLOW_DURATION}
+    {
+        METRIC_TASK_DURATION,
+        METRIC_TASK_QUEUE_DURATION,
+        METRIC_TASK_RUN_DURATION,
+        METRIC_WORKFLOW_DURATION,
+    }
 )
 
 

@@ -147,7 +147,7 @@ async def test_spans_and_metrics_reach_the_receiver(
         assert attrs[names.TASK_NAME] == span["name"].removeprefix("task ")
         assert attrs[names.BACKEND] == "default"
         assert names.SPAN_EVENT_STARTED in span["events"]
-        assert set(span["events"]) <= set(names.SPAN_EVENTS)
+        assert set(span["events"]) <= {*names.SPAN_EVENTS, names.SPAN_EVENT_EXCEPTION}
     for uid in [*run["prepare"], run["explode"]]:
         span = by_uid[uid]
         assert span["parent_span_id"] == workflow["span_id"]
@@ -167,6 +167,7 @@ async def test_spans_and_metrics_reach_the_receiver(
     assert failed["attributes"][names.ERROR_TYPE] == "RuntimeError"
     assert failed["status_code"] == "ERROR"
     assert "boom" in failed["status_message"]
+    assert failed["events"][-1] == names.SPAN_EVENT_EXCEPTION  # on the wire too
 
     wanted = {names.METRIC_TASK_DURATION, names.METRIC_TASKS_ACTIVE}
     receiver.wait_for(lambda: wanted <= receiver.metric_names())

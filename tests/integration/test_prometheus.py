@@ -216,6 +216,7 @@ async def test_prometheus_scrapes_the_engine(engine: WorkflowEngine, tmp_path: P
         required = {
             names.METRIC_TASK_DURATION,
             names.METRIC_TASK_QUEUE_DURATION,
+            names.METRIC_TASK_RUN_DURATION,
             names.METRIC_TASKS_ACTIVE,
             names.METRIC_WORKFLOW_DURATION,
             names.METRIC_WORKFLOWS_ACTIVE,

@@ -83,6 +83,7 @@ def render_task(renderer: LineRenderer, *, failed: bool = False) -> list[dict[st
         ("task.000001",),
         {"user.tag": "x"},
         ("gpu:1", "cpu:0"),
+        ("KeyError", 'bad "key"', "Traceback ...\nKeyError: 'bad \"key\"'\n") if failed else None,
     )
     assigned = ("A", "task.000007", T0 + 35, {"slots": ["gpu:1", "cpu:0"], "cpus": 1, "gpus": 1})
     text = (
@@ -153,6 +154,15 @@ def test_failed_task_renders_error_type_and_escaped_message() -> None:
     span = lines[6]
     assert span["status_code"] == "ERROR" and span["status_description"] == 'bad "key"'
     assert span["attributes"][names.ERROR_TYPE] == "KeyError"
+    # The OTel exception event, after the lifecycle events, at the span's end.
+    exception = span["events"][-1]
+    assert exception["name"] == names.SPAN_EVENT_EXCEPTION
+    assert exception["time_ns"] == span["end_ns"]
+    assert exception["attributes"] == {
+        names.EXCEPTION_TYPE: "KeyError",
+        names.EXCEPTION_MESSAGE: 'bad "key"',
+        names.EXCEPTION_STACKTRACE: "Traceback ...\nKeyError: 'bad \"key\"'\n",
+    }
 
 
 def test_other_records() -> None:
