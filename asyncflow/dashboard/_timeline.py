@@ -304,15 +304,22 @@ def _segments(
 
 def _critical_trace(critical: paths.CriticalPath, rows: list[c.Row], run: Run) -> go.Scatter:
     """The critical path over the timeline: each task's run drawn dark, joined in order."""
-    index = {t.uid: i for i, row in enumerate(rows) for t in row.tasks}
+    index = {t.uid: (i, row) for i, row in enumerate(rows) for t in row.tasks}
     xs: list[float | None] = []
     ys: list[float | None] = []
+    custom: list[list[str]] = []
+    hover: list[str] = []
     for task in critical.tasks:
-        i = index.get(task.uid)
-        if i is None or task.started is None or task.finished is None:
+        found = index.get(task.uid)
+        if found is None or task.started is None or task.finished is None:
             continue
+        i, row = found
         xs += [run.rel(task.started), run.rel(task.finished)]
         ys += [i, i]
+        # A click on the path opens the task under it, as a click on its bar does.
+        custom += [[task.uid, task.name or "?", status(task), row.key, task.error_type]] * 2
+        text = f"critical path: {critical.breakdown()}<br>" + task_hover(task, run, row.label)
+        hover += [text, text]
     return go.Scatter(
         x=xs,
         y=ys,
@@ -320,8 +327,9 @@ def _critical_trace(critical: paths.CriticalPath, rows: list[c.Row], run: Run) -
         name="critical path",
         line={"color": "#111111", "width": 3},
         marker={"size": 5, "color": "#111111"},
-        hovertext=[critical.breakdown()] * len(xs),
-        hovertemplate="critical path: %{hovertext}<extra></extra>",
+        customdata=custom,
+        hovertext=hover,
+        hovertemplate="%{hovertext}<extra></extra>",
     )
 
 
@@ -329,14 +337,15 @@ def _busy(fig: go.Figure, run: Run, capacity: Mapping[str, int] | None, max_step
     busy = {kind: c.busy_steps(run, kind) for kind in c.KINDS}
     caps = c.capacities(run, capacity, steps=busy)
     end = run.rel(run.end)
-    for kind, colour, secondary in (
-        (n.KIND_GPU, GPU_COLOUR, False),
-        (n.KIND_CPU, CPU_COLOUR, True),
-    ):
+    shown = [k for k in c.KINDS if busy[k].peak or caps[k].value]
+    for kind, colour in ((n.KIND_GPU, GPU_COLOUR), (n.KIND_CPU, CPU_COLOUR)):
+        if kind not in shown:
+            continue
+        # CPUs take the right axis only beside GPUs: an overlaying axis with
+        # nothing under it would cover the whole figure and take its clicks.
+        secondary = kind == n.KIND_CPU and n.KIND_GPU in shown
         steps = c.envelope(busy[kind], max_steps)
         cap = caps[kind]
-        if not steps.peak and not cap.value:
-            continue
         label = kind.upper()
         fig.add_trace(
             go.Scatter(

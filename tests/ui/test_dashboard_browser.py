@@ -44,6 +44,24 @@ def click(browser: Any, element: Any) -> None:
     ActionChains(browser).move_to_element(element).click().perform()
 
 
+def ended_tasks(browser: Any) -> int:
+    """How many tasks the timeline draws as ended (-1 before it is drawn)."""
+    return int(
+        browser.execute_script(
+            "var p = document.querySelector('#campaign-graph .js-plotly-plot');"
+            "if (!p || !p.data) { return -1; }"
+            "var n = 0; p.data.forEach(function (t) {"
+            "  if (t.name === 'critical path') { return; }"
+            "  (t.customdata || []).forEach(function (c) {"
+            "    if (['completed', 'failed', 'dependency-failed', 'canceled'].includes(c[2])) {"
+            "      n += 1;"
+            "    }"
+            "  });"
+            "}); return n;"
+        )
+    )
+
+
 def test_campaign_timeline_workflow_gantt_utilisation(
     browser: Any, recorded_run: Path, servers: Callable[..., Server]
 ) -> None:
@@ -82,8 +100,33 @@ def test_campaign_timeline_workflow_gantt_utilisation(
     legend = text_of(browser, "#utilisation-graph .legend")
     assert "GPU busy" in legend and "CPU %" in legend
 
+    # Slot lanes: a row per slot with its tasks, the critical path in the title.
+    open_tab(browser, "Slots")
+    wait_for(
+        lambda: len(elements(browser, "#slots-graph .barlayer .point path")) == task_count(),
+        what="a bar per task in the slot lanes",
+    )
+    assert "Critical path: makespan" in text_of(browser, "#slots-graph .gtitle")
+    assert "gpu:0" in text_of(browser, "#slots-graph .ytick")
+
     open_tab(browser, "Summary")
     wait_for(lambda: FAILING_MESSAGE in text_of(browser, "#summary-tables"), what="the summary")
+    # The failures table links its example task to the task panel.
+    click(browser, elements(browser, "#summary-tables .task-link")[0])
+    wait_for(lambda: FAILING_MESSAGE in text_of(browser, "#task-panel"), what="the task panel")
+
+    # Clock time: the time axes become dates; the header says when the session started.
+    assert "session started 20" in text_of(browser, ".header")
+    open_tab(browser, "Campaign timeline")
+    (clock,) = [e for e in elements(browser, "#axis label") if "clock" in e.text]
+    clock.click()
+    wait_for(
+        lambda: browser.execute_script(
+            "var p = document.querySelector('#campaign-graph .js-plotly-plot');"
+            "return p && p._fullLayout && p._fullLayout.xaxis.type === 'date';"
+        ),
+        what="a clock-time axis",
+    )
     assert severe_console_entries(browser) == []
 
 
@@ -98,12 +141,13 @@ def test_a_live_run_refreshes_without_reloading(
     browser.get(server.url)
     browser.get_log("browser")
     wait_for(lambda: "incomplete" in text_of(browser, "#status"), what="the torn-line message")
-    before = len(elements(browser, BARS))
-    assert before < task_count()
+    wait_for(lambda: ended_tasks(browser) >= 0, what="the tasks drawn")
+    assert ended_tasks(browser) < task_count()
     browser.execute_script("window.stillTheSamePage = true;")
     with live.open("ab") as f:
         f.write(data[cut:])
-    wait_for(lambda: len(elements(browser, BARS)) == task_count(), what="the rest of the run")
+    wait_for(lambda: ended_tasks(browser) == task_count(), what="the rest of the run")
+    assert len(elements(browser, BARS)) == task_count()
     assert browser.execute_script("return window.stillTheSamePage === true;")
     wait_for(lambda: "incomplete" not in text_of(browser, "#status"), what="the message to go")
     assert severe_console_entries(browser) == []

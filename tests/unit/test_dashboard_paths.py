@@ -155,3 +155,27 @@ def test_the_slot_lanes_figure() -> None:
     assert max(waiting.y) == 2
     large = f.slots_figure(dag(), bar_limit=1)
     assert {t.type for t in large.data} == {"scattergl", "scatter"}
+
+
+def test_clock_axes_show_clock_time() -> None:
+    import datetime
+
+    run = dag()
+    fig = f.clock_axes(f.campaign_figure(run), run.start)
+    assert fig.layout.xaxis.type == "date" and fig.layout.xaxis2.type == "date"
+    offset = datetime.datetime.fromtimestamp(run.start).astimezone().utcoffset()
+    assert offset is not None
+    zero_ms = (run.start + offset.total_seconds()) * 1000
+    bars = [t for t in fig.data if t.type == "bar"]
+    starts = sorted(b for t in bars for b in t.base)
+    assert starts[0] == pytest.approx(zero_ms + 500, abs=1)  # A and B start 0.5 s in
+    widths = sorted(x for t in bars for x in t.x)
+    assert widths[-1] == pytest.approx(2500, abs=1)  # C ran 2.5 s: milliseconds on a date axis
+    busy = next(t for t in fig.data if t.name == "CPU busy")
+    assert "%{x|%H:%M:%S.%L}" in busy.hovertemplate
+    assert fig.layout.xaxis2.title.text.startswith("clock time")
+    # The figure it came from is unchanged (the server keeps it for other pages).
+    assert f.campaign_figure(run).layout.xaxis.type != "date"
+    large = f.clock_axes(f.campaign_figure(run, bar_limit=1), run.start)
+    line = next(t for t in large.data if t.type == "scattergl")
+    assert min(v for v in f.values_of(line.x) if v == v) >= zero_ms
