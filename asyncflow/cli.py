@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dashboard(commands)
     _add_report(commands)
     _add_cache(commands)
+    _add_export(commands)
     return parser
 
 
@@ -291,6 +292,47 @@ def _cache(args: argparse.Namespace) -> int:
         return 1
     finally:
         store.close()
+    return 0
+
+
+# ---------------------------------------------------------------- export
+def _add_export(commands: Any) -> None:
+    command = commands.add_parser(
+        "export",
+        help="write a run in another format (Chrome trace events for Perfetto)",
+        description="Write a run as Chrome trace events (JSON), which Perfetto "
+        "(ui.perfetto.dev) and chrome://tracing open: one track per task, grouped by "
+        "workflow instance, with its dependency wait, queue wait and run time; or one "
+        "track per slot.",
+    )
+    _add_source_arguments(command)
+    command.add_argument(
+        "--format", choices=("chrome-trace",), default="chrome-trace", help="default %(default)s"
+    )
+    command.add_argument(
+        "--tracks",
+        choices=("workflow", "slot"),
+        default="workflow",
+        help="a track per task in its workflow instance, or per slot (default %(default)s)",
+    )
+    command.add_argument(
+        "-o", "--output", default="trace.json", help="the file to write (default %(default)s)"
+    )
+    command.set_defaults(handler=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    source = _open(args)
+    from .dashboard import SourceError
+    from .dashboard.export import write_chrome_trace
+
+    try:
+        run = source.poll()
+    except SourceError as exc:
+        print(f"asyncflow export: {exc}", file=sys.stderr)
+        return 1
+    path = write_chrome_trace(run, args.output, args.tracks)
+    print(f"wrote {path} ({len(run.tasks)} tasks; open it in https://ui.perfetto.dev)")
     return 0
 
 
