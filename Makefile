@@ -1,6 +1,7 @@
 # The whole set-up: `make demo` (the campaign with telemetry, then the
 # dashboard), `make test` (the full suite), `make bench` (benchmarks).
-# Each target creates .venv and installs what it needs.
+# Each target creates .venv and installs what it needs: `make demo` only the
+# dashboard extra, the others everything.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -9,11 +10,20 @@ STAMP  := $(VENV)/.installed-dev
 
 .PHONY: venv lint test demo bench docs docs-serve clean
 
+DEMO_STAMP := $(VENV)/.installed-demo
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,hpc,dashboard]'
 	touch $(STAMP)
+
+# The demo needs only the dashboard extra, not the test and HPC tools.
+$(DEMO_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dashboard]'
+	touch $(DEMO_STAMP)
 
 venv: $(STAMP)
 
@@ -27,7 +37,7 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/asyncflow demo $(DEMO_ARGS)
 
 bench: $(STAMP)

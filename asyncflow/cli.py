@@ -3,15 +3,65 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
+import shutil
+import socket
 import sys
 from pathlib import Path
 from typing import Any
 
 from ._version import __version__
 
-__all__ = ["main"]
+__all__ = ["command_name", "main", "port_taken"]
 
-_DASHBOARD_EXTRA = "pip install 'asyncflow-otel[dashboard]'"
+_DASHBOARD_EXTRA = (
+    "pip install '.[dashboard]' in a clone of asyncflow, "
+    "or pip install 'asyncflow-otel[dashboard] @ git+<repository URL>'"
+)
+
+
+def command_name() -> str:
+    """How to run the ``asyncflow`` command of this environment, as a user would type it.
+
+    ``asyncflow`` when that is what the shell finds; else the path of this
+    environment's script (``.venv/bin/asyncflow`` from a checkout, as
+    ``make demo`` runs it); else ``python -m asyncflow.cli``. Printed hints
+    use it, so they work as printed.
+    """
+    script = Path(sys.executable).parent / "asyncflow"
+    found = shutil.which("asyncflow")
+    if found and script.exists() and Path(found).resolve() == script.resolve():
+        return "asyncflow"
+    if script.exists():
+        try:
+            shown = os.path.relpath(script)
+        except ValueError:  # another drive (Windows)
+            shown = str(script)
+        if shown.startswith(".."):
+            shown = str(script)
+        return shlex.quote(shown)
+    return f"{shlex.quote(sys.executable)} -m asyncflow.cli"
+
+
+def port_taken(host: str, port: int) -> str:
+    """Why ``host:port`` cannot be served on (``""`` when it can).
+
+    Binds as the server will (address reuse on, so a port in TIME_WAIT is
+    free) and lets go at once.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        return str(exc)
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return ""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +123,17 @@ def _demo(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(f"asyncflow demo needs the dashboard extra ({exc}): {_DASHBOARD_EXTRA}")
         return 1
+    if not args.no_serve:
+        # Before the campaign, not after it: a taken port would waste the run.
+        problem = port_taken(args.host, args.port)
+        if problem:
+            print(
+                f"asyncflow demo: cannot serve on {args.host}:{args.port} ({problem}). "
+                f"Choose another port with --port: {command_name()} demo --port "
+                f"{args.port + 1}, or make demo DEMO_ARGS='--port {args.port + 1}'",
+                file=sys.stderr,
+            )
+            return 2
     campaign = campaign_module()
     argv = [
         "--out",
@@ -99,7 +160,6 @@ def _demo(args: argparse.Namespace) -> int:
 
     board = Dashboard(open_source(str(args.out)), capacity)
     preload(board)  # reads the run while the server starts
-    print(f"dashboard: http://{args.host}:{args.port}/  (Ctrl-C to stop)", flush=True)
     serve(create_app(board), args.host, args.port)
     return 0
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from asyncflow import LocalExecutionBackend, WorkflowEngine, current_slots, define_event
+from asyncflow.cli import command_name
 
 # One event per workflow instance, when its first task got its slots.
 CampaignAssigned = define_event(
@@ -198,8 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = asyncio.run(run_campaign(args))
     print(f"campaign finished in {time.monotonic() - started:.1f} s")
     print(f"checkpoint file: {checkpoint}")
-    print(f"open the dashboard: asyncflow dashboard {args.out}")
-    print(f"or a static report: asyncflow report {args.out} -o {args.out / 'report.html'}")
+    asyncflow = command_name()  # the command as this environment has it, so hints work
+    print(f"open the dashboard: {asyncflow} dashboard {args.out}")
+    print(f"or a static report: {asyncflow} report {args.out} -o {args.out / 'report.html'}")
     return 0
 
 

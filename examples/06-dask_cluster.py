@@ -7,7 +7,7 @@ RHAPSODY's ``DaskExecutionBackend`` plugs into the engine unchanged. Without
 it running. Function tasks travel to the workers with cloudpickle; the
 executable task runs ``hostname`` on whichever worker picks it up.
 
-Needs the ``hpc`` extra (``pip install 'asyncflow-otel[hpc]'``). Run it from
+Needs the ``hpc`` extra (``pip install '.[hpc]'`` in a clone). Run it from
 a checkout::
 
     python examples/06-dask_cluster.py --workers 2 --tasks 8
@@ -51,7 +51,7 @@ async def run(args: argparse.Namespace) -> None:
     try:
         from rhapsody.backends import DaskExecutionBackend
     except ImportError:
-        sys.exit("this example needs the 'hpc' extra: pip install 'asyncflow-otel[hpc]'")
+        sys.exit("this example needs the 'hpc' extra: pip install '.[hpc]' in a clone of asyncflow")
     if args.scheduler:
         resources = {"address": args.scheduler}
     else:  # worker processes on the loopback interface only

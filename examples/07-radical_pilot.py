@@ -9,7 +9,7 @@ tasks on RADICAL-Pilot need its Raptor mode).
 
 Steps on the machine's login node:
 
-  1. pip install 'asyncflow-otel[hpc]' 'rhapsody-py[radical-pilot]'
+  1. pip install '.[hpc]' 'rhapsody-py[radical-pilot]'
   2. radical-stack                  # prints the installed RADICAL versions
   3. pick the resource label of your machine from RADICAL-Pilot's resource
      configurations (local.localhost runs the pilot on this node)

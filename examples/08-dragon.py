@@ -8,7 +8,7 @@ process_templates runs as a parallel job of that many ranks.
 
 The whole program runs under the Dragon launcher, not plain python:
 
-  1. pip install 'asyncflow-otel[hpc]' 'rhapsody-py[dragon]'
+  1. pip install '.[hpc]' 'rhapsody-py[dragon]'
   2. get an allocation, e.g. salloc --nodes 2 --time 30 (Slurm); Dragon
      finds the nodes of the allocation by itself
   3. dragon examples/08-dragon.py --nodes 2 --tasks 16 --ranks 4

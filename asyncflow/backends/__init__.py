@@ -3,7 +3,7 @@
 Built in: :class:`NoopExecutionBackend` (dry run) and
 :class:`LocalExecutionBackend` (threads or processes on this machine). The
 HPC backends of ``rhapsody-py`` (Dask, RADICAL-Pilot, Dragon) plug into the
-engine unchanged: ``pip install 'asyncflow-otel[hpc]'``, which also brings
+engine unchanged: ``pip install '.[hpc]'`` in a clone, which also brings
 ``DaskBackend`` (this package's own thin backend on ``dask.distributed``,
 loaded when first asked for).
 """

@@ -1,6 +1,6 @@
 """The Dash app and report: campaign timeline, workflow Gantt, utilisation, summary.
 
-Needs the ``dashboard`` extra (``pip install 'asyncflow-otel[dashboard]'``).
+Needs the ``dashboard`` extra (``pip install '.[dashboard]'`` in a clone).
 The pieces, each usable alone:
 
 - ``sources``: span sources (checkpoint file or directory, OTLP/JSON file,

@@ -314,12 +314,14 @@ def _critical_trace(critical: paths.CriticalPath, rows: list[c.Row], run: Run) -
         if found is None or task.started is None or task.finished is None:
             continue
         i, row = found
-        xs += [run.rel(task.started), run.rel(task.finished)]
-        ys += [i, i]
+        # Each task's run is drawn, not the waits between them: a line from
+        # one task's end to the next one's start would read as a bar.
+        xs += [run.rel(task.started), run.rel(task.finished), None]
+        ys += [i, i, None]
         # A click on the path opens the task under it, as a click on its bar does.
-        custom += [[task.uid, task.name or "?", status(task), row.key, task.error_type]] * 2
+        custom += [[task.uid, task.name or "?", status(task), row.key, task.error_type]] * 3
         text = f"critical path: {critical.breakdown()}<br>" + task_hover(task, run, row.label)
-        hover += [text, text]
+        hover += [text, text, text]
     return go.Scatter(
         x=xs,
         y=ys,

@@ -518,9 +518,28 @@ def clicked_task(click: Any) -> str | Any:
 
 
 def serve(app: dash.Dash, host: str = "127.0.0.1", port: int = 8050) -> None:
-    """Serve ``app`` until interrupted (Flask's threaded server: one user, one machine)."""
+    """Serve ``app`` until interrupted (Werkzeug's threaded server: one user, one machine).
+
+    Prints the URL once. The WSGI app is served directly rather than through
+    Flask's ``run``: no development-server banner, no ``.env`` loading (and no
+    tip about it), and a request is logged only when it fails on the server
+    side; errors in the app are logged as always.
+    """
+    from werkzeug.serving import WSGIRequestHandler, make_server
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            if str(code).startswith("5"):
+                super().log_request(code, size)
+
+    server = make_server(host, port, app.server, threaded=True, request_handler=QuietHandler)
     print(f"asyncflow dashboard on http://{host}:{port}/ (Ctrl-C stops it)", flush=True)
-    app.run(host=host, port=port, debug=False)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 def campaign(

@@ -1443,7 +1443,7 @@ class WorkflowEngine:
         except ImportError as exc:  # pragma: no cover - the SDK is a dependency
             raise ImportError(
                 f"telemetry needs the OpenTelemetry SDK ({exc}); "
-                "reinstall with: pip install asyncflow-otel"
+                "reinstall asyncflow-otel (pip install . in its clone)"
             ) from exc
         starting = self._telemetry_starting = self._loop.create_future()
         try:

@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -226,7 +227,7 @@ def assemble_exporters(
             from opentelemetry.exporter.prometheus import PrometheusMetricReader
             from prometheus_client import CollectorRegistry
         except ImportError as exc:
-            logger.warning("no /metrics endpoint: %s (pip install asyncflow-otel)", exc)
+            logger.warning("no /metrics endpoint: %s (reinstall asyncflow-otel)", exc)
         else:
             registry = CollectorRegistry(auto_describe=True)
             readers.append(PrometheusMetricReader(registry=registry))
@@ -277,6 +278,10 @@ class Instruments:
         self._active_workflows = active_workflows
         self._slots = slots
         self._node = node
+        # The run selector's text: "asyncflow 2026-12-06 00:33:47 UTC".
+        service = resource.attributes.get(n.SERVICE_NAME, n.DEFAULT_SERVICE_NAME)
+        started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        self._session = {n.SESSION_TITLE: f"{service} {started}"}
         self.provider: MeterProvider | None = None
         if not self.readers:
             return  # nobody collects: the recorder's own aggregates are enough
@@ -342,6 +347,12 @@ class Instruments:
                 unit=counter.unit,
                 description=_HELP[counter.name],
             )
+        meter.create_observable_gauge(
+            n.METRIC_SESSION_INFO,
+            [lambda _: [Observation(1, self._session)]],
+            unit=n.UNIT_SESSIONS,
+            description=_HELP[n.METRIC_SESSION_INFO],
+        )
 
     def _gauge_callback(self, metric: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def observe(_: CallbackOptions) -> Iterable[Observation]:
@@ -400,6 +411,8 @@ class Instruments:
         }
         for metric in (n.METRIC_NODE_CPU, n.METRIC_NODE_MEMORY, n.METRIC_NODE_GPU):
             simple[metric] = self._node_points(metric)
+        simple[n.METRIC_SESSION_INFO] = [{"value": 1, "attributes": dict(self._session)}]
+        units[n.METRIC_SESSION_INFO] = n.UNIT_SESSIONS
         out.extend(
             {"name": metric, "unit": units.get(metric, n.UNIT_PERCENT), **point}
             for metric, points in simple.items()
@@ -437,6 +450,7 @@ _HELP = {
     n.METRIC_TASK_DURATION: "Total time of a task: created to ended",
     n.METRIC_TASK_QUEUE_DURATION: "Queue wait of a task: resolved to started",
     n.METRIC_TASK_RUN_DURATION: "Run time of a task: started to ended",
+    n.METRIC_SESSION_INFO: "The engine session: 1, labelled with its service name and start",
     n.METRIC_WORKFLOW_DURATION: "Workflow duration, scope entry to its last task's end",
     n.METRIC_TASKS_ACTIVE: "Tasks not yet finished, by state",
     n.METRIC_WORKFLOWS_ACTIVE: "Workflows not yet finished",

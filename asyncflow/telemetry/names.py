@@ -31,6 +31,8 @@ def span_name(level: str, name: str | None = None) -> str:
 
 # ---------------------------------------------------------------- span attributes
 SESSION_ID: Final = "asyncflow.session.id"
+# "<service.name> <start, UTC>": what a run selector shows (METRIC_SESSION_INFO).
+SESSION_TITLE: Final = "asyncflow.session.title"
 WORKFLOW_ID: Final = "asyncflow.workflow_id"
 WORKFLOW_NAME: Final = "asyncflow.workflow.name"
 WORKFLOW_RESULT: Final = "asyncflow.workflow.result"
@@ -258,6 +260,7 @@ METRIC_NODE_MEMORY: Final = "asyncflow.node.memory.utilization"
 METRIC_NODE_GPU: Final = "asyncflow.node.gpu.utilization"
 METRIC_TASK_RETRIES: Final = "asyncflow.task.retries"
 METRIC_CACHE_LOOKUPS: Final = "asyncflow.task.cache.lookups"
+METRIC_SESSION_INFO: Final = "asyncflow.session.info"  # 1, labelled with the session's title
 
 # The phase each task histogram measures (see PHASES).
 METRIC_PHASES: Final[dict[str, str]] = {
@@ -273,6 +276,7 @@ UNIT_WORKFLOWS: Final = "{workflow}"
 UNIT_SLOTS: Final = "{slot}"
 UNIT_RETRIES: Final = "{retry}"
 UNIT_LOOKUPS: Final = "{lookup}"
+UNIT_SESSIONS: Final = "{session}"
 
 # Explicit histogram buckets (seconds): from sub-millisecond no-ops to
 # day-long simulations.
@@ -310,6 +314,7 @@ METRIC_ATTRIBUTES: Final[dict[str, tuple[str, ...]]] = {
     METRIC_NODE_GPU: (NODE, GPU),
     METRIC_TASK_RETRIES: (TASK_NAME, BACKEND, WORKFLOW_NAME, ERROR_TYPE),
     METRIC_CACHE_LOOKUPS: (TASK_NAME, WORKFLOW_NAME, TASK_CACHE),
+    METRIC_SESSION_INFO: (SESSION_TITLE,),
 }
 
 
@@ -333,6 +338,7 @@ PROM_NODE_MEMORY: Final = "asyncflow_node_memory_utilization_percent"
 PROM_NODE_GPU: Final = "asyncflow_node_gpu_utilization_percent"
 PROM_TASK_RETRIES: Final = "asyncflow_task_retries_total"
 PROM_CACHE_LOOKUPS: Final = "asyncflow_task_cache_lookups_total"
+PROM_SESSION_INFO: Final = "asyncflow_session_info"
 
 PROMETHEUS_NAMES: Final[dict[str, str]] = {
     METRIC_TASK_DURATION: PROM_TASK_DURATION,
@@ -347,6 +353,7 @@ PROMETHEUS_NAMES: Final[dict[str, str]] = {
     METRIC_NODE_GPU: PROM_NODE_GPU,
     METRIC_TASK_RETRIES: PROM_TASK_RETRIES,
     METRIC_CACHE_LOOKUPS: PROM_CACHE_LOOKUPS,
+    METRIC_SESSION_INFO: PROM_SESSION_INFO,
 }
 # Monotonic counters (they only grow; Prometheus adds _total).
 COUNTER_METRICS: Final = frozenset({METRIC_TASK_RETRIES, METRIC_CACHE_LOOKUPS})

@@ -131,3 +131,60 @@ def test_demo_arguments() -> None:
     assert args.no_serve and args.gpus == 2 and args.host == "127.0.0.1"
     assert not args.resume
     assert build_parser().parse_args(["demo", "--resume"]).resume is True
+
+
+def test_demo_checks_its_port_before_the_campaign(tmp_path: Path) -> None:
+    import socket
+
+    env = clean_env(PYTHONPATH=str(ROOT))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = tmp_path / "demo"
+        done = run(
+            sys.executable,
+            "-m",
+            "asyncflow.cli",
+            "demo",
+            "--port",
+            str(port),
+            "--out",
+            out,
+            cwd=tmp_path,
+            env=env,
+            timeout=120,
+        )
+    assert done.returncode == 2, done
+    assert f"cannot serve on 127.0.0.1:{port}" in done.stderr
+    assert f"--port {port + 1}" in done.stderr and "make demo DEMO_ARGS=" in done.stderr
+    assert not out.exists()  # the campaign did not run
+
+
+def test_the_demo_hints_work_as_printed(tmp_path: Path) -> None:
+    import shlex
+
+    env = clean_env(PYTHONPATH=str(ROOT))
+    out = tmp_path / "demo"
+    done = run(
+        sys.executable, "-m", "asyncflow.cli", *QUICK_DEMO, "--out", out, cwd=tmp_path, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    (hint,) = [line for line in done.stdout.splitlines() if line.startswith("or a static report:")]
+    command = shlex.split(hint.removeprefix("or a static report:"))
+    (out / "report.html").unlink()
+    again = run(*command, cwd=tmp_path, env=env)  # exactly as printed, in the same directory
+    assert again.returncode == 0, again.stderr
+    assert (out / "report.html").stat().st_size > 1_000_000
+    (dashboard,) = [line for line in done.stdout.splitlines() if "open the dashboard:" in line]
+    assert Path(shlex.split(dashboard.split(":", 1)[1])[0]).name == "asyncflow"
+
+
+def test_make_demo_installs_only_the_dashboard_extra() -> None:
+    done = run("make", "-n", "-B", "demo", cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    installs = [
+        line for line in done.stdout.splitlines() if "pip install" in line and " -e " in line
+    ]
+    assert installs and all("'.[dashboard]'" in line for line in installs), installs
+    assert ".installed-demo" in done.stdout

@@ -25,7 +25,15 @@ import yaml
 from asyncflow import LocalExecutionBackend, WorkflowEngine
 from asyncflow.telemetry import names
 
-from ..support.grafana import label_values_args, panels, queries, variable_query
+from ..support.grafana import (
+    label_values_args,
+    panels,
+    queries,
+    query_result_expr,
+    query_result_rows,
+    variable_query,
+    variable_regex,
+)
 from ..support.prometheus import JOB, Prometheus, eventually, prometheus_binaries, value_of
 from ..support.promql import inspect, substitute
 from ..support.stack import DASHBOARDS, PROMETHEUS_CONFIG
@@ -63,11 +71,22 @@ async def resolve_variables(
         if variable["type"] != "query":
             values[name] = ""  # a textbox: only TraceQL uses these
             continue
-        selector, label = label_values_args(substitute(variable_query(variable), values))
-        params = {"match[]": selector} if selector else {}
+        query = substitute(variable_query(variable), values)
+        expr = query_result_expr(query)
+        if expr is not None:  # query_result(expr) through the variable's regex, as Grafana does
+            regex = variable_regex(variable)
+            assert regex is not None, name
 
-        async def options(label: str = label, params: dict[str, str] = params) -> list[str]:
-            return list(await prometheus.api(f"label/{label}/values", **params))
+            async def options(expr: str = expr, regex: Any = regex) -> list[str]:
+                rows = query_result_rows((await prometheus.api("query", query=expr))["result"])
+                return [m.group("value") for row in rows if (m := regex.search(row))]
+
+        else:
+            selector, label = label_values_args(query)
+            params = {"match[]": selector} if selector else {}
+
+            async def options(label: str = label, params: dict[str, str] = params) -> list[str]:
+                return list(await prometheus.api(f"label/{label}/values", **params))
 
         found = await eventually(options, f"values of ${name}", timeout=60)
         if choice == "all" and variable.get("includeAll"):

@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
+from asyncflow.telemetry import names
+
 from ..support.grafana import (
     BUILTIN_VARIABLES,
     check_dashboard,
@@ -24,8 +26,11 @@ from ..support.grafana import (
     panels,
     provisioned_datasources,
     queries,
+    query_result_expr,
+    query_result_rows,
     traceql_attributes,
     variable_query,
+    variable_regex,
 )
 from ..support.prometheus import prometheus_binaries
 from ..support.promql import inspect, substitute
@@ -41,6 +46,7 @@ from ..support.stack import (
 FIXTURES = Path(__file__).parent / "fixtures"
 BOARDS = sorted(DASHBOARDS.glob("*.json"))
 UIDS = {"asyncflow-campaign", "asyncflow-workflow", "asyncflow-resources"}
+TITLE = "asyncflow 2026-12-06 00:33:47 UTC"
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -65,7 +71,10 @@ def promql_of(board: dict[str, Any]) -> list[str]:
     found = [substitute(q.text, values) for q in queries(board) if q.language == "promql"]
     for variable in board.get("templating", {}).get("list", []):
         if variable.get("type") == "query" and variable["datasource"]["type"] == "prometheus":
-            selector, _ = label_values_args(variable_query(variable))
+            query = variable_query(variable)
+            selector = query_result_expr(query)
+            if selector is None:
+                selector, _ = label_values_args(query)
             if selector:
                 found.append(substitute(selector, values))
     return found
@@ -171,7 +180,7 @@ def test_dashboards_show_what_the_spec_asks() -> None:
 
     assert metrics("asyncflow-campaign") >= {
         "asyncflow_task_duration_seconds_count",  # tasks by state, throughput, failure ratio
-        "asyncflow_task_duration_seconds_bucket",  # p50/p95 by task name
+        "asyncflow_task_run_duration_seconds_bucket",  # run time p50/p95 by task name
         "asyncflow_tasks_active",
         "asyncflow_workflows_active",
         "asyncflow_task_queue_duration_seconds_bucket",
@@ -179,10 +188,36 @@ def test_dashboards_show_what_the_spec_asks() -> None:
     workflow = boards["asyncflow-workflow"]
     variables = {v["name"]: v for v in workflow["templating"]["list"]}
     assert label_values_args(variable_query(variables["workflow"]))[1] == "asyncflow_workflow_name"
-    assert label_values_args(variable_query(variables["run"]))[1] == "instance"
+    # The run selector: a run's service name and start as text, its instance as value.
+    run = variables["run"]
+    assert query_result_expr(variable_query(run)) == names.PROM_SESSION_INFO
+    regex = variable_regex(run)
+    assert regex is not None
+    row = query_result_rows(
+        [
+            {
+                "metric": {
+                    "__name__": names.PROM_SESSION_INFO,
+                    names.prometheus_label(
+                        names.SESSION_TITLE
+                    ): "asyncflow 2026-12-06 00:33:47 UTC",
+                    "instance": "asyncflow.session.1a2b",
+                    "job": "asyncflow",
+                },
+                "value": [1796518000.5, "1"],
+            }
+        ]
+    )[0]
+    found = regex.search(row)
+    assert found is not None, row
+    assert found.group("text") == TITLE
+    assert found.group("value") == "asyncflow.session.1a2b"
     kinds = {p["type"] for p in panels(workflow)}
     assert {"traces", "table"} <= kinds
-    assert "asyncflow_task_duration_seconds_bucket" in metrics("asyncflow-workflow")
+    assert "asyncflow_task_run_duration_seconds_bucket" in metrics("asyncflow-workflow")
+    # Only the phase histograms measure time: the total is used for counts alone.
+    for uid in boards:
+        assert "asyncflow_task_duration_seconds_bucket" not in metrics(uid)
     assert {"asyncflow_resource_slots"} <= metrics("asyncflow-resources", "timeseries")
     assert {"asyncflow_resource_slots"} <= metrics("asyncflow-resources", "state-timeline")
     assert {

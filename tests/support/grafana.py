@@ -137,6 +137,38 @@ def label_values_args(query: str) -> tuple[str | None, str]:
     return match.group("selector"), match.group("label")
 
 
+_QUERY_RESULT = re.compile(r"^\s*query_result\((?P<expr>.*)\)\s*$", re.S)
+_JS_GROUP = re.compile(r"\(\?<(?=[A-Za-z_])")
+
+
+def query_result_expr(query: str) -> str | None:
+    """The PromQL of a ``query_result(expr)`` variable query (``None`` for another kind)."""
+    match = _QUERY_RESULT.match(query)
+    return match.group("expr") if match else None
+
+
+def variable_regex(variable: dict[str, Any]) -> re.Pattern[str] | None:
+    """A variable's ``/regex/`` as Python reads it (Grafana's are JavaScript: ``(?<name>``)."""
+    text = str(variable.get("regex") or "")
+    if not text:
+        return None
+    body = text[1 : text.rindex("/")] if text.startswith("/") else text
+    return re.compile(_JS_GROUP.sub("(?P<", body))
+
+
+def query_result_rows(result: list[dict[str, Any]]) -> list[str]:
+    """An instant query's series as Grafana's ``query_result()`` shows them to a regex:
+    ``name{label="value",...} value timestamp``, labels in the API's (sorted) order."""
+    rows = []
+    for series in result:
+        labels = dict(series["metric"])
+        name = labels.pop("__name__", "")
+        inner = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        t, value = series["value"]
+        rows.append(f"{name}{{{inner}}} {value} {int(float(t) * 1000)}")
+    return rows
+
+
 def traceql_attributes(query: str) -> set[tuple[str, str]]:
     """(scope, attribute) of every attribute a TraceQL query reads; scope "" if unscoped."""
     code = _TRACEQL_STRING.sub('""', query)
@@ -217,6 +249,18 @@ def check_dashboard(board: dict[str, Any], datasources: dict[str, str]) -> list[
             uid = _uid(variable.get("datasource"))
             if uid not in datasources:
                 problems.append(f"{where}: datasource uid {uid!r} is not provisioned")
+            elif datasources[uid] == "prometheus" and query_result_expr(variable_query(variable)):
+                expr = query_result_expr(variable_query(variable)) or ""
+                problems += [f"{where}: {p}" for p in _promql_problems(expr, placeholders)]
+                try:
+                    regex = variable_regex(variable)
+                except re.error as exc:
+                    problems.append(f"{where}: its regex does not compile: {exc}")
+                else:
+                    if regex is None or not {"text", "value"} <= set(regex.groupindex):
+                        problems.append(
+                            f"{where}: query_result() needs a regex with text and value"
+                        )
             elif datasources[uid] == "prometheus":
                 try:
                     selector, label = label_values_args(variable_query(variable))

@@ -99,6 +99,7 @@ class Server:
         self.url = f"http://{host}:{self.port}/"
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+        self.output = ""
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "asyncflow.cli", "dashboard", *args, "--port", str(self.port)],
             stdout=subprocess.PIPE,
@@ -122,6 +123,7 @@ class Server:
         return self
 
     def stop(self) -> None:
+        """Stop the server; what it printed is then in :attr:`output`."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -129,7 +131,8 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.proc.stdout is not None:
+        if self.proc.stdout is not None and not self.proc.stdout.closed:
+            self.output = self.proc.stdout.read().decode(errors="replace")
             self.proc.stdout.close()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 from collections.abc import Callable
@@ -291,3 +292,22 @@ def test_zooming_a_large_timeline_draws_the_window_in_detail(
         what="the whole run again",
     )
     assert severe_console_entries(browser) == []
+
+
+@pytest.mark.usefixtures("dashboard_extra")
+def test_the_server_prints_its_url_once_and_no_access_log(
+    recorded_run: Path, servers: Callable[..., Server]
+) -> None:
+    import urllib.request
+
+    server = servers(str(recorded_run)).wait_ready()
+    for path in ("", "_dash-layout", "_dash-dependencies", "no-such-page"):
+        with contextlib.suppress(OSError):  # the 404 of the last one
+            urllib.request.urlopen(server.url + path, timeout=10).close()
+    server.stop()
+    assert server.proc.stdout is None or server.proc.stdout.closed
+    output = server.output
+    urls = [line for line in output.splitlines() if "http://" in line]
+    assert urls == [f"asyncflow dashboard on {server.url} (Ctrl-C stops it)"], output
+    for noise in ("Serving Flask", "Debug mode", "development server", ".env", "GET /", "HTTP/1"):
+        assert noise not in output, output
