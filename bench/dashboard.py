@@ -4,7 +4,7 @@ Generates the file once with the no-op backend (``WorkflowEngine.create(
 dry_run=True)``), then measures, each repetition in a fresh process:
 
 - load: ``open_source(file).poll()``, the whole file into records;
-- the campaign timeline and utilisation figures: build time, and their size
+- the campaign timeline, utilisation and slot lanes figures: build time, and their size
   as the JSON Dash sends to the browser;
 - the peak RSS of that process.
 
@@ -96,6 +96,7 @@ def measure(path: Path) -> dict[str, Any]:
     for name, build in (
         ("campaign", figures.campaign_figure),
         ("utilisation", figures.utilisation_figure),
+        *((("slots", figures.slots_figure),) if hasattr(figures, "slots_figure") else ()),
     ):
         started = time.perf_counter()
         fig = build(run)
@@ -243,6 +244,17 @@ def main(argv: list[str] | None = None) -> int:
         (
             "utilisation figure: JSON",
             f"{med('utilisation_json_s'):.3f} s, {med('utilisation_bytes') / 1e6:.3f} MB",
+        ),
+        *(
+            [
+                ("slot lanes figure: build", f"{med('slots_build_s'):.2f} s"),
+                (
+                    "slot lanes figure: JSON",
+                    f"{med('slots_json_s'):.3f} s, {med('slots_bytes') / 1e6:.3f} MB",
+                ),
+            ]
+            if "slots_build_s" in results[0]
+            else []
         ),
         ("load + timeline ready to send", f"{first_render:.2f} s (target < {TARGET_SECONDS:g} s)"),
         (

@@ -84,6 +84,7 @@ def render_report(
         parts.append(f"<p>{len(run.tasks)} tasks: {states}. {html.escape(c.headline(summary))}</p>")
     sections = [
         ("Campaign timeline", f.campaign_figure(run, capacity=capacity), "campaign"),
+        ("Slot lanes", f.slots_figure(run), "slots"),
         ("Utilisation", f.utilisation_figure(run, capacity=capacity), "utilisation"),
         ("Summary", f.summary_figure(run), "summary"),
     ]

@@ -124,6 +124,16 @@ async def test_failures_record_exception_exit_status_and_stderr_tail(tmp_path: P
     for span in exporter.get_finished_spans():
         assert SECRET not in str(dict(span.attributes or {}))
 
+    # OTLP/JSON keeps it, and the dashboard reads it back from there.
+    from asyncflow.dashboard import open_source
+
+    otlp = tel.export_as_otlp(tmp_path / "run.otlp.json")
+    tasks = {t.name: t for t in open_source(otlp).poll().tasks}
+    assert "in deep_helper" in tasks["analyse"].failure
+    assert "exit code 3" in tasks["loud"].failure
+    assert "the last words of the process" in tasks["loud"].failure
+    assert "killed by signal SIGKILL" in tasks["killed"].failure
+
 
 async def test_run_time_and_queue_wait_histograms(tmp_path: Path) -> None:
     engine = await WorkflowEngine.create(backend=await LocalExecutionBackend(), work_dir=tmp_path)

@@ -49,7 +49,7 @@ def test_report_is_one_self_contained_file(
     text = out.read_text()
     assert not re.search(r"<script[^>]+src=", text)  # plotly.js is inlined: opens offline
     assert "Plotly.newPlot" in text and len(text) > 1_000_000
-    for div in ("campaign", "utilisation", "summary", "workflow-0", "workflow-1"):
+    for div in ("campaign", "slots", "utilisation", "summary", "workflow-0", "workflow-1"):
         assert f'id="{div}"' in text
     assert "workflow-2" not in text
     assert "ValueError" in text and "evaluation set is empty" in text
