@@ -2,10 +2,11 @@
 
 Every line starts with its section (and an event line with its name), so
 lines are sorted by prefix before anything is parsed. Span lines are parsed
-first; the lifecycle lines of a task (created, resolved, queued, submitted,
-started, ``asyncflow.ResourceAssigned``) are parsed only while its span has
-not arrived (they are what a live view has of a waiting or running task);
-the final events are never parsed: the span carries everything. That keeps a 100,000-task
+first; the ``TaskCreated``, ``asyncflow.TaskResolved``, ``TaskStarted`` and
+``asyncflow.ResourceAssigned`` lines of a task are parsed only while its span
+has not arrived (they are what a live view has of a waiting, queued or
+running task); the other lifecycle events are never parsed: the span
+carries their timestamps. That keeps a 100,000-task
 file to one JSON parse per task. A block's ``TaskCreated`` line is parsed
 even when its span came with it: only that line says what the block was
 called under, which places it while its workflow's span is still to come.
@@ -48,18 +49,16 @@ _EVENTS = {
     n.EVENT_TASK_CREATED: _LIVE,
     n.EVENT_TASK_STARTED: _LIVE,
     n.EVENT_RESOURCE_ASSIGNED: _LIVE,
-    n.EVENT_TASK_RESOLVED: _LIVE,  # a live task waits for its dependencies until resolved
-    n.EVENT_TASK_QUEUED: _LIVE,
-    n.EVENT_TASK_SUBMITTED: _LIVE,
+    # A live task waits for its dependencies until resolved, then is queued:
+    # resolved is all a live view needs of the steps before it starts.
+    n.EVENT_TASK_RESOLVED: _LIVE,
+    n.EVENT_TASK_QUEUED: _SKIP,
+    n.EVENT_TASK_SUBMITTED: _SKIP,
     n.EVENT_TASK_COMPLETED: _SKIP,
     n.EVENT_TASK_FAILED: _SKIP,
     n.EVENT_TASK_CANCELED: _SKIP,
 }
-_STEPS = {
-    n.EVENT_TASK_RESOLVED: n.SPAN_EVENT_RESOLVED,
-    n.EVENT_TASK_QUEUED: n.SPAN_EVENT_QUEUED,
-    n.EVENT_TASK_SUBMITTED: n.SPAN_EVENT_SUBMITTED,
-}
+_STEPS = {n.EVENT_TASK_RESOLVED: n.SPAN_EVENT_RESOLVED}
 _TASK_ID = '"task_id":"'
 _CREATED = f'{_EVENT_NAME}{n.EVENT_TASK_CREATED}"'
 _BLOCK_PREFIX = n.UID_PREFIX_BLOCK

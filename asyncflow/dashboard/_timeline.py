@@ -304,7 +304,8 @@ def _segments(
 
 def _critical_trace(critical: paths.CriticalPath, rows: list[c.Row], run: Run) -> go.Scatter:
     """The critical path over the timeline: each task's run drawn dark, joined in order."""
-    index = {t.uid: (i, row) for i, row in enumerate(rows) for t in row.tasks}
+    wanted = critical.uids
+    index = {t.uid: (i, row) for i, row in enumerate(rows) for t in row.tasks if t.uid in wanted}
     xs: list[float | None] = []
     ys: list[float | None] = []
     custom: list[list[str]] = []

@@ -303,7 +303,8 @@ def span_record(span: Mapping[str, Any]) -> SpanRecord | None:
     cpus, gpus = get(n.TASK_CPUS, 1), get(n.TASK_GPUS, 0)
     if result == STATE_FAILED:
         failure = _process_text(attrs) + failure
-    others = attrs.keys() - _KNOWN_ATTRIBUTES
+    # A subset test allocates nothing: most spans have no other attribute.
+    others = () if attrs.keys() <= _KNOWN_ATTRIBUTES else attrs.keys() - _KNOWN_ATTRIBUTES
     return SpanRecord(
         uid=str(uid or span.get("span_id") or ""),
         level=level,
