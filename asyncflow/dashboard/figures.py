@@ -6,6 +6,7 @@ Used by the Dash app, by ``asyncflow report`` and by scripts such as
 
 from __future__ import annotations
 
+from ._gantt import GANTT_LIMIT, gantt_figure
 from ._panels import STATE_COLOURS, summary_figure, utilisation_figure
 from ._plot import (
     FAILED,
@@ -20,14 +21,7 @@ from ._plot import (
     values_of,
 )
 from ._slots import LANE_BAR_LIMIT, slots_figure
-from ._timeline import (
-    BAR_LIMIT,
-    GANTT_LIMIT,
-    MAX_STEPS,
-    campaign_figure,
-    gantt_figure,
-    zoom_window,
-)
+from ._timeline import BAR_LIMIT, MAX_STEPS, campaign_figure, zoom_window
 
 __all__ = [
     "BAR_LIMIT",
