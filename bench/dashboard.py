@@ -96,15 +96,20 @@ def measure(path: Path) -> dict[str, Any]:
     for name, build in (
         ("campaign", figures.campaign_figure),
         ("utilisation", figures.utilisation_figure),
+        # A view added later: after the peak RSS of the others is taken, so
+        # that figure stays comparable with earlier runs.
         *((("slots", figures.slots_figure),) if hasattr(figures, "slots_figure") else ()),
     ):
+        if name == "slots":
+            out["peak_rss_mb"] = _rss_mb()
         started = time.perf_counter()
         fig = build(run)
         out[f"{name}_build_s"] = time.perf_counter() - started
         started = time.perf_counter()
         out[f"{name}_bytes"] = len(pio.to_json(fig, validate=False))
         out[f"{name}_json_s"] = time.perf_counter() - started
-    out["peak_rss_mb"] = _rss_mb()
+    out.setdefault("peak_rss_mb", _rss_mb())
+    out["peak_rss_all_mb"] = _rss_mb()
     return out
 
 
@@ -260,6 +265,11 @@ def main(argv: list[str] | None = None) -> int:
         (
             "peak RSS (process)",
             f"{med('peak_rss_mb'):.0f} MB (at start {med('rss_start_mb'):.0f} MB)",
+        ),
+        *(
+            [("peak RSS with the slot lanes too", f"{med('peak_rss_all_mb'):.0f} MB")]
+            if "slots_build_s" in results[0]
+            else []
         ),
     ]
     if args.browser:

@@ -73,6 +73,8 @@ _EVENT_FIELDS = {
     n.SPAN_EVENT_SUBMITTED: "submitted",
     n.SPAN_EVENT_STARTED: "started",
 }
+# One string per task kind, not one per record: 100,000 copies of "function" add up.
+_TASK_KINDS = {k: k for k in (n.TYPE_FUNCTION, n.TYPE_EXECUTABLE, n.TYPE_PROMPT, n.TYPE_BLOCK)}
 # Span attributes the record has fields for; the task panel lists the others.
 _KNOWN_ATTRIBUTES = n.SPAN_ATTRIBUTES | {
     n.PROCESS_EXIT_CODE,
@@ -333,7 +335,7 @@ def span_record(span: Mapping[str, Any]) -> SpanRecord | None:
             str(v) for v in (get(n.CACHE_SOURCE_SESSION), get(n.CACHE_SOURCE_TASK)) if v
         ),
         attempts=tuple(sorted(attempts)),
-        kind=str(get(n.TASK_TYPE) or ""),
+        kind=_TASK_KINDS.get(str(get(n.TASK_TYPE) or ""), ""),
         failure=failure,
         extra=tuple(sorted((k, _text(attrs[k])) for k in others)) if others else (),
     )
