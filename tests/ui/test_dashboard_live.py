@@ -93,6 +93,7 @@ def test_a_live_run_mid_campaign_tells_the_truth(
             (spans := spans_by_name(live_campaign)).keys() >= {"known", "broken", "after"} and spans
         ),
         what="the first tasks' spans in the checkpoint file",
+        timeout=60,
     )
     server = servers(str(live_campaign), "--refresh", "0.5").wait_ready()
     browser.get(server.url)
@@ -100,7 +101,9 @@ def test_a_live_run_mid_campaign_tells_the_truth(
 
     # Every task is drawn, in the state it is in now; none unfinished is a failure.
     tasks = wait_for(
-        lambda: len(drawn := drawn_tasks(browser)) == 7 and drawn, what="the seven tasks drawn"
+        lambda: len(drawn := drawn_tasks(browser)) == 7 and drawn,
+        what="the seven tasks drawn",
+        timeout=60,
     )
     states: dict[str, set[str]] = {}
     for task in tasks:
@@ -127,6 +130,7 @@ def test_a_live_run_mid_campaign_tells_the_truth(
     panel = wait_for(
         lambda: _until_shown(browser, lambda: _click_bar(browser, "broken"), "Traceback"),
         what="the task panel with the traceback",
+        timeout=60,
     )
     assert "Traceback (most recent call last)" in panel
     assert "in check_input" in panel and f"ValueError: {FAILURE}" in panel
@@ -137,6 +141,7 @@ def test_a_live_run_mid_campaign_tells_the_truth(
             browser, lambda: _click(browser, "#task-panel .task-link"), "dependency-failed"
         ),
         what="the dependent's panel",
+        timeout=60,
     )
     assert severe_console_entries(browser) == []
 
