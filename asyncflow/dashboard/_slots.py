@@ -69,11 +69,12 @@ def slots_figure(run: Run, *, bar_limit: int = LANE_BAR_LIMIT) -> go.Figure:
     else:
         for trace in _segments(run, lanes, colours, place):
             fig.add_trace(trace, row=1, col=1)
-    times, values = paths.waiting_for_slots(run)
+    # Each bin's peak beyond ENVELOPE_POINTS changes, as the busy slots.
+    waiting = c.envelope(c.Steps(*paths.waiting_for_slots(run)), c.ENVELOPE_POINTS)
     fig.add_trace(
         go.Scatter(
-            x=times,
-            y=values,
+            x=waiting.times,
+            y=waiting.values,
             mode="lines",
             line={"shape": "hv", "color": QUEUE, "width": 2},
             fill="tozeroy",

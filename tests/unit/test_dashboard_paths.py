@@ -181,3 +181,21 @@ def test_clock_axes_show_clock_time() -> None:
     large = f.clock_axes(f.campaign_figure(run, bar_limit=1), run.start)
     line = next(t for t in large.data if t.type == "scattergl")
     assert min(v for v in f.values_of(line.x) if v == v) >= zero_ms
+
+
+def test_the_waiting_count_of_a_large_run_is_bounded() -> None:
+    from asyncflow.dashboard import compute as c
+
+    builder = RunBuilder("many")
+    builder.add_span(r.session_span(5000.0))
+    for i in range(3000):  # 6,000 changes of the waiting count
+        one = r.task_span(f"task.{i + 1:06d}", "wf-a", "simulate", 0, None, i + 0.75, i + 1.0)
+        one["events"] = [
+            {"name": n.SPAN_EVENT_RESOLVED, "time_ns": r.ns(i + 0.25)},
+            {"name": n.SPAN_EVENT_STARTED, "time_ns": r.ns(i + 0.75)},
+        ]
+        builder.add_span(one)
+    fig = f.slots_figure(builder.snapshot())
+    waiting = next(t for t in fig.data if t.name == "tasks waiting for a slot")
+    assert len(waiting.x) <= c.ENVELOPE_POINTS
+    assert max(waiting.y) == 1  # each bin keeps its peak
