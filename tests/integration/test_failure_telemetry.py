@@ -67,7 +67,11 @@ async def test_failures_record_exception_exit_status_and_stderr_tail(tmp_path: P
         return f"{sys.executable} {tmp_path / 'loud.py'}"
 
     @engine.executable_task
-    async def killed() -> str:
+    async def killed() -> list[str]:  # an exact argv: the signal as the process got it
+        return [sys.executable, str(tmp_path / "killed.py")]
+
+    @engine.executable_task
+    async def killed_in_shell() -> str:  # a shell line: what dash reports, 128 + 9
         return f"{sys.executable} {tmp_path / 'killed.py'}"
 
     failed = analyse(7)
@@ -76,6 +80,7 @@ async def test_failures_record_exception_exit_status_and_stderr_tail(tmp_path: P
         after(failed),
         loud(task_description=env),
         killed(task_description=env),
+        killed_in_shell(),
         return_exceptions=True,
     )
     assert all(isinstance(r, BaseException) for r in results)
@@ -105,6 +110,9 @@ async def test_failures_record_exception_exit_status_and_stderr_tail(tmp_path: P
     killed_attrs = spans["killed"]["attributes"]
     assert killed_attrs[names.PROCESS_SIGNAL] == "SIGKILL"
     assert names.PROCESS_EXIT_CODE not in killed_attrs
+    shell_attrs = spans["killed_in_shell"]["attributes"]
+    assert shell_attrs[names.PROCESS_EXIT_CODE] == 128 + 9
+    assert shell_attrs[names.PROCESS_STDERR_TAIL] == "Killed\n"  # dash's word for it
     # Bounded: no span line carries more than the bounds allow.
     for span in spans.values():
         for event in span["events"]:

@@ -128,7 +128,7 @@ def test_a_live_run_mid_campaign_tells_the_truth(
 
     # Clicking the failed task opens its panel with its traceback.
     panel = wait_for(
-        lambda: _until_shown(browser, lambda: _click_bar(browser, "broken"), "Traceback"),
+        lambda: _until_shown(browser, lambda: _click_bar(browser, "broken"), "broken failed"),
         what="the task panel with the traceback",
         timeout=60,
     )
@@ -183,15 +183,23 @@ def _click_bar(browser: Any, name: str) -> bool:
     """A real mouse click on the bar of task ``name``."""
     from selenium.common.exceptions import StaleElementReferenceException
 
-    (task,) = [t for t in drawn_tasks(browser) if t["name"] == name]
+    found = [t for t in drawn_tasks(browser) if t["name"] == name]
+    if len(found) != 1:
+        return False  # between two drawings
+    (task,) = found
     bar_traces = [i for i, t in enumerate(_trace_types(browser)) if t == "bar"]
     nth = bar_traces.index(task["curve"]) + 1
     css = (
         f"#campaign-graph .barlayer .trace:nth-of-type({nth}) "
         f".point:nth-of-type({task['point'] + 1}) path"
     )
+    from selenium.webdriver.common.action_chains import ActionChains
+
     try:
-        click(browser, elements(browser, css)[0])
+        bar = elements(browser, css)[0]
+        # Near its start: at its end is the cross of the task that depended on it.
+        left = -int(bar.size["width"] / 2) + 4
+        ActionChains(browser).move_to_element_with_offset(bar, left, 0).click().perform()
     except (StaleElementReferenceException, IndexError):
         return False
     return True
