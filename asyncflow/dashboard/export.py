@@ -42,6 +42,11 @@ def _us(run: Run, t: float) -> float:
     return round((t - run.start) * _US, 3)
 
 
+def _dur(run: Run, start: float, end: float) -> float:
+    """The duration from the rounded ends: one phase ends exactly where the next starts."""
+    return round(max(_us(run, end) - _us(run, start), 0.0), 3)
+
+
 def _meta(kind: str, pid: int, tid: int, value: Any) -> dict[str, Any]:
     return {"ph": "M", "name": kind, "pid": pid, "tid": tid, "args": value}
 
@@ -93,7 +98,7 @@ def _by_workflow(run: Run) -> list[dict[str, Any]]:
                         "name": task.name if phase == n.PHASE_RUN_TIME else phase,
                         "cat": phase,
                         "ts": _us(run, start),
-                        "dur": round(max(end - start, 0.0) * _US, 3),
+                        "dur": _dur(run, start, end),
                         "pid": pid,
                         "tid": tid,
                         "args": args,
@@ -124,7 +129,7 @@ def _by_slot(run: Run) -> list[dict[str, Any]]:
                     "cat": (row.workflow_type if row is not None else task.workflow_type)
                     or c.NO_WORKFLOW,
                     "ts": _us(run, start),
-                    "dur": round(max(end - start, 0.0) * _US, 3),
+                    "dur": _dur(run, start, end),
                     "pid": pid,
                     "tid": tid,
                     "args": _args(task, where),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -26,6 +27,14 @@ def test_export_of_a_real_run_has_every_phase(recorded_run: Path, tmp_path: Path
         # dependency wait and queue wait once resolved, run time once started
         expected += 2 * (names.SPAN_EVENT_RESOLVED in steps) + (names.SPAN_EVENT_STARTED in steps)
     assert len(events["X"]) == expected > 0
+    # A task's phases follow each other on its track exactly: no gap, no overlap.
+    tracks: dict[tuple[int, int], list[dict[str, float]]] = {}
+    for event in events["X"]:
+        tracks.setdefault((event["pid"], event["tid"]), []).append(event)
+    for phases in tracks.values():
+        phases.sort(key=lambda e: e["ts"])
+        for before, after in itertools.pairwise(phases):
+            assert after["ts"] == pytest.approx(before["ts"] + before["dur"], abs=1e-6)
     slot = tmp_path / "slots.json"
     assert main(["export", str(recorded_run), "--tracks", "slot", "-o", str(slot)]) == 0
     validate_trace(json.loads(slot.read_text()))
