@@ -3,7 +3,9 @@
 A command string runs through ``/bin/sh -c`` as written, a list (or
 ``shell=False``) as its exact argv (see ``_shell.py``). The process gets its
 own session (so cancelling kills its whole process group), and no standard
-input.
+input. The task ends when its own process ends: a descendant that left the
+process group (``setsid cmd &``) and still holds the output pipes gets
+:data:`OUTPUT_GRACE` seconds, then the pipes are closed on it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,15 @@ from typing import Any
 from ._base import TaskDescription
 from ._shell import direct_launch, launch_argv, shell_status
 
-__all__ = ["kill_group", "run_executable"]
+__all__ = ["OUTPUT_GRACE", "kill_group", "run_executable"]
+
+# Seconds output is still read after the process exited: enough for what its
+# own children flush on the way out, short enough that a stranger holding
+# the pipe cannot keep the task running.
+OUTPUT_GRACE = 0.5
+
+# How often a task whose pipes stay open checks whether its process exited.
+_EXIT_POLL = 0.2
 
 
 def _env(overrides: Any) -> dict[str, str] | None:
@@ -74,7 +84,7 @@ def run_executable(
         procs[uid] = proc
         try:
             on_start()
-            out, err = proc.communicate()
+            out, err = _communicate(proc)
         finally:
             procs.pop(uid, None)
         code, note = (proc.returncode, "") if direct is None else shell_status(proc.returncode)
@@ -105,6 +115,30 @@ def _spawn(
         stderr=stderr,
         start_new_session=True,
     )
+
+
+def _communicate(proc: subprocess.Popen[bytes]) -> tuple[bytes | None, bytes | None]:
+    """Read the output of ``proc`` until it exits, plus a short grace.
+
+    ``communicate()`` alone waits for end of file, which never comes while a
+    descendant that escaped the process group holds the pipe.
+    """
+    while True:
+        try:
+            return proc.communicate(timeout=_EXIT_POLL)
+        except subprocess.TimeoutExpired:
+            if proc.poll() is not None:
+                break
+    try:
+        return proc.communicate(timeout=OUTPUT_GRACE)
+    except subprocess.TimeoutExpired as exc:
+        # Output read so far is kept; the pipes are ours to close.
+        out, err = exc.output, exc.stderr
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()
+    return out, err
 
 
 def kill_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import threading
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -27,6 +28,10 @@ from ._runners import CancelHandles, run_coroutine_function, run_pickled
 __all__ = ["LocalExecutionBackend"]
 
 logger = logging.getLogger("asyncflow.backends")
+
+# Seconds shutdown waits for the threads of killed executables: their
+# processes got SIGKILL, so they end within the output grace of ``_exec``.
+EXEC_THREADS_DEADLINE = 5.0
 
 _PROMPT_HELP = (
     "LocalExecutionBackend cannot answer prompts: register an AI backend and route "
@@ -94,6 +99,7 @@ class LocalExecutionBackend(BaseBackend):
         # uid -> [concurrent future or None while submitting, task dict]
         self._queued: dict[str, list[Any]] = {}
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._exec_futures: set[Future[Any]] = set()  # executables queued or running
         self._handles: CancelHandles = {}
         self._cancelled: set[str] = set()
         self._tasks_by_uid: dict[str, TaskDescription] = {}
@@ -159,7 +165,9 @@ class LocalExecutionBackend(BaseBackend):
 
     def _dispatch(self, task: TaskDescription) -> None:
         if task.get("executable"):
-            self._submit(self._exec_pool, task, self._run_executable_task, task)
+            cf = self._submit(self._exec_pool, task, self._run_executable_task, task)
+            self._exec_futures.add(cf)
+            cf.add_done_callback(self._exec_futures.discard)
         elif self._processes:
             self._submit_to_process(task)
         else:
@@ -226,12 +234,13 @@ class LocalExecutionBackend(BaseBackend):
         gpus = slot_indices(task.get("slots") or (), "gpu")
         return {"CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in gpus)}
 
-    def _submit(self, pool: Executor, task: TaskDescription, fn: Any, arg: Any) -> None:
+    def _submit(self, pool: Executor, task: TaskDescription, fn: Any, arg: Any) -> Future[Any]:
         # Registered before submitting: the worker may start (and unregister)
         # before ``submit`` even returns.
         entry: list[Any] = [None, task]
         self._queued[task["uid"]] = entry
-        entry[0] = pool.submit(fn, arg)
+        cf = entry[0] = pool.submit(fn, arg)
+        return cf
 
     def _finish(self, task: TaskDescription, state: str) -> None:
         uid = task["uid"]
@@ -505,9 +514,20 @@ class LocalExecutionBackend(BaseBackend):
         await loop.run_in_executor(None, self._shutdown_pools)
 
     def _shutdown_pools(self) -> None:
-        self._exec_pool.shutdown(wait=True, cancel_futures=True)
+        self._exec_pool.shutdown(wait=False, cancel_futures=True)
         for broken in self._broken_on_purpose:
             broken.shutdown(wait=False, cancel_futures=True)
+        # A thread stuck on a process that will not die must not hold
+        # shutdown for ever: wait with a deadline, then say so.
+        _, late = wait_futures(list(self._exec_futures), timeout=EXEC_THREADS_DEADLINE)
+        if late:
+            logger.warning(
+                "backend %r: %d executable(s) still not ended %.0f s after SIGKILL; "
+                "not waiting for them",
+                self.name,
+                len(late),
+                EXEC_THREADS_DEADLINE,
+            )
         # Read before shutdown(), which forgets its worker processes.
         workers = dict(getattr(self._executor, "_processes", None) or {})
         self._executor.shutdown(wait=False, cancel_futures=True)
