@@ -536,6 +536,12 @@ class WorkflowEngine:
         backend = fut.target_backend or self._default
         fut._tel = observer.task_created(fut, backend, parent, scope[0] if scope else None)
 
+    def _settling(self, fut: TaskFuture[Any]) -> None:
+        """``fut`` completes now: its telemetry records reach the checkpoint
+        writer before its waiters run (a killed run keeps what finished)."""
+        if fut._tel is not None and self._observer is not None:
+            self._observer.flush_soon()
+
     def _ended(self, fut: TaskFuture[Any], result: str, exc: BaseException | None) -> None:
         span = fut._tel
         if span is not None and self._observer is not None:
@@ -578,6 +584,7 @@ class WorkflowEngine:
 
     def _fail_at_once(self, fut: TaskFuture[Any], exc: BaseException) -> TaskFuture[Any]:
         self._graph.add_ready(fut)
+        self._settling(fut)
         fut.set_exception(exc)
         self._ended(fut, n.RESULT_FAILED, exc)
         self._apply(self._graph.finish(fut, g.FAILED))
@@ -622,6 +629,7 @@ class WorkflowEngine:
         cause_exc = None if failed[0].cancelled() else failed[0].exception()
         names = [getattr(d, "name", None) or repr(d) for d in failed]
         exc = DependencyFailureError.for_task(fut.name, names, cause_exc)
+        self._settling(fut)
         fut.set_exception(exc)
         # The root failure is reported on its own future; silence the echoes.
         fut._log_traceback = False
@@ -631,6 +639,7 @@ class WorkflowEngine:
     def _cancel_dependent(self, fut: TaskFuture[Any], cause: Any) -> None:
         if not fut.done():
             cause_name = getattr(cause, "uid", None) or repr(cause)
+            self._settling(fut)
             fut._cancel_now(f"dependency {cause_name} was cancelled")
             if fut._tel is not None:
                 self._ended(fut, n.RESULT_CANCELED, None)
@@ -1044,6 +1053,7 @@ class WorkflowEngine:
                 # The backend reported no RUNNING (a dry run): it ran for no time.
                 observer.started(fut._tel)
             fut._running = False
+            self._settling(fut)
             fut.set_result(value_of(task, fut.kind, path))
             if fut._tel is not None:
                 self._ended(fut, n.RESULT_COMPLETED, None)
@@ -1290,6 +1300,7 @@ class WorkflowEngine:
         if isinstance(exc, asyncio.CancelledError):
             self._finish_cancel(fut, str(exc) or None)
             return
+        self._settling(fut)
         fut.set_exception(exc)
         if fut._tel is not None:
             self._ended(fut, n.RESULT_FAILED, exc)
@@ -1301,6 +1312,7 @@ class WorkflowEngine:
         if fut._run is not None:
             fut._run.cancel_timer()
         fut._running = False
+        self._settling(fut)
         fut._cancel_now(msg)
         if fut._tel is not None:
             self._ended(fut, n.RESULT_CANCELED, None)
@@ -1368,6 +1380,7 @@ class WorkflowEngine:
                 self._finish_exc(fut, t.exception())  # type: ignore[arg-type]
             else:
                 fut._running = False
+                self._settling(fut)
                 fut.set_result(t.result())
                 if fut._tel is not None:
                     self._ended(fut, n.RESULT_COMPLETED, None)

@@ -143,6 +143,12 @@ class Recorder:
         self.writer = writer
         self._put = writer.write
 
+    def flush_soon(self) -> None:
+        """The engine is about to complete a future: this loop turn's records
+        go to the checkpoint writer before that future's waiters run."""
+        if self.writer is not None:
+            self.writer.flush_soon()
+
     # ------------------------------------------------------------------ ids and events
     def new_span(self, parent: int | None, level: str, name: str) -> LiveSpan:
         """A new span with a fresh id (``parent``: the parent span's id)."""

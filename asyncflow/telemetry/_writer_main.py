@@ -1,71 +1,169 @@
 """The checkpoint writer process: ``python -m asyncflow.telemetry._writer_main``.
 
 Reads length-prefixed marshal batches of records from standard input,
-renders them and appends the lines to the checkpoint file, flushing after
-every batch. Ends at end of input (the engine closed the pipe, or died).
+renders them and appends the lines to the checkpoint file (an open file
+descriptor it inherits), writing after every batch. Ends at end of input, or
+when the engine's process is gone (forked pool workers may hold the pipe
+open for ever, so end of input alone is not enough).
+
+Talks back on standard output, one line each: ``ready``, then ``error
+<cause>`` once per kind of failure and ``resumed <what>`` when writing works
+again; the engine logs them. While the disk is full, lines wait (up to
+:data:`HELD_BYTES`) and are written, on a fresh line, once there is room.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import marshal
 import os
+import select
 import signal
 import struct
 import sys
+from collections.abc import Callable
 
 from ._render import LineRenderer
 
+# Rendered bytes kept while the file cannot be written; beyond, lines drop.
+HELD_BYTES = 16 << 20
 
-def _read_exact(stream: object, size: int) -> bytes:
-    chunks = []
-    while size:
-        chunk = stream.read(size)  # type: ignore[attr-defined]
-        if not chunk:
-            return b""
-        chunks.append(chunk)
-        size -= len(chunk)
-    return b"".join(chunks)
+# Seconds between checks of the engine's process and of the file.
+_CHECK_EVERY = 0.5
+
+
+class _Out:
+    """Appends to the checkpoint file; survives a full disk and says so once."""
+
+    def __init__(self, fd: int, path: str, say: Callable[[str], None]) -> None:
+        self.fd = fd
+        self.path = path
+        self.say = say
+        self.held = b""  # not written yet: starts at a line start
+        self.torn = False  # the file ends inside a line
+        self.dropped = 0
+        self.failed_with: str | None = None
+        self.gone = False
+        stat = os.fstat(fd)
+        self.identity = (stat.st_dev, stat.st_ino)
+
+    def add(self, data: bytes) -> None:
+        if len(self.held) + len(data) > HELD_BYTES:
+            self.dropped += data.count(b"\n")
+            return
+        self.held += data
+        self.flush()
+
+    def flush(self) -> None:
+        if not self.held:
+            return
+        if self.torn:
+            if not self._write(b"\n"):
+                return
+            self.torn = False
+        data = self.held
+        done = 0
+        while done < len(data):
+            try:
+                done += os.write(self.fd, data[done:])
+            except OSError as exc:
+                # Keep whole lines: the torn one is written again in full.
+                start = data.rfind(b"\n", 0, done) + 1
+                self.torn = start != done
+                self.held = data[start:]
+                self._failed(exc)
+                return
+        self.held = b""
+        if self.failed_with is not None:
+            lost = f"; {self.dropped} lines dropped meanwhile" if self.dropped else ""
+            self.say(f"resumed {self.path}: writing again{lost}")
+            self.failed_with = None
+            self.dropped = 0
+
+    def _write(self, data: bytes) -> bool:
+        try:
+            return os.write(self.fd, data) == len(data)
+        except OSError as exc:
+            self._failed(exc)
+            return False
+
+    def _failed(self, exc: OSError) -> None:
+        cause = errno.errorcode.get(exc.errno or 0, "") or type(exc).__name__
+        if self.failed_with != cause:
+            self.failed_with = cause
+            self.say(f"error {self.path}: writing stopped: {exc.strerror or exc}")
+
+    def check_file(self) -> None:
+        """Say once if the file was removed (or its directory deleted)."""
+        if self.gone:
+            return
+        try:
+            stat = os.stat(self.path)
+            moved = (stat.st_dev, stat.st_ino) != self.identity
+        except OSError:
+            moved = True
+        if moved:
+            self.gone = True
+            self.say(f"error {self.path}: the file was removed (or its directory); lines are lost")
 
 
 def main(argv: list[str]) -> int:
     """Run the writer; returns the exit code."""
-    path, session_id, node_id, trace_hex = argv
+    fd_text, path, session_id, node_id, trace_hex = argv
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # finish the record; the pipe ends us
+    parent = os.getppid()
+    fd = int(fd_text)
+    # Readers tell a run whose writer is gone by this lock being free.
+    fcntl.flock(fd, fcntl.LOCK_SH)
     renderer = LineRenderer(session_id, node_id, trace_hex)
-    stream = sys.stdin.buffer
-    failed = False
-    out = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed below, errors included
-    sys.stdout.write("ready\n")  # the engine waits for this before the run starts
-    sys.stdout.flush()
+
+    def say(line: str) -> None:
+        with contextlib.suppress(OSError):  # nobody listens any more
+            os.write(1, (line.replace("\n", " ") + "\n").encode("utf-8", "replace"))
+
+    out = _Out(fd, path, say)
+    buffer = b""
+    say("ready")
+    orphaned = False
     while True:
-        head = _read_exact(stream, 4)
-        if len(head) < 4:
+        ready, _, _ = select.select([0], [], [], _CHECK_EVERY)
+        if ready:
+            chunk = os.read(0, 1 << 20)
+            if not chunk:
+                break
+            buffer = _consume(buffer + chunk, renderer, out)
+        else:
+            out.flush()  # room again after a full disk?
+            out.check_file()
+            if orphaned:
+                break  # the engine is gone and the pipe is empty
+            orphaned = os.getppid() != parent
+    out.flush()
+    with contextlib.suppress(OSError):
+        os.fsync(fd)
+    os.close(fd)
+    return 0
+
+
+def _consume(buffer: bytes, renderer: LineRenderer, out: _Out) -> bytes:
+    """Render and write every whole batch in ``buffer``; returns the rest."""
+    lines: list[str] = []
+    while len(buffer) >= 4:
+        size = struct.unpack("<I", buffer[:4])[0]
+        if len(buffer) < 4 + size:
             break
-        blob = _read_exact(stream, struct.unpack("<I", head)[0])
-        if not blob:
-            break
-        if failed:
-            continue  # keep reading: the engine must never block on a full pipe
-        lines = []
-        for record in marshal.loads(blob):
+        batch = marshal.loads(buffer[4 : 4 + size])
+        buffer = buffer[4 + size :]
+        for record in batch:
             try:
                 lines.append(renderer.render(tuple(record)))
             except Exception as exc:  # noqa: BLE001 - one bad record must not stop the file
                 sys.stderr.write(f"asyncflow checkpoint: skipped a record: {exc!r}\n")
-        try:
-            out.write("".join(lines))
-            out.flush()
-        except OSError as exc:  # disk full: stop writing, say so once
-            failed = True
-            sys.stderr.write(f"asyncflow checkpoint: {path}: writing stopped: {exc}\n")
-    try:
-        if not failed:
-            out.flush()
-            os.fsync(out.fileno())
-        out.close()
-    except OSError:
-        pass
-    return 0
+    if lines:
+        out.add("".join(lines).encode("utf-8"))
+    return buffer
 
 
 if __name__ == "__main__":

@@ -10,22 +10,21 @@ last line.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import fcntl
 import json
 import logging
-import marshal
 import os
-import select
-import struct
-import subprocess
-import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from . import names as n
+from ._pipe_writer import CLOSE_DEADLINE, NoWriterProcess, ProcessCheckpointWriter
 from ._render import LineRenderer
 
 __all__ = [
@@ -38,8 +37,11 @@ __all__ = [
 
 logger = logging.getLogger("asyncflow.telemetry")
 
-# Lines waiting before the writer is woken early (bounds the memory held).
+# Lines waiting before the writer is woken early.
 _WAKE_AT = 5_000
+
+# Records waiting for a slow (or stalled) writer thread; beyond, they drop.
+MAX_QUEUED = 500_000
 
 
 class _Sink:
@@ -57,6 +59,7 @@ class _Sink:
         self._wake = threading.Event()
         self._stopping = False
         self._failed = False
+        self.dropped = 0
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="asyncflow-checkpoint", daemon=True)
         self._thread.start()
@@ -64,9 +67,21 @@ class _Sink:
     def write(self, record: tuple[Any, ...]) -> None:
         """Queue one record. Never blocks; thread-safe."""
         queue = self._queue
+        if len(queue) >= MAX_QUEUED:
+            if not self.dropped:
+                logger.error(
+                    "checkpoint writer for %s is not keeping up (stalled disk?): dropping "
+                    "records; the count is reported at the end",
+                    self.path,
+                )
+            self.dropped += 1
+            return
         queue.append(record)
         if len(queue) > _WAKE_AT and not self._wake.is_set():
             self._wake.set()
+
+    def flush_soon(self) -> None:
+        """Nothing to do: a writer thread dies with this process anyway."""
 
     def write_line(self, line: str) -> None:
         """Queue one rendered line."""
@@ -82,8 +97,10 @@ class _Sink:
             self._wake.clear()
             self._drain()
 
-    def _drain(self) -> None:
-        with self._lock:
+    def _drain(self, timeout: float = -1) -> None:
+        if not self._lock.acquire(timeout=timeout):
+            return  # the writer thread is stuck on the disk
+        try:
             queue = self._queue
             count = len(queue)
             if not count:
@@ -95,17 +112,27 @@ class _Sink:
                 self._hand_on(batch)
             except (OSError, ValueError) as exc:  # disk full, pipe closed, file closed
                 self._failed = True
-                logger.warning("checkpoint file %s: writing stopped: %s", self.path, exc)
+                logger.error("checkpoint file %s: writing stopped: %s", self.path, exc)
+        finally:
+            self._lock.release()
 
-    def close(self) -> None:
-        """Hand on everything queued and finish the file. Idempotent."""
+    def close(self, deadline: float = CLOSE_DEADLINE) -> None:
+        """Hand on everything queued and finish the file, within ``deadline``
+        seconds whatever the disk does. Idempotent."""
         if self._stopping:
             return
+        end = time.monotonic() + deadline
         self._stopping = True
         self._wake.set()
-        self._thread.join(timeout=60)
-        self._drain()
-        self._finish()
+        self._thread.join(deadline)
+        self._drain(max(0.0, end - time.monotonic()))
+        lost = len(self._queue) + self.dropped
+        if self._thread.is_alive():
+            logger.error("checkpoint file %s: the writer thread is stuck; not waiting", self.path)
+        else:
+            self._finish()
+        if lost:
+            logger.error("checkpoint file %s: %d records were not written", self.path, lost)
 
     def _hand_on(self, batch: list[tuple[Any, ...]]) -> None:  # pragma: no cover - interface
         raise NotImplementedError
@@ -133,6 +160,8 @@ class CheckpointWriter(_Sink):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._renderer = renderer
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        # Readers tell a run whose writer is gone by this lock being free.
+        fcntl.flock(self._file.fileno(), fcntl.LOCK_SH)
         self._start(flush_interval)
 
     def _hand_on(self, batch: list[tuple[Any, ...]]) -> None:
@@ -153,94 +182,22 @@ class CheckpointWriter(_Sink):
         self._file.close()
 
 
-class ProcessCheckpointWriter(_Sink):
-    """Ships records to a writer process that renders and appends them.
-
-    Rendering JSON costs more than the engine spends on a no-op task; in a
-    process of its own it runs on another core instead of holding this
-    process's GIL. Records are batched and sent at least every
-    ``send_interval`` seconds; the writer process flushes the file after each
-    batch. If this process dies, the writer still writes what it received.
-
-    Args:
-        path: the file to create.
-        header: ``(session_id, node_id, trace_hex)`` for the renderer.
-        send_interval: the longest time a record waits before it is sent.
-    """
-
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        header: tuple[str, str, str],
-        send_interval: float = 0.25,
-    ) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        package_parent = str(Path(__file__).resolve().parents[2])
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (package_parent, env.get("PYTHONPATH", "")) if p
-        )
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "asyncflow.telemetry._writer_main", str(self.path), *header],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
-            start_new_session=True,  # a Ctrl-C for the run must not kill its record
-        )
-        assert self._proc.stdin is not None
-        self._pipe = self._proc.stdin
-        self._start(send_interval)
-
-    def wait_ready(self, timeout: float = 30.0) -> bool:
-        """Wait until the writer process has started (its start-up is then not
-        paid during the run). Returns False if it did not say so in time."""
-        out = self._proc.stdout
-        assert out is not None
-        ready, _, _ = select.select([out], [], [], timeout)
-        line = out.readline() if ready else b""
-        out.close()
-        if line.strip() != b"ready":
-            logger.warning("checkpoint writer for %s did not start in %.0f s", self.path, timeout)
-            return False
-        return True
-
-    def _hand_on(self, batch: list[tuple[Any, ...]]) -> None:
-        try:
-            blob = marshal.dumps(batch)
-        except ValueError:  # an attribute value marshal cannot carry
-            blob = marshal.dumps([_plain(r) for r in batch])
-        self._pipe.write(struct.pack("<I", len(blob)) + blob)
-        self._pipe.flush()
-
-    def _finish(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            self._pipe.close()
-        try:
-            self._proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            logger.warning("checkpoint writer for %s did not finish; killing it", self.path)
-            self._proc.kill()
-            self._proc.wait()
-
-
-def _plain(record: tuple[Any, ...]) -> tuple[Any, ...]:
-    """A record whose values marshal can carry (others become strings)."""
-    try:
-        marshal.dumps(record)
-        return record
-    except ValueError:
-        return tuple(json.loads(dumps(list(record))))
-
-
 def open_checkpoint(
-    path: str | os.PathLike[str], header: tuple[str, str, str], *, in_process: bool = False
-) -> _Sink:
-    """A checkpoint sink for ``path``: a writer process, else a writer thread."""
+    path: str | os.PathLike[str],
+    header: tuple[str, str, str],
+    *,
+    in_process: bool = False,
+    loop: asyncio.AbstractEventLoop | None = None,
+) -> _Sink | ProcessCheckpointWriter:
+    """A checkpoint sink for ``path``: a writer process, else a writer thread.
+
+    Raises:
+        OSError: the file cannot be created or written; the message names it.
+    """
     if not in_process:
         try:
-            return ProcessCheckpointWriter(path, header)
-        except OSError as exc:
+            return ProcessCheckpointWriter(path, header, loop)
+        except NoWriterProcess as exc:
             logger.warning("no checkpoint writer process (%s): writing from a thread", exc)
     return CheckpointWriter(path, LineRenderer(*header))
 

@@ -554,7 +554,7 @@ async def start(
     if checkpoint_path is not None:
         started = int(time.time())
         file = Path(checkpoint_path) / f"{session_id}.{started}{n.CHECKPOINT_SUFFIX}"
-        writer = open_checkpoint(file, (session_id, node_id, recorder.trace_hex))
+        writer = open_checkpoint(file, (session_id, node_id, recorder.trace_hex), loop=loop)
         wait_ready = getattr(writer, "wait_ready", None)
         if wait_ready is not None:
             await loop.run_in_executor(None, wait_ready)

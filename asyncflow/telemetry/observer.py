@@ -91,6 +91,11 @@ class TaskObserver(Protocol):
     def started(self, span: LiveSpan) -> None:
         """It started running (a block: its body started)."""
 
+    def flush_soon(self) -> None:
+        """A task's future completes now (``task_finished`` follows in the
+        same call): what is recorded must be durable before the future's
+        waiters run, e.g. sent at the end of this loop turn."""
+
     def task_finished(
         self,
         span: LiveSpan,

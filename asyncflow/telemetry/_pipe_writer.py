@@ -1,0 +1,340 @@
+"""The engine's end of the checkpoint writer process.
+
+Records of one event-loop turn travel together: the first record of a turn
+schedules one write for the end of it, so a task's records are in the
+writer's pipe before whoever awaits its future runs (the engine asks for the
+write before it completes the future, see :meth:`flush_soon`). A SIGKILL of
+the engine then loses nothing that finished. The pipe is non-blocking: what
+does not fit waits in a bounded backlog that a thread hands on, and what
+does not fit there is dropped, counted and reported; a task never waits for
+the disk. Every close has a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import marshal
+import os
+import select
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+__all__ = ["BACKLOG_BYTES", "CLOSE_DEADLINE", "NoWriterProcess", "ProcessCheckpointWriter"]
+
+logger = logging.getLogger("asyncflow.telemetry")
+
+# Bytes of records waiting for a slow (or stopped) writer; beyond, they drop.
+BACKLOG_BYTES = 32 << 20
+
+# Seconds close() gives the writer to take what is left and finish the file.
+CLOSE_DEADLINE = 5.0
+
+_WRITER_MODULE = "asyncflow.telemetry._writer_main"
+
+# Seconds between hand-ons of records from other threads.
+_THREAD_INTERVAL = 0.25
+
+
+class NoWriterProcess(Exception):
+    """The writer process could not be started (the file itself is fine)."""
+
+
+class ProcessCheckpointWriter:
+    """Ships records to a writer process that renders and appends them.
+
+    Rendering JSON costs more than the engine spends on a no-op task; in a
+    process of its own it runs on another core instead of holding this
+    process's GIL. If this process dies, the writer still writes what it
+    received, then exits.
+
+    Args:
+        path: the file to create (its directory too).
+        header: ``(session_id, node_id, trace_hex)`` for the renderer.
+        loop: the engine's loop; records written on its thread go out at
+            the end of the loop turn, others every quarter second.
+
+    Raises:
+        OSError: the file cannot be created or written (e.g. a read-only
+            directory); the message names the path.
+        NoWriterProcess: no process could be started.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        header: tuple[str, str, str],
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self._loop = loop
+        self._loop_thread = threading.get_ident() if loop is not None else None
+        fd = _open_for_append(self.path)
+        try:
+            package_parent = str(Path(__file__).resolve().parents[2])
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (package_parent, env.get("PYTHONPATH", "")) if p
+            )
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", _WRITER_MODULE, str(fd), str(path), *header],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env=env,
+                pass_fds=(fd,),
+                start_new_session=True,  # a Ctrl-C for the run must not kill its record
+            )
+        except OSError as exc:
+            raise NoWriterProcess(str(exc)) from exc
+        finally:
+            os.close(fd)
+        assert self._proc.stdin is not None
+        self._fd = self._proc.stdin.fileno()
+        os.set_blocking(self._fd, False)
+        self._turn: list[tuple[Any, ...]] = []
+        self._scheduled = False
+        self._foreign_scheduled = False
+        self._foreign: deque[tuple[Any, ...]] = deque()
+        self._backlog: deque[list[Any]] = deque()  # [bytes still to send, records]
+        self._backlog_bytes = 0
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._abandon = False
+        self._broken = False
+        self._closed = False  # the pipe is closed: nothing more is sent
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._run, name="asyncflow-checkpoint", daemon=True)
+        self._thread.start()
+        self._listener: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ start
+    def wait_ready(self, timeout: float = 30.0) -> bool:
+        """Wait until the writer process has started (its start-up is then not
+        paid during the run). Returns False if it did not say so in time."""
+        out = self._proc.stdout
+        assert out is not None
+        ready, _, _ = select.select([out], [], [], timeout)
+        line = out.readline() if ready else b""
+        if line.strip() != b"ready":
+            logger.warning("checkpoint writer for %s did not start in %.0f s", self.path, timeout)
+            return False
+        self._listener = threading.Thread(
+            target=self._listen, name="asyncflow-checkpoint-reports", daemon=True
+        )
+        self._listener.start()
+        return True
+
+    def _listen(self) -> None:
+        """Log what the writer process reports (failures, resumption)."""
+        out = self._proc.stdout
+        assert out is not None
+        for raw in out:
+            kind, _, text = raw.decode("utf-8", "replace").strip().partition(" ")
+            if kind == "error":
+                logger.error("checkpoint file: %s", text)
+            elif kind == "resumed":
+                logger.warning("checkpoint file: %s", text)
+
+    # ------------------------------------------------------------------ records
+    def write(self, record: tuple[Any, ...]) -> None:
+        """Queue one record. Never blocks; thread-safe."""
+        if self._loop_thread == threading.get_ident():
+            self._turn.append(record)
+            if not self._scheduled:
+                self._scheduled = True
+                assert self._loop is not None
+                self._loop.call_soon(self._end_of_turn)
+        else:
+            # Through the loop, so the file keeps the order things happened in.
+            self._foreign.append(record)
+            if not self._foreign_scheduled and self._loop is not None:
+                self._foreign_scheduled = True
+                with contextlib.suppress(RuntimeError):  # loop closed: the thread sends it
+                    self._loop.call_soon_threadsafe(self._end_of_turn)
+
+    def write_line(self, line: str) -> None:
+        """Queue one rendered line."""
+        self.write(("L", line))
+
+    def write_record(self, record: dict[str, Any]) -> None:
+        """Queue one record as a JSON line."""
+        self.write(("L", _dumps(record) + "\n"))
+
+    def flush_soon(self) -> None:
+        """Make sure this loop turn's records are sent before the callbacks
+        scheduled from now on run (call before completing a future)."""
+        if not self._scheduled and self._loop_thread == threading.get_ident():
+            self._scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._end_of_turn)
+
+    def _end_of_turn(self) -> None:
+        self._scheduled = self._foreign_scheduled = False
+        batch = _take(self._foreign)
+        batch += self._turn
+        self._turn = []
+        if batch:
+            self._send(batch)
+
+    def _send(self, batch: list[tuple[Any, ...]]) -> None:
+        """One write of a batch to the pipe, or into the backlog. Never blocks."""
+        blob = _frame(batch)
+        with self._lock:
+            if self._broken or self._closed:
+                return
+            sent = 0
+            if not self._backlog:
+                try:
+                    sent = os.write(self._fd, blob)
+                except BlockingIOError:
+                    sent = 0
+                except OSError as exc:  # the writer process is gone
+                    self._broke(exc)
+                    return
+                if sent == len(blob):
+                    return
+            if sent == 0 and self._backlog_bytes + len(blob) > BACKLOG_BYTES:
+                self._drop(len(batch))
+                return
+            self._backlog.append([blob[sent:], len(batch)])
+            self._backlog_bytes += len(blob) - sent
+        self._wake.set()
+
+    def _drop(self, count: int) -> None:
+        if not self.dropped:
+            logger.error(
+                "checkpoint writer for %s is not keeping up (stalled disk?): "
+                "dropping records; the count is reported at the end",
+                self.path,
+            )
+        self.dropped += count
+
+    def _broke(self, exc: OSError) -> None:
+        if not self._broken:
+            self._broken = True
+            logger.error("checkpoint writer for %s is gone: %s", self.path, exc)
+
+    # ------------------------------------------------------------------ hand-on thread
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(_THREAD_INTERVAL)
+            self._wake.clear()
+            batch = _take(self._foreign)
+            if batch:
+                self._send(batch)
+            if not self._push_backlog() or (self._stopping and not self._backlog):
+                return
+
+    def _push_backlog(self) -> bool:
+        """Send the backlog as the pipe takes it; False when told to give up."""
+        while self._backlog:
+            if self._abandon or self._broken or self._closed:
+                return False
+            select.select([], [self._fd], [], 0.1)
+            with self._lock:
+                chunk = self._backlog[0]
+                try:
+                    sent = os.write(self._fd, chunk[0])
+                except BlockingIOError:
+                    continue
+                except OSError as exc:
+                    self._broke(exc)
+                    return False
+                self._backlog_bytes -= sent
+                if sent == len(chunk[0]):
+                    self._backlog.popleft()
+                else:
+                    chunk[0] = chunk[0][sent:]
+        return True
+
+    # ------------------------------------------------------------------ close
+    def close(self, deadline: float = CLOSE_DEADLINE) -> None:
+        """Hand on everything queued and finish the file, within ``deadline``
+        seconds whatever the writer does. Idempotent."""
+        if self._stopping:
+            return
+        batch = _take(self._foreign)
+        batch += self._turn
+        self._turn = []
+        if batch:
+            self._send(batch)
+        self._stopping = True
+        self._wake.set()
+        end = time.monotonic() + deadline
+        self._thread.join(deadline)
+        if self._thread.is_alive():  # the writer takes nothing: stopped, or a hung disk
+            self._abandon = True
+            self._thread.join(1.0)
+        with self._lock:
+            self._closed = True
+            lost = sum(chunk[1] for chunk in self._backlog) + self.dropped
+            self._backlog.clear()
+            with contextlib.suppress(OSError):
+                self._proc.stdin.close()  # type: ignore[union-attr]
+        try:
+            self._proc.wait(max(0.0, end - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            logger.error(
+                "checkpoint writer for %s did not finish in %.0f s: killed it", self.path, deadline
+            )
+            self._proc.kill()
+            self._proc.wait()
+        if self._listener is not None:
+            self._listener.join(1.0)
+        if self._listener is None or not self._listener.is_alive():
+            self._proc.stdout.close()  # type: ignore[union-attr]
+        if lost:
+            logger.error("checkpoint file %s: %d records were not written", self.path, lost)
+
+
+def _take(queue: deque[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Everything in ``queue`` now (other threads may append meanwhile)."""
+    taken: list[tuple[Any, ...]] = []
+    with contextlib.suppress(IndexError):
+        taken.extend(queue.popleft() for _ in range(len(queue)))
+    return taken
+
+
+def _open_for_append(path: Path) -> int:
+    """Create (or open) the checkpoint file; a clear error if that cannot be done."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise OSError(
+            exc.errno, f"cannot write the checkpoint file {path}: {exc.strerror or exc}"
+        ) from exc
+    return fd  # close-on-exec: ``pass_fds`` hands it to the writer alone
+
+
+def _frame(batch: list[tuple[Any, ...]]) -> bytes:
+    try:
+        blob = marshal.dumps(batch)
+    except ValueError:  # an attribute value marshal cannot carry
+        blob = marshal.dumps([_plain(r) for r in batch])
+    return struct.pack("<I", len(blob)) + blob
+
+
+def _plain(record: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A record whose values marshal can carry (others become strings)."""
+    try:
+        marshal.dumps(record)
+        return record
+    except ValueError:
+        return tuple(json.loads(_dumps(list(record))))
+
+
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def _dumps(record: Any) -> str:
+    return _encoder.encode(record)

@@ -1,0 +1,240 @@
+"""The checkpoint file under faults: SIGKILL, a stalled writer, a full disk,
+a deleted or read-only directory.
+
+The full disk and the read-only directory are real: small tmpfs mounts, which
+need root (CI runs as root); those tests say so when skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from asyncflow import NoopExecutionBackend, WorkflowEngine
+from asyncflow.telemetry import _pipe_writer, names, read_checkpoint
+
+from .conftest import wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+DEADLINE = 30.0
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="needs root: mounts a small tmpfs (CI runs as root)"
+)
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Any]:
+    """``mount(size, read_only)``: a fresh tmpfs, unmounted after the test."""
+    mounted: list[Path] = []
+
+    def mount(size: str = "1m", read_only: bool = False) -> Path:
+        target = tmp_path / f"mnt{len(mounted)}"
+        target.mkdir()
+        opts = f"size={size}" + (",ro" if read_only else "")
+        subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(target)], check=True)
+        mounted.append(target)
+        return target
+
+    yield mount
+    for target in mounted:
+        subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+def writer_processes(pid: int | None = None) -> list[psutil.Process]:
+    """The checkpoint writer processes that are children of ``pid``."""
+    me = psutil.Process(pid)
+    return [
+        p
+        for p in me.children(recursive=True)
+        if any("_writer_main" in part for part in _cmdline(p))
+    ]
+
+
+def _cmdline(proc: psutil.Process) -> list[str]:
+    try:
+        return list(proc.cmdline())
+    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+        return []
+
+
+def task_uids(path: Path) -> set[str]:
+    """The uids of tasks whose final span is in the checkpoint file(s) at ``path``."""
+    return {
+        r["attributes"].get(names.TASK_UID)
+        for r in read_checkpoint(path, sections=["span"])
+        if r["attributes"].get(names.LEVEL) == names.LEVEL_TASK
+    }
+
+
+# ---------------------------------------------------------------- SIGKILL keeps what finished
+
+KILLED_RUN = textwrap.dedent(
+    """
+    import asyncio, os, signal, sys
+    from asyncflow import NoopExecutionBackend, WorkflowEngine
+
+    async def main():
+        engine = await WorkflowEngine.create(backend=NoopExecutionBackend())
+        await engine.start_telemetry(checkpoint_path=sys.argv[1])
+
+        @engine.function_task
+        async def t(i):
+            return i
+
+        done = open(sys.argv[2], "w")
+        for _ in range(int(sys.argv[3])):
+            futs = [t(i) for i in range(200)]
+            await asyncio.gather(*futs)
+            # The waiter ran: the record of these tasks must be safe by now.
+            done.write("".join(f.uid + "\\n" for f in futs))
+            done.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_sigkill_keeps_every_task_whose_future_completed(tmp_path: Path) -> None:
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_RUN)
+    done = tmp_path / "done.txt"
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "tel"), str(done), "20"],
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+    )
+    writers: list[psutil.Process] = []
+    deadline = time.monotonic() + DEADLINE
+    while proc.poll() is None and time.monotonic() < deadline:
+        writers = writers or writer_processes(proc.pid)
+        time.sleep(0.01)
+    _, err = proc.communicate(timeout=DEADLINE)
+    assert proc.returncode == -signal.SIGKILL, err.decode()
+    # The writer finishes what it was sent, then ends.
+    _, alive = psutil.wait_procs(writers, timeout=DEADLINE)
+    assert alive == []
+    finished = set(done.read_text().split())
+    assert len(finished) == 20 * 200
+    assert finished <= task_uids(tmp_path / "tel")
+
+
+# ---------------------------------------------------------------- a stalled writer
+
+
+async def test_stalled_writer_never_blocks_tasks_and_shutdown_has_a_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(_pipe_writer, "BACKLOG_BYTES", 256 * 1024)
+    engine = await WorkflowEngine.create(backend=NoopExecutionBackend(), work_dir=tmp_path)
+    await engine.start_telemetry(checkpoint_path=tmp_path / "tel")
+    (writer,) = writer_processes()
+    writer.suspend()  # SIGSTOP: a hung network filesystem
+    try:
+
+        @engine.function_task
+        async def t(i: int) -> int:
+            return i
+
+        for _ in range(20):
+            await asyncio.wait_for(asyncio.gather(*[t(i) for i in range(1000)]), DEADLINE)
+        with caplog.at_level(logging.ERROR, logger="asyncflow.telemetry"):
+            await asyncio.wait_for(engine.shutdown(), DEADLINE)
+        messages = [r.getMessage() for r in caplog.records]
+        assert sum("not keeping up" in m for m in messages) == 1, messages
+        assert any("records were not written" in m for m in messages), messages
+        # Nothing is left behind: the stopped writer was ended.
+        assert psutil.wait_procs([writer], timeout=DEADLINE)[1] == []
+    finally:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            writer.kill()
+
+
+# ---------------------------------------------------------------- failures are reported
+
+
+@needs_root
+async def test_read_only_directory_fails_start_telemetry_at_once(tmpfs: Any) -> None:
+    target = tmpfs(read_only=True)
+    engine = await WorkflowEngine.create(backend=NoopExecutionBackend())
+    try:
+        with pytest.raises(OSError, match="cannot write the checkpoint file") as info:
+            await asyncio.wait_for(engine.start_telemetry(checkpoint_path=target), 10)
+        assert str(target) in str(info.value)
+        assert "Read-only" in str(info.value)
+    finally:
+        await engine.shutdown()
+
+
+@needs_root
+async def test_full_disk_is_reported_once_and_writing_resumes_on_a_fresh_line(
+    tmpfs: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    target = tmpfs(size="4m")
+    engine = await WorkflowEngine.create(backend=NoopExecutionBackend())
+    caplog.set_level(logging.WARNING, logger="asyncflow.telemetry")
+    tel = await engine.start_telemetry(checkpoint_path=target)
+
+    @engine.function_task
+    async def t(i: int) -> int:
+        return i
+
+    filler = target / "filler"
+    with contextlib.suppress(OSError), open(filler, "wb") as f:
+        f.write(b"x" * (8 << 20))  # fills the disk (short write, then ENOSPC)
+
+    def said(text: str) -> int:
+        return sum(text in r.getMessage() for r in caplog.records)
+
+    before = [t(i) for i in range(300)]
+    await asyncio.gather(*before)
+    await wait_until(lambda: said("No space left on device") > 0, DEADLINE)
+    filler.unlink()
+    after = [t(i) for i in range(50)]
+    await asyncio.gather(*after)
+    await wait_until(lambda: said("writing again") > 0, DEADLINE)
+    await asyncio.wait_for(engine.shutdown(), DEADLINE)
+    assert said("No space left on device") == 1
+    assert tel.checkpoint_file is not None
+    lines = tel.checkpoint_file.read_text().splitlines()
+    for line in lines:
+        json.loads(line)  # no torn line anywhere: each one parses
+    assert {f.uid for f in before + after} <= task_uids(tel.checkpoint_file)
+
+
+async def test_deleted_directory_is_reported_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = await WorkflowEngine.create(backend=NoopExecutionBackend())
+    caplog.set_level(logging.WARNING, logger="asyncflow.telemetry")
+    await engine.start_telemetry(checkpoint_path=tmp_path / "tel")
+    shutil.rmtree(tmp_path / "tel")
+
+    @engine.function_task
+    async def t(i: int) -> int:
+        return i
+
+    def said() -> int:
+        return sum("was removed" in r.getMessage() for r in caplog.records)
+
+    await asyncio.gather(*[t(i) for i in range(10)])
+    await wait_until(lambda: said() > 0, DEADLINE)
+    await asyncio.gather(*[t(i) for i in range(10)])
+    await asyncio.wait_for(engine.shutdown(), DEADLINE)
+    assert said() == 1
