@@ -135,7 +135,8 @@ def run_pickled(payload: bytes, uid: str, started: Any, slots: Any = ()) -> tupl
         except Exception:  # noqa: BLE001 - the manager is gone: the backend shut down
             return False, cloudpickle.dumps(asyncio.CancelledError(BACKEND_GONE))
         # A lost start report must not fail the task. The pid lets the
-        # backend stop this worker when the task must end (a timeout).
+        # backend stop this worker when the task must end (a timeout), and
+        # tells which task a crashed worker was running.
         with contextlib.suppress(Exception):
             queue.put((uid, os.getpid()))
     func, args, kwargs = cloudpickle.loads(payload)

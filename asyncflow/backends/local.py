@@ -23,6 +23,7 @@ from ..resources import (
 )
 from ._base import BaseBackend, TaskDescription
 from ._exec import kill_group, run_executable
+from ._reaper import Reaper
 from ._runners import CancelHandles, run_coroutine_function, run_pickled
 
 __all__ = ["LocalExecutionBackend"]
@@ -32,6 +33,9 @@ logger = logging.getLogger("asyncflow.backends")
 # Seconds shutdown waits for the threads of killed executables: their
 # processes got SIGKILL, so they end within the output grace of ``_exec``.
 EXEC_THREADS_DEADLINE = 5.0
+
+# Times a task lost with a crashed process pool is sent to the new pool.
+MAX_RESUBMITS = 3
 
 _PROMPT_HELP = (
     "LocalExecutionBackend cannot answer prompts: register an AI backend and route "
@@ -117,6 +121,10 @@ class LocalExecutionBackend(BaseBackend):
         self._pids: dict[str, int] = {}
         self._pool_of: dict[str, Executor] = {}
         self._broken_on_purpose: list[Executor] = []
+        self._reaper: Reaper | None = None
+        self._resubmits: dict[str, int] = {}
+        self._pool_lock = threading.Lock()
+        self._crashed: dict[int, dict[int, int]] = {}  # id(broken pool) -> {pid: exit code}
 
     # ------------------------------------------------------------------ lifecycle
     def __await__(self) -> Any:
@@ -342,32 +350,50 @@ class LocalExecutionBackend(BaseBackend):
         self._queued[uid] = entry
         pool = self._executor
         self._pool_of[uid] = pool
-        cf = pool.submit(run_pickled, payload, uid, self._started_ref, task.get("slots") or ())
+        slots = task.get("slots") or ()
+        try:
+            cf = pool.submit(run_pickled, payload, uid, self._started_ref, slots)
+        except BrokenProcessPool:  # broke a moment ago; its tasks are not back yet
+            with self._pool_lock:
+                if self._executor is pool:
+                    self._executor = _fresh_pool(pool)
+            pool = self._pool_of[uid] = self._executor
+            cf = pool.submit(run_pickled, payload, uid, self._started_ref, slots)
         entry[0] = cf
-        cf.add_done_callback(lambda f: self._process_done(task, f))
+        self._watch_workers(pool)
+        cf.add_done_callback(lambda f: self._process_done(task, f, pool))
 
-    def _process_done(self, task: TaskDescription, cf: Future[tuple[bool, bytes]]) -> None:
+    def _watch_workers(self, pool: Executor) -> None:
+        """Have the reaper end this pool's workers if the engine's process dies."""
+        if self._reaper is None:
+            return
+        # The pool starts workers inside submit(); its table is the only place
+        # that names them.
+        self._reaper.watch(set(getattr(pool, "_processes", None) or ()))
+
+    def _process_done(
+        self, task: TaskDescription, cf: Future[tuple[bool, bytes]], pool: Executor
+    ) -> None:
         import cloudpickle
 
         uid = task["uid"]
         self._tasks_by_uid.pop(uid, None)
-        self._pids.pop(uid, None)
-        pool = self._pool_of.pop(uid, None)
+        pid = self._pids.pop(uid, None)
+        self._pool_of.pop(uid, None)
         if cf.cancelled():
             self._finish(task, "CANCELED")
             return
         exc = cf.exception()
-        if (
-            isinstance(exc, BrokenProcessPool)
-            and any(pool is p for p in self._broken_on_purpose)
-            and uid not in self._cancelled
-            and not self._closed
-        ):
-            # Another task's worker was stopped, which ends its whole pool:
-            # this one runs again on the new pool (at least once, never lost).
-            self._submit_to_process(task)
-            return
-        if exc is not None:  # the worker died (BrokenProcessPool) or pickling failed
+        if isinstance(exc, BrokenProcessPool) and not self._closed:
+            if not any(pool is p for p in self._broken_on_purpose):
+                self._pool_broke(task, pool, exc, pid)  # a worker crashed
+                return
+            if uid not in self._cancelled:
+                # Another task's worker was stopped, which ends its whole pool:
+                # this one runs again on the new pool (at least once, never lost).
+                self._submit_to_process(task)
+                return
+        if exc is not None:  # pickling failed, the task was stopped, or shutdown
             task["exception"] = exc
             self._finish(task, "FAILED")
             return
@@ -386,14 +412,77 @@ class LocalExecutionBackend(BaseBackend):
             task["return_value"] = None
             self._finish(task, "FAILED")
 
+    def _pool_broke(
+        self, task: TaskDescription, pool: Executor, exc: BaseException, pid: int | None
+    ) -> None:
+        """A worker of ``pool`` died: fail the task it ran, resubmit the others.
+
+        ``pid`` is the worker ``task`` was reported running on, if any.
+
+        Runs on the pool's management thread, once per task the pool held,
+        before it ends the surviving workers.
+        """
+        uid = task["uid"]
+        with self._pool_lock:
+            dead = self._crashed.get(id(pool))
+            if dead is None:
+                workers = dict(getattr(pool, "_processes", None) or {})
+                dead = self._crashed[id(pool)] = {
+                    pid: code
+                    for pid, proc in workers.items()
+                    if (code := proc.exitcode) is not None and code != 0
+                }
+                if pool is self._executor:
+                    self._executor = _fresh_pool(pool)
+                    logger.warning(
+                        "backend %r: a process-pool worker died (%s); the pool was recreated",
+                        self.name,
+                        ", ".join(_death(code) for code in dead.values()) or "unknown cause",
+                    )
+        if pid is None:  # its start report may have come in just now
+            pid = self._pids.pop(uid, None)
+        attempts = self._resubmits.get(uid, 0)
+        if pid in dead or attempts >= MAX_RESUBMITS:
+            why = _death(dead[pid]) if pid in dead else "its pool broke too often"
+            crashed = BrokenProcessPool(
+                f"task {uid}: the worker process running it {why}; "
+                "the process pool was recreated for the other tasks"
+            )
+            crashed.__cause__ = exc
+            task["exception"] = crashed
+            task["return_value"] = None
+            self._finish(task, "FAILED")
+            return
+        self._resubmits[uid] = attempts + 1
+        loop = self._loop
+        try:
+            assert loop is not None
+            loop.call_soon_threadsafe(self._resubmit, task)
+        except (AssertionError, RuntimeError):  # no loop any more
+            self._finish(task, "CANCELED")
+
+    def _resubmit(self, task: TaskDescription) -> None:
+        if self._closed or task["uid"] in self._cancelled:
+            self._finish(task, "CANCELED")
+        else:
+            self._submit_to_process(task)
+
     def _ensure_started_queue(self) -> None:
         if self._started_queue is not None:
             return
         import multiprocessing
 
+        # Helper processes block on pipes they hold themselves: only the
+        # reaper ends them if this process is killed.
+        try:
+            self._reaper = Reaper()
+        except OSError as exc:
+            logger.warning("no reaper process (%s): a killed engine may leave workers", exc)
         # A manager queue can travel inside a submitted call, so any process
         # pool, even one the user built, can tell us when a task starts.
         self._manager = multiprocessing.Manager()
+        if self._reaper is not None:
+            self._reaper.watch({self._manager._process.pid})
         self._started_queue = self._manager.Queue()
         # Sent pickled, so a worker opens it inside ``run_pickled``, where a
         # manager already shut down means "cancelled", not a traceback.
@@ -407,18 +496,20 @@ class LocalExecutionBackend(BaseBackend):
         queue = self._started_queue
         while True:
             try:
-                uid = queue.get()
+                report = queue.get()
             except (EOFError, OSError):
                 return
-            if uid is None:
+            if report is None:
                 return
-            if isinstance(uid, tuple):
-                uid, pid = uid
-                self._pids[uid] = pid
-            task = self._tasks_by_uid.get(uid)
-            if task is not None:
-                self._queued.pop(uid, None)
-                self._callback(task, "RUNNING")
+            self._started(report)
+
+    def _started(self, report: tuple[str, int]) -> None:
+        uid, pid = report
+        task = self._tasks_by_uid.get(uid)
+        if task is not None:
+            self._pids[uid] = pid
+            self._queued.pop(uid, None)
+            self._callback(task, "RUNNING")
 
     # ------------------------------------------------------------------ cancellation
     async def cancel_task(self, uid: str) -> bool:
@@ -477,15 +568,11 @@ class LocalExecutionBackend(BaseBackend):
 
     def _stop_worker(self, pid: int) -> None:
         """Kill a process-pool worker; new tasks go to a fresh pool of the same shape."""
-        old = self._executor
-        if not any(old is p for p in self._broken_on_purpose):
-            self._broken_on_purpose.append(old)
-            self._executor = ProcessPoolExecutor(
-                max_workers=getattr(old, "_max_workers", None),
-                mp_context=getattr(old, "_mp_context", None),
-                initializer=getattr(old, "_initializer", None),
-                initargs=getattr(old, "_initargs", ()),
-            )
+        with self._pool_lock:
+            old = self._executor
+            if not any(old is p for p in self._broken_on_purpose):
+                self._broken_on_purpose.append(old)
+                self._executor = _fresh_pool(old)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
 
@@ -544,6 +631,31 @@ class LocalExecutionBackend(BaseBackend):
             if self._started_reader is not None:
                 self._started_reader.join(timeout=5)
             self._manager.shutdown()
+        if self._reaper is not None:
+            self._reaper.close()
+
+
+def _death(code: int) -> str:
+    """How a worker process ended, from its exit code."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"was killed by {name} ({signal.strsignal(-code) or 'unknown signal'})"
+    return f"exited with code {code}"
+
+
+def _fresh_pool(broken: Executor) -> Executor:
+    """A new process pool configured like ``broken`` (which is unusable now)."""
+    # The pool keeps its settings only in these attributes. The broken pool
+    # ends its own workers and threads.
+    return ProcessPoolExecutor(
+        max_workers=getattr(broken, "_max_workers", None),
+        mp_context=getattr(broken, "_mp_context", None),
+        initializer=getattr(broken, "_initializer", None),
+        initargs=getattr(broken, "_initargs", ()),
+    )
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:

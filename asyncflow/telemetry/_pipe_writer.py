@@ -84,8 +84,9 @@ class ProcessCheckpointWriter:
             env["PYTHONPATH"] = os.pathsep.join(
                 p for p in (package_parent, env.get("PYTHONPATH", "")) if p
             )
+            argv = [str(os.getpid()), str(fd), str(path), *header]
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", _WRITER_MODULE, str(fd), str(path), *header],
+                [sys.executable, "-m", _WRITER_MODULE, *argv],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 env=env,

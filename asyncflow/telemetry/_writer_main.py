@@ -111,9 +111,10 @@ class _Out:
 
 def main(argv: list[str]) -> int:
     """Run the writer; returns the exit code."""
-    fd_text, path, session_id, node_id, trace_hex = argv
+    engine_pid, fd_text, path, session_id, node_id, trace_hex = argv
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # finish the record; the pipe ends us
-    parent = os.getppid()
+    # Given, not read here: the engine may have died while this one started.
+    parent = int(engine_pid)
     fd = int(fd_text)
     # Readers tell a run whose writer is gone by this lock being free.
     fcntl.flock(fd, fcntl.LOCK_SH)
