@@ -15,6 +15,7 @@ from concurrent.futures import wait as wait_futures
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from .. import _check
 from ..resources import (
     ResourcePool,
     reset_current_slots,
@@ -74,6 +75,13 @@ class LocalExecutionBackend(BaseBackend):
         gpus: int | None = None,
     ) -> None:
         super().__init__(name)
+        if max_executables is not None:
+            _check.count("max_executables", max_executables, minimum=1)
+        kill_grace = _check.seconds("kill_grace", kill_grace)
+        if cpus is not None:
+            _check.count("cpus", cpus)
+        if gpus is not None:
+            _check.count("gpus", gpus)
         if executor is not None and not isinstance(executor, Executor):
             raise TypeError(
                 f"executor must be a concurrent.futures Executor, not {type(executor).__name__}"
@@ -90,8 +98,17 @@ class LocalExecutionBackend(BaseBackend):
             workers = max(sum(self.resource_pool.capacity.values()), 1)
         default_limit = workers or os.cpu_count() or 1
         limit = max_executables if max_executables is not None else default_limit
-        if limit < 1:
-            raise ValueError(f"max_executables must be at least 1, not {limit}")
+        fd_limit = _executables_the_fd_limit_allows()
+        if limit > fd_limit:
+            # More would fail with EMFILE; these many run, the rest wait.
+            logger.info(
+                "backend %r: max_executables=%d is more than the open-file limit allows; "
+                "running %d at once",
+                name,
+                limit,
+                fd_limit,
+            )
+            limit = fd_limit
         self._executor: Executor = executor or ThreadPoolExecutor(
             max_workers=max(workers, min(32, (os.cpu_count() or 1) + 4)) if workers else None,
             thread_name_prefix=f"asyncflow-{name}",
@@ -186,9 +203,9 @@ class LocalExecutionBackend(BaseBackend):
         """Dispatch ``task`` once its slots are free; they are freed when it ends."""
         opts = task.get("task_backend_specific_kwargs") or {}
         try:
-            cpus = int(opts.get("cpus", 1))
-            gpus = int(opts.get("gpus", 0))
-            priority = int(opts.get("priority", 0))
+            cpus = _check.count("cpus", opts.get("cpus", 1))
+            gpus = _check.count("gpus", opts.get("gpus", 0))
+            priority = _check.count("priority", opts.get("priority", 0), minimum=-(2**63))
             slots = pool.try_acquire(cpus, gpus)
         except (TypeError, ValueError) as exc:  # bad counts, or more than the pool has
             task["exception"] = ValueError(f"task {task['uid']}: {exc}")
@@ -633,6 +650,22 @@ class LocalExecutionBackend(BaseBackend):
             self._manager.shutdown()
         if self._reaper is not None:
             self._reaper.close()
+
+
+# Descriptors an executable holds in this process while it runs (its pipes,
+# and those being set up for the next one), and what is left for the rest.
+_FDS_PER_EXECUTABLE = 6
+_FDS_RESERVED = 64
+
+
+def _executables_the_fd_limit_allows() -> int:
+    """How many executables can run at once within the open-file limit."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 20
+    return max(1, (soft - _FDS_RESERVED) // _FDS_PER_EXECUTABLE)
 
 
 def _death(code: int) -> str:

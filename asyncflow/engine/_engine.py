@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping
 from types import CoroutineType
 from typing import IO, TYPE_CHECKING, Any, cast
 
+from .. import _check
 from ..backends._base import (
     CANCEL_STATES,
     FINAL_STATES,
@@ -120,9 +121,14 @@ class WorkflowEngine:
             ) from None
         self._loop = loop
         self._thread_id = threading.get_ident()
-        self.uid = uid or f"asyncflow.session.{secrets.token_hex(4)}"
-        self.dry_run = dry_run
-        self.implicit_data = implicit_data
+        # The uid names the work directory and the checkpoint file.
+        self.uid = (
+            _check.safe_uid("uid", uid)
+            if uid is not None
+            else f"asyncflow.session.{secrets.token_hex(4)}"
+        )
+        self.dry_run = _check.flag("dry_run", dry_run)
+        self.implicit_data = _check.flag("implicit_data", implicit_data)
         self.work_dir = os.path.abspath(os.fspath(work_dir) if work_dir else os.getcwd())
         self._backends: dict[str, Backend] = {}
         self._adapters: dict[str, Adapter] = {}
@@ -422,6 +428,12 @@ class WorkflowEngine:
         )
         where = self._set_context(fut, wf_override)
         self._tasks[fut.uid] = fut
+        td = fut.task_description
+        if problem is None and ("cpus" in td or "gpus" in td):
+            try:
+                _check.slot_counts(td)
+            except (TypeError, ValueError) as exc:
+                problem = type(exc)(f"task '{spec.name}': {exc}")
         if problem is None and self._closed:
             problem = EngineShutdownError("engine is shut down")
         if problem is None and spec.backend is not None and spec.backend not in self._backends:
@@ -1438,7 +1450,17 @@ class WorkflowEngine:
 
         Returns:
             The ``Telemetry`` object; a second call returns the same one.
+
+        Raises:
+            TypeError, ValueError: an option of the wrong type or range.
+            OSError: the checkpoint file cannot be written.
         """
+        _check.seconds("resource_poll_interval", resource_poll_interval)
+        if checkpoint_interval is not None:
+            _check.seconds("checkpoint_interval", checkpoint_interval)
+        if prometheus_port is not None:
+            _check.port("prometheus_port", prometheus_port)
+        _check.count("span_buffer", span_buffer, minimum=1)
         running = self.telemetry
         if running is not None and not running.stopped:
             return running

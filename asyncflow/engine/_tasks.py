@@ -8,6 +8,7 @@ import inspect
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
+from .. import _check
 from ..errors import TaskDefinitionError
 from ._future import KIND_BLOCK, KIND_EXECUTABLE, KIND_FUNCTION, KIND_PROMPT, TaskFuture
 from ._policy import Backoff, TaskPolicy, policy_from
@@ -65,8 +66,8 @@ class TaskSpec:
         self.func = func
         self.name = name
         self.backend = backend
-        self.capture_stdio = bool(capture_stdio)
-        self.service = bool(service)
+        self.capture_stdio = _check.flag("capture_stdio", capture_stdio)
+        self.service = _check.flag("service", service)
         self.task_description = _default_task_description(func, name)
         self.policy: TaskPolicy | None = None
         if options:
@@ -97,6 +98,10 @@ def _default_task_description(func: Callable[..., Any], name: str) -> dict[str, 
             f"the task_description default of {name!r} must be a dict, "
             f"not {type(param.default).__name__}"
         )
+    try:
+        _check.slot_counts(param.default)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"the task_description default of {name!r}: {exc}") from None
     return dict(param.default)
 
 
