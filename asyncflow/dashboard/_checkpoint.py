@@ -106,10 +106,12 @@ class CheckpointParser:
     def _load(self, line: str) -> dict[str, Any] | None:
         try:
             record = loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # deep nesting is not a record either
             self._bad(line)
             return None
-        if not isinstance(record, dict):
+        if not isinstance(record, dict) or (
+            n.SECTION in record and n.record_problem(record) is not None
+        ):
             self._bad(line)
             return None
         return record

@@ -60,7 +60,8 @@ def _chips(run: Run | None) -> list[Any]:
     )
     items = [html.Span([html.B(str(v)), f" {k}"], className=f"chip state-{k}") for k, v in chips]
     items.append(html.Span(f"{run.rel(run.end):.1f} s", className="chip"))
-    items.append(html.Span("live" if live else "ended" if run.ended else "idle", className="chip"))
+    status = "stopped" if run.stopped else "live" if live else "ended" if run.ended else "idle"
+    items.append(html.Span(status, className="chip"))
     return items
 
 

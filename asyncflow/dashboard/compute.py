@@ -563,6 +563,11 @@ def headline(summary: Summary) -> str:
 def notices(run: Run) -> list[str]:
     """What the page should say about the run beyond its figures."""
     out = list(run.problems)
+    if run.stopped:
+        out.append(
+            "The run stopped without ending (killed, or its machine went down): "
+            "tasks shown as running or pending never finished."
+        )
     tasks = run.tasks
     if not tasks:
         out.append(

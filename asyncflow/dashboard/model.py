@@ -218,6 +218,8 @@ class Run:
         start: the session start (epoch seconds); time axes count from it.
         end: the latest time seen (running bars reach up to it).
         ended: the session has ended (nothing more will arrive).
+        stopped: the session did not end but its writer is gone (the run
+            was killed): what still shows as running or pending never ended.
         priorities: workflow type -> priority, from campaign events.
         problems: what a reader should know about the input (skipped lines).
         version: grows with every change; equal versions hold equal data.
@@ -232,6 +234,7 @@ class Run:
     start: float = 0.0
     end: float = 0.0
     ended: bool = False
+    stopped: bool = False
     priorities: Mapping[str, int] = dataclasses.field(default_factory=dict)
     problems: tuple[str, ...] = ()
     version: int = 0
@@ -405,6 +408,7 @@ class RunBuilder:
         self._first = float("inf")
         self._last = 0.0
         self._ended = False
+        self._writer_gone = False
         self.version = 0
 
     # ------------------------------------------------------------------ facts
@@ -570,6 +574,12 @@ class RunBuilder:
         self._seen(t)
         self.version += 1
 
+    def writer_gone(self, gone: bool) -> None:
+        """Whether the process writing the run is gone (checked by the source)."""
+        if gone != self._writer_gone:
+            self._writer_gone = gone
+            self.version += 1
+
     def problem(self, key: str, message: str) -> None:
         """Record (or replace) a message about the input, under ``key``."""
         if self._problems.get(key) != message:
@@ -605,6 +615,7 @@ class RunBuilder:
             start=start,
             end=max(self._last, start),
             ended=self._ended,
+            stopped=self._writer_gone and not self._ended,
             priorities=dict(self._priorities),
             problems=tuple(self._problems.values()),
             version=self.version,

@@ -17,6 +17,7 @@ reads files and URLs.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -87,7 +88,9 @@ class _Tail:
         if self.identity is not None and (identity != self.identity or stat.st_size < self.offset):
             self._restart()  # the file was replaced or truncated
         self.identity = identity
+        gone = not _writer_alive(self.path)
         if stat.st_size == self.offset and self.builder.version:
+            self.builder.writer_gone(gone)
             return
         try:
             with open(self.path, "rb") as f, gc_paused():
@@ -102,6 +105,9 @@ class _Tail:
         except OSError as exc:
             raise SourceError(f"Cannot read {self.path}: {exc.strerror or exc}") from None
         self._report(stat.st_size)
+        # After the report: a file that is no checkpoint raised above, and is
+        # read (and reported) again at the next poll.
+        self.builder.writer_gone(gone)
 
     def _take(self, data: bytes) -> None:
         """Parse the lines ``data`` completes; keep the start of a line it leaves open."""
@@ -310,3 +316,24 @@ def open_source(
     if kind == "otlp" or (not kind and p.suffix == ".json"):
         return OtlpFileSource(p)
     return CheckpointSource(p)
+
+
+def _writer_alive(path: str | os.PathLike[str]) -> bool:
+    """Whether a writer on this machine still has the checkpoint file open.
+
+    The engine's checkpoint writers hold a shared ``flock`` on the file for
+    as long as they run (``asyncflow.telemetry.checkpoint``); a run
+    without ``SessionEnded`` whose lock is free has stopped (killed, or
+    its machine went down). Files on another machine's disk answer False.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # also lets go of the lock, if it was ours
+    return False

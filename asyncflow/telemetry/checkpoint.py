@@ -227,22 +227,38 @@ def read_checkpoint(
         path: a ``.telemetry.jsonl`` file or a directory of them.
         sections: only these sections (``event``, ``span``, ``metric``).
 
-    A line that does not parse is skipped: a torn last line is expected after
-    a crash; any other bad line is counted and logged once per file.
+    A line that does not parse, or parses into something that is not a
+    record (a span whose ``attributes`` is not an object, say), is skipped:
+    a torn last line is expected after a crash; the number of other bad
+    lines is logged once per file.
     """
     wanted = None if sections is None else tuple(f'{{"section":"{s}"' for s in sections)
     for file in checkpoint_files(path):
         bad = 0
+        torn = False
+        first = ""
         with open(file, encoding="utf-8", errors="replace") as f:
             for line in f:
                 if wanted is not None and not line.startswith(wanted):
                     continue
                 try:
                     record = json.loads(line)
-                except ValueError:
-                    bad += 1
-                    continue
-                if isinstance(record, dict):
+                except (ValueError, RecursionError):  # deep nesting is not a record
+                    problem: str | None = "not JSON"
+                else:
+                    problem = n.record_problem(record)
+                if problem is None:
                     yield record
-        if bad > 1:
-            logger.warning("%s: skipped %d lines that did not parse", file, bad)
+                elif not line.endswith("\n"):
+                    torn = True  # the last line, cut short: expected after a crash
+                else:
+                    bad += 1
+                    first = first or problem
+        if bad:
+            logger.warning(
+                "%s: skipped %d line(s) that are not telemetry records (first: %s)%s",
+                file,
+                bad,
+                first,
+                " and a torn last line" if torn else "",
+            )

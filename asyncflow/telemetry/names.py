@@ -10,7 +10,7 @@ tests. Nothing here imports anything but the standard library.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Final
+from typing import Any, Final
 
 # ---------------------------------------------------------------- span tree
 LEVEL: Final = "asyncflow.level"
@@ -381,6 +381,66 @@ SECTION_EVENT: Final = "event"
 SECTION_SPAN: Final = "span"
 SECTION_METRIC: Final = "metric"
 CHECKPOINT_SUFFIX: Final = ".telemetry.jsonl"
+
+# What a checkpoint record must look like to be read. A line can be valid
+# JSON and still not be a record a reader can use (a span whose
+# ``attributes`` is a string): every reader asks ``record_problem`` and
+# skips, and counts, what it objects to. Fields a record leaves out are fine:
+# files written by hand or by other tools carry fewer of them.
+_SPAN_TEXT = ("name", "span_id", "trace_id", "status_code", "status_description")
+_SPAN_TIMES = ("start_ns", "end_ns")
+_EVENT_TEXT = ("task_id", "session_id", "node_id", "backend", "span_id")
+_EVENT_TIMES = ("event_time", "emit_time")
+_METRIC_MAPS = ("tasks_by_state", "active_tasks", "active_workflows", "resource_slots", "node")
+
+
+def record_problem(record: Any) -> str | None:
+    """What is wrong with a parsed checkpoint line, or None if it can be read."""
+    if not isinstance(record, Mapping):
+        return f"a JSON {type(record).__name__}, not an object"
+    section = record.get(SECTION)
+    if section == SECTION_SPAN:
+        return _span_problem(record)
+    if section == SECTION_EVENT:
+        return _event_problem(record)
+    if section == SECTION_METRIC:
+        for key in _METRIC_MAPS:
+            if key in record and not isinstance(record[key], Mapping):
+                return f"metric {key} is not an object"
+        return None
+    return f"unknown section {section!r}"
+
+
+def _span_problem(record: Mapping[str, Any]) -> str | None:
+    attrs = record.get("attributes")
+    if attrs is not None and not isinstance(attrs, Mapping):
+        return "span attributes are not an object"
+    events = record.get("events")
+    if events is not None and not (
+        isinstance(events, list) and all(isinstance(e, Mapping) for e in events)
+    ):
+        return "span events are not a list of objects"
+    return _typed(record, _SPAN_TEXT, str, "text") or _typed(record, _SPAN_TIMES, int, "integer")
+
+
+def _event_problem(record: Mapping[str, Any]) -> str | None:
+    if not isinstance(record.get("name"), str):
+        return "event without a name"
+    attrs = record.get("attributes")
+    if attrs is not None and not isinstance(attrs, Mapping):
+        return "event attributes are not an object"
+    return _typed(record, _EVENT_TEXT, str, "text") or _typed(
+        record, _EVENT_TIMES, (int, float), "number"
+    )
+
+
+def _typed(record: Mapping[str, Any], keys: tuple[str, ...], kind: Any, what: str) -> str | None:
+    for key in keys:
+        value = record.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+            return f"{key} is not {'an' if what[0] in 'aeiou' else 'a'} {what}"
+    return None
+
 
 # ---------------------------------------------------------------- environment
 ENV_PROMETHEUS_PORT: Final = "ASYNCFLOW_PROMETHEUS_PORT"
