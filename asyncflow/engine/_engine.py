@@ -21,7 +21,7 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from types import CoroutineType
 from typing import IO, TYPE_CHECKING, Any, cast
 
@@ -1423,6 +1423,7 @@ class WorkflowEngine:
         prometheus_host: str = "127.0.0.1",
         span_buffer: int = 10_000,
         progress: bool = False,
+        redact: bool | Callable[[str], str] = True,
     ) -> Telemetry:
         """Start OpenTelemetry traces, metrics, events and the checkpoint file.
 
@@ -1447,6 +1448,11 @@ class WorkflowEngine:
             progress: also show the tasks' progress until shutdown (see
                 :meth:`progress`: a live bar on a terminal, a log line every
                 30 s otherwise).
+            redact: how error text (a failed command line, its stderr) is
+                cleaned before telemetry records it: ``True`` masks the values
+                of secret-looking options and ``KEY=VALUE`` pairs
+                (``asyncflow.telemetry.redact``), ``False`` does not, a
+                function of a string applies your own rules.
 
         Returns:
             The ``Telemetry`` object; a second call returns the same one.
@@ -1461,6 +1467,9 @@ class WorkflowEngine:
         if prometheus_port is not None:
             _check.port("prometheus_port", prometheus_port)
         _check.count("span_buffer", span_buffer, minimum=1)
+        _check.flag("progress", progress)
+        if not isinstance(redact, bool) and not callable(redact):
+            raise TypeError(f"redact must be True, False or a function, not {redact!r}")
         running = self.telemetry
         if running is not None and not running.stopped:
             return running
@@ -1498,6 +1507,7 @@ class WorkflowEngine:
                 prometheus_port=prometheus_port,
                 prometheus_host=prometheus_host,
                 span_buffer=span_buffer,
+                redact=redact,
             )
             self.telemetry = tel
             self._observer = tel.observer

@@ -50,6 +50,7 @@ from ._records import (
 from ._render import LineRenderer
 from ._spans import LiveSpan, LiveWorkflow, count, span_dict
 from .observer import TaskInfo
+from .redact import describer, redactor
 
 __all__ = ["Recorder"]
 
@@ -95,6 +96,9 @@ class Recorder:
         self.enrichers: list[Callable[[Any, dict[str, Any]], Any]] = []
         self.subscribers_active = False
         self.deliver: Callable[..., None] | None = None
+        # Error text becomes a span description only through this (secrets out).
+        self.describe: Callable[[str], str] = describer(True)
+        self.redact: Callable[[str], str] = redactor(True)
         # Event ids come in blocks of 8: a task's events are base + offset.
         self._blocks = itertools.count(1)
         # Live gauges, read by observable instruments.
@@ -221,7 +225,8 @@ class Recorder:
         error = rec.error
         error_status = n.STATUS_ERROR
         if error is not None and not isinstance(error, asyncio.CancelledError):
-            result, status, desc = n.RESULT_FAILED, error_status, f"{type(error).__name__}: {error}"
+            result, status = n.RESULT_FAILED, error_status
+            desc = self.describe(f"{type(error).__name__}: {error}")
             rec.attributes[n.ERROR_TYPE] = type(error).__name__
         elif error is not None:
             result, status, desc = n.RESULT_CANCELED, error_status, "canceled"
@@ -417,11 +422,16 @@ class Recorder:
         elif result == n.RESULT_FAILED:
             error_type = rec.error_type = type(error).__name__ if error is not None else "Error"
             status, final = n.STATUS_ERROR, n.EVENT_TASK_FAILED
-            desc = str(error) if error is not None else "failed"
+            desc = self.describe(str(error)) if error is not None else "failed"
             if error is not None:
-                rec.exception = exception_record(error)
+                # Secrets out of the traceback and the stderr tail too.
+                kind, message, stack = exception_record(error)
+                rec.exception = (kind, self.redact(message), self.redact(stack))
                 process = process_attributes(error)
                 if process:
+                    tail = process.get(n.PROCESS_STDERR_TAIL)
+                    if tail:
+                        process[n.PROCESS_STDERR_TAIL] = self.redact(tail)
                     rec.extra = process
             if rec.owner is not None:
                 rec.owner.failed = True

@@ -25,6 +25,7 @@ from .checkpoint import dumps, open_checkpoint
 from .events import ENGINE_EVENT_TYPES, Event, ResourceUpdate, as_event
 from .observer import LiveSpan, TaskObserver
 from .otlp_json import spans_to_otlp_json
+from .redact import describer, redactor
 
 # Seconds ``stop()`` waits for async subscribers still handling events.
 SUBSCRIBER_GRACE = 5.0
@@ -268,7 +269,7 @@ class Telemetry:
         try:
             yield rec
         except BaseException as exc:
-            status, desc = n.STATUS_ERROR, f"{type(exc).__name__}: {exc}"
+            status, desc = n.STATUS_ERROR, self._recorder.describe(f"{type(exc).__name__}: {exc}")
             rec.attributes[n.ERROR_TYPE] = type(exc).__name__
             raise
         finally:
@@ -525,6 +526,7 @@ async def start(
     prometheus_port: int | None,
     prometheus_host: str,
     span_buffer: int,
+    redact: bool | Callable[[str], str] = True,
 ) -> Telemetry:
     """Build and start the telemetry of one engine session.
 
@@ -538,7 +540,7 @@ async def start(
             (the engine stops calling it).
         resource_poll_interval, checkpoint_interval, checkpoint_path,
         span_processors, metric_readers, resource, otlp_endpoint,
-        otlp_protocol, prometheus_port, prometheus_host, span_buffer:
+        otlp_protocol, prometheus_port, prometheus_host, span_buffer, redact:
             see ``WorkflowEngine.start_telemetry``.
     """
     import socket
@@ -550,6 +552,8 @@ async def start(
     bridge = SpanBridge(exporters.processors, make_resource(resource, session_id))
     node_id = socket.gethostname()
     recorder = Recorder(session_id, node_id, span_buffer, bridge if bridge.processors else None)
+    recorder.describe = describer(redact)
+    recorder.redact = redactor(redact)
     writer = None
     if checkpoint_path is not None:
         started = int(time.time())

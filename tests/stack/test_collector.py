@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -272,3 +273,27 @@ async def test_the_collector_path_gives_the_series_the_engine_serves(
         # The collector turns these into the job and instance labels.
         assert seen["resource"][names.SERVICE_NAME] == names.DEFAULT_SERVICE_NAME
         assert seen["resource"][names.SERVICE_INSTANCE_ID] == engine.uid
+
+
+def _ottl_rewrites(statements: list[str]) -> list[tuple[re.Pattern[str], str]]:
+    """The (regex, replacement) of each replace statement, as Python sees them."""
+    out = []
+    for statement in statements:
+        pattern, replacement = re.findall(r'"((?:[^"\\]|\\.)*)"', statement)[-2:]
+        # OTTL strings double their backslashes; "$$" is this file's literal "$".
+        regex = re.compile(pattern.replace("\\\\", "\\"))
+        out.append((regex, replacement.replace("$$", "$").replace("$1", r"\1")))
+    return out
+
+
+def test_the_collector_masks_secrets_in_span_messages_too(config: dict[str, Any]) -> None:
+    traces = config["service"]["pipelines"]["traces"]["processors"]
+    assert traces[:2] == ["memory_limiter", "transform/redact"]
+    (block,) = config["processors"]["transform/redact"]["trace_statements"]
+    assert block["context"] == "span"
+    message = [s for s in block["statements"] if s.startswith("replace_pattern(status.message")]
+    assert len(message) == 2
+    text = "exit code 1 (tool --password hunter2 DB_TOKEN=s3cr3t --user bob): api_key=abc"
+    for regex, replacement in _ottl_rewrites(message):
+        text = regex.sub(replacement, text)
+    assert text == "exit code 1 (tool --password *** DB_TOKEN=*** --user bob): api_key=***"
