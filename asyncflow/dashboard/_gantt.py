@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 from collections.abc import Collection
 from typing import Any
 
@@ -154,8 +153,8 @@ def gantt_figure(
         label = f"{r.uid} {r.name}" if r.level == n.LEVEL_TASK else f"{r.level} {r.name}"
         if i in outside:
             label += f"  (after {', '.join(outside[i])})"
-        labels.append(html.escape(label))
-    title = f"Workflow {html.escape(key)}: {total} task(s)"
+        labels.append(label)  # escaped with the figure (figures.py)
+    title = f"Workflow {key}: {total} task(s)"
     if total > limit:
         title += f", the first {limit} shown"
     on_path = sum(1 for r in records if r.uid in critical)

@@ -37,11 +37,14 @@ __all__ = [
     "clock",
     "clock_axes",
     "empty_figure",
+    "escape_figure",
+    "escape_text",
     "merge_segments",
     "slot_label",
     "task_hover",
     "type_colours",
     "typed_array",
+    "unescape_text",
     "values_of",
 ]
 
@@ -273,4 +276,71 @@ def empty_figure(message: str, height: int = 320) -> go.Figure:
         yaxis_visible=False,
         margin={"l": 20, "r": 20, "t": 30, "b": 20},
     )
+    return fig
+
+
+# Plotly renders a subset of HTML in every text it draws (``<a href>``,
+# ``<span style>``, ``<br>``): a task named ``<a href="...">`` would become a
+# live link. Entities are decoded, so escaped text shows as written.
+# Hover texts are not here: their builders write them as a little HTML (line
+# breaks, bold) and escape what they put in (see task_hover).
+_TRACE_TEXT = ("name", "text", "customdata", "x", "y", "labels")
+_TABLE_TEXT = ("header", "cells")
+
+
+def escape_text(text: str) -> str:
+    """``text`` as Plotly shows it literally (``&``, ``<`` and ``>`` escaped)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def unescape_text(text: str) -> str:
+    """The text :func:`escape_text` was given (e.g. from a click's customdata)."""
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+def _escaped(value: Any) -> Any:
+    if isinstance(value, str):
+        return escape_text(value) if ("<" in value or ">" in value or "&" in value) else value
+    if isinstance(value, (list, tuple)):
+        return [_escaped(v) for v in value]
+    if getattr(value, "dtype", None) is not None and value.dtype.kind in "OU":
+        return _escaped(value.tolist())
+    return value  # numbers, typed arrays, None
+
+
+def _escape_props(obj: Any, names: Iterable[str]) -> None:
+    for name in names:
+        try:
+            value = obj[name]
+        except (KeyError, ValueError):  # not a property of this trace type
+            continue
+        if value is None:
+            continue
+        escaped = _escaped(value)
+        if escaped != (value.tolist() if hasattr(value, "tolist") else value):
+            obj[name] = escaped
+
+
+def escape_figure(fig: go.Figure) -> go.Figure:
+    """Escape every text of ``fig`` that can hold user strings; returns ``fig``.
+
+    Trace names, texts, hover texts, custom data, category values, table
+    cells, titles, tick labels and annotations. Hover templates are left
+    alone: they are the builders' own markup, and show the escaped values.
+    """
+    for trace in fig.data:
+        _escape_props(trace, _TRACE_TEXT)
+        if trace.type == "table":
+            for part in _TABLE_TEXT:
+                _escape_props(trace[part], ("values",))
+    layout = fig.layout
+    _escape_props(layout.title, ("text",))
+    for key in list(layout):
+        if key.startswith(("xaxis", "yaxis")):
+            axis = layout[key]
+            _escape_props(axis, ("ticktext",))
+            _escape_props(axis.title, ("text",))
+    for note in layout.annotations:
+        _escape_props(note, ("text",))
+    _escape_props(layout.legend.title, ("text",))
     return fig

@@ -232,6 +232,7 @@ def create_app(
         update_title="",
         # The task panel's close button and links exist only while it shows.
         suppress_callback_exceptions=True,
+        on_error=_answer_error,
     )
     app.layout = _layout(board, source.refresh_seconds if refresh is None else refresh)
     _callbacks(app, board)
@@ -294,7 +295,14 @@ def _callbacks(app: dash.Dash, board: Dashboard) -> None:
         point = click["points"][0]
         custom = point.get("customdata")
         index = round(point.get("y", -1))
-        key = custom[3] if custom else shown[index].key if 0 <= index < len(shown) else None
+        # The figure escaped the key for Plotly; the rows know it as it is.
+        key = (
+            f.unescape_text(custom[3])
+            if custom
+            else shown[index].key
+            if 0 <= index < len(shown)
+            else None
+        )
         if key is None:
             return dash.no_update, dash.no_update, dash.no_update
         return (*_instances(shown, key), "workflow")
@@ -433,8 +441,19 @@ def clicked_task(click: Any) -> str | Any:
     points = click.get("points") or []
     custom = points[0].get("customdata") if points and isinstance(points[0], Mapping) else None
     if isinstance(custom, list) and custom and isinstance(custom[0], str):
-        return custom[0]
+        return f.unescape_text(custom[0])  # figures escape their custom data
     return dash.no_update
+
+
+def _answer_error(exc: Exception) -> None:
+    """A callback failed (a malformed value from the page, or a bug): say so
+    on the page and change nothing else, instead of answering HTTP 500."""
+    logger.warning("a dashboard callback failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
+    message = (
+        f"The page sent a request the server could not answer ({type(exc).__name__}: {exc}). "
+        "Reload the page if it persists."
+    )
+    dash.set_props("status", {"children": [html.Div(message, className="message error")]})
 
 
 def serve(app: dash.Dash, host: str = "127.0.0.1", port: int = 8050) -> None:

@@ -1,0 +1,79 @@
+"""User strings reach Plotly as text, never as markup: a task or workflow
+named ``<a href=...>`` is not a link, ``<span style=...>`` styles nothing, in
+the app and in the report (a real Chromium renders both)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from asyncflow.cli import main
+from asyncflow.telemetry import names as n
+
+from . import records as r
+from .conftest import Server, wait_for
+
+LINK = '<a href="https://evil.example/">click me</a>'
+STYLED = '<span style="color:red">styled</span>'
+
+
+def hostile_run(tmp_path: Path) -> Path:
+    """A checkpoint file whose task names, workflow ids and types are markup."""
+    spans = [r.session_span()]
+    spans += [
+        r.task_span(
+            f"task.00000{i}", f"wf-{i} {LINK}", STYLED, 0, None, 1.0 + i, 2.0 + i, name=LINK
+        )
+        for i in range(1, 4)
+    ]
+    path = tmp_path / f"hostile{n.CHECKPOINT_SUFFIX}"
+    path.write_text("".join(json.dumps(s) + "\n" for s in spans))
+    return path
+
+
+def rendered(browser: Any, graph: str) -> tuple[int, str]:
+    """Links drawn inside ``graph``, and the text its figures draw."""
+    links = browser.execute_script(
+        "return document.querySelectorAll(arguments[0] + ' svg a').length;", graph
+    )
+    text = browser.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0] + ' svg text'))"
+        ".map(t => t.textContent).join(' ');",
+        graph,
+    )
+    return int(links), str(text)
+
+
+def test_markup_in_names_is_shown_as_text_in_the_app(
+    browser: Any, servers: Callable[..., Server], tmp_path: Path
+) -> None:
+    server = servers(str(hostile_run(tmp_path))).wait_ready()
+    browser.get(server.url)
+    wait_for(
+        lambda: browser.find_elements("css selector", "#campaign-graph .barlayer .point path"),
+        what="the timeline's bars",
+    )
+    links, text = rendered(browser, "#campaign-graph")
+    assert links == 0
+    assert STYLED in text  # the legend shows the workflow type as written
+    assert LINK in text  # and the axis the instance ids
+    styled = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#campaign-graph tspan'))"
+        ".filter(t => (t.getAttribute('style') || '').includes('red')).length;"
+    )
+    assert styled == 0
+
+
+def test_markup_in_names_is_shown_as_text_in_the_report(browser: Any, tmp_path: Path) -> None:
+    report = tmp_path / "report.html"
+    assert main(["report", str(hostile_run(tmp_path)), "-o", str(report)]) == 0
+    browser.get(report.as_uri())
+    wait_for(
+        lambda: browser.find_elements("css selector", ".js-plotly-plot .barlayer .point path"),
+        what="the report's timeline",
+    )
+    links, text = rendered(browser, "body")
+    assert links == 0
+    assert STYLED in text and LINK in text
