@@ -7,7 +7,6 @@ import json
 import os
 import sys
 import threading
-import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
@@ -279,14 +278,14 @@ async def test_shutdown_does_not_block_the_loop(tmp_path: Path) -> None:
             await asyncio.sleep(0.005)
 
     tick_task = asyncio.create_task(ticker())
-    start = time.monotonic()
-    await engine.shutdown()
-    elapsed = time.monotonic() - start
+    ticks_before = ticks
+    # A deadline that only a hang misses: the stuck thread holds 30 s.
+    await asyncio.wait_for(engine.shutdown(), 25)
     tick_task.cancel()
     release.set()
-    assert elapsed < 5
     assert fut.cancelled() and proc_fut.cancelled()
-    assert ticks > 0 or elapsed < 0.01
+    # The loop kept running while the pools wound down (it was not blocked).
+    assert ticks > ticks_before
 
 
 async def test_backend_as_async_context_manager(tmp_path: Path) -> None:

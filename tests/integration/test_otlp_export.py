@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,9 @@ from ..support.otlp_receiver import (
 
 DUMMY = "Dummy Output"
 PROTOCOLS = ["grpc", "http/protobuf"]
+
+# Seconds that only a hang exceeds (exports time out after 5 s each).
+HANG = 60.0
 
 
 @pytest.fixture(params=PROTOCOLS)
@@ -265,15 +267,6 @@ async def make_engine(backend_kind: str, tmp_path: Path) -> WorkflowEngine:
     return await WorkflowEngine.create(backend=backend, work_dir=tmp_path)
 
 
-async def timed_workload(engine: WorkflowEngine, count: int) -> tuple[list[Any], float]:
-    try:
-        start = time.perf_counter()
-        results = await workload(engine, count)
-        return results, time.perf_counter() - start
-    finally:
-        await engine.shutdown()
-
-
 def is_slow_callback_report(record: logging.LogRecord) -> bool:
     # asyncio debug mode (on in this suite) reports slow loop steps as warnings;
     # they come from the workload, with or without telemetry.
@@ -283,7 +276,7 @@ def is_slow_callback_report(record: logging.LogRecord) -> bool:
 @pytest.mark.slow
 @pytest.mark.parametrize(("backend_kind", "count"), [("noop", 2000), ("local", 200)])
 @pytest.mark.parametrize("fault", ["refused", "black_hole"])
-async def test_unreachable_collector_costs_one_warning_and_no_time(
+async def test_unreachable_collector_costs_one_warning_no_hang_and_bounded_memory(
     protocol: str,
     fault: str,
     backend_kind: str,
@@ -303,12 +296,8 @@ async def test_unreachable_collector_costs_one_warning_and_no_time(
             hole = stack.enter_context(BlackHole())
             endpoint = hole.endpoint
 
-        await timed_workload(await make_engine(backend_kind, tmp_path / "warmup"), count // 4)
-        results_off, seconds_off = await timed_workload(
-            await make_engine(backend_kind, tmp_path / "off"), count
-        )
-        assert results_off == expected
-
+        # What it costs in time is measured in bench/ (telemetry workload), not
+        # here: a loaded machine makes any time budget flaky.
         process = psutil.Process()
         engine = await make_engine(backend_kind, tmp_path / "on")
         try:
@@ -317,18 +306,14 @@ async def test_unreachable_collector_costs_one_warning_and_no_time(
             )
             # Measured after start: the first start imports the exporters (gRPC is big).
             rss_before = process.memory_info().rss
-            start = time.perf_counter()
-            results_on = await workload(engine, count)
-            seconds_on = time.perf_counter() - start
+            results_on = await asyncio.wait_for(workload(engine, count), HANG)
         finally:
-            stop_started = time.monotonic()
-            await engine.shutdown()
-            shutdown_seconds = time.monotonic() - stop_started
+            # In-flight exports time out after 5 s each: a generous deadline
+            # that only a hang misses.
+            await asyncio.wait_for(engine.shutdown(), HANG)
         rss_growth = process.memory_info().rss - rss_before
 
         assert results_on == expected
-        assert seconds_on < 3 * seconds_off + 0.5, (seconds_on, seconds_off)
-        assert shutdown_seconds < 20, shutdown_seconds
         assert rss_growth < 40 * 2**20, f"RSS grew by {rss_growth / 2**20:.1f} MiB"
         if hole is not None:
             assert hole.connections >= 1  # the exporters really tried, and got no answer
