@@ -151,9 +151,7 @@ class ProcessCheckpointWriter:
         if self._loop_thread == threading.get_ident():
             self._turn.append(record)
             if not self._scheduled:
-                self._scheduled = True
-                assert self._loop is not None
-                self._loop.call_soon(self._end_of_turn)
+                self._schedule()
         else:
             # Through the loop, so the file keeps the order things happened in.
             self._foreign.append(record)
@@ -174,9 +172,17 @@ class ProcessCheckpointWriter:
         """Make sure this loop turn's records are sent before the callbacks
         scheduled from now on run (call before completing a future)."""
         if not self._scheduled and self._loop_thread == threading.get_ident():
-            self._scheduled = True
-            assert self._loop is not None
+            self._schedule()
+
+    def _schedule(self) -> None:
+        assert self._loop is not None
+        try:
             self._loop.call_soon(self._end_of_turn)
+        except RuntimeError:  # the loop is closed: the hand-on thread sends them
+            self._foreign.extend(_take_list(self._turn))
+            self._wake.set()
+        else:
+            self._scheduled = True
 
     def _end_of_turn(self) -> None:
         self._scheduled = self._foreign_scheduled = False
@@ -295,6 +301,12 @@ class ProcessCheckpointWriter:
             self._proc.stdout.close()  # type: ignore[union-attr]
         if lost:
             logger.error("checkpoint file %s: %d records were not written", self.path, lost)
+
+
+def _take_list(records: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    taken = records[:]
+    records.clear()
+    return taken
 
 
 def _take(queue: deque[tuple[Any, ...]]) -> list[tuple[Any, ...]]:

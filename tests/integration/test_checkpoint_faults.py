@@ -238,3 +238,19 @@ async def test_deleted_directory_is_reported_once(
     await asyncio.gather(*[t(i) for i in range(10)])
     await asyncio.wait_for(engine.shutdown(), DEADLINE)
     assert said() == 1
+
+
+def test_records_written_after_the_loop_closed_still_reach_the_file(tmp_path: Path) -> None:
+    loop = asyncio.new_event_loop()
+    path = tmp_path / f"late{names.CHECKPOINT_SUFFIX}"
+    writer = _pipe_writer.ProcessCheckpointWriter(path, ("s", "n", "01" * 16), loop)
+    try:
+        assert writer.wait_ready()
+        writer.write_record({"section": "metric", "when": "before"})
+        loop.run_until_complete(asyncio.sleep(0))  # the end of that turn sends it
+        loop.close()
+        writer.write_record({"section": "metric", "when": "after"})  # no loop any more
+    finally:
+        writer.close()
+        loop.close()
+    assert [r["when"] for r in read_checkpoint(path)] == ["before", "after"]
