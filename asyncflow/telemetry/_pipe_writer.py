@@ -25,17 +25,26 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BACKLOG_BYTES", "CLOSE_DEADLINE", "NoWriterProcess", "ProcessCheckpointWriter"]
+__all__ = [
+    "BACKLOG_BYTES",
+    "CLOSE_DEADLINE",
+    "NoWriterProcess",
+    "ProcessCheckpointWriter",
+    "Stall",
+    "file_size",
+]
 
 logger = logging.getLogger("asyncflow.telemetry")
 
 # Bytes of records waiting for a slow (or stopped) writer; beyond, they drop.
 BACKLOG_BYTES = 32 << 20
 
-# Seconds close() gives the writer to take what is left and finish the file.
+# Seconds close() waits for a writer that makes no progress (takes nothing,
+# writes nothing) before it gives up on it.
 CLOSE_DEADLINE = 5.0
 
 _WRITER_MODULE = "asyncflow.telemetry._writer_main"
@@ -265,8 +274,12 @@ class ProcessCheckpointWriter:
 
     # ------------------------------------------------------------------ close
     def close(self, deadline: float = CLOSE_DEADLINE) -> None:
-        """Hand on everything queued and finish the file, within ``deadline``
-        seconds whatever the writer does. Idempotent."""
+        """Hand on everything queued and finish the file. Idempotent.
+
+        A writer that makes progress (takes records, grows the file) is
+        waited for; one that makes none for ``deadline`` seconds (stopped, or
+        on a hung disk) is given up on and ended.
+        """
         if self._stopping:
             return
         batch = _take(self._foreign)
@@ -276,8 +289,9 @@ class ProcessCheckpointWriter:
             self._send(batch)
         self._stopping = True
         self._wake.set()
-        end = time.monotonic() + deadline
-        self._thread.join(deadline)
+        stalled = Stall(deadline, lambda: (self._backlog_bytes, file_size(self.path)))
+        while self._thread.is_alive() and not stalled():
+            self._thread.join(0.25)
         if self._thread.is_alive():  # the writer takes nothing: stopped, or a hung disk
             self._abandon = True
             self._thread.join(1.0)
@@ -287,11 +301,15 @@ class ProcessCheckpointWriter:
             self._backlog.clear()
             with contextlib.suppress(OSError):
                 self._proc.stdin.close()  # type: ignore[union-attr]
-        try:
-            self._proc.wait(max(0.0, end - time.monotonic()))
-        except subprocess.TimeoutExpired:
+        stalled = Stall(deadline, lambda: file_size(self.path))
+        while self._proc.poll() is None and not stalled():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(0.25)
+        if self._proc.poll() is None:
             logger.error(
-                "checkpoint writer for %s did not finish in %.0f s: killed it", self.path, deadline
+                "checkpoint writer for %s made no progress for %.0f s: killed it",
+                self.path,
+                deadline,
             )
             self._proc.kill()
             self._proc.wait()
@@ -301,6 +319,30 @@ class ProcessCheckpointWriter:
             self._proc.stdout.close()  # type: ignore[union-attr]
         if lost:
             logger.error("checkpoint file %s: %d records were not written", self.path, lost)
+
+
+class Stall:
+    """Whether a watched value stayed the same for ``seconds`` (no progress)."""
+
+    def __init__(self, seconds: float, progress: Callable[[], Any]) -> None:
+        self._seconds = seconds
+        self._progress = progress
+        self._last = progress()
+        self._since = time.monotonic()
+
+    def __call__(self) -> bool:
+        now = self._progress()
+        if now != self._last:
+            self._last, self._since = now, time.monotonic()
+        return time.monotonic() - self._since > self._seconds
+
+
+def file_size(path: Path) -> int:
+    """The size of ``path`` in bytes (-1: it cannot be read)."""
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return -1
 
 
 def _take_list(records: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:

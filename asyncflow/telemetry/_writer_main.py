@@ -50,8 +50,8 @@ class _Out:
         self.identity = (stat.st_dev, stat.st_ino)
 
     def add(self, data: bytes) -> None:
-        if len(self.held) + len(data) > HELD_BYTES:
-            self.dropped += data.count(b"\n")
+        if self.failed_with is not None and len(self.held) + len(data) > HELD_BYTES:
+            self.dropped += data.count(b"\n")  # the file cannot take them: bounded
             return
         self.held += data
         self.flush()
@@ -142,6 +142,9 @@ def main(argv: list[str]) -> int:
                 break  # the engine is gone and the pipe is empty
             orphaned = os.getppid() != parent
     out.flush()
+    if out.held or out.dropped:
+        lost = out.held.count(b"\n") + out.dropped
+        say(f"error {path}: {lost} lines could not be written ({out.failed_with})")
     with contextlib.suppress(OSError):
         os.fsync(fd)
     os.close(fd)

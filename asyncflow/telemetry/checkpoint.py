@@ -17,14 +17,19 @@ import json
 import logging
 import os
 import threading
-import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from . import names as n
-from ._pipe_writer import CLOSE_DEADLINE, NoWriterProcess, ProcessCheckpointWriter
+from ._pipe_writer import (
+    CLOSE_DEADLINE,
+    NoWriterProcess,
+    ProcessCheckpointWriter,
+    Stall,
+    file_size,
+)
 from ._render import LineRenderer
 
 __all__ = [
@@ -121,11 +126,14 @@ class _Sink:
         seconds whatever the disk does. Idempotent."""
         if self._stopping:
             return
-        end = time.monotonic() + deadline
         self._stopping = True
         self._wake.set()
-        self._thread.join(deadline)
-        self._drain(max(0.0, end - time.monotonic()))
+        # A thread that gets on with it is waited for; one stuck for
+        # ``deadline`` seconds on the disk is not.
+        stalled = Stall(deadline, lambda: (len(self._queue), file_size(self.path)))
+        while self._thread.is_alive() and not stalled():
+            self._thread.join(0.25)
+        self._drain(deadline)
         lost = len(self._queue) + self.dropped
         if self._thread.is_alive():
             logger.error("checkpoint file %s: the writer thread is stuck; not waiting", self.path)

@@ -254,3 +254,20 @@ def test_records_written_after_the_loop_closed_still_reach_the_file(tmp_path: Pa
         writer.close()
         loop.close()
     assert [r["when"] for r in read_checkpoint(path)] == ["before", "after"]
+
+
+async def test_a_large_loop_turn_is_written_whole(tmp_path: Path) -> None:
+    """20,000 tasks finishing in one turn: one write far larger than the pipe,
+    rendered into more lines than the writer holds back for a full disk."""
+    engine = await WorkflowEngine.create(backend=NoopExecutionBackend(), work_dir=tmp_path)
+    tel = await engine.start_telemetry(checkpoint_path=tmp_path / "tel")
+
+    @engine.function_task
+    async def t(i: int) -> int:
+        return i
+
+    futures = [t(i) for i in range(20_000)]
+    await asyncio.wait_for(asyncio.gather(*futures), DEADLINE * 4)
+    await asyncio.wait_for(engine.shutdown(), DEADLINE * 4)
+    assert tel.checkpoint_file is not None
+    assert {f.uid for f in futures} == task_uids(tel.checkpoint_file)
