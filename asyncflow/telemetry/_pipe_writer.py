@@ -1,13 +1,14 @@
 """The engine's end of the checkpoint writer process.
 
-Records of one event-loop turn travel together: the first record of a turn
-schedules one write for the end of it, so a task's records are in the
-writer's pipe before whoever awaits its future runs (the engine asks for the
-write before it completes the future, see :meth:`flush_soon`). A SIGKILL of
-the engine then loses nothing that finished. The pipe is non-blocking: what
-does not fit waits in a bounded backlog that a thread hands on, and what
-does not fit there is dropped, counted and reported; a task never waits for
-the disk. Every close has a deadline.
+Records queue up and go to the writer's pipe in one write at the end of
+any event-loop turn that completes a task's future (the engine asks for it
+before it completes the future, see ``flush_soon``), else within a quarter
+second. So a task's records are in the pipe before whoever awaits its future
+runs, and a SIGKILL of the engine loses nothing that finished. The pipe is
+non-blocking: what does not fit waits in a bounded backlog that a thread
+hands on, and what does not fit there is dropped, counted and reported; a
+task never waits for the disk. Closing gives up on a writer that makes no
+progress.
 """
 
 from __future__ import annotations
@@ -109,13 +110,12 @@ class ProcessCheckpointWriter:
         assert self._proc.stdin is not None
         self._fd = self._proc.stdin.fileno()
         os.set_blocking(self._fd, False)
-        self._turn: list[tuple[Any, ...]] = []
+        # Records from any thread, in the order they were written.
+        self._pending: deque[tuple[Any, ...]] = deque()
         self._scheduled = False
-        self._foreign_scheduled = False
-        self._foreign: deque[tuple[Any, ...]] = deque()
         self._backlog: deque[list[Any]] = deque()  # [bytes still to send, records]
         self._backlog_bytes = 0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._wake = threading.Event()
         self._stopping = False
         self._abandon = False
@@ -156,18 +156,12 @@ class ProcessCheckpointWriter:
 
     # ------------------------------------------------------------------ records
     def write(self, record: tuple[Any, ...]) -> None:
-        """Queue one record. Never blocks; thread-safe."""
-        if self._loop_thread == threading.get_ident():
-            self._turn.append(record)
-            if not self._scheduled:
-                self._schedule()
-        else:
-            # Through the loop, so the file keeps the order things happened in.
-            self._foreign.append(record)
-            if not self._foreign_scheduled and self._loop is not None:
-                self._foreign_scheduled = True
-                with contextlib.suppress(RuntimeError):  # loop closed: the thread sends it
-                    self._loop.call_soon_threadsafe(self._end_of_turn)
+        """Queue one record. Never blocks; thread-safe.
+
+        Records go out at the end of a loop turn that completes a future
+        (:meth:`flush_soon`), else within a quarter second.
+        """
+        self._pending.append(record)
 
     def write_line(self, line: str) -> None:
         """Queue one rendered line."""
@@ -178,51 +172,50 @@ class ProcessCheckpointWriter:
         self.write(("L", _dumps(record) + "\n"))
 
     def flush_soon(self) -> None:
-        """Make sure this loop turn's records are sent before the callbacks
-        scheduled from now on run (call before completing a future)."""
-        if not self._scheduled and self._loop_thread == threading.get_ident():
-            self._schedule()
-
-    def _schedule(self) -> None:
+        """Send what is queued at the end of this loop turn, before the
+        callbacks scheduled from now on run (call before completing a future)."""
+        if self._scheduled or self._loop_thread != threading.get_ident():
+            return
         assert self._loop is not None
         try:
-            self._loop.call_soon(self._end_of_turn)
+            self._loop.call_soon(self._flush)
         except RuntimeError:  # the loop is closed: the hand-on thread sends them
-            self._foreign.extend(_take_list(self._turn))
             self._wake.set()
         else:
             self._scheduled = True
 
-    def _end_of_turn(self) -> None:
-        self._scheduled = self._foreign_scheduled = False
-        batch = _take(self._foreign)
-        batch += self._turn
-        self._turn = []
-        if batch:
-            self._send(batch)
+    def _flush(self) -> None:
+        self._scheduled = False
+        # Taken and sent under the lock: whoever flushes, order is kept.
+        with self._lock:
+            batch = _take(self._pending)
+            if batch:
+                self._send(batch)
 
     def _send(self, batch: list[tuple[Any, ...]]) -> None:
-        """One write of a batch to the pipe, or into the backlog. Never blocks."""
+        """One write of a batch to the pipe, or into the backlog. Never blocks.
+
+        Called with the lock held.
+        """
+        if self._broken or self._closed:
+            return
         blob = _frame(batch)
-        with self._lock:
-            if self._broken or self._closed:
+        sent = 0
+        if not self._backlog:
+            try:
+                sent = os.write(self._fd, blob)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:  # the writer process is gone
+                self._broke(exc)
                 return
-            sent = 0
-            if not self._backlog:
-                try:
-                    sent = os.write(self._fd, blob)
-                except BlockingIOError:
-                    sent = 0
-                except OSError as exc:  # the writer process is gone
-                    self._broke(exc)
-                    return
-                if sent == len(blob):
-                    return
-            if sent == 0 and self._backlog_bytes + len(blob) > BACKLOG_BYTES:
-                self._drop(len(batch))
+            if sent == len(blob):
                 return
-            self._backlog.append([blob[sent:], len(batch)])
-            self._backlog_bytes += len(blob) - sent
+        if sent == 0 and self._backlog_bytes + len(blob) > BACKLOG_BYTES:
+            self._drop(len(batch))
+            return
+        self._backlog.append([blob[sent:], len(batch)])
+        self._backlog_bytes += len(blob) - sent
         self._wake.set()
 
     def _drop(self, count: int) -> None:
@@ -244,9 +237,7 @@ class ProcessCheckpointWriter:
         while True:
             self._wake.wait(_THREAD_INTERVAL)
             self._wake.clear()
-            batch = _take(self._foreign)
-            if batch:
-                self._send(batch)
+            self._flush()
             if not self._push_backlog() or (self._stopping and not self._backlog):
                 return
 
@@ -282,11 +273,7 @@ class ProcessCheckpointWriter:
         """
         if self._stopping:
             return
-        batch = _take(self._foreign)
-        batch += self._turn
-        self._turn = []
-        if batch:
-            self._send(batch)
+        self._flush()
         self._stopping = True
         self._wake.set()
         stalled = Stall(deadline, lambda: (self._backlog_bytes, file_size(self.path)))
@@ -343,12 +330,6 @@ def file_size(path: Path) -> int:
         return os.stat(path).st_size
     except OSError:
         return -1
-
-
-def _take_list(records: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    taken = records[:]
-    records.clear()
-    return taken
 
 
 def _take(queue: deque[tuple[Any, ...]]) -> list[tuple[Any, ...]]:

@@ -42,7 +42,7 @@ class _Out:
         self.path = path
         self.say = say
         self.held = b""  # not written yet: starts at a line start
-        self.torn = False  # the file ends inside a line
+        self.torn = 0  # bytes of a line cut short at the end of the file
         self.dropped = 0
         self.failed_with: str | None = None
         self.gone = False
@@ -59,10 +59,8 @@ class _Out:
     def flush(self) -> None:
         if not self.held:
             return
-        if self.torn:
-            if not self._write(b"\n"):
-                return
-            self.torn = False
+        if self.torn and not self._cut_torn_line():
+            return
         data = self.held
         done = 0
         while done < len(data):
@@ -71,7 +69,7 @@ class _Out:
             except OSError as exc:
                 # Keep whole lines: the torn one is written again in full.
                 start = data.rfind(b"\n", 0, done) + 1
-                self.torn = start != done
+                self.torn = done - start
                 self.held = data[start:]
                 self._failed(exc)
                 return
@@ -82,12 +80,19 @@ class _Out:
             self.failed_with = None
             self.dropped = 0
 
-    def _write(self, data: bytes) -> bool:
+    def _cut_torn_line(self) -> bool:
+        """Take the start of a cut line off the end of the file (it is
+        written again whole); else end it, so the next line starts fresh."""
         try:
-            return os.write(self.fd, data) == len(data)
-        except OSError as exc:
-            self._failed(exc)
-            return False
+            os.ftruncate(self.fd, os.fstat(self.fd).st_size - self.torn)
+        except OSError:
+            try:
+                os.write(self.fd, b"\n")
+            except OSError as exc:
+                self._failed(exc)
+                return False
+        self.torn = 0
+        return True
 
     def _failed(self, exc: OSError) -> None:
         cause = errno.errorcode.get(exc.errno or 0, "") or type(exc).__name__
