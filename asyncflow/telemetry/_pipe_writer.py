@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import marshal
@@ -40,6 +41,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger("asyncflow.telemetry")
+
+# What the pipe to the writer holds (the kernel may allow less).
+PIPE_BYTES = 1 << 20
 
 # Bytes of records waiting for a slow (or stopped) writer; beyond, they drop.
 BACKLOG_BYTES = 32 << 20
@@ -110,6 +114,10 @@ class ProcessCheckpointWriter:
         assert self._proc.stdin is not None
         self._fd = self._proc.stdin.fileno()
         os.set_blocking(self._fd, False)
+        # A burst that fits in the pipe is safe from a SIGKILL of this process;
+        # one that does not waits in the backlog. Linux lets a pipe hold 1 MiB.
+        with contextlib.suppress(OSError, AttributeError):
+            fcntl.fcntl(self._fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         # Records from any thread, in the order they were written.
         self._pending: deque[tuple[Any, ...]] = deque()
         self._scheduled = False
