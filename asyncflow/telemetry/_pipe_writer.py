@@ -73,8 +73,8 @@ class ProcessCheckpointWriter:
     Args:
         path: the file to create (its directory too).
         header: ``(session_id, node_id, trace_hex)`` for the renderer.
-        loop: the engine's loop; records written on its thread go out at
-            the end of the loop turn, others every quarter second.
+        loop: the engine's loop: :meth:`flush_soon`, called on it, sends
+            the queued records at the end of the current turn.
 
     Raises:
         OSError: the file cannot be created or written (e.g. a read-only
@@ -255,6 +255,7 @@ class ProcessCheckpointWriter:
             if self._abandon or self._broken or self._closed:
                 return False
             select.select([], [self._fd], [], 0.1)
+            self._flush()  # what queued meanwhile joins the backlog, or is dropped
             with self._lock:
                 chunk = self._backlog[0]
                 try:

@@ -23,6 +23,7 @@ import select
 import signal
 import struct
 import sys
+import time
 from collections.abc import Callable
 
 from ._render import LineRenderer
@@ -32,6 +33,10 @@ HELD_BYTES = 16 << 20
 
 # Seconds between checks of the engine's process and of the file.
 _CHECK_EVERY = 0.5
+
+# After a read smaller than this, wait a little for more (fewer wake-ups).
+_SMALL_READ = 64 * 1024
+_COALESCE = 0.005
 
 
 class _Out:
@@ -140,6 +145,11 @@ def main(argv: list[str]) -> int:
             if not chunk:
                 break
             buffer = _consume(buffer + chunk, renderer, out)
+            if len(chunk) < _SMALL_READ:
+                # The engine writes once per loop turn: waking for every write
+                # would take CPU from it. What it writes meanwhile waits in
+                # the pipe, as safe there as here.
+                time.sleep(_COALESCE)
         else:
             out.flush()  # room again after a full disk?
             out.check_file()
