@@ -394,22 +394,22 @@ class LocalExecutionBackend(BaseBackend):
         import cloudpickle
 
         uid = task["uid"]
-        self._tasks_by_uid.pop(uid, None)
-        pid = self._pids.pop(uid, None)
         self._pool_of.pop(uid, None)
+        exc = None if cf.cancelled() else cf.exception()
+        broken = isinstance(exc, BrokenProcessPool) and not self._closed
+        if broken and exc is not None and not any(pool is p for p in self._broken_on_purpose):
+            self._pool_broke(task, pool, exc)  # a worker crashed
+            return
+        self._tasks_by_uid.pop(uid, None)
+        self._pids.pop(uid, None)
         if cf.cancelled():
             self._finish(task, "CANCELED")
             return
-        exc = cf.exception()
-        if isinstance(exc, BrokenProcessPool) and not self._closed:
-            if not any(pool is p for p in self._broken_on_purpose):
-                self._pool_broke(task, pool, exc, pid)  # a worker crashed
-                return
-            if uid not in self._cancelled:
-                # Another task's worker was stopped, which ends its whole pool:
-                # this one runs again on the new pool (at least once, never lost).
-                self._submit_to_process(task)
-                return
+        if broken and uid not in self._cancelled:
+            # Another task's worker was stopped, which ends its whole pool:
+            # this one runs again on the new pool (at least once, never lost).
+            self._submit_to_process(task)
+            return
         if exc is not None:  # pickling failed, the task was stopped, or shutdown
             task["exception"] = exc
             self._finish(task, "FAILED")
@@ -429,12 +429,8 @@ class LocalExecutionBackend(BaseBackend):
             task["return_value"] = None
             self._finish(task, "FAILED")
 
-    def _pool_broke(
-        self, task: TaskDescription, pool: Executor, exc: BaseException, pid: int | None
-    ) -> None:
+    def _pool_broke(self, task: TaskDescription, pool: Executor, exc: BaseException) -> None:
         """A worker of ``pool`` died: fail the task it ran, resubmit the others.
-
-        ``pid`` is the worker ``task`` was reported running on, if any.
 
         Runs on the pool's management thread, once per task the pool held,
         before it ends the surviving workers.
@@ -443,12 +439,8 @@ class LocalExecutionBackend(BaseBackend):
         with self._pool_lock:
             dead = self._crashed.get(id(pool))
             if dead is None:
-                workers = dict(getattr(pool, "_processes", None) or {})
-                dead = self._crashed[id(pool)] = {
-                    pid: code
-                    for pid, proc in workers.items()
-                    if (code := proc.exitcode) is not None and code != 0
-                }
+                dead = self._crashed[id(pool)] = _dead_workers(pool)
+                self._take_start_reports()  # who ran what, up to the crash
                 if pool is self._executor:
                     self._executor = _fresh_pool(pool)
                     logger.warning(
@@ -456,8 +448,9 @@ class LocalExecutionBackend(BaseBackend):
                         self.name,
                         ", ".join(_death(code) for code in dead.values()) or "unknown cause",
                     )
-        if pid is None:  # its start report may have come in just now
-            pid = self._pids.pop(uid, None)
+        # Read after the start reports: the worker it was reported running on.
+        pid = self._pids.pop(uid, None)
+        self._tasks_by_uid.pop(uid, None)
         attempts = self._resubmits.get(uid, 0)
         if pid in dead or attempts >= MAX_RESUBMITS:
             why = _death(dead[pid]) if pid in dead else "its pool broke too often"
@@ -527,6 +520,20 @@ class LocalExecutionBackend(BaseBackend):
             self._pids[uid] = pid
             self._queued.pop(uid, None)
             self._callback(task, "RUNNING")
+
+    def _take_start_reports(self) -> None:
+        """Read the start reports already sent (the reader thread may lag)."""
+        queue = self._started_queue
+        while queue is not None:
+            try:
+                report = queue.get_nowait()
+            except Exception:  # noqa: BLE001 - empty, or the manager is gone
+                return
+            if report is None:  # the reader's stop signal: give it back
+                with contextlib.suppress(Exception):
+                    queue.put(None)
+                return
+            self._started(report)
 
     # ------------------------------------------------------------------ cancellation
     async def cancel_task(self, uid: str) -> bool:
@@ -677,6 +684,23 @@ def _death(code: int) -> str:
             name = f"signal {-code}"
         return f"was killed by {name} ({signal.strsignal(-code) or 'unknown signal'})"
     return f"exited with code {code}"
+
+
+def _dead_workers(pool: Executor) -> dict[int, int]:
+    """The pid and exit code of each worker of a broken pool that has died."""
+    from multiprocessing.connection import wait as wait_for_sentinels
+
+    workers = dict(getattr(pool, "_processes", None) or {})
+    ended = set(wait_for_sentinels([p.sentinel for p in workers.values()], timeout=0))
+    dead = {}
+    for pid, proc in workers.items():
+        if proc.sentinel in ended:
+            # Its sentinel fires as it exits, a moment before it can be reaped.
+            proc.join(1.0)
+            code = proc.exitcode if proc.exitcode is not None else -signal.SIGKILL
+            if code != 0:  # a worker retired by max_tasks_per_child is no crash
+                dead[pid] = code
+    return dead
 
 
 def _fresh_pool(broken: Executor) -> Executor:
