@@ -1092,6 +1092,7 @@ class WorkflowEngine:
             # The backend reported no RUNNING (a dry run): it ran for no time.
             self._observer.started(fut._tel)
         fut._running = False
+        self._settling(fut)
         fut.set_result(value)
         if fut._tel is not None:
             self._ended(fut, n.RESULT_COMPLETED, None)
