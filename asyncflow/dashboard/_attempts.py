@@ -9,7 +9,6 @@ have started, since it never ran. Pure: records in, traces out.
 
 from __future__ import annotations
 
-import html
 from collections.abc import Sequence
 
 import plotly.graph_objects as go
@@ -61,11 +60,10 @@ def add_attempts_and_hits(
             seg["x"].append(max(end - attempt.started, 0.0))
             seg["y"].append(i)
             what = f"{attempt.error_type}: {attempt.message}" if attempt.error_type else "succeeded"
+            # Escaped with the rest of the figure (figures.py), once.
             seg["text"].append(
-                html.escape(
-                    f"{r.uid} {r.name}: attempt {attempt.number} of {len(r.attempts)}, "
-                    f"{end - attempt.started:.3f} s, {what}"
-                )
+                f"{r.uid} {r.name}: attempt {attempt.number} of {len(r.attempts)}, "
+                f"{end - attempt.started:.3f} s, {what}"
             )
     for name, colour in ((ATTEMPT_FAILED, FAILED), (ATTEMPT_OK, _OK)):
         seg = segments[name]
@@ -88,9 +86,10 @@ def add_attempts_and_hits(
 
 
 def cache_hit_text(r: SpanRecord) -> str:
-    """The hover text of a cache hit (escaped): who stored its result."""
+    """The hover text of a cache hit: who stored its result (the figure
+    escapes it with its other texts)."""
     source = f", stored by {r.cache_source}" if r.cache_source else ""
-    return html.escape(f"{r.uid} {r.name}: result from the cache{source}")
+    return f"{r.uid} {r.name}: result from the cache{source}"
 
 
 def cache_hit_marks(x: Sequence[object], y: Sequence[object], text: Sequence[object]) -> go.Scatter:
