@@ -9,6 +9,7 @@ have started, since it never ran. Pure: records in, traces out.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 
 import plotly.graph_objects as go
@@ -60,10 +61,11 @@ def add_attempts_and_hits(
             seg["x"].append(max(end - attempt.started, 0.0))
             seg["y"].append(i)
             what = f"{attempt.error_type}: {attempt.message}" if attempt.error_type else "succeeded"
-            # Escaped with the rest of the figure (figures.py), once.
             seg["text"].append(
-                f"{r.uid} {r.name}: attempt {attempt.number} of {len(r.attempts)}, "
-                f"{end - attempt.started:.3f} s, {what}"
+                html.escape(
+                    f"{r.uid} {r.name}: attempt {attempt.number} of {len(r.attempts)}, "
+                    f"{end - attempt.started:.3f} s, {what}"
+                )
             )
     for name, colour in ((ATTEMPT_FAILED, FAILED), (ATTEMPT_OK, _OK)):
         seg = segments[name]
@@ -86,10 +88,10 @@ def add_attempts_and_hits(
 
 
 def cache_hit_text(r: SpanRecord) -> str:
-    """The hover text of a cache hit: who stored its result (the figure
-    escapes it with its other texts)."""
+    """The hover text of a cache hit (escaped here: figures escape every text
+    but their hovers, which their builders write as a little HTML)."""
     source = f", stored by {r.cache_source}" if r.cache_source else ""
-    return f"{r.uid} {r.name}: result from the cache{source}"
+    return html.escape(f"{r.uid} {r.name}: result from the cache{source}")
 
 
 def cache_hit_marks(x: Sequence[object], y: Sequence[object], text: Sequence[object]) -> go.Scatter:
