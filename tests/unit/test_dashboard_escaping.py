@@ -1,0 +1,66 @@
+"""Every user string reaches Plotly escaped exactly once: names, labels and
+custom data by the figure-wide escaping, hover texts by their builders
+(which write them as a little HTML: bold, line breaks)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from asyncflow.dashboard import figures, open_source
+from asyncflow.telemetry import names as n
+from tests.ui import records as r
+
+LINK = '<a href="https://evil.example/">click me</a>'
+
+
+def texts(fig: Any) -> tuple[list[str], list[str]]:
+    """The hover texts of ``fig``, and every other text it carries."""
+    hovers: list[str] = []
+    others: list[str] = []
+    for trace in fig.data:
+        hover = getattr(trace, "hovertext", None)
+        if isinstance(hover, str):
+            hovers.append(hover)
+        elif hover is not None:
+            hovers.extend(str(v) for v in hover)
+        for prop in ("name", "text", "customdata"):
+            value = getattr(trace, prop, None)
+            if isinstance(value, str):
+                others.append(value)
+            elif value is not None:
+                others.extend(str(v) for v in value)
+    for key in list(fig.layout):
+        if key.startswith(("xaxis", "yaxis")) and fig.layout[key].ticktext is not None:
+            others.extend(str(v) for v in fig.layout[key].ticktext)
+    others.append(str(fig.layout.title.text or ""))
+    return hovers, others
+
+
+def test_user_strings_are_escaped_once_in_every_figure(tmp_path: Path) -> None:
+    spans = [r.session_span()]
+    spans += [
+        r.task_span(
+            f"task.00000{i}", f"wf-{i} {LINK}", "type", 0, None, 1.0 + i, 2.0 + i, name=LINK
+        )
+        for i in range(1, 4)
+    ]
+    path = tmp_path / f"hostile{n.CHECKPOINT_SUFFIX}"
+    path.write_text("".join(json.dumps(s) + "\n" for s in spans))
+    run = open_source(path).poll()
+    wf = next(iter({t.workflow_id for t in run.tasks}))
+    built = [
+        figures.campaign_figure(run),
+        figures.gantt_figure(run, wf),
+        figures.slots_figure(run),
+    ]
+    seen_hover = seen_label = False
+    for fig in built:
+        hovers, others = texts(fig)
+        for text in hovers + others:
+            assert "<a " not in text, text  # never live markup
+            assert "&amp;lt;" not in text, text  # never escaped twice
+        seen_hover |= any("&lt;a href" in h and "<br>" in h for h in hovers)
+        seen_label |= any("&lt;a href" in o for o in others)
+    assert seen_hover and seen_label  # the hostile strings were there, escaped
