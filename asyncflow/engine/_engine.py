@@ -1052,12 +1052,7 @@ class WorkflowEngine:
         if run is not None and state in FINAL_STATES:
             self._attempt_done(fut, run, task, state)
             return
-        backend = fut._backend
-        stdio_dir = (
-            backend._work_dir
-            if fut.capture_stdio and fut.kind == KIND_EXECUTABLE and backend is not None
-            else None
-        )
+        stdio_dir = _stdio_dir(fut)
         if state == STATE_DONE:
             path = stdout_file(stdio_dir, fut.uid) if stdio_dir is not None else None
             # _complete(), inline: this is every task's way out.
@@ -1155,12 +1150,7 @@ class WorkflowEngine:
         if run.timed_out:
             self._attempt_failed(fut, run, self._timeout_error(fut))
             return
-        backend = fut._backend
-        stdio_dir = (
-            backend._work_dir
-            if fut.capture_stdio and fut.kind == KIND_EXECUTABLE and backend is not None
-            else None
-        )
+        stdio_dir = _stdio_dir(fut)
         if state == STATE_DONE:
             path = stdout_file(stdio_dir, fut.uid) if stdio_dir is not None else None
             value = value_of(task, fut.kind, path)
@@ -1590,6 +1580,14 @@ class WorkflowEngine:
         tel = self.telemetry
         if tel is not None:
             await tel.stop()
+
+
+def _stdio_dir(fut: TaskFuture[Any]) -> str | None:
+    """Where an executable that captures its output wrote its files, else None."""
+    backend = fut._backend
+    if fut.capture_stdio and fut.kind == KIND_EXECUTABLE and backend is not None:
+        return backend._work_dir
+    return None
 
 
 def _upstream_or_value(arg: Any) -> Any:
