@@ -14,13 +14,15 @@ written to it or anywhere else.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import pickle
 import sqlite3
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -80,6 +82,26 @@ def store_path(directory: str | os.PathLike[str]) -> Path:
     return Path(directory) / FILE_NAME
 
 
+@contextlib.contextmanager
+def _opening(path: Path) -> Iterator[None]:
+    """Hold the store file exclusively (``flock``, which SQLite's own locks
+    never see) while it is opened; a missing file is made empty first.
+
+    Where the file cannot be opened for that (a read-only directory), the
+    store is opened without the lock: nobody can be creating it there.
+    """
+    try:
+        held = open(path, "ab")  # noqa: SIM115 - closed below; appends nothing
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        yield
+    finally:
+        held.close()  # releases the lock
+
+
 def _check_header(path: Path) -> None:
     """Refuse a file that is not an SQLite database or was cut short."""
     try:
@@ -119,23 +141,28 @@ class ResultCache:
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
         self.path = Path(path)
-        if not self.path.exists():
-            if not create:
-                raise CacheError(f"no result cache at {self.path}")
-        else:
-            _check_header(self.path)
         self._warned: set[str] = set()
-        try:
-            self._conn = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-            )
-        except sqlite3.Error as exc:
-            raise CacheError(f"result cache {self.path} cannot be opened: {exc}") from None
-        try:
-            self._prepare()
-        except BaseException:
-            self._conn.close()
-            raise
+        # Engines (threads or processes) opening one store at the same moment
+        # take turns: the one that creates it finishes before the others read
+        # its header and schema, half made until it has.
+        if not create and not self.path.exists():
+            raise CacheError(f"no result cache at {self.path}")
+        with _opening(self.path):
+            _check_header(self.path)
+            try:
+                self._conn = sqlite3.connect(
+                    self.path,
+                    timeout=BUSY_TIMEOUT_S,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+            except sqlite3.Error as exc:
+                raise CacheError(f"result cache {self.path} cannot be opened: {exc}") from None
+            try:
+                self._prepare()
+            except BaseException:
+                self._conn.close()
+                raise
 
     @classmethod
     def open(cls, directory: str | os.PathLike[str], *, create: bool = True) -> ResultCache:

@@ -156,3 +156,33 @@ def test_a_missing_store_is_not_created_when_asked_not_to(tmp_path: Path) -> Non
     with pytest.raises(CacheError, match="no result cache"):
         ResultCache.open(tmp_path / "nowhere", create=False)
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_engines_creating_one_store_at_once_all_open_it(tmp_path: Path) -> None:
+    # Threads stand in for engines: each opens the same new store at the
+    # same moment, as two campaigns resuming from one directory do.
+    import threading
+
+    for round_ in range(10):
+        directory = tmp_path / f"store-{round_}"
+        barrier = threading.Barrier(6)
+        errors: list[BaseException] = []
+
+        def open_it(
+            directory: Path = directory,
+            barrier: threading.Barrier = barrier,
+            errors: list[BaseException] = errors,
+        ) -> None:
+            barrier.wait()
+            try:
+                ResultCache.open(directory).close()
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_it) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert errors == []
+        assert len(ResultCache.open(directory, create=False)) == 0
