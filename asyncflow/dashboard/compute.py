@@ -202,6 +202,16 @@ def busy_steps(run: Run, kind: str, backend: str | None = None) -> Steps:
         if count:
             deltas[task.started - origin] += count
             deltas[(task.finished if task.finished is not None else end) - origin] -= count
+    times, values = level_over_time(deltas, run.rel(end))
+    return Steps(times, values)
+
+
+def level_over_time(deltas: dict[float, int], until: float) -> tuple[list[float], list[int]]:
+    """A step function from its changes: ``deltas[t]`` is added at time ``t``.
+
+    Starts at 0 at time 0 (changes before it count there) and holds its
+    last level until ``until``.
+    """
     times, values = [0.0], [0]
     level = 0
     for t in sorted(deltas):
@@ -211,10 +221,10 @@ def busy_steps(run: Run, kind: str, backend: str | None = None) -> Steps:
         else:
             times.append(t)
             values.append(level)
-    if run.rel(end) > times[-1]:
-        times.append(run.rel(end))
+    if until > times[-1]:
+        times.append(until)
         values.append(values[-1])
-    return Steps(times, values)
+    return times, values
 
 
 def envelope(steps: Steps, max_points: int) -> Steps:

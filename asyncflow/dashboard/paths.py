@@ -20,6 +20,7 @@ from collections.abc import Iterable
 
 from asyncflow.telemetry import names as n
 
+from .compute import level_over_time
 from .model import Run, SpanRecord
 
 __all__ = [
@@ -194,17 +195,4 @@ def waiting_for_slots(run: Run) -> tuple[list[float], list[int]]:
         if end > task.resolved:
             deltas[task.resolved - run.start] += 1
             deltas[end - run.start] -= 1
-    times, values = [0.0], [0]
-    level = 0
-    for t in sorted(deltas):
-        level += deltas[t]
-        if t <= times[-1]:
-            values[-1] = level
-        else:
-            times.append(t)
-            values.append(level)
-    end = run.rel(now)
-    if end > times[-1]:
-        times.append(end)
-        values.append(values[-1])
-    return times, values
+    return level_over_time(deltas, run.rel(now))
