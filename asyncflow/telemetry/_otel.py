@@ -37,6 +37,7 @@ __all__ = [
     "assemble_exporters",
     "make_resource",
     "otlp_exporters",
+    "otlp_span_processor",
     "serve_prometheus",
 ]
 
@@ -174,6 +175,9 @@ class Exporters:
     readers: list[MetricReader]
     prometheus_registry: Any = None  # a CollectorRegistry when /metrics is served
     prometheus_port: int | None = None
+    # OTLP span export left to the telemetry process: endpoint and protocol.
+    otlp_spans: tuple[str, str] | None = None
+    otlp_health: Any = None  # the endpoint's EndpointHealth, shared with the metrics
 
 
 def assemble_exporters(
@@ -182,15 +186,20 @@ def assemble_exporters(
     otlp_endpoint: str | None,
     otlp_protocol: str | None,
     prometheus_port: int | None,
+    spans_in_process: bool = True,
 ) -> Exporters:
     """The caller's processors and readers, plus OTLP and Prometheus when asked.
 
     ``otlp_endpoint`` and ``prometheus_port`` fall back to their environment
     variables. An exporter that cannot be built is logged and left out; an
-    unknown OTLP protocol raises ``ValueError``.
+    unknown OTLP protocol raises ``ValueError``. With ``spans_in_process``
+    False, OTLP spans are left to the telemetry process: ``otlp_spans`` says
+    where to (add :func:`otlp_span_processor` if that process cannot run).
     """
     processors = list(span_processors or [])
     readers = list(metric_readers or [])
+    otlp_spans: tuple[str, str] | None = None
+    health: Any = None
     endpoint = otlp_endpoint or os.environ.get(n.ENV_OTLP_ENDPOINT)
     if endpoint:
         protocol = otlp_protocol or os.environ.get(n.ENV_OTLP_PROTOCOL) or "grpc"
@@ -202,7 +211,10 @@ def assemble_exporters(
 
             span_exporter, metric_exporter = otlp_exporters(endpoint, protocol)
             health = EndpointHealth(endpoint)
-            processors.append(BatchSpanProcessor(GuardedSpanExporter(span_exporter, health)))
+            if spans_in_process:
+                processors.append(BatchSpanProcessor(GuardedSpanExporter(span_exporter, health)))
+            else:
+                otlp_spans = (endpoint, protocol)
             readers.append(
                 PeriodicExportingMetricReader(
                     GuardedMetricExporter(metric_exporter, health), export_interval_millis=5_000
@@ -231,7 +243,23 @@ def assemble_exporters(
         else:
             registry = CollectorRegistry(auto_describe=True)
             readers.append(PrometheusMetricReader(registry=registry))
-    return Exporters(processors, readers, registry, port if registry is not None else None)
+    return Exporters(
+        processors,
+        readers,
+        registry,
+        port if registry is not None else None,
+        otlp_spans,
+        health,
+    )
+
+
+def otlp_span_processor(endpoint: str, protocol: str, health: Any) -> SpanProcessor:
+    """The in-process OTLP span export: a batch processor on the SDK exporter."""
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from ._guard import GuardedSpanExporter
+
+    return BatchSpanProcessor(GuardedSpanExporter(otlp_exporters(endpoint, protocol)[0], health))
 
 
 def serve_prometheus(exporters: Exporters, host: str) -> tuple[Any, int] | None:

@@ -31,6 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ._otlp_sender import EXPORT_TIMEOUT
+
 __all__ = [
     "BACKLOG_BYTES",
     "CLOSE_DEADLINE",
@@ -70,11 +72,20 @@ class ProcessCheckpointWriter:
     process's GIL. If this process dies, the writer still writes what it
     received, then exits.
 
+    With ``otlp`` settings, the same process also builds the finished
+    spans from the records and exports them over OTLP (see
+    ``_writer_main``); ``path`` may then be None (no checkpoint file). What
+    it reports of the endpoint goes to ``health``: one warning while it is
+    down, as for the metrics the engine exports itself.
+
     Args:
-        path: the file to create (its directory too).
+        path: the file to create (its directory too), or None.
         header: ``(session_id, node_id, trace_hex)`` for the renderer.
         loop: the engine's loop: :meth:`flush_soon`, called on it, sends
             the queued records at the end of the current turn.
+        otlp: ``endpoint``, ``protocol``, ``resource`` (attributes) and
+            ``session_span`` (the session span's id), or None.
+        health: told of the OTLP endpoint's failures and recovery.
 
     Raises:
         OSError: the file cannot be created or written (e.g. a read-only
@@ -84,33 +95,42 @@ class ProcessCheckpointWriter:
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | None,
         header: tuple[str, str, str],
         loop: asyncio.AbstractEventLoop | None = None,
+        otlp: dict[str, Any] | None = None,
+        health: Any = None,
     ) -> None:
-        self.path = Path(path)
+        self.path = Path(path) if path is not None else None
+        self._what = str(self.path) if self.path is not None else "OTLP export"
         self._loop = loop
         self._loop_thread = threading.get_ident() if loop is not None else None
-        fd = _open_for_append(self.path)
+        self._health = health
+        self.otlp_sent = 0  # spans the process exported: its progress at close
+        self._export_time = EXPORT_TIMEOUT if otlp is not None else 0.0
+        fd = _open_for_append(self.path) if self.path is not None else -1
         try:
             package_parent = str(Path(__file__).resolve().parents[2])
             env = dict(os.environ)
             env["PYTHONPATH"] = os.pathsep.join(
                 p for p in (package_parent, env.get("PYTHONPATH", "")) if p
             )
-            argv = [str(os.getpid()), str(fd), str(path), *header]
+            argv = [str(os.getpid()), str(fd) if fd >= 0 else "-", str(path or ""), *header]
+            if otlp is not None:
+                argv.append(json.dumps(otlp, default=str))
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", _WRITER_MODULE, *argv],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 env=env,
-                pass_fds=(fd,),
+                pass_fds=(fd,) if fd >= 0 else (),
                 start_new_session=True,  # a Ctrl-C for the run must not kill its record
             )
         except OSError as exc:
             raise NoWriterProcess(str(exc)) from exc
         finally:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
         assert self._proc.stdin is not None
         self._fd = self._proc.stdin.fileno()
         os.set_blocking(self._fd, False)
@@ -143,7 +163,7 @@ class ProcessCheckpointWriter:
         ready, _, _ = select.select([out], [], [], timeout)
         line = out.readline() if ready else b""
         if line.strip() != b"ready":
-            logger.warning("checkpoint writer for %s did not start in %.0f s", self.path, timeout)
+            logger.warning("telemetry writer for %s did not start in %.0f s", self._what, timeout)
             return False
         self._listener = threading.Thread(
             target=self._listen, name="asyncflow-checkpoint-reports", daemon=True
@@ -161,6 +181,24 @@ class ProcessCheckpointWriter:
                 logger.error("checkpoint file: %s", text)
             elif kind == "resumed":
                 logger.warning("checkpoint file: %s", text)
+            elif kind == "otlp":
+                self._otlp_report(text)
+
+    def _otlp_report(self, text: str) -> None:
+        """What the process says of OTLP export: progress, failure, recovery."""
+        what, _, detail = text.partition(" ")
+        if what == "sent":
+            self.otlp_sent = int(detail)
+        elif what in ("down", "up") and self._health is not None:
+            self._health.outcome(what == "up", detail)
+        elif what == "dropped":
+            down = self._health is not None and self._health.down
+            # While the endpoint is down, its one warning said it all.
+            logger.log(
+                logging.INFO if down else logging.WARNING,
+                "OTLP export: %s spans were not sent",
+                detail,
+            )
 
     # ------------------------------------------------------------------ records
     def write(self, record: tuple[Any, ...]) -> None:
@@ -231,14 +269,14 @@ class ProcessCheckpointWriter:
             logger.error(
                 "checkpoint writer for %s is not keeping up (stalled disk?): "
                 "dropping records; the count is reported at the end",
-                self.path,
+                self._what,
             )
         self.dropped += count
 
     def _broke(self, exc: OSError) -> None:
         if not self._broken:
             self._broken = True
-            logger.error("checkpoint writer for %s is gone: %s", self.path, exc)
+            logger.error("checkpoint writer for %s is gone: %s", self._what, exc)
 
     # ------------------------------------------------------------------ hand-on thread
     def _run(self) -> None:
@@ -285,7 +323,7 @@ class ProcessCheckpointWriter:
         self._flush()
         self._stopping = True
         self._wake.set()
-        stalled = Stall(deadline, lambda: (self._backlog_bytes, file_size(self.path)))
+        stalled = Stall(deadline, lambda: (self._backlog_bytes, self._progress()))
         while self._thread.is_alive() and not stalled():
             self._thread.join(0.25)
         if self._thread.is_alive():  # the writer takes nothing: stopped, or a hung disk
@@ -297,14 +335,16 @@ class ProcessCheckpointWriter:
             self._backlog.clear()
             with contextlib.suppress(OSError):
                 self._proc.stdin.close()  # type: ignore[union-attr]
-        stalled = Stall(deadline, lambda: file_size(self.path))
+        # The process finishes the file, then sends the spans still queued:
+        # an export in flight may take its whole timeout.
+        stalled = Stall(deadline + self._export_time, self._progress)
         while self._proc.poll() is None and not stalled():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proc.wait(0.25)
         if self._proc.poll() is None:
             logger.error(
                 "checkpoint writer for %s made no progress for %.0f s: killed it",
-                self.path,
+                self._what,
                 deadline,
             )
             self._proc.kill()
@@ -314,7 +354,11 @@ class ProcessCheckpointWriter:
         if self._listener is None or not self._listener.is_alive():
             self._proc.stdout.close()  # type: ignore[union-attr]
         if lost:
-            logger.error("checkpoint file %s: %d records were not written", self.path, lost)
+            logger.error("checkpoint file %s: %d records were not written", self._what, lost)
+
+    def _progress(self) -> tuple[int, int]:
+        """What grows while the process works: the file, the spans exported."""
+        return (file_size(self.path) if self.path is not None else 0, self.otlp_sent)
 
 
 class Stall:

@@ -43,6 +43,7 @@ from ._records import (
     ID_STARTED,
     ID_SUBMITTED,
     LINE,
+    NOTE,
     SPAN,
     STARTED,
     STEP,
@@ -554,6 +555,8 @@ class Recorder:
     def session_note(self, name: str, t_ns: int, attributes: dict[str, Any]) -> None:
         """Keep a user event for the session span (the last ``SESSION_NOTES_KEPT``)."""
         self.session_notes.append((name, t_ns, attributes))
+        if self._put is not None:
+            self._put((NOTE, name, t_ns, attributes))  # records.Note
 
     def traces(self) -> list[dict[str, Any]]:
         """The finished spans in the ring, as dicts."""

@@ -29,6 +29,7 @@ __all__ = [
     "ID_STARTED",
     "ID_SUBMITTED",
     "LINE",
+    "NOTE",
     "SPAN",
     "STARTED",
     "STEP",
@@ -37,6 +38,7 @@ __all__ = [
     "Created",
     "Finished",
     "Line",
+    "Note",
     "Span",
     "SpanFields",
     "Started",
@@ -52,6 +54,7 @@ STARTED: Final = "S"
 FINISHED: Final = "F"
 SPAN: Final = "P"
 ATTEMPT: Final = "T"
+NOTE: Final = "N"
 
 # A task's event ids are a block of 8 (``id_base`` is a multiple of 8): its
 # events are ``id_base`` plus these offsets.
@@ -63,6 +66,15 @@ class Line(NamedTuple):
 
     kind: str
     text: str
+
+
+class Note(NamedTuple):
+    """A user event, for the session span's events in OTLP (its line is a ``Line``)."""
+
+    kind: str
+    name: str
+    t_ns: int
+    attributes: dict[str, Any]
 
 
 class Created(NamedTuple):

@@ -25,6 +25,7 @@ from ._records import (
     ID_STARTED,
     ID_SUBMITTED,
     LINE,
+    NOTE,
     SPAN,
     STARTED,
     STEP,
@@ -102,6 +103,8 @@ class LineRenderer:
             self._attempts.setdefault(attempt.uid, []).append(
                 (n.SPAN_EVENT_ATTEMPT, attempt.t_ns, attempt.attributes)
             )
+            return ""
+        if kind == NOTE:  # for OTLP; the file has the event's own line
             return ""
         raise ValueError(f"unknown checkpoint record kind {kind!r}")
 

@@ -10,6 +10,11 @@ Talks back on standard output, one line each: ``ready``, then ``error
 <cause>`` once per kind of failure and ``resumed <what>`` when writing works
 again; the engine logs them. While the disk is full, lines wait (up to
 :data:`HELD_BYTES`) and are written, on a fresh line, once there is room.
+
+With OTLP export on (a seventh argument: the export settings as JSON), it
+also builds each finished span from the same records and sends it to the
+collector (``_span_assembly``, ``_otlp_sender``), reporting ``otlp ...``
+lines; the file descriptor may then be ``-`` (no checkpoint file).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import marshal
 import os
 import select
@@ -25,8 +31,13 @@ import struct
 import sys
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ._render import LineRenderer
+
+if TYPE_CHECKING:
+    from ._otlp_sender import SpanSender
+    from ._span_assembly import SpanAssembler
 
 # Rendered bytes kept while the file cannot be written; beyond, lines drop.
 HELD_BYTES = 16 << 20
@@ -121,20 +132,24 @@ class _Out:
 
 def main(argv: list[str]) -> int:
     """Run the writer; returns the exit code."""
-    engine_pid, fd_text, path, session_id, node_id, trace_hex = argv
+    engine_pid, fd_text, path, session_id, node_id, trace_hex = argv[:6]
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # finish the record; the pipe ends us
     # Given, not read here: the engine may have died while this one started.
     parent = int(engine_pid)
-    fd = int(fd_text)
-    # Readers tell a run whose writer is gone by this lock being free.
-    fcntl.flock(fd, fcntl.LOCK_SH)
-    renderer = LineRenderer(session_id, node_id, trace_hex)
 
     def say(line: str) -> None:
         with contextlib.suppress(OSError):  # nobody listens any more
             os.write(1, (line.replace("\n", " ") + "\n").encode("utf-8", "replace"))
 
-    out = _Out(fd, path, say)
+    out: _Out | None = None
+    renderer: LineRenderer | None = None
+    if fd_text != "-":
+        fd = int(fd_text)
+        # Readers tell a run whose writer is gone by this lock being free.
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        renderer = LineRenderer(session_id, node_id, trace_hex)
+        out = _Out(fd, path, say)
+    spans = _otlp(json.loads(argv[6]), trace_hex, say) if len(argv) > 6 else None
     buffer = b""
     say("ready")
     orphaned = False
@@ -144,30 +159,68 @@ def main(argv: list[str]) -> int:
             chunk = os.read(0, 1 << 20)
             if not chunk:
                 break
-            buffer = _consume(buffer + chunk, renderer, out)
+            buffer = _consume(buffer + chunk, renderer, out, spans)
             if len(chunk) < _SMALL_READ:
                 # The engine writes once per loop turn: waking for every write
                 # would take CPU from it. What it writes meanwhile waits in
                 # the pipe, as safe there as here.
                 time.sleep(_COALESCE)
         else:
-            out.flush()  # room again after a full disk?
-            out.check_file()
+            if out is not None:
+                out.flush()  # room again after a full disk?
+                out.check_file()
             if orphaned:
                 break  # the engine is gone and the pipe is empty
             orphaned = os.getppid() != parent
+    if out is not None:
+        _finish(out, path, say)
+    if spans is not None:
+        spans[1].close(_OTLP_CLOSE_DEADLINE)
+    return 0
+
+
+# Seconds the spans still queued at the end may go without progress.
+_OTLP_CLOSE_DEADLINE = 6.0
+
+
+def _finish(out: _Out, path: str, say: Callable[[str], None]) -> None:
+    """Write what is held, say what was lost, and close the file."""
     out.flush()
     if out.held or out.dropped:
         lost = out.held.count(b"\n") + out.dropped
         say(f"error {path}: {lost} lines could not be written ({out.failed_with})")
     with contextlib.suppress(OSError):
-        os.fsync(fd)
-    os.close(fd)
-    return 0
+        os.fsync(out.fd)
+    os.close(out.fd)
 
 
-def _consume(buffer: bytes, renderer: LineRenderer, out: _Out) -> bytes:
-    """Render and write every whole batch in ``buffer``; returns the rest."""
+def _otlp(
+    settings: dict[str, Any], trace_hex: str, say: Callable[[str], None]
+) -> tuple[SpanAssembler, SpanSender] | None:
+    """The span assembler and sender for ``settings``, or None if they cannot be made."""
+    from .._version import __version__
+    from ._otlp_proto import SpanEncoder
+    from ._otlp_sender import SpanSender, make_transport
+    from ._span_assembly import SpanAssembler
+
+    try:
+        transport = make_transport(settings["endpoint"], settings["protocol"])
+    except Exception as exc:  # noqa: BLE001 - said once; the file goes on
+        say(f"otlp down {type(exc).__name__}: {exc}")
+        return None
+    encoder = SpanEncoder(trace_hex, settings["resource"], "asyncflow", __version__)
+    sender = SpanSender(encoder.request, transport, say)
+    return SpanAssembler(encoder, int(settings["session_span"])), sender
+
+
+def _consume(
+    buffer: bytes,
+    renderer: LineRenderer | None,
+    out: _Out | None,
+    spans: tuple[SpanAssembler, SpanSender] | None,
+) -> bytes:
+    """Render and write every whole batch in ``buffer`` (and hand finished
+    spans to OTLP); returns the rest."""
     lines: list[str] = []
     while len(buffer) >= 4:
         size = struct.unpack("<I", buffer[:4])[0]
@@ -176,11 +229,20 @@ def _consume(buffer: bytes, renderer: LineRenderer, out: _Out) -> bytes:
         batch = marshal.loads(buffer[4 : 4 + size])
         buffer = buffer[4 + size :]
         for record in batch:
-            try:
-                lines.append(renderer.render(tuple(record)))
-            except Exception as exc:  # noqa: BLE001 - one bad record must not stop the file
-                sys.stderr.write(f"asyncflow checkpoint: skipped a record: {exc!r}\n")
-    if lines:
+            if renderer is not None:
+                try:
+                    lines.append(renderer.render(tuple(record)))
+                except Exception as exc:  # noqa: BLE001 - one bad record must not stop the file
+                    sys.stderr.write(f"asyncflow checkpoint: skipped a record: {exc!r}\n")
+            if spans is not None:
+                try:
+                    span = spans[0].add(record)
+                except Exception as exc:  # noqa: BLE001 - nor the spans
+                    sys.stderr.write(f"asyncflow OTLP: skipped a record: {exc!r}\n")
+                else:
+                    if span is not None:
+                        spans[1].put(span)
+    if lines and out is not None:
         out.add("".join(lines).encode("utf-8"))
     return buffer
 

@@ -18,7 +18,16 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor
 
 from . import names as n
-from ._otel import Instruments, SpanBridge, assemble_exporters, make_resource, serve_prometheus
+from ._otel import (
+    Exporters,
+    Instruments,
+    SpanBridge,
+    assemble_exporters,
+    make_resource,
+    otlp_span_processor,
+    serve_prometheus,
+)
+from ._pipe_writer import NoWriterProcess, ProcessCheckpointWriter
 from ._recorder import Recorder
 from ._sampler import IO_KEYS, NodeSampler
 from .checkpoint import dumps, open_checkpoint
@@ -125,7 +134,7 @@ class Telemetry:
     @property
     def checkpoint_file(self) -> Path | None:
         """The JSON Lines checkpoint file, when a checkpoint directory was given."""
-        return self._writer.path if self._writer is not None else None
+        return self._writer.path if self._writer is not None else None  # None: OTLP only
 
     @property
     def prometheus_port(self) -> int | None:
@@ -173,7 +182,7 @@ class Telemetry:
             session_id=event.session_id or rec.session_id,
             node_id=event.node_id or rec.node_id,
         )
-        if self._writer is not None and not self._stopped:
+        if self.checkpoint_file is not None and not self._stopped:
             record = {"section": n.SECTION_EVENT, "name": event.event_type, **event.to_dict()}
             record["trace_id"] = rec.trace_hex
             record["span_id"] = f"{rec.session.span_id:016x}"
@@ -352,7 +361,8 @@ class Telemetry:
     def export_as_otlp(self, path: str | os.PathLike[str] | None = None) -> Path:
         """Write the spans in the ring as an OTLP/JSON file; returns its path."""
         if path is None:
-            base = self._writer.path.parent if self._writer is not None else Path.cwd()
+            found = self.checkpoint_file
+            base = found.parent if found is not None else Path.cwd()
             path = base / f"{self.session_id}.otlp.json"
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -405,7 +415,7 @@ class Telemetry:
 
     # ------------------------------------------------------------------ stop
     def _metric_snapshot(self) -> None:
-        if self._writer is None:
+        if self.checkpoint_file is None:
             return
         rec = self._recorder
         node = self._sampler.last if self._sampler is not None else {}
@@ -509,6 +519,37 @@ def _span_attributes(event: Event) -> dict[str, Any]:
     return out
 
 
+def _open_writer(
+    file: Path | None,
+    header: tuple[str, str, str],
+    loop: asyncio.AbstractEventLoop,
+    exporters: Exporters,
+    bridge: SpanBridge,
+    resource: Resource,
+    recorder: Recorder,
+) -> Any:
+    """The telemetry process: it writes the checkpoint file and exports the
+    OTLP spans, off this process. Without it, the file is written from a
+    thread and OTLP spans go through the SDK's batch processor here."""
+    if exporters.otlp_spans is None:
+        return open_checkpoint(file, header, loop=loop) if file is not None else None
+    endpoint, protocol = exporters.otlp_spans
+    settings = {
+        "endpoint": endpoint,
+        "protocol": protocol,
+        "resource": dict(resource.attributes),
+        "session_span": recorder.session.span_id,
+    }
+    try:
+        return ProcessCheckpointWriter(
+            file, header, loop, otlp=settings, health=exporters.otlp_health
+        )
+    except NoWriterProcess as exc:
+        logger.warning("no telemetry process (%s): OTLP spans are exported from this one", exc)
+    bridge.processors.append(otlp_span_processor(endpoint, protocol, exporters.otlp_health))
+    return open_checkpoint(file, header, in_process=True) if file is not None else None
+
+
 async def start(
     *,
     session_id: str,
@@ -547,22 +588,32 @@ async def start(
 
     loop = asyncio.get_running_loop()
     exporters = assemble_exporters(
-        span_processors, metric_readers, otlp_endpoint, otlp_protocol, prometheus_port
+        span_processors,
+        metric_readers,
+        otlp_endpoint,
+        otlp_protocol,
+        prometheus_port,
+        spans_in_process=False,
     )
-    bridge = SpanBridge(exporters.processors, make_resource(resource, session_id))
+    the_resource = make_resource(resource, session_id)
+    bridge = SpanBridge(exporters.processors, the_resource)
     node_id = socket.gethostname()
-    recorder = Recorder(session_id, node_id, span_buffer, bridge if bridge.processors else None)
+    recorder = Recorder(session_id, node_id, span_buffer, None)
     recorder.describe = describer(redact)
     recorder.redact = redactor(redact)
-    writer = None
+    file = None
     if checkpoint_path is not None:
         started = int(time.time())
         file = Path(checkpoint_path) / f"{session_id}.{started}{n.CHECKPOINT_SUFFIX}"
-        writer = open_checkpoint(file, (session_id, node_id, recorder.trace_hex), loop=loop)
+    header = (session_id, node_id, recorder.trace_hex)
+    writer = _open_writer(file, header, loop, exporters, bridge, the_resource, recorder)
+    if writer is not None:
         wait_ready = getattr(writer, "wait_ready", None)
         if wait_ready is not None:
             await loop.run_in_executor(None, wait_ready)
         recorder.attach(writer)
+    # Only the caller's own processors get SDK spans built on this process.
+    recorder.span_sink = bridge if bridge.processors else None
     pools: dict[str, SlotPool] = {
         name: pool
         for name, backend in backends.items()

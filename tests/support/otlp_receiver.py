@@ -79,11 +79,15 @@ class OTLPReceiver:
         self._cond = threading.Condition()
         self._traces: list[TraceRequest] = []
         self._metrics: list[MetricsRequest] = []
+        # Per trace request: its headers (gRPC metadata), names lower-cased,
+        # and how its body came (``gzip`` or "").
+        self.trace_headers: list[dict[str, str]] = []
 
     # ------------------------------------------------------------------ intake
-    def _add_traces(self, request: TraceRequest) -> None:
+    def _add_traces(self, request: TraceRequest, headers: dict[str, str] | None = None) -> None:
         with self._cond:
             self._traces.append(request)
+            self.trace_headers.append(headers or {})
             self._cond.notify_all()
 
     def _add_metrics(self, request: MetricsRequest) -> None:
@@ -191,11 +195,12 @@ class OTLPReceiver:
 
 # ---------------------------------------------------------------------- gRPC
 class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
-    def __init__(self, sink: Callable[[TraceRequest], None]) -> None:
+    def __init__(self, sink: Callable[[TraceRequest, dict[str, str]], None]) -> None:
         self._sink = sink
 
     def Export(self, request: TraceRequest, context: Any) -> Any:
-        self._sink(request)
+        metadata = {str(k).lower(): str(v) for k, v in context.invocation_metadata()}
+        self._sink(request, metadata)
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
@@ -254,7 +259,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         response: Any
         if path == "/v1/traces":
-            self.receiver._add_traces(TraceRequest.FromString(body))
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            self.receiver._add_traces(TraceRequest.FromString(body), headers)
             response = trace_service_pb2.ExportTraceServiceResponse()
         elif path == "/v1/metrics":
             self.receiver._add_metrics(MetricsRequest.FromString(body))

@@ -1,0 +1,165 @@
+"""Finished OTLP spans from the recorder's records, in the telemetry process.
+
+The recorder ships every task transition as a small record (``_records.py``)
+to the writer process. With OTLP export on, that process also keeps each
+task's ``Created`` record (and its attempts) until its ``Finished`` record
+comes, then encodes the span as OTLP protobuf (``_otlp_proto``). The span
+carries the same name, attributes, events and status as the span the
+in-process path (``SpanBridge``) builds from the recorder's ``LiveSpan``.
+
+Pure: no I/O, no SDK, no asyncio.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from . import names as n
+from ._otlp_proto import SpanEncoder
+from ._records import (
+    ATTEMPT,
+    CREATED,
+    FINISHED,
+    NOTE,
+    SPAN,
+    Created,
+    Finished,
+    SpanFields,
+)
+
+__all__ = ["SpanAssembler"]
+
+
+def task_attributes(created: Created, done: Finished) -> dict[str, Any]:
+    """A finished task's or block's span attributes (as ``LiveSpan.attributes_dict``)."""
+    uid = created.uid
+    attrs: dict[str, Any]
+    if created.level == n.LEVEL_BLOCK:
+        attrs = {
+            n.LEVEL: n.LEVEL_BLOCK,
+            n.WORKFLOW_ID: uid,
+            n.WORKFLOW_NAME: created.workflow_name,
+            n.BLOCK_UID: uid,
+            n.BLOCK_SCOPE: created.workflow_id or "",
+        }
+    else:
+        attrs = {
+            n.LEVEL: n.LEVEL_TASK,
+            n.WORKFLOW_ID: created.workflow_id or "",
+            n.WORKFLOW_NAME: created.workflow_name,
+            n.TASK_UID: uid,
+            n.TASK_NAME: created.name,
+            n.TASK_TYPE: created.task_kind,
+            n.BACKEND: created.backend or "",
+            n.TASK_CPUS: created.cpus,
+            n.TASK_GPUS: created.gpus,
+            n.TASK_DEPENDS_ON: list(done.depends_on),
+        }
+    if done.slots:
+        attrs[n.TASK_SLOTS] = list(done.slots)
+    if done.result:
+        attrs[n.TASK_RESULT] = done.result
+    if done.error_type:
+        attrs[n.ERROR_TYPE] = done.error_type
+    if done.extra:
+        attrs.update(done.extra)
+    return attrs
+
+
+class SpanAssembler:
+    """Turns records into encoded spans (``ScopeSpans.spans`` fields).
+
+    Args:
+        encoder: encodes each finished span.
+        session_span: the session span's id: user events (``NOTE`` records)
+            become its span events, the last ``SESSION_NOTES_KEPT`` of them.
+    """
+
+    def __init__(self, encoder: SpanEncoder, session_span: int) -> None:
+        self.encoder = encoder
+        self.session_span = session_span
+        self._open: dict[str, Created] = {}
+        self._attempts: dict[str, list[tuple[str, int, dict[str, Any]]]] = {}
+        self._notes: deque[tuple[str, int, dict[str, Any]]] = deque(maxlen=n.SESSION_NOTES_KEPT)
+
+    @property
+    def open_tasks(self) -> int:
+        """Tasks created and not finished yet (what is kept per task)."""
+        return len(self._open)
+
+    def add(self, record: tuple[Any, ...] | list[Any]) -> bytes | None:
+        """Take one record; returns an encoded span when one finished."""
+        kind = record[0]
+        if kind == CREATED:
+            created = Created._make(record)
+            self._open[created.uid] = created
+        elif kind == FINISHED:
+            return self._finished(Finished._make(record))
+        elif kind == SPAN:
+            return self._span(SpanFields._make(record[1]))
+        elif kind == ATTEMPT:
+            self._attempts.setdefault(record[1], []).append(
+                (n.SPAN_EVENT_ATTEMPT, record[2], record[3])
+            )
+        elif kind == NOTE:
+            self._notes.append((record[1], record[2], record[3]))
+        return None
+
+    def _finished(self, done: Finished) -> bytes | None:
+        created = self._open.pop(done.uid, None)
+        if created is None:
+            return None  # its start was lost (a full pipe dropped it): no span to build
+        events: list[Any] = [
+            (name, t)
+            for name, t in (
+                (n.SPAN_EVENT_RESOLVED, done.t_resolved),
+                (n.SPAN_EVENT_QUEUED, done.t_queued),
+                (n.SPAN_EVENT_SUBMITTED, done.t_submitted),
+                (n.SPAN_EVENT_STARTED, done.t_started),
+            )
+            if t
+        ]
+        attempts = self._attempts.pop(done.uid, None)
+        if attempts:
+            events.extend(attempts)
+        if done.exception:
+            kind, message, stack = done.exception
+            events.append(
+                (
+                    n.SPAN_EVENT_EXCEPTION,
+                    done.end_ns,
+                    {
+                        n.EXCEPTION_TYPE: kind,
+                        n.EXCEPTION_MESSAGE: message,
+                        n.EXCEPTION_STACKTRACE: stack,
+                    },
+                )
+            )
+        return self.encoder.span(
+            f"{created.level} {created.name}",
+            created.span_id,
+            created.parent_id,
+            created.t_ns,
+            done.end_ns,
+            done.status,
+            done.description,
+            task_attributes(created, done),
+            events,
+        )
+
+    def _span(self, f: SpanFields) -> bytes:
+        events: list[Any] = list(f.events)
+        if f.span_id == self.session_span:
+            events.extend(self._notes)
+        return self.encoder.span(
+            f.name,
+            f.span_id,
+            f.parent_id,
+            f.start_ns,
+            f.end_ns,
+            f.status,
+            f.description,
+            f.attributes,
+            events,
+        )

@@ -1,0 +1,197 @@
+"""OTLP spans are built and sent by the telemetry process, not on the engine's loop.
+
+A real receiver on 127.0.0.1 (gRPC and HTTP) gets every span; the engine's
+process builds none of them (no SDK span, no batch processor); the caller's
+own span processors still get SDK spans in process; the checkpoint file and
+OTLP work together; user events reach the session span; the standard header
+and compression variables are honoured; and if the telemetry process cannot
+start, the spans still go, from the engine's process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+
+from asyncflow import WorkflowEngine
+from asyncflow.telemetry import _otel, define_event, manager
+from asyncflow.telemetry import names as n
+from asyncflow.telemetry._pipe_writer import NoWriterProcess
+
+from ..support.otlp_receiver import GrpcReceiver, HttpReceiver, OTLPReceiver
+
+PROTOCOLS = ["grpc", "http/protobuf"]
+TASKS = 300
+
+
+@pytest.fixture(params=PROTOCOLS)
+def protocol(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def receiver(protocol: str) -> Iterator[OTLPReceiver]:
+    rec: OTLPReceiver = GrpcReceiver() if protocol == "grpc" else HttpReceiver()
+    with rec:
+        yield rec
+
+
+@pytest.fixture
+def built_here(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the spans the engine's process turns into SDK spans."""
+    built: list[str] = []
+    real = _otel.SpanBridge.__call__
+
+    def counting(self: _otel.SpanBridge, span: dict[str, Any]) -> None:
+        built.append(span["name"])
+        real(self, span)
+
+    monkeypatch.setattr(_otel.SpanBridge, "__call__", counting)
+    return built
+
+
+class Keep(SpanProcessor):
+    """A caller's own span processor: keeps the names of the SDK spans it gets."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.names.append(span.name)
+
+
+async def run(engine: WorkflowEngine, count: int) -> None:
+    @engine.function_task
+    async def noop(i: int) -> int:
+        return i
+
+    async with engine.workflow_scope(name="sweep"):
+        assert await asyncio.gather(*(noop(i) for i in range(count))) == ["Dummy Output"] * count
+
+
+def task_spans(receiver: OTLPReceiver) -> list[dict[str, Any]]:
+    return [s for s in receiver.spans() if s["name"] == "task noop"]
+
+
+async def test_every_span_arrives_and_none_is_built_in_the_engine(
+    protocol: str, receiver: OTLPReceiver, built_here: list[str], tmp_path: Path
+) -> None:
+    engine = await WorkflowEngine.create(dry_run=True, work_dir=tmp_path)
+    try:
+        tel = await engine.start_telemetry(
+            otlp_endpoint=receiver.endpoint, otlp_protocol=protocol, resource_poll_interval=0.1
+        )
+        assert tel.checkpoint_file is None  # OTLP only: no file is written
+        tel.emit(define_event("lab.Calibrated", detector=str)(detector="A7"))
+        await run(engine, TASKS)
+    finally:
+        await engine.shutdown()
+
+    receiver.wait_for(lambda: any(s["name"] == "session" for s in receiver.spans()))
+    spans = receiver.spans()
+    assert len(task_spans(receiver)) == TASKS
+    assert len({s["span_id"] for s in spans}) == len(spans) == TASKS + 2
+    uids = {s["attributes"][n.TASK_UID] for s in task_spans(receiver)}
+    assert len(uids) == TASKS
+    assert built_here == []  # not one span was built on the engine's process
+    session = next(s for s in spans if s["name"] == "session")
+    assert "lab.Calibrated" in session["events"]  # the user event, on the session span
+    note = session["event_attributes"][session["events"].index("lab.Calibrated")]
+    assert note["detector"] == "A7"
+
+
+async def test_the_file_and_otlp_together(
+    protocol: str, receiver: OTLPReceiver, built_here: list[str], tmp_path: Path
+) -> None:
+    engine = await WorkflowEngine.create(dry_run=True, work_dir=tmp_path)
+    try:
+        tel = await engine.start_telemetry(
+            checkpoint_path=tmp_path / "ckpt",
+            otlp_endpoint=receiver.endpoint,
+            otlp_protocol=protocol,
+            resource_poll_interval=0.1,
+        )
+        await run(engine, TASKS)
+    finally:
+        await engine.shutdown()
+
+    receiver.wait_for(lambda: len(task_spans(receiver)) == TASKS)
+    assert built_here == []
+    assert tel.checkpoint_file is not None
+    lines = [json.loads(line) for line in tel.checkpoint_file.read_text().splitlines()]
+    in_file = {
+        line["span_id"]
+        for line in lines
+        if line["section"] == n.SECTION_SPAN and line["name"] == "task noop"
+    }
+    assert in_file == {s["span_id"] for s in task_spans(receiver)}
+
+
+async def test_the_callers_processors_still_get_sdk_spans(
+    receiver: OTLPReceiver, protocol: str, tmp_path: Path
+) -> None:
+    keep = Keep()
+    engine = await WorkflowEngine.create(dry_run=True, work_dir=tmp_path)
+    try:
+        await engine.start_telemetry(
+            span_processors=[keep],
+            otlp_endpoint=receiver.endpoint,
+            otlp_protocol=protocol,
+            resource_poll_interval=0.1,
+        )
+        await run(engine, 20)
+    finally:
+        await engine.shutdown()
+    receiver.wait_for(lambda: len(task_spans(receiver)) == 20)
+    assert keep.names.count("task noop") == 20
+    assert {"session", "workflow sweep"} <= set(keep.names)
+
+
+async def test_standard_headers_and_gzip(
+    protocol: str, receiver: OTLPReceiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=team%20a,authorization=Bearer t0k")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "gzip")
+    engine = await WorkflowEngine.create(dry_run=True, work_dir=tmp_path)
+    try:
+        await engine.start_telemetry(
+            otlp_endpoint=receiver.endpoint, otlp_protocol=protocol, resource_poll_interval=0.1
+        )
+        await run(engine, 10)
+    finally:
+        await engine.shutdown()
+    receiver.wait_for(lambda: len(task_spans(receiver)) == 10)
+    for headers in receiver.trace_headers:
+        assert headers["x-tenant"] == "team a"
+        assert headers["authorization"] == "Bearer t0k"
+        if protocol != "grpc":  # gRPC keeps its encoding header to itself
+            assert headers["content-encoding"] == "gzip"
+
+
+async def test_without_the_telemetry_process_spans_go_from_the_engine(
+    protocol: str,
+    receiver: OTLPReceiver,
+    built_here: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def cannot(*args: Any, **kwargs: Any) -> Any:
+        raise NoWriterProcess("no processes today")
+
+    monkeypatch.setattr(manager, "ProcessCheckpointWriter", cannot)
+    engine = await WorkflowEngine.create(dry_run=True, work_dir=tmp_path)
+    try:
+        await engine.start_telemetry(
+            otlp_endpoint=receiver.endpoint, otlp_protocol=protocol, resource_poll_interval=0.1
+        )
+        await run(engine, 20)
+    finally:
+        await engine.shutdown()
+    receiver.wait_for(lambda: len(task_spans(receiver)) == 20)
+    assert built_here.count("task noop") == 20  # the fallback: built here
