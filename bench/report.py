@@ -60,6 +60,9 @@ TARGETS: dict[tuple[str, str], Target] = {
     # Full telemetry (spans + metrics + checkpoint file) against telemetry off.
     (f"{NOOP}-tel-file", "telemetry"): Target(3.0, "<= 3"),
     (f"{LOCAL}-tel-file", "telemetry"): Target(1.5, "<= 1.5"),
+    # The same with OTLP export to a real receiver as well (issue 14).
+    **{(f"{NOOP}-tel-{m}", "telemetry"): Target(2.0, "<= 2") for m in ("grpc", "http")},
+    **{(f"{LOCAL}-tel-{m}", "telemetry"): Target(1.5, "<= 1.5") for m in ("grpc", "http")},
     # The engine on a Dask cluster against the same tasks as native Dask futures.
     **{(ENGINE_DASK, w): Target(1.25, "<= 1.25") for w in DASK_WORKLOADS},
 }

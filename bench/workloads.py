@@ -16,6 +16,7 @@ import asyncio
 import math
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -57,7 +58,10 @@ NOOP = "engine-noop"
 LOCAL = "engine-local"
 CONFIGS = (ASYNCIO, THREADS, NOOP, LOCAL)
 EXEC_CONFIGS = (POOL, LOCAL)
-TEL_MODES = ("off", "mem", "file")
+# off, in memory, checkpoint file, and the file plus OTLP export to a real
+# receiver (bench/otlp_sink.py) over gRPC or HTTP.
+TEL_MODES = ("off", "mem", "file", "grpc", "http")
+OTLP_MODES = {"grpc": "grpc", "http": "http/protobuf"}
 TELEMETRY_CONFIGS = tuple(f"{e}-tel-{m}" for e in (NOOP, LOCAL) for m in TEL_MODES)
 DASK_NATIVE = "dask-native"  # client.submit, futures passed along, one gather
 ENGINE_DASK = "engine-dask"  # the engine on asyncflow's DaskBackend
@@ -229,10 +233,15 @@ async def run_engine(
     backend = NoopExecutionBackend() if noop else await LocalExecutionBackend()
     engine = await WorkflowEngine.create(backend=backend, work_dir=work_dir)
     mode = config.rsplit("-", 1)[-1] if workload == "telemetry" else "off"
+    sink = OtlpSink(mode) if mode in OTLP_MODES else None
     if mode == "mem":
         await engine.start_telemetry()
     elif mode == "file":
         await engine.start_telemetry(checkpoint_path=work_dir)
+    elif sink is not None:
+        await engine.start_telemetry(
+            checkpoint_path=work_dir, otlp_endpoint=sink.endpoint, otlp_protocol=OTLP_MODES[mode]
+        )
     create_seconds = time.perf_counter() - created
     stop_seconds = 0.0
     try:
@@ -262,15 +271,51 @@ async def run_engine(
         stopping = time.perf_counter()
         await engine.shutdown()
         stop_seconds = time.perf_counter() - stopping
+        received = sink.close() if sink is not None else 0
+    if sink is not None and received != task_count(workload, n) + 1:
+        raise AssertionError(f"the OTLP receiver got {received} spans, not {n + 1}")
     if mode != "off":
         summary = engine.telemetry.summary()
         if summary["tasks_by_state"].get("completed") != task_count(workload, n):
             raise AssertionError(f"telemetry counted {summary['tasks_by_state']}")
-    if mode == "file":
+    if mode != "mem" and mode != "off":
         spans = sum(1 for _ in read_checkpoint(engine.telemetry.checkpoint_file, ["span"]))
         if spans != task_count(workload, n) + 1:  # the tasks and the session
             raise AssertionError(f"checkpoint file holds {spans} spans, not {n + 1}")
     return elapsed, results, create_seconds, stop_seconds
+
+
+class OtlpSink:
+    """A real OTLP receiver in a process of its own (``bench.otlp_sink``)."""
+
+    def __init__(self, mode: str) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.otlp_sink", mode],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline().split()
+        if len(line) != 2 or line[0] != "port":
+            self._proc.kill()
+            raise RuntimeError(f"the OTLP receiver did not start: {line}")
+        self.endpoint = f"http://127.0.0.1:{line[1]}"
+
+    def close(self) -> int:
+        """The number of spans received; ends the receiver."""
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        try:
+            self._proc.stdin.write("count\n")
+            self._proc.stdin.flush()
+            answer = self._proc.stdout.readline().split()
+            self._proc.stdin.close()
+            self._proc.wait(10)
+        finally:
+            if self._proc.poll() is None:
+                self._proc.kill()
+                self._proc.wait()
+        return int(answer[1]) if len(answer) == 2 else -1
 
 
 # ---------------------------------------------------------------- Dask

@@ -335,12 +335,10 @@ class Instruments:
             with lock:
                 for hist in self.histograms:
                     instrument = sdk_histograms[hist.name]
-                    cache: dict[tuple[str, ...], dict[str, str]] = {}
-                    for value, key in hist.take_pending():
-                        attrs = cache.get(key)
-                        if attrs is None:
-                            attrs = cache[key] = hist.attributes(key)
-                        instrument.record(value, attrs)
+                    for key, values in hist.take_pending():
+                        attrs = hist.attributes(key)
+                        for value in values:
+                            instrument.record(value, attrs)
             return [Observation(v.value, v.attributes) for v in self._task_observations()]
 
         meter.create_observable_up_down_counter(

@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from . import names as n
 from ._render import LineRenderer
 
 if TYPE_CHECKING:
@@ -134,6 +135,7 @@ def main(argv: list[str]) -> int:
     """Run the writer; returns the exit code."""
     engine_pid, fd_text, path, session_id, node_id, trace_hex = argv[:6]
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # finish the record; the pipe ends us
+    _be_nice()
     # Given, not read here: the engine may have died while this one started.
     parent = int(engine_pid)
 
@@ -181,6 +183,20 @@ def main(argv: list[str]) -> int:
 
 # Seconds the spans still queued at the end may go without progress.
 _OTLP_CLOSE_DEADLINE = 6.0
+
+
+def _be_nice() -> None:
+    """Run at a lower priority: on a node whose cores are all busy, the
+    workflow's processes go first and this one catches up in their gaps."""
+    text = os.environ.get(n.ENV_TELEMETRY_NICE, "").strip()
+    try:
+        increment = int(text) if text else n.TELEMETRY_NICE
+    except ValueError:
+        sys.stderr.write(f"asyncflow: {n.ENV_TELEMETRY_NICE}={text!r} is not an integer\n")
+        increment = n.TELEMETRY_NICE
+    if increment > 0:
+        with contextlib.suppress(OSError):
+            os.nice(increment)
 
 
 def _finish(out: _Out, path: str, say: Callable[[str], None]) -> None:

@@ -195,3 +195,35 @@ async def test_without_the_telemetry_process_spans_go_from_the_engine(
         await engine.shutdown()
     receiver.wait_for(lambda: len(task_spans(receiver)) == 20)
     assert built_here.count("task noop") == 20  # the fallback: built here
+
+
+def telemetry_process() -> Any:
+    """The telemetry process (the checkpoint writer) among this process's children."""
+    import psutil
+
+    found = [
+        child
+        for child in psutil.Process().children(recursive=True)
+        if "asyncflow.telemetry._writer_main" in " ".join(child.cmdline())
+    ]
+    assert len(found) == 1, found
+    return found[0]
+
+
+@pytest.mark.parametrize(("setting", "increment"), [(None, n.TELEMETRY_NICE), ("0", 0), ("3", 3)])
+async def test_the_telemetry_process_yields_to_the_work(
+    setting: str | None, increment: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    if setting is None:
+        monkeypatch.delenv(n.ENV_TELEMETRY_NICE, raising=False)
+    else:
+        monkeypatch.setenv(n.ENV_TELEMETRY_NICE, setting)
+    engine = await WorkflowEngine.create(dry_run=True, work_dir=tmp_path)
+    try:
+        await engine.start_telemetry(checkpoint_path=tmp_path / "ckpt")
+        own = os.nice(0)
+        assert telemetry_process().nice() == min(own + increment, 19)
+    finally:
+        await engine.shutdown()

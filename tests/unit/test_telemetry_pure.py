@@ -44,7 +44,9 @@ def test_histograms_bucket_like_prometheus() -> None:
     assert hist.take_pending() == []  # nothing tracked without a reader
     hist.track = True
     hist.record(("k", "z"), 2.0)
-    assert hist.take_pending() == [(2.0, ("k", "z"))]
+    hist.record(("k", ""), 3.0)
+    hist.record(("k", "z"), 4.0)
+    assert sorted(hist.take_pending()) == [(("k", ""), [3.0]), (("k", "z"), [2.0, 4.0])]
     assert hist.take_pending() == []
 
 
