@@ -94,7 +94,9 @@ def _attributes(number: int, attributes: Mapping[str, Any], cache: dict[Any, byt
     the one before."""
     parts = []
     for key, value in attributes.items():
-        pair: tuple[str, type, Any] | None = (key, value.__class__, value)
+        # The field number is part of the key: a span's attributes and an
+        # event's are different fields (9 and 3).
+        pair: tuple[int, str, type, Any] | None = (number, key, value.__class__, value)
         try:
             field = cache.get(pair)
         except TypeError:  # a list: not hashable, encoded each time

@@ -47,6 +47,7 @@ from ._records import (
     SPAN,
     STARTED,
     STEP,
+    TASK_SPAN,
 )
 from ._render import LineRenderer
 from ._spans import LiveSpan, LiveWorkflow, count, span_dict
@@ -94,6 +95,8 @@ class Recorder:
         self._lines = LineRenderer(session_id, node_id, self.trace_hex)
         self.ring: deque[LiveSpan] = deque(maxlen=max(1, ring_size))
         self.span_sink = span_sink
+        # The telemetry process exports OTLP: send a TaskSpan record per task.
+        self.task_spans = False
         self.enrichers: list[Callable[[Any, dict[str, Any]], Any]] = []
         self.subscribers_active = False
         self.deliver: Callable[..., None] | None = None
@@ -472,6 +475,26 @@ class Recorder:
                     (fut.name, fut.kind, result, backend, workflow_name),
                     (t_ns - rec.t_started) / 1e9,
                 )
+        if self.task_spans and self._put is not None and fut is not None:
+            td = fut.task_description
+            # records.TaskSpan: the telemetry process builds the OTLP span from it
+            self._put(
+                (
+                    TASK_SPAN,
+                    rec.uid,
+                    rec.span_id,
+                    rec.parent,
+                    rec.start_ns,
+                    rec.level,
+                    fut.name,
+                    fut.kind,
+                    rec.backend or "",
+                    rec.workflow_id or "",
+                    fut.workflow_name or "",
+                    count(td, "cpus", 1),
+                    count(td, "gpus", 0),
+                )
+            )
         self.finish_span(rec, status, desc, final)
         owner = rec.owner
         if owner is not None:

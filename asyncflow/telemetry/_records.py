@@ -33,6 +33,7 @@ __all__ = [
     "SPAN",
     "STARTED",
     "STEP",
+    "TASK_SPAN",
     "Assigned",
     "Attempt",
     "Created",
@@ -43,6 +44,7 @@ __all__ = [
     "SpanFields",
     "Started",
     "Step",
+    "TaskSpan",
 ]
 
 # Record kinds: the first field of every record.
@@ -55,6 +57,7 @@ FINISHED: Final = "F"
 SPAN: Final = "P"
 ATTEMPT: Final = "T"
 NOTE: Final = "N"
+TASK_SPAN: Final = "O"
 
 # A task's event ids are a block of 8 (``id_base`` is a multiple of 8): its
 # events are ``id_base`` plus these offsets.
@@ -151,6 +154,28 @@ class Finished(NamedTuple):
     extra: dict[str, Any] | None  # attributes added by span enrichers and for failures
     slots: tuple[str, ...]
     exception: tuple[str, str, str] | None  # a failure's type, message and stack trace
+
+
+class TaskSpan(NamedTuple):
+    """What OTLP needs of an ending task beyond its ``Finished`` record.
+
+    Sent just before ``Finished``, only while the telemetry process exports
+    OTLP: so that process keeps nothing per task (the file does not need it).
+    """
+
+    kind: str
+    uid: str
+    span_id: int
+    parent_id: int | None
+    start_ns: int
+    level: str
+    name: str
+    task_kind: str
+    backend: str
+    workflow_id: str
+    workflow_name: str
+    cpus: int
+    gpus: int
 
 
 class SpanFields(NamedTuple):

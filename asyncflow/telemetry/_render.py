@@ -29,6 +29,7 @@ from ._records import (
     SPAN,
     STARTED,
     STEP,
+    TASK_SPAN,
     Assigned,
     Attempt,
     Created,
@@ -104,7 +105,7 @@ class LineRenderer:
                 (n.SPAN_EVENT_ATTEMPT, attempt.t_ns, attempt.attributes)
             )
             return ""
-        if kind == NOTE:  # for OTLP; the file has the event's own line
+        if kind in (NOTE, TASK_SPAN):  # for OTLP only
             return ""
         raise ValueError(f"unknown checkpoint record kind {kind!r}")
 

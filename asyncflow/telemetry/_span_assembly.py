@@ -1,11 +1,12 @@
 """Finished OTLP spans from the recorder's records, in the telemetry process.
 
 The recorder ships every task transition as a small record (``_records.py``)
-to the writer process. With OTLP export on, that process also keeps each
-task's ``Created`` record (and its attempts) until its ``Finished`` record
-comes, then encodes the span as OTLP protobuf (``_otlp_proto``). The span
-carries the same name, attributes, events and status as the span the
-in-process path (``SpanBridge``) builds from the recorder's ``LiveSpan``.
+to the writer process. With OTLP export on, it also sends a ``TaskSpan``
+record just before each task's ``Finished`` record; from the two (and the
+task's attempts, if it had any) this process encodes the span as OTLP
+protobuf (``_otlp_proto``), keeping nothing per task. The span carries the
+same name, attributes, events and status as the span the in-process path
+(``SpanBridge``) builds from the recorder's ``LiveSpan``.
 
 Pure: no I/O, no SDK, no asyncio.
 """
@@ -19,19 +20,19 @@ from . import names as n
 from ._otlp_proto import SpanEncoder
 from ._records import (
     ATTEMPT,
-    CREATED,
     FINISHED,
     NOTE,
     SPAN,
-    Created,
+    TASK_SPAN,
     Finished,
     SpanFields,
+    TaskSpan,
 )
 
 __all__ = ["SpanAssembler"]
 
 
-def task_attributes(created: Created, done: Finished) -> dict[str, Any]:
+def task_attributes(created: TaskSpan, done: Finished) -> dict[str, Any]:
     """A finished task's or block's span attributes (as ``LiveSpan.attributes_dict``)."""
     uid = created.uid
     attrs: dict[str, Any]
@@ -41,17 +42,17 @@ def task_attributes(created: Created, done: Finished) -> dict[str, Any]:
             n.WORKFLOW_ID: uid,
             n.WORKFLOW_NAME: created.workflow_name,
             n.BLOCK_UID: uid,
-            n.BLOCK_SCOPE: created.workflow_id or "",
+            n.BLOCK_SCOPE: created.workflow_id,
         }
     else:
         attrs = {
             n.LEVEL: n.LEVEL_TASK,
-            n.WORKFLOW_ID: created.workflow_id or "",
+            n.WORKFLOW_ID: created.workflow_id,
             n.WORKFLOW_NAME: created.workflow_name,
             n.TASK_UID: uid,
             n.TASK_NAME: created.name,
             n.TASK_TYPE: created.task_kind,
-            n.BACKEND: created.backend or "",
+            n.BACKEND: created.backend,
             n.TASK_CPUS: created.cpus,
             n.TASK_GPUS: created.gpus,
             n.TASK_DEPENDS_ON: list(done.depends_on),
@@ -79,21 +80,21 @@ class SpanAssembler:
     def __init__(self, encoder: SpanEncoder, session_span: int) -> None:
         self.encoder = encoder
         self.session_span = session_span
-        self._open: dict[str, Created] = {}
+        self._ending: TaskSpan | None = None  # the TaskSpan before its Finished
         self._attempts: dict[str, list[tuple[str, int, dict[str, Any]]]] = {}
         self._notes: deque[tuple[str, int, dict[str, Any]]] = deque(maxlen=n.SESSION_NOTES_KEPT)
 
     @property
-    def open_tasks(self) -> int:
-        """Tasks created and not finished yet (what is kept per task)."""
-        return len(self._open)
+    def kept(self) -> int:
+        """Tasks this assembler holds something of (their attempts): not one
+        per task of the run."""
+        return len(self._attempts)
 
     def add(self, record: tuple[Any, ...] | list[Any]) -> bytes | None:
         """Take one record; returns an encoded span when one finished."""
         kind = record[0]
-        if kind == CREATED:
-            created = Created._make(record)
-            self._open[created.uid] = created
+        if kind == TASK_SPAN:
+            self._ending = TaskSpan._make(record)
         elif kind == FINISHED:
             return self._finished(Finished._make(record))
         elif kind == SPAN:
@@ -107,9 +108,10 @@ class SpanAssembler:
         return None
 
     def _finished(self, done: Finished) -> bytes | None:
-        created = self._open.pop(done.uid, None)
-        if created is None:
-            return None  # its start was lost (a full pipe dropped it): no span to build
+        created, self._ending = self._ending, None
+        attempts = self._attempts.pop(done.uid, None)
+        if created is None or created.uid != done.uid:
+            return None  # its TaskSpan was lost (a full pipe dropped it): no span
         events: list[Any] = [
             (name, t)
             for name, t in (
@@ -120,7 +122,6 @@ class SpanAssembler:
             )
             if t
         ]
-        attempts = self._attempts.pop(done.uid, None)
         if attempts:
             events.extend(attempts)
         if done.exception:
@@ -140,7 +141,7 @@ class SpanAssembler:
             f"{created.level} {created.name}",
             created.span_id,
             created.parent_id,
-            created.t_ns,
+            created.start_ns,
             done.end_ns,
             done.status,
             done.description,

@@ -541,11 +541,14 @@ def _open_writer(
         "session_span": recorder.session.span_id,
     }
     try:
-        return ProcessCheckpointWriter(
+        writer = ProcessCheckpointWriter(
             file, header, loop, otlp=settings, health=exporters.otlp_health
         )
     except NoWriterProcess as exc:
         logger.warning("no telemetry process (%s): OTLP spans are exported from this one", exc)
+    else:
+        recorder.task_spans = True
+        return writer
     bridge.processors.append(otlp_span_processor(endpoint, protocol, exporters.otlp_health))
     return open_checkpoint(file, header, in_process=True) if file is not None else None
 

@@ -167,3 +167,83 @@ def test_values_the_sdk_rejects_are_sent_as_text() -> None:
         for kv in request.resource_spans[0].scope_spans[0].spans[0].attributes
     }
     assert values == {"user.object": "string_value", "user.set": "string_value"}
+
+
+# ---------------------------------------------------------------- from the recorder's records
+
+
+class _Task:
+    """A task as the observer sees it (the TaskInfo protocol)."""
+
+    def __init__(self, uid: str, name: str, kind: str = n.TYPE_FUNCTION) -> None:
+        self.uid = uid
+        self.name = name
+        self.kind = kind
+        self.workflow_id = "wf-1"
+        self.workflow_name = "training"
+        self.task_description = {"cpus": 2, "gpus": 1}
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.records: list[tuple[Any, ...]] = []
+
+    def write(self, record: tuple[Any, ...]) -> None:
+        self.records.append(record)
+
+
+def _one_span(request: ExportTraceServiceRequest) -> Any:
+    (resource_spans,) = request.resource_spans
+    (scope_spans,) = resource_spans.scope_spans
+    return scope_spans.spans
+
+
+def test_the_records_give_the_span_the_in_process_path_sends() -> None:
+    """Recorder -> records -> assembler -> bytes decodes to exactly the SDK's
+    encoding of the same spans built in process (SpanBridge), for a task that
+    was retried and failed, a block and a plain task, and the session span
+    with a user event."""
+    from asyncflow.telemetry._recorder import Recorder
+    from asyncflow.telemetry._span_assembly import SpanAssembler
+    from asyncflow.telemetry._spans import span_dict
+
+    recorder = Recorder("sess", "node", 100, None)
+    sink = _Sink()
+    recorder.attach(sink)
+    recorder.task_spans = True
+    recorder.session_started()
+    block = recorder.task_created(_Task("block.000001", "stage", n.TYPE_BLOCK), "", None, None)
+    plain = recorder.task_created(_Task("task.000002", "prepare"), "default", block, None)
+    failed = recorder.task_created(_Task("task.000003", "train"), "gpu", None, None)
+    for span in (plain, failed):
+        recorder.resolved(span)
+        recorder.queued(span)
+        recorder.submitted(span)
+    recorder.assigned(failed, ["gpu:0"])
+    recorder.started(failed)
+    recorder.attempt_ended(failed, 1, failed.t_started, RuntimeError("flaky"), True)
+    recorder.started(plain)
+    recorder.task_finished(plain, n.RESULT_COMPLETED, None, False, ())
+    try:
+        raise RuntimeError("out of memory on gpu:0")
+    except RuntimeError as exc:
+        recorder.task_finished(failed, n.RESULT_FAILED, exc, False, ("task.000002",))
+    recorder.task_finished(block, n.RESULT_COMPLETED, None, False, ())
+    recorder.session_note("lab.Calibrated", failed.end_ns, {"detector": "A7"})
+    recorder.session_ended()
+
+    encoder = SpanEncoder(recorder.trace_hex, RESOURCE, "asyncflow", __version__)
+    assembler = SpanAssembler(encoder, recorder.session.span_id)
+    encoded = [s for s in (assembler.add(r) for r in sink.records) if s is not None]
+    ours = ExportTraceServiceRequest.FromString(encoder.request(encoded))
+    assert assembler.kept == 0  # nothing stays behind per task
+
+    keep = _Keep()
+    bridge = SpanBridge([_OnEnd(keep)], Resource(RESOURCE))  # type: ignore[list-item]
+    for rec in (plain, failed, block, recorder.session):
+        bridge(span_dict(rec, recorder.trace_hex, recorder._notes(rec)))
+    sdk = encode_spans(keep.spans)
+    assert len(_one_span(ours)) == 4
+    by_id = {s.span_id: s for s in _one_span(sdk)}
+    for span in _one_span(ours):
+        assert span == by_id[span.span_id], span.name
