@@ -140,6 +140,8 @@ class ProcessCheckpointWriter:
             fcntl.fcntl(self._fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         # Records from any thread, in the order they were written.
         self._pending: deque[tuple[Any, ...]] = deque()
+        # write() without its call: the recorder queues six records a task.
+        self.put: Callable[[tuple[Any, ...]], None] = self._pending.append
         self._scheduled = False
         self._backlog: deque[list[Any]] = deque()  # [bytes still to send, records]
         self._backlog_bytes = 0

@@ -149,7 +149,7 @@ class Recorder:
     def attach(self, writer: Any) -> None:
         """Send checkpoint records to ``writer`` (a checkpoint sink) from now on."""
         self.writer = writer
-        self._put = writer.write
+        self._put = getattr(writer, "put", writer.write)
 
     def flush_soon(self) -> None:
         """The engine is about to complete a future: this loop turn's records

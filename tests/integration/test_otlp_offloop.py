@@ -11,7 +11,9 @@ start, the spans still go, from the engine's process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -227,3 +229,64 @@ async def test_the_telemetry_process_yields_to_the_work(
         assert telemetry_process().nice() == min(own + increment, 19)
     finally:
         await engine.shutdown()
+
+
+KILLED_RUN = """
+import asyncio, os, signal, sys
+from asyncflow import NoopExecutionBackend, WorkflowEngine
+
+async def main():
+    engine = await WorkflowEngine.create(backend=NoopExecutionBackend())
+    await engine.start_telemetry(otlp_endpoint=sys.argv[1], otlp_protocol=sys.argv[2])
+
+    @engine.function_task
+    async def t(i):
+        return i
+
+    done = open(sys.argv[3], "w")
+    for _ in range(10):
+        futs = [t(i) for i in range(200)]
+        await asyncio.gather(*futs)
+        done.write("".join(f.uid + "\\n" for f in futs))
+        done.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+asyncio.run(main())
+"""
+
+
+def test_a_killed_engine_still_exports_every_task_that_completed(
+    protocol: str, receiver: OTLPReceiver, tmp_path: Path
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_RUN)
+    done = tmp_path / "done.txt"
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [sys.executable, str(script), receiver.endpoint, protocol, str(done)],
+        cwd=repo,
+        stderr=subprocess.PIPE,
+    )
+    seen: list[Any] = []
+    while proc.poll() is None:
+        with contextlib.suppress(psutil.Error):
+            seen = seen or [
+                c
+                for c in psutil.Process(proc.pid).children()
+                if "_writer_main" in " ".join(c.cmdline())
+            ]
+        time.sleep(0.01)  # a poll interval, not a synchronisation
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, err.decode()
+    _, alive = psutil.wait_procs(seen, timeout=60)
+    assert seen and alive == []  # the telemetry process sent what it had, then ended
+    finished = set(done.read_text().split())
+    assert len(finished) == 10 * 200
+    received = {s["attributes"].get(n.TASK_UID) for s in receiver.spans()}
+    assert finished <= received
