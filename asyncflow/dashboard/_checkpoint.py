@@ -20,7 +20,7 @@ from typing import Any
 
 from asyncflow.telemetry import names as n
 
-from .model import ResourceSample, RunBuilder
+from .model import ResourceSample, RunBuilder, task_record
 
 __all__ = ["CheckpointParser", "loads"]
 
@@ -36,11 +36,13 @@ _SECTION = f'{{"{n.SECTION}":"'
 _AT_SECTION = len(_SECTION)
 _EVENT_NAME = f'{n.SECTION_EVENT}","name":"'
 _AT_NAME = _AT_SECTION + len(_EVENT_NAME)
-_SPAN, _METRIC, _EVENT = "span", "metric", "event"
+_SPAN, _METRIC, _EVENT, _TASK, _HEADER = "span", "metric", "event", "task", "header"
 _SECTIONS = {
     n.SECTION_SPAN[:4]: _SPAN,
     n.SECTION_METRIC[:4]: _METRIC,
     n.SECTION_EVENT[:4]: _EVENT,
+    n.SECTION_TASK[:4]: _TASK,
+    n.SECTION_HEADER[:4]: _HEADER,
 }
 # What a task's events are for: "live" ones are all a live view has of a
 # running task; "skip" ones are steps whose timestamps its span carries.
@@ -79,6 +81,12 @@ def _int(value: Any, default: int) -> int:
         return default
 
 
+def _seconds(t_ns: int) -> float:
+    """Epoch nanoseconds as the float a layout 1 event line's nine decimals give."""
+    whole, frac = divmod(t_ns, 1_000_000_000)
+    return float(f"{whole}.{frac:09d}")
+
+
 def _float(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
@@ -96,6 +104,8 @@ class CheckpointParser:
         self.bad_lines = 0
         self.first_bad = ""
         self._live: dict[str, list[str]] = {}
+        # Layout 2: the fields of each unfinished task's lines so far.
+        self._tasks: dict[str, dict[str, Any]] = {}
 
     def _bad(self, line: str) -> None:
         self.bad_lines += 1
@@ -124,6 +134,7 @@ class CheckpointParser:
         """
         spans: list[str] = []
         others: list[str] = []
+        tasks: list[str] = []
         live = self._live
         sections = _SECTIONS
         for line in lines:
@@ -132,7 +143,9 @@ class CheckpointParser:
                 if line.startswith(_SECTION)
                 else ""
             )
-            if section is _SPAN:
+            if section is _TASK:
+                tasks.append(line)
+            elif section is _SPAN:
                 spans.append(line)
             elif section is _EVENT:
                 self.records += 1
@@ -145,6 +158,9 @@ class CheckpointParser:
                     live.setdefault(_task_id(line), []).append(line)
                 elif kind is None:
                     others.append(line)
+            elif section is _HEADER:
+                if self._load(line) is not None:
+                    self.records += 1
             elif section is _METRIC:
                 metric = self._load(line)
                 if metric is not None:
@@ -152,6 +168,8 @@ class CheckpointParser:
                     self.builder.add_metric_snapshot(metric)
             elif line.strip():
                 self._loose(line)
+        if tasks:
+            self._task_lines(tasks)
         builder = self.builder
         for line in spans:
             span = self._load(line)
@@ -168,6 +186,72 @@ class CheckpointParser:
             event = self._load(line)
             if event is not None:
                 self._other_event(event)
+
+    def _task_lines(self, lines: list[str]) -> None:
+        """Layout 2 ``task`` lines: each adds its fields to its task; the last one ends it."""
+        live = self._tasks
+        add = self.builder.add_record
+        for line in lines:
+            try:
+                fields = loads(line)
+                uid = fields[n.TL_UID]
+            except (ValueError, RecursionError, TypeError, KeyError):
+                self._bad(line)
+                continue
+            if type(uid) is not str:
+                self._bad(line)
+                continue
+            self.records += 1
+            task = live.get(uid)
+            if task is None:
+                task = live[uid] = fields
+            else:
+                task.update(fields)
+            if n.TL_ATTEMPT_ENDED in fields:
+                attempts = task.get("attempts")
+                if attempts is None:
+                    attempts = task["attempts"] = []
+                attempts.append((fields[n.TL_ATTEMPT_ENDED], fields.get(n.TL_ATTEMPT) or {}))
+            if n.TL_ENDED in fields:
+                del live[uid]
+                try:
+                    record = task_record(task)
+                except (TypeError, ValueError, AttributeError):  # a field of the wrong type
+                    self._bad(line)
+                    continue
+                add(record)
+
+    def _live_tasks(self) -> None:
+        """What the lines of tasks still running say (a live view's waiting and running bars)."""
+        builder = self.builder
+        for uid, task in self._tasks.items():
+            get = task.get
+            created = get(n.TL_CREATED)
+            if not isinstance(created, int) or builder.is_finished(uid):
+                continue
+            cpus, gpus = get(n.TL_CPUS, 1), get(n.TL_GPUS, 0)
+            builder.task_created(
+                uid,
+                _seconds(created),
+                str(get(n.TL_BACKEND) or ""),
+                str(get(n.TL_WORKFLOW_ID) or ""),
+                str(get(n.TL_SPAN) or ""),
+                block=get(n.TL_LEVEL) == n.LEVEL_BLOCK,
+                name=str(get(n.TL_NAME) or ""),
+                workflow_type=str(get(n.TL_WORKFLOW_NAME) or ""),
+                cpus=_int(cpus, 1),
+                gpus=_int(gpus, 0),
+            )
+            # As for layout 1: resolved is all a live view needs of the steps
+            # before a task starts (it is queued from then on).
+            resolved, started = get(n.SPAN_EVENT_RESOLVED), get(n.SPAN_EVENT_STARTED)
+            if isinstance(resolved, int) and resolved:
+                builder.task_step(uid, n.SPAN_EVENT_RESOLVED, _seconds(resolved))
+            if isinstance(started, int) and started:
+                builder.task_started(uid, _seconds(started))
+            slots, assigned = get(n.TL_SLOTS), get(n.TL_ASSIGNED)
+            if isinstance(assigned, int) and assigned and isinstance(slots, list):
+                builder.task_assigned(uid, _seconds(assigned), slots)
 
     def _created_scope(self, lines: list[str]) -> str:
         """The workflow id on the ``TaskCreated`` line among a block's live lines.
@@ -203,6 +287,7 @@ class CheckpointParser:
 
     def flush(self) -> None:
         """Parse the kept events of tasks whose span has not arrived."""
+        self._live_tasks()
         live, self._live = self._live, {}
         for uid, lines in live.items():
             if self.builder.is_finished(uid):

@@ -40,6 +40,7 @@ __all__ = [
     "phases",
     "span_record",
     "status",
+    "task_record",
 ]
 
 STATE_PENDING = n.STATE_PENDING
@@ -344,6 +345,67 @@ def span_record(span: Mapping[str, Any]) -> SpanRecord | None:
     )
 
 
+def task_record(task: Mapping[str, Any]) -> SpanRecord:
+    """The record of a finished task or block from its layout 2 ``task`` lines.
+
+    ``task`` is the union of the fields of its lines (docs/telemetry.md),
+    with its attempts' ``(time_ns, attributes)`` under ``"attempts"``. The
+    record is the one :func:`span_record` makes of the layout 1 span.
+    """
+    get = task.get
+    uid = str(get(n.TL_UID) or "")
+    is_task = get(n.TL_LEVEL, n.LEVEL_TASK) != n.LEVEL_BLOCK
+    extra = get(n.TL_ATTRIBUTES) or {}
+    if not isinstance(extra, Mapping):
+        extra = {}
+    result = get(n.TL_RESULT)
+    if result not in FINAL_STATES:
+        result = STATE_FAILED if get(n.TL_STATUS) == n.STATUS_ERROR else STATE_COMPLETED
+    failure = ""
+    if result == STATE_FAILED:
+        failure = _process_text(extra) + _exception_text(get(n.TL_EXCEPTION))
+    attempts = get("attempts")
+    end = get(n.TL_ENDED) or 0
+    cpus, gpus = (get(n.TL_CPUS, 1), get(n.TL_GPUS, 0)) if is_task else (1, 0)
+    resolved, queued, submitted, started = (get(step) for step in n.TL_STEPS)
+    others = () if extra.keys() <= _KNOWN_ATTRIBUTES else extra.keys() - _KNOWN_ATTRIBUTES
+    workflow_id = str(get(n.TL_WORKFLOW_ID) or "")
+    return SpanRecord(
+        uid,
+        n.LEVEL_TASK if is_task else n.LEVEL_BLOCK,
+        str(get(n.TL_NAME) or ""),
+        workflow_id if is_task else uid,
+        str(get(n.TL_WORKFLOW_NAME) or ""),
+        str(get(n.TL_BACKEND) or "") if is_task else "",
+        str(result),
+        (get(n.TL_CREATED) or end) / 1e9,
+        resolved / 1e9 if resolved else None,
+        queued / 1e9 if queued else None,
+        submitted / 1e9 if submitted else None,
+        started / 1e9 if started else None,
+        end / 1e9,
+        _strings(get(n.TL_SLOTS)),
+        cpus if type(cpus) is int else _int(cpus, 1),
+        gpus if type(gpus) is int else _int(gpus, 0),
+        str(get(n.TL_ERROR_TYPE) or ""),
+        str(get(n.TL_DESCRIPTION) or ""),
+        _strings(get(n.TL_DEPENDS_ON)),
+        str(get(n.TL_SPAN) or ""),
+        str(get(n.TL_PARENT) or ""),
+        "" if is_task else workflow_id,
+        str(extra.get(n.TASK_CACHE) or ""),
+        " ".join(
+            str(v) for v in (extra.get(n.CACHE_SOURCE_SESSION), extra.get(n.CACHE_SOURCE_TASK)) if v
+        ),
+        tuple(sorted(_attempt({"time_ns": t, "attributes": a}) for t, a in attempts))
+        if attempts
+        else (),
+        _TASK_KINDS.get(str(get(n.TL_TYPE) or ""), "") if is_task else "",
+        failure,
+        tuple(sorted((k, _text(extra[k])) for k in others)) if others else (),
+    )
+
+
 def _attempt(event: Mapping[str, Any]) -> Attempt:
     attrs = event.get("attributes") or {}
     if not isinstance(attrs, Mapping):
@@ -432,8 +494,11 @@ class RunBuilder:
             )
             return
         record = span_record(span)
-        if record is None:
-            return
+        if record is not None:
+            self.add_record(record)
+
+    def add_record(self, record: SpanRecord) -> None:
+        """Take the record of a finished task, block or workflow."""
         self.version += 1
         if record.created < self._first:
             self._first = record.created

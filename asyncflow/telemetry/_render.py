@@ -1,9 +1,14 @@
-"""Compact telemetry records to checkpoint JSON lines.
+"""Compact telemetry records to checkpoint JSON lines (layout 2).
 
 The recorder ships small tuples (their layout is declared in
 ``_records.py``); this module turns them into the lines of the checkpoint
 file. It runs in the checkpoint writer process (or thread), never on the
 engine's loop. Pure: no I/O, no SDK, no asyncio.
+
+Layout 2 (docs/telemetry.md): a header line names the session, node and
+trace once; each step of a task is a small ``task`` line written when it
+happens, and its last line carries only what its earlier lines did not. So
+the renderer keeps nothing per task: its memory does not grow with the run.
 """
 
 from __future__ import annotations
@@ -17,12 +22,8 @@ from ._records import (
     ATTEMPT,
     CREATED,
     FINISHED,
-    ID_ASSIGNED,
-    ID_CREATED,
-    ID_FINAL,
     ID_QUEUED,
     ID_RESOLVED,
-    ID_STARTED,
     ID_SUBMITTED,
     LINE,
     NOTE,
@@ -37,17 +38,17 @@ from ._records import (
     SpanFields,
     Step,
 )
-from ._spans import exception_event
 
 __all__ = ["LineRenderer"]
 
 _json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
 
-_STEP_EVENTS = {
-    ID_RESOLVED: n.EVENT_TASK_RESOLVED,
-    ID_QUEUED: n.EVENT_TASK_QUEUED,
-    ID_SUBMITTED: n.EVENT_TASK_SUBMITTED,
+_STEP_KEYS = {
+    ID_RESOLVED: n.SPAN_EVENT_RESOLVED,
+    ID_QUEUED: n.SPAN_EVENT_QUEUED,
+    ID_SUBMITTED: n.SPAN_EVENT_SUBMITTED,
 }
+_TASK = f'{{"{n.SECTION}":"{n.SECTION_TASK}","{n.TL_UID}":'
 
 
 def _seconds(t_ns: int) -> str:
@@ -65,170 +66,112 @@ class LineRenderer:
     """
 
     def __init__(self, session_id: str, node_id: str, trace_hex: str) -> None:
+        self.session_id = session_id
+        self.node_id = node_id
         self.trace_hex = trace_hex
+        # Session-level event lines keep layout 1's full shape (two a session).
         self._common = (
             f'"session_id":{_json(session_id)},"node_id":{_json(node_id)},"trace_id":"{trace_hex}"'
         )
-        self._tasks: dict[str, tuple[str, Created]] = {}  # uid -> (line tail, created record)
-        self._prefix: dict[tuple[Any, ...], str] = {}
-        self._attempts: dict[str, list[tuple[str, int, dict[str, Any]]]] = {}
+
+    def header(self) -> str:
+        """The file's first line: the layout number and what every line shares."""
+        return (
+            _json(
+                {
+                    n.SECTION: n.SECTION_HEADER,
+                    n.HEADER_LAYOUT: n.CHECKPOINT_LAYOUT,
+                    n.HEADER_SESSION_ID: self.session_id,
+                    n.HEADER_NODE_ID: self.node_id,
+                    n.HEADER_TRACE_ID: self.trace_hex,
+                }
+            )
+            + "\n"
+        )
 
     def render(self, record: tuple[Any, ...] | list[Any]) -> str:
-        """The line(s) of one record, each ending in a newline."""
+        """The line of one record, ending in a newline."""
         kind = record[0]
+        if kind == STEP:
+            step = Step._make(record)
+            return f'{_TASK}{_json(step.uid)},"{_STEP_KEYS[step.offset]}":{step.t_ns}}}\n'
+        if kind == STARTED:
+            return f'{_TASK}{_json(record[1])},"{n.SPAN_EVENT_STARTED}":{record[2]}}}\n'
+        if kind == CREATED:
+            return self._created(Created._make(record))
+        if kind == FINISHED:
+            return self._finished(Finished._make(record))
         if kind == LINE:
             text: str = record[1]
             return text if text.endswith("\n") else text + "\n"
-        if kind == CREATED:
-            return self._created(Created._make(record))
-        if kind == STEP:
-            step = Step._make(record)
-            tail, base = self._task(step.uid)
-            offset = step.offset
-            return self._line(_STEP_EVENTS[offset], tail, step.t_ns, base + offset, None)
-        if kind == STARTED:
-            tail, base = self._task(record[1])
-            return self._line(n.EVENT_TASK_STARTED, tail, record[2], base + ID_STARTED, None)
         if kind == ASSIGNED:
             assigned = Assigned._make(record)
-            tail, base = self._task(assigned.uid)
-            return self._line(
-                n.EVENT_RESOURCE_ASSIGNED, tail, assigned.t_ns, base + ID_ASSIGNED, assigned.fields
+            more = _json(assigned.fields)[1:-1] if assigned.fields else ""
+            return (
+                f'{_TASK}{_json(assigned.uid)},"{n.TL_ASSIGNED}":{assigned.t_ns}'
+                f"{',' if more else ''}{more}}}\n"
             )
-        if kind == FINISHED:
-            return self._finished(Finished._make(record))
         if kind == SPAN:
             return self.span_line(record[1])
         if kind == ATTEMPT:
             attempt = Attempt._make(record)
-            self._attempts.setdefault(attempt.uid, []).append(
-                (n.SPAN_EVENT_ATTEMPT, attempt.t_ns, attempt.attributes)
+            return (
+                f'{_TASK}{_json(attempt.uid)},"{n.TL_ATTEMPT_ENDED}":{attempt.t_ns},'
+                f'"{n.TL_ATTEMPT}":{_json(attempt.attributes)}}}\n'
             )
-            return ""
         if kind in (NOTE, TASK_SPAN):  # for OTLP only
             return ""
         raise ValueError(f"unknown checkpoint record kind {kind!r}")
 
-    def _task(self, uid: str) -> tuple[str, int]:
-        """A created task's common line tail and its first event id."""
-        tail, created = self._tasks.get(uid, ("", None))
-        return tail, created.id_base if created is not None else 0
-
-    def _created(self, created: Created) -> str:
-        uid, span_id, level = created.uid, created.span_id, created.level
-        workflow_id = created.workflow_id
-        head = f'{self._common},"backend":{_json(created.backend)},"task_id":{_json(uid)},'
-        wf = f'"{n.WORKFLOW_ID}":{_json(workflow_id)}' if workflow_id else ""
-        tail = f'{head}"attributes":{{{wf}}},"span_id":"{span_id:016x}"'
-        self._tasks[uid] = (tail, created)
-        # The created line also names the task, so a live view can label
-        # what runs before its span exists.
-        about: dict[str, Any] = {
-            n.LEVEL: level,
-            n.TASK_NAME: created.name,
-            n.WORKFLOW_NAME: created.workflow_name,
-        }
-        if level == n.LEVEL_TASK:
-            about.update(
-                {
-                    n.TASK_TYPE: created.task_kind,
-                    n.TASK_CPUS: created.cpus,
-                    n.TASK_GPUS: created.gpus,
-                }
-            )
-        named = _json(about)[1:]
-        attrs = f"{{{wf},{named}" if wf else f"{{{named}"
-        created_tail = f'{head}"attributes":{attrs},"span_id":"{span_id:016x}"'
-        return self._line(
-            n.EVENT_TASK_CREATED, created_tail, created.t_ns, created.id_base + ID_CREATED, None
-        )
-
-    def _finished(self, done: Finished) -> str:
-        uid = done.uid
-        tail, created = self._tasks.pop(uid, ("", None))
-        if created is None:
-            raise ValueError(f"task {uid!r} ended without a created record")
-        level, name, workflow_id = created.level, created.name, created.workflow_id
-        error_type = done.error_type
-        # The steps before the final event were written as they happened.
+    @staticmethod
+    def _created(created: Created) -> str:
         parts = [
-            self._line(
-                done.final_event,
-                tail,
-                done.end_ns,
-                created.id_base + ID_FINAL,
-                {"error_type": error_type} if error_type else None,
-            )
+            f'{_TASK}{_json(created.uid)},"{n.TL_CREATED}":{created.t_ns},'
+            f'"{n.TL_EVENT_ID}":{created.id_base},"{n.TL_SPAN}":"{created.span_id:016x}"'
         ]
-        key = (
-            level,
-            created.workflow_name,
-            name,
-            created.task_kind,
-            created.backend,
-            created.cpus,
-            created.gpus,
-        )
-        prefix = self._prefix.get(key)
-        if prefix is None:
-            if len(self._prefix) > 4096:
-                self._prefix.clear()
-            static: dict[str, Any] = {n.LEVEL: level, n.WORKFLOW_NAME: created.workflow_name}
-            if level == n.LEVEL_TASK:
-                static.update(
-                    {
-                        n.TASK_NAME: name,
-                        n.TASK_TYPE: created.task_kind,
-                        n.BACKEND: created.backend or "",
-                        n.TASK_CPUS: created.cpus,
-                        n.TASK_GPUS: created.gpus,
-                    }
-                )
-            prefix = self._prefix[key] = _json(static)[:-1]
-        if level == n.LEVEL_TASK:
-            varying = (
-                f',"{n.WORKFLOW_ID}":{_json(workflow_id or "")},"{n.TASK_UID}":{_json(uid)},'
-                f'"{n.TASK_DEPENDS_ON}":{_json(list(done.depends_on))}'
-            )
-        else:
-            varying = (
-                f',"{n.WORKFLOW_ID}":{_json(uid)},"{n.BLOCK_UID}":{_json(uid)},'
-                f'"{n.BLOCK_SCOPE}":{_json(workflow_id or "")}'
-            )
-        if done.slots:
-            varying += f',"{n.TASK_SLOTS}":{_json(list(done.slots))}'
-        varying += f',"{n.TASK_RESULT}":{_json(done.result)}'
-        if error_type:
-            varying += f',"{n.ERROR_TYPE}":{_json(error_type)}'
-        if done.extra:
-            varying += "," + _json(done.extra)[1:-1]
-        events: list[Any] = [
-            (event, t)
-            for event, t in (
-                (n.SPAN_EVENT_RESOLVED, done.t_resolved),
-                (n.SPAN_EVENT_QUEUED, done.t_queued),
-                (n.SPAN_EVENT_SUBMITTED, done.t_submitted),
-                (n.SPAN_EVENT_STARTED, done.t_started),
-            )
-            if t
-        ]
-        attempts = self._attempts.pop(uid, None)
-        if attempts:
-            events.extend(attempts)
+        if created.parent_id:
+            parts.append(f',"{n.TL_PARENT}":"{created.parent_id:016x}"')
+        if created.backend is not None:
+            parts.append(f',"{n.TL_BACKEND}":{_json(created.backend)}')
+        if created.workflow_id:
+            parts.append(f',"{n.TL_WORKFLOW_ID}":{_json(created.workflow_id)}')
         parts.append(
-            self._span_text(
-                f"{level} {name}",
-                created.span_id,
-                created.parent_id,
-                created.t_ns,
-                done.end_ns,
-                done.status,
-                done.description,
-                prefix + varying + "}",
-                events,
-                exception_event(done.exception, done.end_ns) if done.exception else None,
-            )
+            f',"{n.TL_LEVEL}":{_json(created.level)},"{n.TL_NAME}":{_json(created.name)},'
+            f'"{n.TL_WORKFLOW_NAME}":{_json(created.workflow_name)}'
         )
+        if created.level == n.LEVEL_TASK:
+            parts.append(
+                f',"{n.TL_TYPE}":{_json(created.task_kind)},"{n.TL_CPUS}":{int(created.cpus)},'
+                f'"{n.TL_GPUS}":{int(created.gpus)}'
+            )
+        parts.append("}\n")
+        return "".join(parts)
+
+    @staticmethod
+    def _finished(done: Finished) -> str:
+        # The steps before the end are on the task's earlier lines: only
+        # what they could not say is here.
+        parts = [
+            f'{_TASK}{_json(done.uid)},"{n.TL_ENDED}":{done.end_ns},'
+            f'"{n.TL_RESULT}":{_json(done.result)},"{n.TL_STATUS}":{_json(done.status)}'
+        ]
+        if done.description:
+            parts.append(f',"{n.TL_DESCRIPTION}":{_json(done.description)}')
+        if done.error_type:
+            parts.append(f',"{n.TL_ERROR_TYPE}":{_json(done.error_type)}')
+        if done.depends_on:
+            parts.append(f',"{n.TL_DEPENDS_ON}":{_json(list(done.depends_on))}')
+        if done.extra:
+            parts.append(f',"{n.TL_ATTRIBUTES}":{_json(done.extra)}')
+        if done.exception:
+            kind, message, stack = done.exception
+            exception = {
+                n.EXCEPTION_TYPE: kind,
+                n.EXCEPTION_MESSAGE: message,
+                n.EXCEPTION_STACKTRACE: stack,
+            }
+            parts.append(f',"{n.TL_EXCEPTION}":{_json(exception)}')
+        parts.append("}\n")
         return "".join(parts)
 
     def session_event(self, name: str, t_ns: int, event_id: int, span_id: int) -> str:
@@ -237,59 +180,29 @@ class LineRenderer:
             f'{self._common},"backend":null,"task_id":null,"attributes":{{}},'
             f'"span_id":"{span_id:016x}"'
         )
-        return self._line(name, tail, t_ns, event_id, None)
-
-    @staticmethod
-    def _line(name: str, tail: str, t_ns: int, event_id: int, extra: Any) -> str:
         t = _seconds(t_ns)
-        more = "," + _json(extra)[1:-1] if extra else ""
         return (
             f'{{"section":"event","name":"{name}","event_type":"{name}",'
-            f'"event_id":{event_id},"event_time":{t},"emit_time":{t},{tail}{more}}}\n'
+            f'"event_id":{event_id},"event_time":{t},"emit_time":{t},{tail}}}\n'
         )
 
     def span_line(self, span: tuple[Any, ...] | list[Any]) -> str:
-        """The ``span`` line of a finished span given as its fields (``SpanFields``)."""
-        f = SpanFields._make(span)
-        return self._span_text(
-            f.name,
-            f.span_id,
-            f.parent_id,
-            f.start_ns,
-            f.end_ns,
-            f.status,
-            f.description,
-            _json(f.attributes),
-            f.events,
-        )
+        """The ``span`` line of a finished span given as its fields (``SpanFields``).
 
-    def _span_text(
-        self,
-        name: str,
-        span_id: int,
-        parent: int | None,
-        start: int,
-        end: int,
-        status: str,
-        desc: str,
-        attributes_json: str,
-        events: Any,
-        exception: dict[str, Any] | None = None,
-    ) -> str:
-        parent_hex = f'"{parent:016x}"' if parent else "null"
+        Layout 2 leaves out what a reader derives: the trace id (in the
+        header), the times in seconds and the duration.
+        """
+        f = SpanFields._make(span)
+        parent_hex = f'"{f.parent_id:016x}"' if f.parent_id else "null"
         event_text = ",".join(
             f'{{"name":"{e[0]}","time_ns":{e[1]}}}'
             if len(e) == 2
             else f'{{"name":"{e[0]}","time_ns":{e[1]},"attributes":{_json(e[2])}}}'
-            for e in events
+            for e in f.events
         )
-        if exception is not None:
-            event_text += ("," if event_text else "") + _json(exception)
         return (
-            f'{{"section":"span","name":{_json(name)},"span_id":"{span_id:016x}",'
-            f'"trace_id":"{self.trace_hex}","parent_span_id":{parent_hex},'
-            f'"start_ns":{start},"end_ns":{end},"start_time_s":{_seconds(start)},'
-            f'"end_time_s":{_seconds(end)},"duration_ms":{(end - start) / 1e6!r},'
-            f'"status_code":"{status}","status_description":{_json(desc or "")},'
-            f'"attributes":{attributes_json},"events":[{event_text}]}}\n'
+            f'{{"section":"span","name":{_json(f.name)},"span_id":"{f.span_id:016x}",'
+            f'"parent_span_id":{parent_hex},"start_ns":{f.start_ns},"end_ns":{f.end_ns},'
+            f'"status_code":"{f.status}","status_description":{_json(f.description or "")},'
+            f'"attributes":{_json(f.attributes)},"events":[{event_text}]}}\n'
         )

@@ -151,6 +151,7 @@ def main(argv: list[str]) -> int:
         fcntl.flock(fd, fcntl.LOCK_SH)
         renderer = LineRenderer(session_id, node_id, trace_hex)
         out = _Out(fd, path, say)
+        out.add(renderer.header().encode("utf-8"))
     spans = _otlp(json.loads(argv[6]), trace_hex, say) if len(argv) > 6 else None
     buffer = b""
     say("ready")

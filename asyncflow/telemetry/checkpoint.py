@@ -1,7 +1,10 @@
 """The JSON Lines checkpoint file: a crash-safe record of a run.
 
-One JSON object per line, ``"section"`` first (``event``, ``span`` or
-``metric``), so a reader can pick sections by prefix without parsing. The
+One JSON object per line, ``"section"`` first, so a reader can pick
+sections by prefix without parsing. Layout 2 (docs/telemetry.md) starts
+with a ``header`` line and writes a task's steps as small ``task`` lines;
+:func:`read_checkpoint` reads both layouts into layout 1's ``event``,
+``span`` and ``metric`` records. The
 lines are rendered and appended by a writer process (a thread when no
 process can be started), whole, at least once a second; a run killed
 mid-way leaves a file whose complete lines all parse. Readers skip a torn
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from . import names as n
+from ._layout import Layout1Records
 from ._pipe_writer import (
     CLOSE_DEADLINE,
     NoWriterProcess,
@@ -170,6 +174,8 @@ class CheckpointWriter(_Sink):
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         # Readers tell a run whose writer is gone by this lock being free.
         fcntl.flock(self._file.fileno(), fcntl.LOCK_SH)
+        self._file.write(renderer.header())
+        self._file.flush()
         self._start(flush_interval)
 
     def _hand_on(self, batch: list[tuple[Any, ...]]) -> None:
@@ -231,6 +237,9 @@ def read_checkpoint(
 ) -> Iterator[dict[str, Any]]:
     """Yield the records of a checkpoint file (or of every file in a directory).
 
+    Either layout reads the same: a layout 2 file's task lines come out as
+    the ``event`` and ``span`` records layout 1 wrote (docs/telemetry.md).
+
     Args:
         path: a ``.telemetry.jsonl`` file or a directory of them.
         sections: only these sections (``event``, ``span``, ``metric``).
@@ -240,11 +249,16 @@ def read_checkpoint(
     a torn last line is expected after a crash; the number of other bad
     lines is logged once per file.
     """
-    wanted = None if sections is None else tuple(f'{{"section":"{s}"' for s in sections)
+    chosen = None if sections is None else frozenset(sections)
+    wanted = None
+    if chosen is not None:
+        # Task lines and the header make up layout 2's events and spans.
+        wanted = tuple(f'{{"section":"{s}"' for s in (*chosen, n.SECTION_TASK, n.SECTION_HEADER))
     for file in checkpoint_files(path):
         bad = 0
         torn = False
         first = ""
+        layout = Layout1Records()
         with open(file, encoding="utf-8", errors="replace") as f:
             for line in f:
                 if wanted is not None and not line.startswith(wanted):
@@ -256,7 +270,9 @@ def read_checkpoint(
                 else:
                     problem = n.record_problem(record)
                 if problem is None:
-                    yield record
+                    for out in layout.records(record):
+                        if chosen is None or out[n.SECTION] in chosen:
+                            yield out
                 elif not line.endswith("\n"):
                     torn = True  # the last line, cut short: expected after a crash
                 else:

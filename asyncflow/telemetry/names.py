@@ -382,6 +382,51 @@ SECTION_SPAN: Final = "span"
 SECTION_METRIC: Final = "metric"
 CHECKPOINT_SUFFIX: Final = ".telemetry.jsonl"
 
+# Checkpoint layout 2 (docs/telemetry.md, "The checkpoint file"): a header
+# line first, then a task's lifecycle as small ``task`` lines whose fields
+# add up to the task (a file without a header is layout 1: full event lines
+# and a span line per task).
+CHECKPOINT_LAYOUT: Final = 2
+SECTION_HEADER: Final = "header"
+SECTION_TASK: Final = "task"
+HEADER_LAYOUT: Final = "layout"
+HEADER_SESSION_ID: Final = "session_id"
+HEADER_NODE_ID: Final = "node_id"
+HEADER_TRACE_ID: Final = "trace_id"
+# Fields of ``task`` lines. Times are integer nanoseconds since the epoch.
+TL_UID: Final = "uid"
+TL_CREATED: Final = "created"  # the created line: the fields below it come with it
+TL_EVENT_ID: Final = "id"  # the task's first event id (a block of 8)
+TL_SPAN: Final = "span"  # span id, hex
+TL_PARENT: Final = "parent"  # parent span id, hex
+TL_BACKEND: Final = "backend"
+TL_WORKFLOW_ID: Final = "workflow_id"  # the workflow id or block uid it was called under
+TL_LEVEL: Final = "level"
+TL_NAME: Final = "name"
+TL_WORKFLOW_NAME: Final = "workflow_name"
+TL_TYPE: Final = "type"
+TL_CPUS: Final = "cpus"
+TL_GPUS: Final = "gpus"
+TL_STEPS: Final = (SPAN_EVENT_RESOLVED, SPAN_EVENT_QUEUED, SPAN_EVENT_SUBMITTED, SPAN_EVENT_STARTED)
+TL_ASSIGNED: Final = "assigned"  # with the slots (and cpus, gpus) given
+TL_SLOTS: Final = "slots"
+TL_ATTEMPT_ENDED: Final = "attempt_ended"  # with ``attempt``: that attempt's attributes
+TL_ATTEMPT: Final = "attempt"
+TL_ENDED: Final = "ended"  # the final line: the fields below come with it
+TL_RESULT: Final = "result"
+TL_STATUS: Final = "status"
+TL_DESCRIPTION: Final = "description"
+TL_ERROR_TYPE: Final = "error_type"
+TL_DEPENDS_ON: Final = "depends_on"
+TL_ATTRIBUTES: Final = "attributes"  # span attributes beyond the task's own
+TL_EXCEPTION: Final = "exception"  # the exception event's attributes
+# The final event line of a layout 1 file, by the task's result.
+FINAL_EVENT_OF_RESULT: Final = {
+    RESULT_COMPLETED: EVENT_TASK_COMPLETED,
+    RESULT_FAILED: EVENT_TASK_FAILED,
+    RESULT_CANCELED: EVENT_TASK_CANCELED,
+}
+
 # What a checkpoint record must look like to be read. A line can be valid
 # JSON and still not be a record a reader can use (a span whose
 # ``attributes`` is a string): every reader asks ``record_problem`` and
@@ -403,6 +448,11 @@ def record_problem(record: Any) -> str | None:
         return _span_problem(record)
     if section == SECTION_EVENT:
         return _event_problem(record)
+    if section == SECTION_TASK:
+        return _task_line_problem(record)
+    if section == SECTION_HEADER:
+        layout = record.get(HEADER_LAYOUT)
+        return None if type(layout) is int else "header without a layout number"
     if section == SECTION_METRIC:
         for key in _METRIC_MAPS:
             if key in record and not isinstance(record[key], Mapping):
@@ -421,6 +471,20 @@ def _span_problem(record: Mapping[str, Any]) -> str | None:
     ):
         return "span events are not a list of objects"
     return _typed(record, _SPAN_TEXT, str, "text") or _typed(record, _SPAN_TIMES, int, "integer")
+
+
+_TL_TIMES = (TL_CREATED, *TL_STEPS, TL_ASSIGNED, TL_ATTEMPT_ENDED, TL_ENDED)
+_TL_MAPS = (TL_ATTEMPT, TL_ATTRIBUTES, TL_EXCEPTION)
+
+
+def _task_line_problem(record: Mapping[str, Any]) -> str | None:
+    uid = record.get(TL_UID)
+    if not isinstance(uid, str) or not uid:
+        return "task line without a uid"
+    for key in _TL_MAPS:
+        if key in record and not isinstance(record[key], Mapping):
+            return f"task {key} is not an object"
+    return _typed(record, _TL_TIMES, int, "integer")
 
 
 def _event_problem(record: Mapping[str, Any]) -> str | None:

@@ -43,9 +43,9 @@ def spoil(path: Path) -> int:
     """Append parseable lines of the wrong shape; returns how many."""
     lines = path.read_text().splitlines()
     span = next(
-        json.loads(line)
-        for line in lines
-        if line.startswith('{"section":"span"') and names.LEVEL_TASK in line
+        s
+        for s in read_checkpoint(path, [names.SECTION_SPAN])
+        if s["attributes"].get(names.LEVEL) == names.LEVEL_TASK
     )
     bad = [
         {**span, "attributes": "a string", "span_id": "f" * 16},
@@ -54,6 +54,8 @@ def spoil(path: Path) -> int:
         {"section": "event", "name": 7, "task_id": "task.000099"},
         {"section": "event", "name": "TaskStarted", "task_id": "task.000099", "event_time": "x"},
         {"section": "metric", "tasks_by_state": "x"},
+        {"section": "task", "uid": 5, "ended": 1},
+        {"section": "task", "uid": "task.000099", "ended": "late"},
     ]
     extra = [json.dumps(record) for record in bad] + ["[" * 5000 + "]" * 5000]
     path.write_text("\n".join(lines + extra) + "\n")

@@ -15,6 +15,7 @@ import pytest
 
 from asyncflow.cache import ResultCache
 from asyncflow.telemetry import names as n
+from asyncflow.telemetry import read_checkpoint
 
 WORKERS = 4  # the backend's concurrency
 TASKS = 200
@@ -70,10 +71,9 @@ def hits_in(telemetry_dir: Path) -> dict[str, str]:
     """task uid -> its asyncflow.task.cache value, from the checkpoint file."""
     (checkpoint,) = telemetry_dir.glob(f"*{n.CHECKPOINT_SUFFIX}")
     out: dict[str, str] = {}
-    for line in checkpoint.read_text().splitlines():
-        record = json.loads(line)
+    for record in read_checkpoint(checkpoint, [n.SECTION_SPAN]):
         attrs = record.get("attributes") or {}
-        if record.get("section") == n.SECTION_SPAN and attrs.get(n.LEVEL) == n.LEVEL_TASK:
+        if attrs.get(n.LEVEL) == n.LEVEL_TASK:
             out[attrs[n.TASK_UID]] = attrs.get(n.TASK_CACHE, "")
     return out
 

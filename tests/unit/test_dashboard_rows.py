@@ -15,6 +15,7 @@ from asyncflow.dashboard._checkpoint import CheckpointParser
 from asyncflow.dashboard.model import Run, RunBuilder
 from asyncflow.dashboard.sources import CheckpointSource
 from asyncflow.telemetry import names as n
+from asyncflow.telemetry import read_checkpoint
 
 from ..ui import records as r
 
@@ -261,11 +262,7 @@ async def test_spans_alone_place_blocks_before_their_workflow_span(tmp_path: Pat
     were called in (``asyncflow.block.scope``), so a live run whose workflow
     span is not exported yet still has one row per instance."""
     path = await _nested_run(tmp_path)
-    spans = [
-        json.loads(line)
-        for line in path.read_text().splitlines()
-        if line.startswith('{"section":"span"')
-    ]
+    spans = list(read_checkpoint(path, [n.SECTION_SPAN]))
     blocks = [s for s in spans if s["attributes"].get(n.LEVEL) == n.LEVEL_BLOCK]
     assert sorted(s["attributes"][n.BLOCK_SCOPE] for s in blocks) == ["block.000002", "wf-1"]
     builder = RunBuilder("spans only")

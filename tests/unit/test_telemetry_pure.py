@@ -10,6 +10,7 @@ import pytest
 
 from asyncflow.telemetry import names
 from asyncflow.telemetry._aggregate import Histograms
+from asyncflow.telemetry._layout import Layout1Records
 from asyncflow.telemetry._render import LineRenderer
 from asyncflow.telemetry.checkpoint import CheckpointWriter, read_checkpoint
 
@@ -96,7 +97,48 @@ def render_task(renderer: LineRenderer, *, failed: bool = False) -> list[dict[st
         + renderer.render(finished)
     )
     assert text.endswith("\n")
-    return [json.loads(line) for line in text.splitlines()]
+    # Read back as layout 1's records, as every reader sees them.
+    layout = Layout1Records()
+    layout.records(json.loads(renderer.header()))
+    return [record for line in text.splitlines() for record in layout.records(json.loads(line))]
+
+
+def test_a_task_is_six_small_lines_and_the_last_repeats_nothing() -> None:
+    renderer = LineRenderer("sess", "node-1", "ab" * 16)
+    header = json.loads(renderer.header())
+    assert header == {
+        names.SECTION: names.SECTION_HEADER,
+        names.HEADER_LAYOUT: names.CHECKPOINT_LAYOUT,
+        names.HEADER_SESSION_ID: "sess",
+        names.HEADER_NODE_ID: "node-1",
+        names.HEADER_TRACE_ID: "ab" * 16,
+    }
+    steps = [("E", "task.000007", T0 + 10 * (i + 1), offset) for i, offset in enumerate((1, 2, 3))]
+    lines = [json.loads(renderer.render(step)) for step in steps]
+    lines.append(json.loads(renderer.render(("S", "task.000007", T0 + 40))))
+    assert lines == [
+        {"section": "task", "uid": "task.000007", step: T0 + 10 * (i + 1)}
+        for i, step in enumerate(names.TL_STEPS)
+    ]
+    done = (
+        *("F", "task.000007", "TaskCompleted", "", T0 + 100, "OK", ""),
+        *(T0 + 10, T0 + 20, T0 + 30, T0 + 40, "completed", (), None, ("cpu:0",), None),
+    )
+    # The steps and slots were on earlier lines: the last line has none of them.
+    assert json.loads(renderer.render(done)) == {
+        "section": "task",
+        "uid": "task.000007",
+        "ended": T0 + 100,
+        "result": "completed",
+        "status": "OK",
+    }
+    attempt = ("T", "task.000007", T0 + 50, {names.ATTEMPT_NUMBER: 1})
+    assert json.loads(renderer.render(attempt)) == {
+        "section": "task",
+        "uid": "task.000007",
+        "attempt_ended": T0 + 50,
+        "attempt": {names.ATTEMPT_NUMBER: 1},
+    }
 
 
 def test_task_records_render_to_events_and_one_span() -> None:
@@ -264,7 +306,7 @@ def test_recorder_records_follow_the_declared_layout() -> None:
     )
     assert done.depends_on == ("task.000001",) and done.slots == ("gpu:0", "cpu:1")
     assert (done.t_started, done.end_ns) == (span.t_started, span.end_ns)
-    # The renderer reads them back into one event line each and a span line.
+    # The renderer writes one line per record; the last ends the task.
     renderer = LineRenderer("sess", "node", recorder.trace_hex)
     lines = "".join(renderer.render(record) for record in sink.records).splitlines()
-    assert len(lines) == 8 and json.loads(lines[-1])["section"] == "span"
+    assert len(lines) == 7 and names.TL_ENDED in json.loads(lines[-1])
