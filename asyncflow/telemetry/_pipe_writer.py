@@ -36,6 +36,7 @@ from ._otlp_sender import EXPORT_TIMEOUT
 __all__ = [
     "BACKLOG_BYTES",
     "CLOSE_DEADLINE",
+    "FRAME_RECORDS",
     "NoWriterProcess",
     "ProcessCheckpointWriter",
     "Stall",
@@ -55,6 +56,10 @@ BACKLOG_BYTES = 32 << 20
 CLOSE_DEADLINE = 5.0
 
 _WRITER_MODULE = "asyncflow.telemetry._writer_main"
+
+# Records per frame on the pipe: a loop turn that creates a million tasks
+# still reaches the writer in pieces it renders one at a time.
+FRAME_RECORDS = 4096
 
 # Seconds between hand-ons of records from other threads.
 _THREAD_INTERVAL = 0.25
@@ -152,6 +157,8 @@ class ProcessCheckpointWriter:
         self._broken = False
         self._closed = False  # the pipe is closed: nothing more is sent
         self.dropped = 0
+        # The writer process's peak RSS in bytes, as it reports at exit (after close()).
+        self.writer_peak_rss: int | None = None
         self._thread = threading.Thread(target=self._run, name="asyncflow-checkpoint", daemon=True)
         self._thread.start()
         self._listener: threading.Thread | None = None
@@ -185,6 +192,8 @@ class ProcessCheckpointWriter:
                 logger.warning("checkpoint file: %s", text)
             elif kind == "otlp":
                 self._otlp_report(text)
+            elif kind == "peak_rss" and text.isdigit():
+                self.writer_peak_rss = int(text)
 
     def _otlp_report(self, text: str) -> None:
         """What the process says of OTLP export: progress, failure, recovery."""
@@ -352,7 +361,7 @@ class ProcessCheckpointWriter:
             self._proc.kill()
             self._proc.wait()
         if self._listener is not None:
-            self._listener.join(1.0)
+            self._listener.join(deadline)  # the process is gone: its output ends
         if self._listener is None or not self._listener.is_alive():
             self._proc.stdout.close()  # type: ignore[union-attr]
         if lost:
@@ -408,6 +417,11 @@ def _open_for_append(path: Path) -> int:
 
 
 def _frame(batch: list[tuple[Any, ...]]) -> bytes:
+    """Length-prefixed marshal frames of at most ``FRAME_RECORDS`` records each."""
+    if len(batch) > FRAME_RECORDS:
+        return b"".join(
+            _frame(batch[i : i + FRAME_RECORDS]) for i in range(0, len(batch), FRAME_RECORDS)
+        )
     try:
         blob = marshal.dumps(batch)
     except ValueError:  # an attribute value marshal cannot carry

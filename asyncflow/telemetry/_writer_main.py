@@ -8,8 +8,9 @@ open for ever, so end of input alone is not enough).
 
 Talks back on standard output, one line each: ``ready``, then ``error
 <cause>`` once per kind of failure and ``resumed <what>`` when writing works
-again; the engine logs them. While the disk is full, lines wait (up to
-:data:`HELD_BYTES`) and are written, on a fresh line, once there is room.
+again (the engine logs them), and ``peak_rss <bytes>`` as it exits. While
+the disk is full, lines wait (up to :data:`HELD_BYTES`) and are written, on
+a fresh line, once there is room.
 
 With OTLP export on (a seventh argument: the export settings as JSON), it
 also builds each finished span from the same records and sends it to the
@@ -25,6 +26,7 @@ import fcntl
 import json
 import marshal
 import os
+import resource
 import select
 import signal
 import struct
@@ -153,7 +155,7 @@ def main(argv: list[str]) -> int:
         out = _Out(fd, path, say)
         out.add(renderer.header().encode("utf-8"))
     spans = _otlp(json.loads(argv[6]), trace_hex, say) if len(argv) > 6 else None
-    buffer = b""
+    buffer = bytearray()
     say("ready")
     orphaned = False
     while True:
@@ -162,7 +164,8 @@ def main(argv: list[str]) -> int:
             chunk = os.read(0, 1 << 20)
             if not chunk:
                 break
-            buffer = _consume(buffer + chunk, renderer, out, spans)
+            buffer += chunk
+            _consume(buffer, renderer, out, spans)
             if len(chunk) < _SMALL_READ:
                 # The engine writes once per loop turn: waking for every write
                 # would take CPU from it. What it writes meanwhile waits in
@@ -179,6 +182,7 @@ def main(argv: list[str]) -> int:
         _finish(out, path, say)
     if spans is not None:
         spans[1].close(_OTLP_CLOSE_DEADLINE)
+    say(f"peak_rss {_peak_rss()}")
     return 0
 
 
@@ -231,20 +235,26 @@ def _otlp(
 
 
 def _consume(
-    buffer: bytes,
+    buffer: bytearray,
     renderer: LineRenderer | None,
     out: _Out | None,
     spans: tuple[SpanAssembler, SpanSender] | None,
-) -> bytes:
-    """Render and write every whole batch in ``buffer`` (and hand finished
-    spans to OTLP); returns the rest."""
-    lines: list[str] = []
-    while len(buffer) >= 4:
-        size = struct.unpack("<I", buffer[:4])[0]
-        if len(buffer) < 4 + size:
+) -> None:
+    """Render and write every whole frame in ``buffer`` (and hand finished
+    spans to OTLP), and take those frames out of it.
+
+    Frame by frame (the engine sends at most ``FRAME_RECORDS`` records in
+    one): what this process holds does not grow with the run.
+    """
+    done = 0
+    while len(buffer) - done >= 4:
+        size = struct.unpack_from("<I", buffer, done)[0]
+        if len(buffer) - done < 4 + size:
             break
-        batch = marshal.loads(buffer[4 : 4 + size])
-        buffer = buffer[4 + size :]
+        with memoryview(buffer) as view:  # released before the buffer shrinks
+            batch = marshal.loads(view[done + 4 : done + 4 + size])
+        done += 4 + size
+        lines: list[str] = []
         for record in batch:
             if renderer is not None:
                 try:
@@ -259,9 +269,27 @@ def _consume(
                 else:
                     if span is not None:
                         spans[1].put(span)
-    if lines and out is not None:
-        out.add("".join(lines).encode("utf-8"))
-    return buffer
+        if lines and out is not None:
+            out.add("".join(lines).encode("utf-8"))
+    del buffer[:done]
+
+
+def _peak_rss() -> int:
+    """This process's peak resident set size, in bytes.
+
+    Linux's ``VmHWM`` counts this program alone; ``ru_maxrss`` would also
+    count the engine's pages this process held between fork and exec.
+    """
+    with (
+        contextlib.suppress(OSError, ValueError),
+        open("/proc/self/status", encoding="ascii", errors="replace") as status,
+    ):
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    # ru_maxrss is in KiB on Linux, in bytes on macOS.
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
 if __name__ == "__main__":

@@ -11,9 +11,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import marshal
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
@@ -27,6 +29,7 @@ import pytest
 
 from asyncflow import NoopExecutionBackend, WorkflowEngine
 from asyncflow.telemetry import _pipe_writer, names, read_checkpoint
+from asyncflow.telemetry import _records as records
 
 from .conftest import wait_until
 
@@ -271,3 +274,42 @@ async def test_a_large_loop_turn_is_written_whole(tmp_path: Path) -> None:
     await asyncio.wait_for(engine.shutdown(), DEADLINE * 4)
     assert tel.checkpoint_file is not None
     assert {f.uid for f in futures} == task_uids(tel.checkpoint_file)
+
+
+def test_the_writer_holds_nothing_per_task_and_reports_its_peak_rss(tmp_path: Path) -> None:
+    """100,000 tasks created in one loop turn and still running: the writer
+    renders them in frames and keeps nothing per task, so its memory stays
+    near its start-up size (layout 1's renderer kept each live task: 200 MB)."""
+    tasks = 100_000
+    loop = asyncio.new_event_loop()
+    path = tmp_path / f"many{names.CHECKPOINT_SUFFIX}"
+    writer = _pipe_writer.ProcessCheckpointWriter(path, ("s", "n", "01" * 16), loop)
+    try:
+        assert writer.wait_ready()
+        for i in range(tasks):
+            uid = f"task.{i:06d}"
+            created = (records.CREATED, uid, i << 3, i, "b", "wf-1", i + 1, 1, "task", "t")
+            writer.write((*created, "function", "w", 1, 0))
+        loop.run_until_complete(asyncio.sleep(0))  # the turn ends: one batch of them all
+        assert writer.writer_peak_rss is None  # reported at exit
+    finally:
+        writer.close()
+        loop.close()
+    lines = path.read_text().splitlines()
+    assert len(lines) == tasks + 1  # and the header
+    assert writer.writer_peak_rss is not None
+    assert 0 < writer.writer_peak_rss < 80 * 2**20
+
+
+def test_a_large_batch_goes_in_frames() -> None:
+    batch = [
+        (records.STARTED, f"task.{i:06d}", i) for i in range(2 * _pipe_writer.FRAME_RECORDS + 1)
+    ]
+    blob = _pipe_writer._frame(batch)
+    frames, at = [], 0
+    while at < len(blob):
+        size = struct.unpack_from("<I", blob, at)[0]
+        frames.append(marshal.loads(blob[at + 4 : at + 4 + size]))
+        at += 4 + size
+    assert [len(f) for f in frames] == [_pipe_writer.FRAME_RECORDS] * 2 + [1]
+    assert [tuple(r) for f in frames for r in f] == batch
