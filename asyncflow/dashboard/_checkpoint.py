@@ -61,6 +61,8 @@ _EVENTS = {
     n.EVENT_TASK_CANCELED: _SKIP,
 }
 _STEPS = {n.EVENT_TASK_RESOLVED: n.SPAN_EVENT_RESOLVED}
+_HEADER_LINE = f'{_SECTION}{n.SECTION_HEADER}"'
+_NOT_JSON, _BLANK = object(), object()
 _TASK_ID = '"task_id":"'
 _CREATED = f'{_EVENT_NAME}{n.EVENT_TASK_CREATED}"'
 _BLOCK_PREFIX = n.UID_PREFIX_BLOCK
@@ -106,6 +108,7 @@ class CheckpointParser:
         self._live: dict[str, list[str]] = {}
         # Layout 2: the fields of each unfinished task's lines so far.
         self._tasks: dict[str, dict[str, Any]] = {}
+        self._layout2 = False
 
     def _bad(self, line: str) -> None:
         self.bad_lines += 1
@@ -132,6 +135,13 @@ class CheckpointParser:
         The events of tasks still running are kept as text until
         :meth:`flush`: most of them are made moot by a span a few lines on.
         """
+        if not isinstance(lines, list):
+            lines = list(lines)
+        if not self._layout2 and lines and lines[0].startswith(_HEADER_LINE):
+            self._layout2 = True
+        if self._layout2:
+            self._feed_layout2(lines)
+            return
         spans: list[str] = []
         others: list[str] = []
         tasks: list[str] = []
@@ -186,6 +196,81 @@ class CheckpointParser:
             event = self._load(line)
             if event is not None:
                 self._other_event(event)
+
+    def _feed_layout2(self, lines: list[str]) -> None:
+        """Lines of a layout 2 file: parsed in one go, task lines merged per task.
+
+        One ``loads`` of the lines as a JSON array: no Python work per line
+        but the merge. A batch with a line that is not JSON is parsed line by
+        line instead, and that line counted.
+        """
+        end = len(lines)
+        while end and not lines[end - 1].strip():
+            end -= 1
+        lines = lines[:end]
+        try:
+            docs = loads("[" + ",".join(lines) + "]") if lines else []
+        except (ValueError, RecursionError):
+            docs = [self._parse(line) for line in lines]
+        live = self._tasks
+        add = self.builder.add_record
+        records = 0
+        for i, fields in enumerate(docs):
+            try:
+                uid = fields[n.TL_UID] if fields[n.SECTION] == n.SECTION_TASK else None
+            except (TypeError, KeyError, IndexError):
+                uid = None
+            if uid is None:
+                self._layout2_other(fields, lines[i])
+                continue
+            if type(uid) is not str:
+                self._bad(lines[i])
+                continue
+            records += 1
+            task = live.get(uid)
+            if task is None:
+                task = live[uid] = fields
+            else:
+                task.update(fields)
+            if n.TL_ENDED in fields:
+                del live[uid]
+                try:
+                    add(task_record(task))
+                except (TypeError, ValueError, AttributeError):  # a field of the wrong type
+                    self._bad(lines[i])
+            elif n.TL_ATTEMPT_ENDED in fields:
+                attempts = task.get("attempts")
+                if attempts is None:
+                    attempts = task["attempts"] = []
+                attempts.append((fields[n.TL_ATTEMPT_ENDED], fields.get(n.TL_ATTEMPT) or {}))
+        self.records += records
+
+    def _parse(self, line: str) -> Any:
+        """One line's JSON, or ``_NOT_JSON`` (a blank line is not a bad one)."""
+        try:
+            return loads(line)
+        except (ValueError, RecursionError):
+            return _NOT_JSON if line.strip() else _BLANK
+
+    def _layout2_other(self, record: Any, line: str) -> None:
+        """A layout 2 line that is not a task line: header, span, event, metric."""
+        if record is _BLANK:
+            return
+        if (
+            record is _NOT_JSON
+            or not isinstance(record, dict)
+            or n.record_problem(record) is not None
+        ):
+            self._bad(line)
+            return
+        self.records += 1
+        section = record[n.SECTION]
+        if section == n.SECTION_SPAN:
+            self.builder.add_span(record)
+        elif section == n.SECTION_METRIC:
+            self.builder.add_metric_snapshot(record)
+        elif section == n.SECTION_EVENT:
+            self._other_event(record)
 
     def _task_lines(self, lines: list[str]) -> None:
         """Layout 2 ``task`` lines: each adds its fields to its task; the last one ends it."""

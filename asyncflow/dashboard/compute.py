@@ -195,13 +195,22 @@ def busy_steps(run: Run, kind: str, backend: str | None = None) -> Steps:
     """
     deltas: dict[float, int] = defaultdict(int)
     origin, end = run.start, run.end
+    prefix = kind + ":"
+    gpu, cpu = kind == n.KIND_GPU, kind == n.KIND_CPU
     for task in run.tasks:
-        if task.started is None or (backend is not None and task.backend != backend):
+        started = task.started
+        if started is None or (backend is not None and task.backend != backend):
             continue
-        count = task.slot_count(kind)
+        # SpanRecord.slot_count, inline: this runs once per task and kind.
+        slots = task.slots
+        if slots:
+            count = sum(1 for s in slots if s.startswith(prefix))
+        else:
+            count = task.gpus if gpu else task.cpus if cpu else 0
         if count:
-            deltas[task.started - origin] += count
-            deltas[(task.finished if task.finished is not None else end) - origin] -= count
+            deltas[started - origin] += count
+            finished = task.finished
+            deltas[(finished if finished is not None else end) - origin] -= count
     times, values = level_over_time(deltas, run.rel(end))
     return Steps(times, values)
 
@@ -214,13 +223,15 @@ def level_over_time(deltas: dict[float, int], until: float) -> tuple[list[float]
     """
     times, values = [0.0], [0]
     level = 0
-    for t in sorted(deltas):
-        level += deltas[t]
-        if t <= times[-1]:
+    latest = 0.0
+    for t, delta in sorted(deltas.items()):
+        level += delta
+        if t <= latest:
             values[-1] = level
         else:
             times.append(t)
             values.append(level)
+            latest = t
     if until > times[-1]:
         times.append(until)
         values.append(values[-1])
@@ -231,19 +242,30 @@ def envelope(steps: Steps, max_points: int) -> Steps:
     """At most about ``max_points`` steps: each of equal time bins shows its peak.
 
     Keeps short bursts visible when a long run has too many changes to draw.
+    A step holds from its bin to the bin of the next step, both included.
     """
-    if len(steps.times) <= max_points or max_points < 2:
+    times, values = steps.times, steps.values
+    count = len(times)
+    if count <= max_points or max_points < 2:
         return steps
-    first, last = steps.times[0], steps.times[-1]
+    first, last = times[0], times[-1]
     width = (last - first) / (max_points - 1) or 1.0
+    # The bin each step starts in (non-decreasing: the times are sorted).
+    bins = [int((t - first) / width) for t in times]
+    last_bin = int((last - first) / width)
     peaks = [0] * max_points
-    times = steps.times
-    for i, value in enumerate(steps.values):
-        lo = int((times[i] - first) / width)
-        hi = int(((times[i + 1] if i + 1 < len(times) else last) - first) / width)
-        for b in range(lo, min(hi, max_points - 1) + 1):
-            if value > peaks[b]:
-                peaks[b] = value
+    start = 0  # the first step starting in bin b or later
+    for b in range(max_points):
+        end = bisect.bisect_left(bins, b + 1, start)
+        # The steps starting in this bin, and the one before them, which
+        # holds until the bin of the next step.
+        peak = max(values[start:end]) if end > start else 0
+        if start:
+            held_until = bins[start] if start < count else last_bin
+            if held_until >= b and values[start - 1] > peak:
+                peak = values[start - 1]
+        peaks[b] = peak if peak > 0 else 0
+        start = end
     return Steps([first + b * width for b in range(max_points)], peaks)
 
 

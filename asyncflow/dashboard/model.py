@@ -351,59 +351,94 @@ def task_record(task: Mapping[str, Any]) -> SpanRecord:
     ``task`` is the union of the fields of its lines (docs/telemetry.md),
     with its attempts' ``(time_ns, attributes)`` under ``"attempts"``. The
     record is the one :func:`span_record` makes of the layout 1 span.
+
+    Raises:
+        TypeError, ValueError, AttributeError: a field of the wrong type.
     """
     get = task.get
-    uid = str(get(n.TL_UID) or "")
-    is_task = get(n.TL_LEVEL, n.LEVEL_TASK) != n.LEVEL_BLOCK
-    extra = get(n.TL_ATTRIBUTES) or {}
-    if not isinstance(extra, Mapping):
-        extra = {}
+    end = task[n.TL_ENDED]
+    created = get(n.TL_CREATED) or end
+    resolved = get(n.SPAN_EVENT_RESOLVED)
+    queued = get(n.SPAN_EVENT_QUEUED)
+    submitted = get(n.SPAN_EVENT_SUBMITTED)
+    started = get(n.SPAN_EVENT_STARTED)
     result = get(n.TL_RESULT)
     if result not in FINAL_STATES:
         result = STATE_FAILED if get(n.TL_STATUS) == n.STATUS_ERROR else STATE_COMPLETED
-    failure = ""
-    if result == STATE_FAILED:
-        failure = _process_text(extra) + _exception_text(get(n.TL_EXCEPTION))
-    attempts = get("attempts")
-    end = get(n.TL_ENDED) or 0
-    cpus, gpus = (get(n.TL_CPUS, 1), get(n.TL_GPUS, 0)) if is_task else (1, 0)
-    resolved, queued, submitted, started = (get(step) for step in n.TL_STEPS)
-    others = () if extra.keys() <= _KNOWN_ATTRIBUTES else extra.keys() - _KNOWN_ATTRIBUTES
-    workflow_id = str(get(n.TL_WORKFLOW_ID) or "")
-    return SpanRecord(
+    uid = task[n.TL_UID]
+    slots = get(n.TL_SLOTS)
+    depends_on = get(n.TL_DEPENDS_ON)
+    record = SpanRecord(
         uid,
-        n.LEVEL_TASK if is_task else n.LEVEL_BLOCK,
-        str(get(n.TL_NAME) or ""),
-        workflow_id if is_task else uid,
-        str(get(n.TL_WORKFLOW_NAME) or ""),
-        str(get(n.TL_BACKEND) or "") if is_task else "",
-        str(result),
-        (get(n.TL_CREATED) or end) / 1e9,
+        n.LEVEL_TASK,
+        str(get(n.TL_NAME, "")),
+        str(get(n.TL_WORKFLOW_ID) or ""),
+        str(get(n.TL_WORKFLOW_NAME, "")),
+        str(get(n.TL_BACKEND) or ""),
+        _KNOWN_RESULTS[result],
+        created / 1e9,
         resolved / 1e9 if resolved else None,
         queued / 1e9 if queued else None,
         submitted / 1e9 if submitted else None,
         started / 1e9 if started else None,
         end / 1e9,
-        _strings(get(n.TL_SLOTS)),
-        cpus if type(cpus) is int else _int(cpus, 1),
-        gpus if type(gpus) is int else _int(gpus, 0),
-        str(get(n.TL_ERROR_TYPE) or ""),
-        str(get(n.TL_DESCRIPTION) or ""),
-        _strings(get(n.TL_DEPENDS_ON)),
-        str(get(n.TL_SPAN) or ""),
+        _strings(slots) if slots else (),
+        _int(get(n.TL_CPUS, 1), 1),
+        _int(get(n.TL_GPUS, 0), 0),
+        str(get(n.TL_ERROR_TYPE, "")),
+        str(get(n.TL_DESCRIPTION, "")),
+        _strings(depends_on) if depends_on else (),
+        str(get(n.TL_SPAN, "")),
         str(get(n.TL_PARENT) or ""),
-        "" if is_task else workflow_id,
-        str(extra.get(n.TASK_CACHE) or ""),
-        " ".join(
-            str(v) for v in (extra.get(n.CACHE_SOURCE_SESSION), extra.get(n.CACHE_SOURCE_TASK)) if v
-        ),
-        tuple(sorted(_attempt({"time_ns": t, "attributes": a}) for t, a in attempts))
-        if attempts
-        else (),
-        _TASK_KINDS.get(str(get(n.TL_TYPE) or ""), "") if is_task else "",
-        failure,
-        tuple(sorted((k, _text(extra[k])) for k in others)) if others else (),
+        "",
+        "",
+        "",
+        (),
+        _TASK_KINDS.get(str(get(n.TL_TYPE, "")), ""),
     )
+    extra = get(n.TL_ATTRIBUTES)
+    attempts = get("attempts")
+    if extra or attempts or result == STATE_FAILED or get(n.TL_LEVEL) == n.LEVEL_BLOCK:
+        record = _task_details(task, record, extra if isinstance(extra, Mapping) else {})
+    return record
+
+
+# One string per result, not one per record.
+_KNOWN_RESULTS = {r: r for r in FINAL_STATES}
+
+
+def _task_details(
+    task: Mapping[str, Any], record: SpanRecord, extra: Mapping[str, Any]
+) -> SpanRecord:
+    """The rarer parts of a task's record: a block, its extra attributes, attempts, a failure."""
+    changes: dict[str, Any] = {}
+    if task.get(n.TL_LEVEL) == n.LEVEL_BLOCK:
+        # A block's span has no task attributes: its own uid is its workflow id.
+        changes.update(
+            level=n.LEVEL_BLOCK,
+            workflow_id=record.uid,
+            backend="",
+            cpus=1,
+            gpus=0,
+            kind="",
+            scope=record.workflow_id,
+        )
+    if extra:
+        changes["cache"] = str(extra.get(n.TASK_CACHE) or "")
+        changes["cache_source"] = " ".join(
+            str(v) for v in (extra.get(n.CACHE_SOURCE_SESSION), extra.get(n.CACHE_SOURCE_TASK)) if v
+        )
+        others = extra.keys() - _KNOWN_ATTRIBUTES
+        if others:
+            changes["extra"] = tuple(sorted((k, _text(extra[k])) for k in others))
+    attempts = task.get("attempts")
+    if attempts:
+        changes["attempts"] = tuple(
+            sorted(_attempt({"time_ns": t, "attributes": a}) for t, a in attempts)
+        )
+    if record.state == STATE_FAILED:
+        changes["failure"] = _process_text(extra) + _exception_text(task.get(n.TL_EXCEPTION))
+    return record._replace(**changes)
 
 
 def _attempt(event: Mapping[str, Any]) -> Attempt:

@@ -6,6 +6,8 @@ import math
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 pytest.importorskip("plotly", reason="needs the dashboard extra")
 
@@ -282,3 +284,32 @@ def test_envelope_keeps_peaks() -> None:
     steps = c.Steps([float(i) for i in range(10_000)], [i % 7 for i in range(10_000)])
     small = c.envelope(steps, 100)
     assert len(small.times) == 100 and small.peak == 6 and min(small.values[:-1]) == 6
+
+
+def _envelope_by_steps(steps: c.Steps, max_points: int) -> c.Steps:
+    """The envelope the plain way: each step raises every bin it covers."""
+    if len(steps.times) <= max_points or max_points < 2:
+        return steps
+    first, last = steps.times[0], steps.times[-1]
+    width = (last - first) / (max_points - 1) or 1.0
+    peaks = [0] * max_points
+    times = steps.times
+    for i, value in enumerate(steps.values):
+        lo = int((times[i] - first) / width)
+        hi = int(((times[i + 1] if i + 1 < len(times) else last) - first) / width)
+        for b in range(lo, min(hi, max_points - 1) + 1):
+            peaks[b] = max(peaks[b], value)
+    return c.Steps([first + b * width for b in range(max_points)], peaks)
+
+
+@given(
+    st.lists(st.tuples(st.floats(0, 1000, allow_nan=False), st.integers(-50, 50)), max_size=400),
+    st.integers(2, 60),
+)
+def test_envelope_is_each_bins_peak(changes: list[tuple[float, int]], max_points: int) -> None:
+    deltas: dict[float, int] = {}
+    for t, d in changes:
+        deltas[t] = deltas.get(t, 0) + d
+    times, values = c.level_over_time(deltas, 1000.0)
+    steps = c.Steps(times, values)
+    assert c.envelope(steps, max_points) == _envelope_by_steps(steps, max_points)
