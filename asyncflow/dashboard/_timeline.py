@@ -224,13 +224,18 @@ def _segments(
     }
     marks: dict[str, tuple[list[float], list[float]]] = {s: ([], []) for s in _NEVER_RAN}
     now = run.rel(run.end)
+    origin, latest = run.start, run.end
     for index, row in enumerate(rows):
         key = (index // group, row.workflow_type)
         line = spans[key]
         for task in row.tasks:
-            span = _run_span(task, run)
-            if span is not None and span[1] >= low - pixel and span[0] <= high + pixel:
-                line.append((span[0], max(span[1], span[0] + pixel)))
+            # _run_span, inline: this runs once per task.
+            started, finished = task.started, task.finished
+            span = None
+            if started is not None:
+                span = (started - origin, (finished if finished is not None else latest) - origin)
+                if span[1] >= low - pixel and span[0] <= high + pixel:
+                    line.append((span[0], max(span[1], span[0] + pixel)))
             state = status(task)
             if state in marks:
                 end = (task.finished if task.finished is not None else run.end) - run.start

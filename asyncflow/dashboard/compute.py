@@ -134,13 +134,14 @@ def timeline_rows(
     grouped: dict[str, list[SpanRecord]] = defaultdict(list)
     row_type: dict[str, str] = {}
     for task in run.tasks:
-        key = keys.get(task.workflow_id, task.workflow_id) or NO_WORKFLOW
-        if key not in row_type or not row_type[key]:
+        wf_id = task.workflow_id
+        key = keys.get(wf_id, wf_id) or NO_WORKFLOW
+        if not row_type.get(key):
             row_type[key] = known.get(key) or task.workflow_type
         if states is None or status(task) in states:
             grouped[key].append(task)
     rows = [
-        Row(key, row_type[key], min(t.created for t in tasks), tuple(tasks))
+        Row(key, row_type[key], min([t.created for t in tasks]), tuple(tasks))
         for key, tasks in grouped.items()
         if types is None or row_type[key] in types
     ]
@@ -362,27 +363,49 @@ def configuration(run: Run, rows: list[Row] | None = None) -> list[TypeConfig]:
         rows: its unfiltered :func:`timeline_rows`, when already at hand.
     """
     rows = timeline_rows(run) if rows is None else rows
-    type_of_task = {t.uid: r.workflow_type for r in rows for t in r.tasks}
     out = []
     by_type: dict[str, list[Row]] = defaultdict(list)
     for row in rows:
         by_type[row.workflow_type].append(row)
+    tasks_of = {wf_type: [t for r in group for t in r.tasks] for wf_type, group in by_type.items()}
+    depending = [t for tasks in tasks_of.values() for t in tasks if t.depends_on]
+    type_of_task = {}
+    if depending:
+        wanted = {d for t in depending for d in t.depends_on}
+        type_of_task = {t.uid: r.workflow_type for r in rows for t in r.tasks if t.uid in wanted}
     for wf_type in sorted(by_type):
-        tasks = [t for r in by_type[wf_type] for t in r.tasks]
-        deps = {type_of_task.get(d, wf_type) for t in tasks for d in t.depends_on} - {wf_type}
+        tasks = tasks_of[wf_type]
+        deps = {
+            type_of_task.get(d, wf_type) for t in tasks if t.depends_on for d in t.depends_on
+        } - {wf_type}
         priority = run.priorities.get(wf_type)
+        cpus, gpus = _slot_counts(tasks)
         out.append(
             TypeConfig(
                 workflow_type=wf_type or NO_WORKFLOW,
                 instances=len(by_type[wf_type]),
                 tasks=len(tasks),
-                cpus=_span_of(t.slot_count(n.KIND_CPU) for t in tasks),
-                gpus=_span_of(t.slot_count(n.KIND_GPU) for t in tasks),
+                cpus=_span_of(cpus),
+                gpus=_span_of(gpus),
                 priority="-" if priority is None else str(priority),
                 depends_on=tuple(sorted(d or NO_WORKFLOW for d in deps)),
             )
         )
     return out
+
+
+def _slot_counts(tasks: Iterable[SpanRecord]) -> tuple[set[int], set[int]]:
+    """The CPU and GPU counts the tasks hold (``SpanRecord.slot_count``, in one pass)."""
+    cpus: set[int] = set()
+    gpus: set[int] = set()
+    for task in tasks:
+        if task.slots:
+            cpus.add(task.slot_count(n.KIND_CPU))
+            gpus.add(task.slot_count(n.KIND_GPU))
+        else:
+            cpus.add(task.cpus)
+            gpus.add(task.gpus)
+    return cpus, gpus
 
 
 # ---------------------------------------------------------------- summary
