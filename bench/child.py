@@ -18,7 +18,7 @@ import sys
 import tempfile
 from typing import Any
 
-from .workloads import ALL_CONFIGS, WORKLOADS, run
+from .workloads import ALL_CONFIGS, FILE_STATS, WORKLOADS, run
 
 
 def _rss_mb() -> float:
@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     base_rss = _rss_mb()
     with tempfile.TemporaryDirectory(prefix="asyncflow-bench-", dir=args.work_dir) as work_dir:
         out = asyncio.run(_measure(args.config, args.workload, args.n, args.repeat, work_dir))
+    out.update(FILE_STATS)
     out.update(
         config=args.config,
         workload=args.workload,

@@ -36,6 +36,8 @@ __all__ = ["Summary", "render", "summarise"]
 SCALING_FACTOR = 1.2  # an engine's time(big)/time(small) vs plain asyncio's
 RSS_FACTOR = 2.0  # an engine's peak RSS at the largest independent run vs plain asyncio's
 TEL_BYTES_PER_TASK = 1024  # peak RSS growth with full telemetry, per finished task
+FILE_BYTES_PER_TASK = 1024  # the checkpoint file, per task
+WRITER_RSS_MB = 100  # the checkpoint writer process's peak RSS, whatever N
 
 
 @dataclass(frozen=True)
@@ -145,10 +147,16 @@ class TelemetryCost:
     stop_seconds: float  # engine.shutdown(), flushing telemetry included
     off_stop_seconds: float
     rss_growth_bytes_per_task: float
+    file_bytes_per_task: float | None = None  # the checkpoint file
+    writer_peak_rss_mb: float | None = None  # the checkpoint writer process
 
     @property
     def passed(self) -> bool:
-        return self.rss_growth_bytes_per_task < TEL_BYTES_PER_TASK
+        return (
+            self.rss_growth_bytes_per_task < TEL_BYTES_PER_TASK
+            and (self.file_bytes_per_task or 0) <= FILE_BYTES_PER_TASK
+            and (self.writer_peak_rss_mb or 0) <= WRITER_RSS_MB
+        )
 
 
 @dataclass
@@ -182,8 +190,10 @@ class Summary:
             if m.passed is False
         )
         out.extend(
-            f"telemetry RSS growth {t.config} at N={t.n:,}: "
-            f"{t.rss_growth_bytes_per_task:.0f} bytes per task, target < {TEL_BYTES_PER_TASK}"
+            f"telemetry {t.config} at N={t.n:,}: RSS growth "
+            f"{t.rss_growth_bytes_per_task:.0f} B/task (target < {TEL_BYTES_PER_TASK}), file "
+            f"{t.file_bytes_per_task or 0:.0f} B/task (target <= {FILE_BYTES_PER_TASK}), writer "
+            f"{t.writer_peak_rss_mb or 0:.0f} MB (target <= {WRITER_RSS_MB})"
             for t in self.telemetry
             if not t.passed
         )
@@ -296,6 +306,13 @@ def _telemetry(cells: dict[Key, list[dict[str, Any]]]) -> list[TelemetryCost]:
                 stop_seconds=statistics.median(s for m in ms for s in m["stop_seconds"]),
                 off_stop_seconds=statistics.median(s for m in off for s in m["stop_seconds"]),
                 rss_growth_bytes_per_task=(peak - off_peak) * 2**20 / task_count(workload, n),
+                file_bytes_per_task=statistics.median(m["checkpoint_bytes"] for m in ms)
+                / task_count(workload, n)
+                if all("checkpoint_bytes" in m for m in ms)
+                else None,
+                writer_peak_rss_mb=max(m["writer_peak_rss_mb"] for m in ms)
+                if all("writer_peak_rss_mb" in m for m in ms)
+                else None,
             )
         )
     return out
@@ -463,17 +480,30 @@ def _telemetry_table(costs: Sequence[TelemetryCost]) -> list[str]:
             f"{t.stop_seconds:.3f}",
             f"{t.off_stop_seconds:.3f}",
             f"{t.rss_growth_bytes_per_task:.0f}",
+            "-" if t.file_bytes_per_task is None else f"{t.file_bytes_per_task:.0f}",
+            "-" if t.writer_peak_rss_mb is None else f"{t.writer_peak_rss_mb:.0f}",
             _verdict(t.passed),
         ]
         for t in costs
     ]
-    header = ["configuration", "N", "shutdown s", "shutdown s (off)", "RSS growth B/task", "result"]
+    header = [
+        "configuration",
+        "N",
+        "shutdown s",
+        "shutdown s (off)",
+        "RSS growth B/task",
+        "file B/task",
+        "writer peak MB",
+        "result",
+    ]
     return [
         "Full telemetry (spans + metrics + checkpoint file): engine.shutdown() time, which",
-        "flushes exporters and writes the rest of the checkpoint file, and the peak RSS",
-        f"growth over telemetry off per finished task (target < {TEL_BYTES_PER_TASK} bytes).",
+        "flushes exporters and writes the rest of the checkpoint file, the peak RSS",
+        f"growth over telemetry off per finished task (target < {TEL_BYTES_PER_TASK} bytes),",
+        f"the checkpoint file per task (target <= {FILE_BYTES_PER_TASK} bytes) and the peak RSS",
+        f"of the checkpoint writer process (target <= {WRITER_RSS_MB} MB).",
         "",
-        *_table(header, body, right={1, 2, 3, 4}),
+        *_table(header, body, right={1, 2, 3, 4, 5, 6}),
     ]
 
 

@@ -217,6 +217,10 @@ async def run_pool(workload: str, n: int) -> tuple[float, list[Any]]:
 
 
 # ---------------------------------------------------------------- the engine
+# Set by a run with the checkpoint file: its size in bytes, the writer's peak RSS.
+FILE_STATS: dict[str, float] = {}
+
+
 async def run_engine(
     config: str, workload: str, n: int, work_dir: str
 ) -> tuple[float, list[Any], float, float]:
@@ -279,6 +283,12 @@ async def run_engine(
         if summary["tasks_by_state"].get("completed") != task_count(workload, n):
             raise AssertionError(f"telemetry counted {summary['tasks_by_state']}")
     if mode != "mem" and mode != "off":
+        # The checkpoint file's size and the writer's peak RSS (the telemetry table).
+        rss = engine.telemetry.checkpoint_writer_peak_rss
+        FILE_STATS.update(
+            checkpoint_bytes=float(engine.telemetry.checkpoint_file.stat().st_size),
+            writer_peak_rss_mb=max(FILE_STATS.get("writer_peak_rss_mb", 0.0), (rss or 0) / 2**20),
+        )
         spans = sum(1 for _ in read_checkpoint(engine.telemetry.checkpoint_file, ["span"]))
         if spans != task_count(workload, n) + 1:  # the tasks and the session
             raise AssertionError(f"checkpoint file holds {spans} spans, not {n + 1}")

@@ -137,6 +137,12 @@ class Telemetry:
         return self._writer.path if self._writer is not None else None  # None: OTLP only
 
     @property
+    def checkpoint_writer_peak_rss(self) -> int | None:
+        """The checkpoint writer process's peak RSS in bytes, once it has exited
+        (after shutdown); ``None`` without one (or before)."""
+        return getattr(self._writer, "writer_peak_rss", None)
+
+    @property
     def prometheus_port(self) -> int | None:
         """The port ``/metrics`` is served on, when it is."""
         return self._prometheus[1] if self._prometheus is not None else None
