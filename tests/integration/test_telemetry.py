@@ -520,6 +520,8 @@ async def test_checkpoint_file_has_every_span_once(engine: WorkflowEngine, tmp_p
     assert json.loads(lines[0])[names.SECTION] == names.SECTION_HEADER
     # Layout 2: a header, six small lines per task (docs/telemetry.md).
     assert 6 * 200 <= len(lines) < 7 * 200
+    rss = tel.checkpoint_writer_peak_rss  # reported by the writer process as it exited
+    assert rss is not None and 0 < rss < 100 * 2**20
     records = list(read_checkpoint(path))
     spans = [r for r in records if r["section"] == "span"]
     assert len(spans) == len({s["span_id"] for s in spans}) == 200 + 2  # tasks, workflow, session
