@@ -198,33 +198,27 @@ class CheckpointParser:
                 self._other_event(event)
 
     def _feed_layout2(self, lines: list[str]) -> None:
-        """Lines of a layout 2 file: parsed in one go, task lines merged per task.
+        """Lines of a layout 2 file: task lines merged per task as they are read.
 
-        One ``loads`` of the lines as a JSON array: no Python work per line
-        but the merge. A batch with a line that is not JSON is parsed line by
-        line instead, and that line counted.
+        A finished task becomes its record at once; its fields are let go.
         """
-        end = len(lines)
-        while end and not lines[end - 1].strip():
-            end -= 1
-        lines = lines[:end]
-        try:
-            docs = loads("[" + ",".join(lines) + "]") if lines else []
-        except (ValueError, RecursionError):
-            docs = [self._parse(line) for line in lines]
         live = self._tasks
         add = self.builder.add_record
         records = 0
-        for i, fields in enumerate(docs):
+        for line in lines:
             try:
+                fields = loads(line)
                 uid = fields[n.TL_UID] if fields[n.SECTION] == n.SECTION_TASK else None
+            except (ValueError, RecursionError):
+                fields = _NOT_JSON if line.strip() else _BLANK
+                uid = None
             except (TypeError, KeyError, IndexError):
                 uid = None
             if uid is None:
-                self._layout2_other(fields, lines[i])
+                self._layout2_other(fields, line)
                 continue
             if type(uid) is not str:
-                self._bad(lines[i])
+                self._bad(line)
                 continue
             records += 1
             task = live.get(uid)
@@ -237,20 +231,13 @@ class CheckpointParser:
                 try:
                     add(task_record(task))
                 except (TypeError, ValueError, AttributeError):  # a field of the wrong type
-                    self._bad(lines[i])
+                    self._bad(line)
             elif n.TL_ATTEMPT_ENDED in fields:
                 attempts = task.get("attempts")
                 if attempts is None:
                     attempts = task["attempts"] = []
                 attempts.append((fields[n.TL_ATTEMPT_ENDED], fields.get(n.TL_ATTEMPT) or {}))
         self.records += records
-
-    def _parse(self, line: str) -> Any:
-        """One line's JSON, or ``_NOT_JSON`` (a blank line is not a bad one)."""
-        try:
-            return loads(line)
-        except (ValueError, RecursionError):
-            return _NOT_JSON if line.strip() else _BLANK
 
     def _layout2_other(self, record: Any, line: str) -> None:
         """A layout 2 line that is not a task line: header, span, event, metric."""

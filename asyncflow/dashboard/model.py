@@ -13,6 +13,7 @@ Timestamps are seconds since the epoch (floats); figures subtract
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
@@ -261,7 +262,7 @@ def _strings(value: Any) -> tuple[str, ...]:
     if not value:
         return ()
     if isinstance(value, (list, tuple)):
-        return tuple(str(v) for v in value)
+        return tuple(map(str, value))
     if isinstance(value, str) and value:
         return (value,)
     return ()
@@ -355,6 +356,66 @@ def task_record(task: Mapping[str, Any]) -> SpanRecord:
     Raises:
         TypeError, ValueError, AttributeError: a field of the wrong type.
     """
+    try:
+        # A task that went through every step has all of these: one C call.
+        (uid, created, span, parent, backend, workflow_id, name, workflow_name) = _NAMES(task)
+        (kind, cpus, gpus, resolved, queued, submitted, started, end, result) = _STEPS(task)
+    except KeyError:
+        return _any_task_record(task)
+    if result not in _KNOWN_RESULTS or task.get(n.TL_LEVEL) != n.LEVEL_TASK:
+        return _any_task_record(task)
+    get = task.get
+    slots = get(n.TL_SLOTS)
+    depends_on = get(n.TL_DEPENDS_ON)
+    record = SpanRecord(
+        uid if type(uid) is str else str(uid),
+        n.LEVEL_TASK,
+        _shared(name),
+        _shared(workflow_id),
+        _shared(workflow_name),
+        _shared(backend),
+        _KNOWN_RESULTS[result],
+        created / 1e9,
+        resolved / 1e9,
+        queued / 1e9,
+        submitted / 1e9,
+        started / 1e9,
+        end / 1e9,
+        _strings(slots) if slots else (),
+        cpus if type(cpus) is int else _int(cpus, 1),
+        gpus if type(gpus) is int else _int(gpus, 0),
+        str(get(n.TL_ERROR_TYPE, "")),
+        str(get(n.TL_DESCRIPTION, "")),
+        _strings(depends_on) if depends_on else (),
+        str(span),
+        str(parent),
+        "",
+        "",
+        "",
+        (),
+        _TASK_KINDS.get(str(kind), ""),
+    )
+    extra = get(n.TL_ATTRIBUTES)
+    if extra or result == STATE_FAILED or n.TL_ATTEMPT_ENDED in task:
+        record = _task_details(task, record, extra if isinstance(extra, Mapping) else {})
+    return record
+
+
+_NAMES = operator.itemgetter(
+    n.TL_UID,
+    n.TL_CREATED,
+    n.TL_SPAN,
+    n.TL_PARENT,
+    n.TL_BACKEND,
+    n.TL_WORKFLOW_ID,
+    n.TL_NAME,
+    n.TL_WORKFLOW_NAME,
+)
+_STEPS = operator.itemgetter(n.TL_TYPE, n.TL_CPUS, n.TL_GPUS, *n.TL_STEPS, n.TL_ENDED, n.TL_RESULT)
+
+
+def _any_task_record(task: Mapping[str, Any]) -> SpanRecord:
+    """:func:`task_record` of any task or block: fields may be missing or odd."""
     get = task.get
     end = task[n.TL_ENDED]
     created = get(n.TL_CREATED) or end
@@ -365,16 +426,15 @@ def task_record(task: Mapping[str, Any]) -> SpanRecord:
     result = get(n.TL_RESULT)
     if result not in FINAL_STATES:
         result = STATE_FAILED if get(n.TL_STATUS) == n.STATUS_ERROR else STATE_COMPLETED
-    uid = task[n.TL_UID]
     slots = get(n.TL_SLOTS)
     depends_on = get(n.TL_DEPENDS_ON)
     record = SpanRecord(
-        uid,
+        str(task[n.TL_UID]),
         n.LEVEL_TASK,
-        str(get(n.TL_NAME, "")),
-        str(get(n.TL_WORKFLOW_ID) or ""),
-        str(get(n.TL_WORKFLOW_NAME, "")),
-        str(get(n.TL_BACKEND) or ""),
+        _shared(get(n.TL_NAME, "")),
+        _shared(get(n.TL_WORKFLOW_ID) or ""),
+        _shared(get(n.TL_WORKFLOW_NAME, "")),
+        _shared(get(n.TL_BACKEND) or ""),
         _KNOWN_RESULTS[result],
         created / 1e9,
         resolved / 1e9 if resolved else None,
@@ -405,6 +465,21 @@ def task_record(task: Mapping[str, Any]) -> SpanRecord:
 
 # One string per result, not one per record.
 _KNOWN_RESULTS = {r: r for r in FINAL_STATES}
+
+# Names, workflow ids and backends repeat from task to task: one string each
+# (a million tasks would otherwise hold four million copies). Bounded.
+_SHARED: dict[str, str] = {}
+_SHARED_LIMIT = 200_000
+
+
+def _shared(value: Any) -> str:
+    text = str(value)
+    found = _SHARED.get(text)
+    if found is None:
+        if len(_SHARED) >= _SHARED_LIMIT:
+            _SHARED.clear()
+        found = _SHARED[text] = text
+    return found
 
 
 def _task_details(
