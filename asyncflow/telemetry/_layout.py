@@ -32,11 +32,17 @@ def seconds(t_ns: int) -> float:
 
 
 class Layout1Records:
-    """Records of one checkpoint file, in layout 1's shape, line by line."""
+    """Records of one checkpoint file, in layout 1's shape, line by line.
 
-    def __init__(self) -> None:
+    Args:
+        events: also give a task's ``event`` records (a reader of spans
+            alone is spared building six per task).
+    """
+
+    def __init__(self, events: bool = True) -> None:
         self.header: dict[str, Any] = {}
         self._live: dict[str, dict[str, Any]] = {}
+        self._events = events
 
     def records(self, record: dict[str, Any]) -> list[dict[str, Any]]:
         """The layout 1 records a parsed line stands for (none for a header)."""
@@ -59,24 +65,28 @@ class Layout1Records:
     def _task(self, line: dict[str, Any]) -> list[dict[str, Any]]:
         uid = line[n.TL_UID]
         out: list[dict[str, Any]] = []
+        events = self._events
         if n.TL_CREATED in line:
             task = self._live[uid] = dict(line)
-            out.append(self._created(task))
+            if events:
+                out.append(self._created(task))
         else:
             task = self._live.setdefault(uid, {n.TL_UID: uid})
+        if n.TL_ASSIGNED in line:  # layout 1 wrote it before the task started
+            fields = {k: v for k, v in line.items() if k not in _LINE_KEYS}
+            task[n.TL_SLOTS] = fields.get(n.TL_SLOTS) or []
+            if events:
+                out.append(
+                    self._event(
+                        task, n.EVENT_RESOURCE_ASSIGNED, line[n.TL_ASSIGNED], _ID_ASSIGNED, fields
+                    )
+                )
         for step, (event, offset) in _STEP_EVENTS.items():
             t = line.get(step)
             if t is not None:
                 task[step] = t
-                out.append(self._event(task, event, t, offset))
-        if n.TL_ASSIGNED in line:
-            fields = {k: v for k, v in line.items() if k not in _LINE_KEYS}
-            task[n.TL_SLOTS] = fields.get(n.TL_SLOTS) or []
-            out.append(
-                self._event(
-                    task, n.EVENT_RESOURCE_ASSIGNED, line[n.TL_ASSIGNED], _ID_ASSIGNED, fields
-                )
-            )
+                if events:
+                    out.append(self._event(task, event, t, offset))
         if n.TL_ATTEMPT_ENDED in line:
             task.setdefault("attempts", []).append(
                 (line[n.TL_ATTEMPT_ENDED], line.get(n.TL_ATTEMPT) or {})
@@ -84,7 +94,8 @@ class Layout1Records:
         if n.TL_ENDED in line:
             del self._live[uid]
             task.update(line)
-            out += self._ended(task)
+            final, span = self._ended(task)
+            out += (final, span) if events else (span,)
         return out
 
     def _event(
@@ -134,7 +145,7 @@ class Layout1Records:
             attributes[n.TASK_GPUS] = task.get(n.TL_GPUS, 0)
         return self._event(task, n.EVENT_TASK_CREATED, task[n.TL_CREATED], 0, attributes=attributes)
 
-    def _ended(self, task: dict[str, Any]) -> list[dict[str, Any]]:
+    def _ended(self, task: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         uid = task[n.TL_UID]
         level = task.get(n.TL_LEVEL, n.LEVEL_TASK)
         result = task.get(n.TL_RESULT, n.RESULT_COMPLETED)
@@ -204,4 +215,4 @@ class Layout1Records:
             "attributes": attributes,
             "events": events,
         }
-        return [final, span]
+        return final, span

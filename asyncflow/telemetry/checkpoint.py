@@ -258,7 +258,7 @@ def read_checkpoint(
         bad = 0
         torn = False
         first = ""
-        layout = Layout1Records()
+        layout = Layout1Records(events=chosen is None or n.SECTION_EVENT in chosen)
         with open(file, encoding="utf-8", errors="replace") as f:
             for line in f:
                 if wanted is not None and not line.startswith(wanted):
