@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
 from asyncflow import WorkflowEngine
-from asyncflow.telemetry import _otel, define_event, manager
+from asyncflow.telemetry import _otel, define_event, manager, read_checkpoint
 from asyncflow.telemetry import names as n
 from asyncflow.telemetry._pipe_writer import NoWriterProcess
 
@@ -126,11 +125,10 @@ async def test_the_file_and_otlp_together(
     receiver.wait_for(lambda: len(task_spans(receiver)) == TASKS)
     assert built_here == []
     assert tel.checkpoint_file is not None
-    lines = [json.loads(line) for line in tel.checkpoint_file.read_text().splitlines()]
     in_file = {
-        line["span_id"]
-        for line in lines
-        if line["section"] == n.SECTION_SPAN and line["name"] == "task noop"
+        span["span_id"]
+        for span in read_checkpoint(tel.checkpoint_file, [n.SECTION_SPAN])
+        if span["name"] == "task noop"
     }
     assert in_file == {s["span_id"] for s in task_spans(receiver)}
 
