@@ -61,6 +61,7 @@ def test_colours_only_on_a_terminal(name: str, monkeypatch: pytest.MonkeyPatch) 
 
 def test_files_levels_details_and_structured_lines(name: str, tmp_path: Path) -> None:
     log_file = tmp_path / "logs" / "run.log"
+    root_level = logging.getLogger().level  # the root logger: restored for later tests
     logger = init_default_logger(
         logging.WARNING,
         output_file=log_file,
@@ -92,6 +93,7 @@ def test_files_levels_details_and_structured_lines(name: str, tmp_path: Path) ->
                 logger.removeHandler(handler)
                 handler.close()
         logging.captureWarnings(False)
+        logger.setLevel(root_level)
 
 
 def test_clear_handlers_and_minimal_style(name: str) -> None:
