@@ -88,7 +88,10 @@ async def _generate(directory: Path, tasks: int, per_workflow: int) -> Path:
 
 def generate(directory: Path, tasks: int, per_workflow: int) -> Path:
     """The checkpoint file of ``tasks`` no-op tasks in chains of ``per_workflow`` (cached)."""
-    marker = directory / f"tasks-{tasks}-per-{per_workflow}.path"
+    from asyncflow.telemetry.names import CHECKPOINT_LAYOUT
+
+    # Per layout: a file cached by an older version is not measured again.
+    marker = directory / f"tasks-{tasks}-per-{per_workflow}-layout-{CHECKPOINT_LAYOUT}.path"
     if marker.exists() and Path(marker.read_text()).exists():
         return Path(marker.read_text())
     directory.mkdir(parents=True, exist_ok=True)
