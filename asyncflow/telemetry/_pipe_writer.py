@@ -48,8 +48,11 @@ logger = logging.getLogger("asyncflow.telemetry")
 # What the pipe to the writer holds (the kernel may allow less).
 PIPE_BYTES = 1 << 20
 
-# Bytes of records waiting for a slow (or stopped) writer; beyond, they drop.
+# Bytes of records waiting for a slow (or stopped) writer; beyond, the
+# sender waits for a writer that keeps taking records, and drops them for
+# one that took nothing for STALL_SECONDS.
 BACKLOG_BYTES = 32 << 20
+STALL_SECONDS = 2.0
 
 # Seconds close() waits for a writer that makes no progress (takes nothing,
 # writes nothing) before it gives up on it.
@@ -150,6 +153,7 @@ class ProcessCheckpointWriter:
         self._scheduled = False
         self._backlog: deque[list[Any]] = deque()  # [bytes still to send, records]
         self._backlog_bytes = 0
+        self._progress_at = time.monotonic()  # the writer last took bytes
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._stopping = False
@@ -250,9 +254,13 @@ class ProcessCheckpointWriter:
                 self._send(batch)
 
     def _send(self, batch: list[tuple[Any, ...]]) -> None:
-        """One write of a batch to the pipe, or into the backlog. Never blocks.
+        """One write of a batch to the pipe, or into the backlog.
 
-        Called with the lock held.
+        With the backlog full, it waits while the writer keeps taking
+        records (a writer slower than the run slows the run instead of
+        losing its record) and drops the batch once the writer took nothing
+        for ``STALL_SECONDS`` (a hung disk, a stopped process: the run goes
+        on). Called with the lock held.
         """
         if self._broken or self._closed:
             return
@@ -266,21 +274,58 @@ class ProcessCheckpointWriter:
             except OSError as exc:  # the writer process is gone
                 self._broke(exc)
                 return
+            if sent:
+                self._progress_at = time.monotonic()
             if sent == len(blob):
                 return
-        if sent == 0 and self._backlog_bytes + len(blob) > BACKLOG_BYTES:
+        if sent == 0 and not self._room_for(len(blob)):
             self._drop(len(batch))
             return
         self._backlog.append([blob[sent:], len(batch)])
         self._backlog_bytes += len(blob) - sent
         self._wake.set()
 
+    def _room_for(self, size: int) -> bool:
+        """Whether ``size`` more bytes fit in the backlog (a frame larger
+        than the whole backlog fits an empty one), handing the writer the
+        backlog here until they do; False once the writer is stalled."""
+        while self._backlog and self._backlog_bytes + size > BACKLOG_BYTES:
+            if self._abandon or self._broken or self._closed:
+                return False
+            if time.monotonic() - self._progress_at > STALL_SECONDS:
+                return False
+            select.select([], [self._fd], [], 0.05)
+            if not self._write_chunk():
+                return False
+        return True
+
+    def _write_chunk(self) -> bool:
+        """Write what the pipe takes of the backlog's first chunk (lock held);
+        False if the writer process is gone."""
+        chunk = self._backlog[0]
+        try:
+            sent = os.write(self._fd, chunk[0])
+        except BlockingIOError:
+            return True
+        except OSError as exc:
+            self._broke(exc)
+            return False
+        if sent:
+            self._progress_at = time.monotonic()
+        self._backlog_bytes -= sent
+        if sent == len(chunk[0]):
+            self._backlog.popleft()
+        else:
+            chunk[0] = chunk[0][sent:]
+        return True
+
     def _drop(self, count: int) -> None:
         if not self.dropped:
             logger.error(
-                "checkpoint writer for %s is not keeping up (stalled disk?): "
+                "checkpoint writer for %s took nothing for %.0f s (stalled disk?): "
                 "dropping records; the count is reported at the end",
                 self._what,
+                STALL_SECONDS,
             )
         self.dropped += count
 
@@ -306,19 +351,8 @@ class ProcessCheckpointWriter:
             select.select([], [self._fd], [], 0.1)
             self._flush()  # what queued meanwhile joins the backlog, or is dropped
             with self._lock:
-                chunk = self._backlog[0]
-                try:
-                    sent = os.write(self._fd, chunk[0])
-                except BlockingIOError:
-                    continue
-                except OSError as exc:
-                    self._broke(exc)
+                if self._backlog and not self._write_chunk():
                     return False
-                self._backlog_bytes -= sent
-                if sent == len(chunk[0]):
-                    self._backlog.popleft()
-                else:
-                    chunk[0] = chunk[0][sent:]
         return True
 
     # ------------------------------------------------------------------ close
