@@ -14,7 +14,7 @@ Pure: no I/O, no SDK, no asyncio.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 from . import names as n
@@ -35,11 +35,15 @@ _double = struct.Struct("<d").pack
 _fixed32 = struct.Struct("<I").pack
 
 
+# One-byte varints, built once: most lengths and every small value.
+_SMALL = [bytes((i,)) for i in range(0x80)]
+
+
 def _varint(value: int) -> bytes:
+    if 0 <= value < 0x80:
+        return _SMALL[value]
     if value < 0:
         value += 1 << 64  # int64: two's complement, ten bytes
-    if value < 0x80:
-        return bytes((value,))
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
@@ -48,9 +52,14 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
+# The tags of length-delimited fields (wire type 2), by field number.
+_TAGS = [_varint(number << 3 | 2) for number in range(16)]
+
+
 def _field(number: int, payload: bytes) -> bytes:
     """A length-delimited field (wire type 2)."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+    size = len(payload)
+    return _TAGS[number] + (_SMALL[size] if size < 0x80 else _varint(size)) + payload
 
 
 def _text(number: int, value: str) -> bytes:
@@ -130,6 +139,8 @@ class SpanEncoder:
         self._resource = _field(1, _attributes(1, resource, {}))
         self._scope = _field(1, _text(1, scope_name) + _text(2, scope_version))
         self._cache: dict[Any, bytes] = {}
+        self._texts: dict[tuple[int, str], bytes] = {}  # span and event names
+        self._shared: dict[Hashable, bytes] = {}  # encoded shared attributes
         self._flags = b"\x85\x01" + _fixed32(_FLAGS_HAS_IS_REMOTE)  # field 16, fixed32
         self._kind = b"\x30" + _varint(_KIND_INTERNAL)
 
@@ -144,11 +155,14 @@ class SpanEncoder:
         description: str,
         attributes: Mapping[str, Any],
         events: Iterable[Sequence[Any]],
+        shared: tuple[Hashable, Mapping[str, Any]] | None = None,
     ) -> bytes:
         """One ``Span`` message, ready to go into :meth:`request`.
 
         ``events`` are ``(name, time_ns)`` or ``(name, time_ns, attributes)``.
-        The status message is kept for an error only, as the SDK does.
+        ``shared`` is ``(key, attributes)``: attributes many spans share,
+        encoded once per key and put before ``attributes``. The status
+        message is kept for an error only, as the SDK does.
         """
         parts = [
             self._trace,
@@ -156,13 +170,20 @@ class SpanEncoder:
         ]
         if parent_id:
             parts.append(b"\x22\x08" + parent_id.to_bytes(8, "big"))
-        parts.append(_text(5, name))
+        parts.append(self._name(5, name))
         parts.append(self._kind)
         parts.append(b"\x39" + _fixed64(start_ns))
         parts.append(b"\x41" + _fixed64(end_ns))
+        if shared is not None:
+            block = self._shared.get(shared[0])
+            if block is None:
+                if len(self._shared) >= _CACHED_PAIRS:
+                    self._shared.clear()
+                block = self._shared[shared[0]] = _attributes(9, shared[1], self._cache)
+            parts.append(block)
         parts.append(_attributes(9, attributes, self._cache))
         for event in events:
-            body = b"\x09" + _fixed64(event[1]) + _text(2, event[0])
+            body = b"\x09" + _fixed64(event[1]) + self._name(2, event[0])
             if len(event) > 2 and event[2]:
                 body += _attributes(3, event[2], self._cache)
             parts.append(_field(11, body))
@@ -171,6 +192,16 @@ class SpanEncoder:
         parts.append(_field(15, body + b"\x18" + _varint(code) if code else body))
         parts.append(self._flags)
         return _field(2, b"".join(parts))  # a ScopeSpans.spans field, whole
+
+    def _name(self, number: int, text: str) -> bytes:
+        """A name field, encoded once per name (span and event names recur)."""
+        key = (number, text)
+        field = self._texts.get(key)
+        if field is None:
+            if len(self._texts) >= _CACHED_PAIRS:
+                self._texts.clear()
+            field = self._texts[key] = _text(number, text)
+        return field
 
     def request(self, spans: Iterable[bytes]) -> bytes:
         """An ``ExportTraceServiceRequest`` holding ``spans`` (from :meth:`span`)."""

@@ -32,29 +32,51 @@ from ._records import (
 __all__ = ["SpanAssembler"]
 
 
-def task_attributes(created: TaskSpan, done: Finished) -> dict[str, Any]:
-    """A finished task's or block's span attributes (as ``LiveSpan.attributes_dict``)."""
-    uid = created.uid
-    attrs: dict[str, Any]
+# The attributes every task span of one kind shares (LiveSpan.attributes_dict
+# puts them first, in this order).
+_SHARED = frozenset(
+    (n.LEVEL, n.WORKFLOW_NAME, n.TASK_NAME, n.TASK_TYPE, n.BACKEND, n.TASK_CPUS, n.TASK_GPUS)
+)
+
+
+def shared_attributes(created: TaskSpan) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """A task's or block's shared attributes, and a key naming them."""
     if created.level == n.LEVEL_BLOCK:
-        attrs = {
-            n.LEVEL: n.LEVEL_BLOCK,
+        key: tuple[Any, ...] = (n.LEVEL_BLOCK, created.workflow_name)
+        return key, {n.LEVEL: n.LEVEL_BLOCK, n.WORKFLOW_NAME: created.workflow_name}
+    key = (
+        n.LEVEL_TASK,
+        created.workflow_name,
+        created.name,
+        created.task_kind,
+        created.backend,
+        created.cpus,
+        created.gpus,
+    )
+    return key, {
+        n.LEVEL: n.LEVEL_TASK,
+        n.WORKFLOW_NAME: created.workflow_name,
+        n.TASK_NAME: created.name,
+        n.TASK_TYPE: created.task_kind,
+        n.BACKEND: created.backend,
+        n.TASK_CPUS: created.cpus,
+        n.TASK_GPUS: created.gpus,
+    }
+
+
+def own_attributes(created: TaskSpan, done: Finished) -> dict[str, Any]:
+    """The rest of a finished task's or block's span attributes."""
+    uid = created.uid
+    if created.level == n.LEVEL_BLOCK:
+        attrs: dict[str, Any] = {
             n.WORKFLOW_ID: uid,
-            n.WORKFLOW_NAME: created.workflow_name,
             n.BLOCK_UID: uid,
             n.BLOCK_SCOPE: created.workflow_id,
         }
     else:
         attrs = {
-            n.LEVEL: n.LEVEL_TASK,
             n.WORKFLOW_ID: created.workflow_id,
-            n.WORKFLOW_NAME: created.workflow_name,
             n.TASK_UID: uid,
-            n.TASK_NAME: created.name,
-            n.TASK_TYPE: created.task_kind,
-            n.BACKEND: created.backend,
-            n.TASK_CPUS: created.cpus,
-            n.TASK_GPUS: created.gpus,
             n.TASK_DEPENDS_ON: list(done.depends_on),
         }
     if done.slots:
@@ -63,8 +85,6 @@ def task_attributes(created: TaskSpan, done: Finished) -> dict[str, Any]:
         attrs[n.TASK_RESULT] = done.result
     if done.error_type:
         attrs[n.ERROR_TYPE] = done.error_type
-    if done.extra:
-        attrs.update(done.extra)
     return attrs
 
 
@@ -137,6 +157,16 @@ class SpanAssembler:
                     },
                 )
             )
+        key: tuple[Any, ...] | None
+        key, shared = shared_attributes(created)
+        attributes = own_attributes(created, done)
+        extra = done.extra
+        if extra:
+            if _SHARED.isdisjoint(extra):
+                attributes.update(extra)
+            else:  # an enricher replaced a shared value: one plain dict, in order
+                attributes = {**shared, **attributes, **extra}
+                key = None
         return self.encoder.span(
             f"{created.level} {created.name}",
             created.span_id,
@@ -145,8 +175,9 @@ class SpanAssembler:
             done.end_ns,
             done.status,
             done.description,
-            task_attributes(created, done),
+            attributes,
             events,
+            shared=(key, shared) if key is not None else None,
         )
 
     def _span(self, f: SpanFields) -> bytes:

@@ -96,10 +96,12 @@ class LiveSpan:
             return self.attributes
         uid = self.uid
         if self.level == n.LEVEL_BLOCK:
+            # What every span of the kind shares first, then its own values
+            # (the OTLP encoder of the telemetry process keeps that order).
             attrs: dict[str, Any] = {
                 n.LEVEL: n.LEVEL_BLOCK,
-                n.WORKFLOW_ID: uid,
                 n.WORKFLOW_NAME: fut.workflow_name or "",
+                n.WORKFLOW_ID: uid,
                 n.BLOCK_UID: uid,
                 n.BLOCK_SCOPE: self.workflow_id or "",
             }
@@ -107,14 +109,14 @@ class LiveSpan:
             td = fut.task_description
             attrs = {
                 n.LEVEL: n.LEVEL_TASK,
-                n.WORKFLOW_ID: self.workflow_id or "",
                 n.WORKFLOW_NAME: fut.workflow_name or "",
-                n.TASK_UID: uid,
                 n.TASK_NAME: fut.name,
                 n.TASK_TYPE: fut.kind,
                 n.BACKEND: self.backend or "",
                 n.TASK_CPUS: count(td, "cpus", 1),
                 n.TASK_GPUS: count(td, "gpus", 0),
+                n.WORKFLOW_ID: self.workflow_id or "",
+                n.TASK_UID: uid,
                 n.TASK_DEPENDS_ON: list(self.depends_on),
             }
         if self.slots:
