@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from typing import Any, ClassVar, Final, Protocol, TypedDict, runtime_checkable
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "STATE_DONE",
     "STATE_FAILED",
     "STATE_RUNNING",
+    "SUBMITTED",
     "TASK_STATES",
     "Backend",
     "BaseBackend",
@@ -126,6 +127,25 @@ class Upstream:
         return f"Upstream({self.uid!r})"
 
 
+class Submitted:
+    """What ``submit_tasks`` may return when it handed every task over before
+    returning: awaiting it does nothing. The engine then skips the coroutine
+    step (and the Task) an ``async def`` submission costs; use the one
+    instance, :data:`SUBMITTED`."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield  # a generator that ends at once
+
+    def __repr__(self) -> str:
+        return "SUBMITTED"
+
+
+SUBMITTED: Final = Submitted()
+
+
 @runtime_checkable
 class Backend(Protocol):
     """What the engine calls on every backend.
@@ -161,7 +181,8 @@ class Backend(Protocol):
 
         Return once they are handed over, not when they end: ends are
         reported through the callback. An exception fails every task of the
-        batch.
+        batch. A plain method that hands them over at once may return
+        :data:`SUBMITTED` (the built-in backends do).
         """
 
     def cancel_task(self, uid: str) -> Awaitable[Any]:

@@ -22,7 +22,7 @@ from ..resources import (
     set_current_slots,
     slot_indices,
 )
-from ._base import BaseBackend, TaskDescription
+from ._base import SUBMITTED, BaseBackend, Submitted, TaskDescription
 from ._exec import kill_group, run_executable
 from ._reaper import Reaper
 from ._runners import CancelHandles, run_coroutine_function, run_pickled
@@ -162,12 +162,12 @@ class LocalExecutionBackend(BaseBackend):
         return self._executor
 
     # ------------------------------------------------------------------ submission
-    async def submit_tasks(self, tasks: list[TaskDescription]) -> None:
+    def submit_tasks(self, tasks: list[TaskDescription]) -> Submitted:
         """Start the tasks (each waits for its slots, then for a free worker).
 
-        On a backend that is shut down every task fails with a
-        ``RuntimeError`` saying so: its pools are gone, and a new engine
-        needs a new backend.
+        Called on the event loop. On a backend that is shut down every task
+        fails with a ``RuntimeError`` saying so: its pools are gone, and a
+        new engine needs a new backend.
         """
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
@@ -187,6 +187,7 @@ class LocalExecutionBackend(BaseBackend):
                 self._with_slots(pool, task)
             else:
                 self._dispatch(task)
+        return SUBMITTED
 
     def _dispatch(self, task: TaskDescription) -> None:
         if task.get("executable"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from ._base import BaseBackend, TaskDescription
+from ._base import SUBMITTED, BaseBackend, Submitted, TaskDescription
 
 __all__ = ["NoopExecutionBackend"]
 
@@ -31,8 +31,8 @@ class NoopExecutionBackend(BaseBackend):
     def __init__(self, name: str = "default") -> None:
         super().__init__(name)
 
-    async def submit_tasks(self, tasks: list[TaskDescription]) -> None:
-        """Report every task DONE with a dummy result."""
+    def submit_tasks(self, tasks: list[TaskDescription]) -> Submitted:
+        """Report every task DONE with a dummy result (before returning)."""
         callback = self._callback
         for task in tasks:
             if task.get("prompt") is not None:
@@ -45,6 +45,7 @@ class NoopExecutionBackend(BaseBackend):
             else:
                 task["return_value"] = DUMMY_OUTPUT
             callback(task, "DONE")
+        return SUBMITTED
 
     async def cancel_task(self, uid: str) -> bool:
         """Nothing runs, so nothing can be cancelled."""

@@ -32,6 +32,7 @@ from ..backends._base import (
     STATE_DONE,
     STATE_FAILED,
     STATE_RUNNING,
+    SUBMITTED,
     Backend,
     DataLinking,
     StopsTasks,
@@ -50,7 +51,7 @@ from ..telemetry import names as n
 from . import _gc
 from . import _graph as g
 from ._command import Command, read_command
-from ._deps import ATOMIC, Found, find_dependencies, substitute
+from ._deps import ATOMIC, Found, find_dependencies, resolve_args, substitute
 from ._foreign import Adapter, adapter_for, exact_argv_task, runs_exact_argv
 from ._future import KIND_BLOCK, KIND_EXECUTABLE, KIND_FUNCTION, KIND_PROMPT, TaskFuture
 from ._policy import POLICY_KWARGS, RunState, TaskPolicy
@@ -78,6 +79,10 @@ logger = logging.getLogger("asyncflow")
 _Scope = tuple[str, "str | None", "TaskFuture[Any] | None"]
 # Where a task was registered: its innermost block (if any) and its scope.
 _Where = tuple["TaskFuture[Any] | None", "_Scope | None"]
+# A backend as _flush_once uses it: the backend, whether it supports implicit
+# and explicit data linking, its RHAPSODY adapter, whether executables go as
+# an exact argv.
+_Route = tuple[Backend, bool, bool, "Adapter | None", bool]
 
 
 # Rounds of hand-over one loop callback may run (see WorkflowEngine._flush).
@@ -145,6 +150,7 @@ class WorkflowEngine:
         self.components = Components(self._tasks, self._description_of)
         self._counter = 0
         self._outbox: dict[str, list[TaskFuture[Any]]] = {}
+        self._routes: dict[str, _Route] = {}  # by backend name, see _route
         self._flush_scheduled = False
         self._inbox: deque[tuple[TaskDescription, str]] = deque()
         self._wakeup_pending = False
@@ -277,6 +283,7 @@ class WorkflowEngine:
                 bool(getattr(be, "supports_explicit_data_linking", False)),
             )
         self._backends = names
+        self._routes = {}
         self.backend = backends[0]
         self._default = backends[0].name
 
@@ -388,10 +395,12 @@ class WorkflowEngine:
         """
         fut: TaskFuture[Any] = TaskFuture(self, self._loop)
         self._counter += 1
-        fut.id = ident = f"{self._counter:06d}"
-        fut.uid = (n.UID_PREFIX_BLOCK if spec.kind == KIND_BLOCK else n.UID_PREFIX_TASK) + ident
+        kind = fut.kind = spec.kind
+        uid = fut.uid = (
+            n.UID_PREFIX_BLOCK if kind == KIND_BLOCK else n.UID_PREFIX_TASK
+        ) + f"{self._counter:06d}"
         fut.name = spec.name
-        fut.kind = spec.kind
+        fut._spec = spec
         fut.func = spec.func
         fut.capture_stdio = spec.capture_stdio
         fut.service = spec.service
@@ -416,20 +425,28 @@ class WorkflowEngine:
                     policy = self._call_policy(spec, options)
                 except (TypeError, ValueError) as exc:
                     problem = problem or exc
-        if policy is None and self._cache_all and spec.kind in POLICY_KINDS:
+        if policy is None and self._cache_all and kind in POLICY_KINDS:
             policy = _ALL_DEFAULTS
         if policy is not None:
             fut._policy = policy
             fut._run = RunState()
         fut.args = args
         fut.kwargs = kwargs
-        fut.task_description = (
-            {**spec.task_description, **call_td} if call_td else dict(spec.task_description)
+        td = fut.task_description = (
+            {**spec.task_description, **call_td} if call_td else spec.task_description.copy()
         )
-        where = self._set_context(fut, wf_override)
-        self._tasks[fut.uid] = fut
-        td = fut.task_description
-        if problem is None and ("cpus" in td or "gpus" in td):
+        if (
+            wf_override is None
+            and kind != KIND_BLOCK
+            and self._block.get() is None
+            and self._workflow.get() is None
+        ):
+            fut.workflow_id = fut.workflow_name = None  # outside any block or scope
+            where: _Where = (None, None)
+        else:
+            where = self._set_context(fut, wf_override)
+        self._tasks[uid] = fut
+        if problem is None and td and ("cpus" in td or "gpus" in td):
             try:
                 _check.slot_counts(td)
             except (TypeError, ValueError) as exc:
@@ -445,31 +462,40 @@ class WorkflowEngine:
         if problem is not None:
             self._created(fut, where)
             return self._fail_at_once(fut, problem)
-        # Dependencies: futures anywhere in the arguments.
-        found: Found | None = None
+        # Dependencies: futures anywhere in the arguments. The common case,
+        # futures and plain values as positional arguments, needs no Found.
+        deps: list[Any] | None = None
+        general = False
         for item in args:
-            if type(item) not in ATOMIC:
-                if found is None:
-                    found = Found()
-                if type(item) is TaskFuture:
-                    found.add_future(item)
+            item_type = type(item)
+            if item_type is TaskFuture:
+                if deps is None:
+                    deps = [item]
                 else:
-                    find_dependencies(item, found)
-        if kwargs:
-            for item in kwargs.values():
+                    deps.append(item)
+            elif item_type not in ATOMIC:
+                general = True
+                break
+        if kwargs and not general:
+            general = any(type(item) not in ATOMIC for item in kwargs.values())
+        if general:
+            found = Found()
+            for item in (*args, *kwargs.values()):
                 if type(item) not in ATOMIC:
-                    if found is None:
-                        found = Found()
                     find_dependencies(item, found)
+            if found.input_files or found.output_files:
+                fut._files = (found.input_files, found.output_files)
+            deps = found.futures
+        elif deps is not None and len(deps) > 1:
+            deps = list(dict.fromkeys(deps))  # each future once, in argument order
         if self._observer is not None:
             self._created(fut, where)
-        if found is None:  # ready now
+        if not deps and fut._files is None:  # ready now
             self._graph.add_ready(fut)
             self._release(fut)
             return fut
-        if found.input_files or found.output_files:
-            fut._files = (found.input_files, found.output_files)
-        deps = found.futures
+        if deps is None:
+            deps = []
         for dep in deps:
             if not (type(dep) is TaskFuture and dep._engine is self) and dep not in self._graph:
                 self._track_foreign(dep)
@@ -664,7 +690,9 @@ class WorkflowEngine:
             self._observer.resolved(fut._tel)
         try:
             if fut._deps:
-                args = substitute(fut.args) if fut.args else fut.args
+                args = fut.args
+                if args:
+                    args = resolve_args(args) if type(args) is tuple else substitute(args)
                 kwargs = substitute(fut.kwargs) if fut.kwargs else fut.kwargs
             else:
                 args, kwargs = fut.args, fut.kwargs
@@ -687,27 +715,26 @@ class WorkflowEngine:
         """The dict the backend gets (kept as the task's description)."""
         deps = fut._deps
         files = fut._files
-        desc: TaskDescription = {
-            "uid": fut.uid,
-            "name": fut.name,
-            "function": fut.func if fut.kind == KIND_FUNCTION else None,
-            "args": args,
-            "kwargs": kwargs,
-            "executable": None,
-            "arguments": None,
-            "prompt": None,
-            "is_service": fut.service,
-            "task_backend_specific_kwargs": fut.task_description,
-            "target_backend": fut.target_backend,
-            "capture_stdio": fut.capture_stdio,
-            "workflow_id": fut.workflow_id,
-            "metadata": {
+        desc = cast(TaskDescription, fut._spec.template.copy())
+        desc["uid"] = fut.uid
+        desc["args"] = args
+        desc["kwargs"] = kwargs
+        desc["task_backend_specific_kwargs"] = fut.task_description
+        desc["workflow_id"] = fut.workflow_id
+        if files is None:
+            desc["metadata"] = {
                 "dependencies": DependencyList(deps) if deps else (),
-                "input_files": tuple(f.path for f in files[0]) if files else (),
-                "output_files": tuple(f.filename for f in files[1]) if files else (),
+                "input_files": (),
+                "output_files": (),
                 "workflow_name": fut.workflow_name,
-            },
-        }
+            }
+        else:
+            desc["metadata"] = {
+                "dependencies": DependencyList(deps) if deps else (),
+                "input_files": tuple(f.path for f in files[0]),
+                "output_files": tuple(f.filename for f in files[1]),
+                "workflow_name": fut.workflow_name,
+            }
         fut._desc = desc
         return desc
 
@@ -828,11 +855,14 @@ class WorkflowEngine:
         # outbox for the next round instead of scheduling another callback.
         outbox, self._outbox = self._outbox, {}
         graph = self._graph
+        observer = self._observer
         for name, futs in outbox.items():
-            backend = self._backends[name]
-            implicit, explicit = self._links[name]
+            route = self._routes.get(name)
+            if route is None:
+                route = self._routes[name] = self._route(name)
+            backend, implicit, explicit, adapt, argv_only = route
+            implicit = implicit and self.implicit_data
             batch: list[TaskDescription] = []
-            adapt = self._adapters.get(name)
             for fut in futs:
                 if fut.done():
                     continue
@@ -840,33 +870,63 @@ class WorkflowEngine:
                 tel = fut._tel
                 if (
                     tel is not None
-                    and self._observer is not None
+                    and observer is not None
                     and (fut._run is None or fut._run.attempt == 1)
                 ):
-                    self._observer.submitted(tel)
+                    observer.submitted(tel)
                 fut._backend = backend
                 desc = fut._desc
                 assert desc is not None
-                if fut._pushed:  # dependencies not ended yet are Upstream markers
-                    desc["args"] = tuple([_upstream_or_value(a) for a in fut.args])
-                if adapt is not None:  # a RHAPSODY backend that would misread engine keys
-                    run = fut._run
-                    # Each attempt is a new task to the backend (Dask keys by it).
-                    attempt_uid = fut.uid if run is None else f"{fut.uid}.{run.attempt}"
-                    desc["task_backend_specific_kwargs"] = adapt(
-                        self.uid, attempt_uid, fut.task_description
-                    )
-                if (implicit and self.implicit_data and fut._deps) or (explicit and fut._files):
-                    # It declared supports_*_data_linking: it has the hooks.
-                    linker = cast("DataLinking", backend)
-                    self._link_data(
-                        name, linker, fut, desc, implicit and self.implicit_data, explicit
-                    )
-                if fut.kind == KIND_EXECUTABLE and name in self._argv_only:
-                    desc = exact_argv_task(desc)
+                if (
+                    fut._pushed
+                    or adapt is not None
+                    or (implicit and fut._deps)
+                    or (explicit and fut._files)
+                    or (argv_only and fut.kind == KIND_EXECUTABLE)
+                ):
+                    desc = self._prepare(name, backend, fut, desc, adapt, implicit, explicit)
                 batch.append(desc)
             if batch:
                 self._drive(backend, batch)
+
+    def _route(self, name: str) -> _Route:
+        """What handing tasks to backend ``name`` needs, looked up once."""
+        implicit, explicit = self._links[name]
+        return (
+            self._backends[name],
+            implicit,
+            explicit,
+            self._adapters.get(name),
+            name in self._argv_only,
+        )
+
+    def _prepare(
+        self,
+        name: str,
+        backend: Backend,
+        fut: TaskFuture[Any],
+        desc: TaskDescription,
+        adapt: Adapter | None,
+        implicit: bool,
+        explicit: bool,
+    ) -> TaskDescription:
+        """What a task needs beyond its description on its way to ``backend``."""
+        if fut._pushed:  # dependencies not ended yet are Upstream markers
+            desc["args"] = tuple([_upstream_or_value(a) for a in fut.args])
+        if adapt is not None:  # a RHAPSODY backend that would misread engine keys
+            run = fut._run
+            # Each attempt is a new task to the backend (Dask keys by it).
+            attempt_uid = fut.uid if run is None else f"{fut.uid}.{run.attempt}"
+            desc["task_backend_specific_kwargs"] = adapt(
+                self.uid, attempt_uid, fut.task_description
+            )
+        if (implicit and fut._deps) or (explicit and fut._files):
+            # It declared supports_*_data_linking: it has the hooks.
+            linker = cast("DataLinking", backend)
+            self._link_data(name, linker, fut, desc, implicit, explicit)
+        if fut.kind == KIND_EXECUTABLE and name in self._argv_only:
+            desc = exact_argv_task(desc)
+        return desc
 
     def _link_data(
         self,
@@ -916,6 +976,8 @@ class WorkflowEngine:
             result = backend.submit_tasks(batch)
         except BaseException as exc:  # noqa: BLE001 - every task of the batch fails
             self._submit_failed(batch, exc)
+            return
+        if result is SUBMITTED:  # handed over already, nothing to await
             return
         if type(result) is CoroutineType and backend.name in self._inline:
             try:
@@ -1024,6 +1086,22 @@ class WorkflowEngine:
         if fut is None or fut.done():
             return
         desc = fut._desc
+        if (
+            state == STATE_DONE
+            and task is desc
+            and fut.kind == KIND_FUNCTION
+            and fut._run is None
+            and fut._tel is None
+            and not fut._cancel_requested
+        ):
+            # The common end, telemetry off: what the rest of this method
+            # does for it, without the branches that cannot apply.
+            fut._running = False
+            fut.set_result(task.get("return_value"))
+            below = self._graph.finish(fut, g.DONE)
+            if below:
+                self._apply(below)
+            return
         if task is not desc and desc is not None and state in FINAL_STATES:
             # The backend wrote into a copy or reported an object: the
             # description shows the results all the same.

@@ -19,10 +19,13 @@ if TYPE_CHECKING:
     from ..telemetry.observer import LiveSpan
     from ._engine import WorkflowEngine
     from ._policy import RunState, TaskPolicy
+    from ._tasks import TaskSpec
 
 __all__ = ["TaskFuture"]
 
 T = TypeVar("T")
+
+_future_init = asyncio.Future.__init__
 
 # Task kinds: the values of the ``asyncflow.task.type`` span attribute.
 KIND_FUNCTION = n.TYPE_FUNCTION
@@ -55,11 +58,11 @@ class TaskFuture(asyncio.Future, Generic[T]):  # type: ignore[type-arg]
         "_pushed",
         "_run",
         "_running",
+        "_spec",
         "_tel",
         "args",
         "capture_stdio",
         "func",
-        "id",
         "kind",
         "kwargs",
         "name",
@@ -71,7 +74,6 @@ class TaskFuture(asyncio.Future, Generic[T]):  # type: ignore[type-arg]
         "workflow_name",
     )
 
-    id: str
     uid: str
     name: str
     kind: str
@@ -85,9 +87,10 @@ class TaskFuture(asyncio.Future, Generic[T]):  # type: ignore[type-arg]
     workflow_id: str | None
     workflow_name: str | None
     _context: contextvars.Context  # blocks only: where the block was called
+    _spec: TaskSpec  # the decorator's options (the description's shared keys)
 
     def __init__(self, engine: WorkflowEngine, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(loop=loop)
+        _future_init(self, loop=loop)  # not super(): this runs for every task
         self._engine = engine
         self._running = False
         self._cancel_requested = False
@@ -102,6 +105,11 @@ class TaskFuture(asyncio.Future, Generic[T]):  # type: ignore[type-arg]
         self._tel: LiveSpan | None = None  # its span, while telemetry observes it
         self._policy: TaskPolicy | None = None  # retries, timeout, cache (None: none)
         self._run: RunState | None = None  # their moving parts, with a policy
+
+    @property
+    def id(self) -> str:
+        """The engine-unique number, e.g. ``"000001"`` (the end of the uid)."""
+        return self.uid.rpartition(".")[2]
 
     @property
     def state(self) -> str:

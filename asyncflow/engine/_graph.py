@@ -145,58 +145,56 @@ class Graph:
         states = self._state
         if key in states:
             raise ValueError(f"node {key!r} added twice")
-        dependents = self._dependents
-        waiting = 0
-        failed: Hashable = None
-        has_failed = False
-        linked: list[list[Hashable]] = []
-        seen: set[Hashable] = set()
+        if type(deps) is not list or len(deps) > 1:
+            deps = dict.fromkeys(deps)  # each dependency once, in order
+        # First look, then link: a cancelled dependency leaves no edge behind.
+        unfinished: list[Hashable] = []
+        failed: Hashable = _NOT_DOOMED
         for dep in deps:
-            if dep in seen:
-                continue
-            seen.add(dep)
             dep_state = states.get(dep)
             if dep_state is None:
                 raise KeyError(f"dependency {dep!r} of {key!r} is not in the graph")
             if dep_state == DONE:
                 continue
             if dep_state == FAILED:
-                if not has_failed:
-                    failed, has_failed = dep, True
+                if failed is _NOT_DOOMED:
+                    failed = dep
                 continue
             if dep_state == CANCELLED:
-                # Brought down at once: undo the edges made so far (``key`` is
-                # the last entry of each list it was appended to).
-                for lst in linked:
-                    lst.pop()
                 states[key] = CANCELLED
                 self._check()
                 return [(CANCEL, key, dep)]
-            waiting += 1
-            edges = dependents.get(dep)
-            if edges is None:
-                edges = dependents[dep] = []
-            edges.append(key)
-            linked.append(edges)
-        if waiting == 0:
-            if has_failed:
+            unfinished.append(dep)
+        if not unfinished:
+            if failed is not _NOT_DOOMED:
                 states[key] = FAILED
                 self._check()
                 return [(FAIL, key, failed)]
             states[key] = READY
             self._check()
             return [(RELEASE, key, None)]
+        dependents = self._dependents
+        for dep in unfinished:
+            edges = dependents.get(dep)
+            if edges is None:
+                dependents[dep] = [key]
+            else:
+                edges.append(key)
         states[key] = WAITING
-        self._waiting[key] = waiting
-        if has_failed:
+        self._waiting[key] = len(unfinished)
+        if failed is not _NOT_DOOMED:
             self._doomed[key] = failed
-        self._check()
+        if self._validate:
+            self._check()
         return []
 
     def submitted(self, key: Hashable) -> None:
         """The engine handed the node to a backend."""
-        if self._state[key] != SUBMITTED:  # a pushed-down node is submitted already
-            self._move(key, SUBMITTED)
+        state = self._state[key]
+        if state != SUBMITTED:  # a pushed-down node is submitted already
+            if self._validate and SUBMITTED not in TRANSITIONS[state]:
+                raise InvalidTransition(f"{key!r}: {state} -> {SUBMITTED}")
+            self._state[key] = SUBMITTED
 
     def push_down(self, key: Hashable) -> None:
         """Submit a WAITING node before its dependencies end (see the module doc)."""
@@ -244,21 +242,46 @@ class Graph:
         if state not in TERMINAL:
             raise ValueError(f"finish() needs a terminal state, not {state!r}")
         states = self._state
-        if states[key] in TERMINAL:
+        current = states[key]
+        if current in TERMINAL:
             return []
-        self._move(key, state)
+        if self._validate and state not in TRANSITIONS[current]:
+            raise InvalidTransition(f"{key!r}: {current} -> {state}")
+        states[key] = state
         if key in self._waiting:
             del self._waiting[key]
             self._doomed.pop(key, None)
         below = self._dependents.pop(key, None)
         if not below:
             return []
-        out = (
-            self._cancel_below(key, below)
-            if state == CANCELLED
-            else self._count_down(key, state, below)
-        )
-        self._check()
+        if state == DONE:
+            out = self._done_below(key, below)
+        elif state == CANCELLED:
+            out = self._cancel_below(key, below)
+        else:
+            out = self._count_down(key, state, below)
+        if self._validate:
+            self._check()
+        return out
+
+    def _done_below(self, key: Hashable, below: list[Hashable]) -> list[Instruction]:
+        """``key`` ended DONE: one dependency less for each of ``below`` (the
+        common case, without the queue a failure needs)."""
+        out: list[Instruction] = []
+        states, waiting, doomed = self._state, self._waiting, self._doomed
+        for dep_key in below:
+            left = waiting.get(dep_key)
+            if left is None:  # it ended already
+                continue
+            if left > 1:
+                waiting[dep_key] = left - 1
+            elif doomed and dep_key in doomed:  # its last dependency: it fails now
+                out.extend(self._count_down(key, DONE, [dep_key]))
+            else:
+                del waiting[dep_key]
+                if states[dep_key] == WAITING:  # else pushed down: submitted already
+                    states[dep_key] = READY
+                    out.append((RELEASE, dep_key, None))
         return out
 
     def _count_down(self, key: Hashable, state: str, below: list[Hashable]) -> list[Instruction]:

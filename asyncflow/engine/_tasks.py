@@ -41,6 +41,7 @@ class TaskSpec:
         "policy",
         "service",
         "task_description",
+        "template",
     )
 
     def __init__(
@@ -69,6 +70,24 @@ class TaskSpec:
         self.capture_stdio = _check.flag("capture_stdio", capture_stdio)
         self.service = _check.flag("service", service)
         self.task_description = _default_task_description(func, name)
+        # The keys of a task's description that every call shares, in the
+        # order of the description (copied, then completed, per task).
+        self.template: dict[str, Any] = {
+            "uid": "",
+            "name": name,
+            "function": func if kind == KIND_FUNCTION else None,
+            "args": (),
+            "kwargs": None,
+            "executable": None,
+            "arguments": None,
+            "prompt": None,
+            "is_service": self.service,
+            "task_backend_specific_kwargs": None,
+            "target_backend": backend,
+            "capture_stdio": self.capture_stdio,
+            "workflow_id": None,
+            "metadata": None,
+        }
         self.policy: TaskPolicy | None = None
         if options:
             if kind not in POLICY_KINDS:
