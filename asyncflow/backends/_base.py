@@ -44,7 +44,10 @@ logger = logging.getLogger("asyncflow.backends")
 
 class TaskMetadata(TypedDict, total=False):
     """``TaskDescription["metadata"]``: what a backend may want to know about
-    a task's place in the graph (never whole descriptions of other tasks)."""
+    a task's place in the graph (never whole descriptions of other tasks).
+
+    Read it, never write it: tasks without dependencies, files or workflow
+    type share one read-only mapping."""
 
     dependencies: Any  # a sequence of {"uid": ..., "name": ...}, built when read
     input_files: tuple[str, ...]

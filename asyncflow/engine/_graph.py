@@ -254,34 +254,28 @@ class Graph:
         below = self._dependents.pop(key, None)
         if not below:
             return []
-        if state == DONE:
-            out = self._done_below(key, below)
+        if state == DONE:  # the common case, without the queue a failure needs
+            out: list[Instruction] = []
+            waiting, doomed = self._waiting, self._doomed
+            for dep_key in below:
+                left = waiting.get(dep_key)
+                if left is None:  # it ended already
+                    continue
+                if left > 1:
+                    waiting[dep_key] = left - 1
+                elif doomed and dep_key in doomed:  # its last dependency: it fails now
+                    out.extend(self._count_down(key, DONE, [dep_key]))
+                else:
+                    del waiting[dep_key]
+                    if states[dep_key] == WAITING:  # else pushed down: submitted already
+                        states[dep_key] = READY
+                        out.append((RELEASE, dep_key, None))
         elif state == CANCELLED:
             out = self._cancel_below(key, below)
         else:
             out = self._count_down(key, state, below)
         if self._validate:
             self._check()
-        return out
-
-    def _done_below(self, key: Hashable, below: list[Hashable]) -> list[Instruction]:
-        """``key`` ended DONE: one dependency less for each of ``below`` (the
-        common case, without the queue a failure needs)."""
-        out: list[Instruction] = []
-        states, waiting, doomed = self._state, self._waiting, self._doomed
-        for dep_key in below:
-            left = waiting.get(dep_key)
-            if left is None:  # it ended already
-                continue
-            if left > 1:
-                waiting[dep_key] = left - 1
-            elif doomed and dep_key in doomed:  # its last dependency: it fails now
-                out.extend(self._count_down(key, DONE, [dep_key]))
-            else:
-                del waiting[dep_key]
-                if states[dep_key] == WAITING:  # else pushed down: submitted already
-                    states[dep_key] = READY
-                    out.append((RELEASE, dep_key, None))
         return out
 
     def _count_down(self, key: Hashable, state: str, below: list[Hashable]) -> list[Instruction]:
