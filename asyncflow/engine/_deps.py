@@ -24,7 +24,7 @@ from typing import Any
 from ..data import InputFile, OutputFile
 from ._future import TaskFuture
 
-__all__ = ["Found", "find_dependencies", "resolve_args", "substitute"]
+__all__ = ["Found", "find_dependencies", "substitute"]
 
 # Types that can hold nothing: skipped without a dispatch.
 ATOMIC: frozenset[type] = frozenset({int, float, str, bytes, bool, type(None), complex})
@@ -101,21 +101,6 @@ def _value(item: Any) -> Any:
     if kind is TaskFuture:
         return item.result()
     return item if kind in ATOMIC else substitute(item)
-
-
-def resolve_args(args: tuple[Any, ...]) -> tuple[Any, ...]:
-    """``substitute(args)`` for a task's positional arguments (a plain tuple),
-    without a dispatch per call: the engine's hot path."""
-    return tuple(
-        [
-            item.result()
-            if type(item) is TaskFuture
-            else item
-            if type(item) in ATOMIC
-            else substitute(item)
-            for item in args
-        ]
-    )
 
 
 def _changed(items: Any) -> list[Any] | None:

@@ -52,7 +52,7 @@ from ..telemetry import names as n
 from . import _gc
 from . import _graph as g
 from ._command import Command, read_command
-from ._deps import ATOMIC, Found, find_dependencies, resolve_args, substitute
+from ._deps import ATOMIC, Found, find_dependencies, substitute
 from ._foreign import Adapter, adapter_for, exact_argv_task, runs_exact_argv
 from ._future import KIND_BLOCK, KIND_EXECUTABLE, KIND_FUNCTION, KIND_PROMPT, TaskFuture
 from ._policy import POLICY_KWARGS, RunState, TaskPolicy
@@ -473,7 +473,7 @@ class WorkflowEngine:
         # Dependencies: futures anywhere in the arguments. The common case,
         # futures and plain values as positional arguments, needs no Found.
         deps: list[Any] | None = None
-        general = False
+        general = foreign = False
         for item in args:
             item_type = type(item)
             if item_type is TaskFuture:
@@ -481,6 +481,8 @@ class WorkflowEngine:
                     deps = [item]
                 else:
                     deps.append(item)
+                if item._engine is not self:
+                    foreign = True
             elif item_type not in ATOMIC:
                 general = True
                 break
@@ -504,11 +506,14 @@ class WorkflowEngine:
             return fut
         if deps is None:
             deps = []
-        for dep in deps:
-            if not (type(dep) is TaskFuture and dep._engine is self) and dep not in self._graph:
-                self._track_foreign(dep)
+        if general or foreign:
+            for dep in deps:
+                if not (type(dep) is TaskFuture and dep._engine is self) and dep not in self._graph:
+                    self._track_foreign(dep)
         fut._deps = deps
-        self._apply(self._graph.add(fut, deps))
+        instructions = self._graph.add(fut, deps, distinct=True)
+        if instructions:
+            self._apply(instructions)
         if self._chaining and self._can_push_down(fut, args, kwargs):
             self._push_down(fut)
         return fut
@@ -699,8 +704,19 @@ class WorkflowEngine:
         try:
             if fut._deps:
                 args = fut.args
-                if args:
-                    args = resolve_args(args) if type(args) is tuple else substitute(args)
+                if type(args) is tuple:  # resolve_args(), inline
+                    args = tuple(
+                        [
+                            a.result()
+                            if type(a) is TaskFuture
+                            else a
+                            if type(a) in ATOMIC
+                            else substitute(a)
+                            for a in args
+                        ]
+                    )
+                elif args:
+                    args = substitute(args)
                 kwargs = substitute(fut.kwargs) if fut.kwargs else fut.kwargs
             else:
                 args, kwargs = fut.args, fut.kwargs

@@ -134,18 +134,22 @@ class Graph:
             raise ValueError(f"node {key!r} added twice")
         self._state[key] = READY
 
-    def add(self, key: Hashable, deps: Iterable[Hashable] = ()) -> list[Instruction]:
+    def add(
+        self, key: Hashable, deps: Iterable[Hashable] = (), *, distinct: bool = False
+    ) -> list[Instruction]:
         """Add a node that depends on ``deps`` (each already added).
 
         Returns ``[(RELEASE, key, None)]`` when it is ready at once, one
         CANCEL instruction when a dependency was already cancelled, one FAIL
         instruction when a dependency already failed and none is unfinished,
         and ``[]`` when it must wait (doomed, if a dependency already failed).
+        ``distinct=True`` says ``deps`` names each dependency once (no check
+        for repeats).
         """
         states = self._state
         if key in states:
             raise ValueError(f"node {key!r} added twice")
-        if type(deps) is not list or len(deps) > 1:
+        if not distinct:
             deps = dict.fromkeys(deps)  # each dependency once, in order
         # First look, then link: a cancelled dependency leaves no edge behind.
         unfinished: list[Hashable] = []
