@@ -33,13 +33,20 @@ async def _measure(
     seconds: list[float] = []
     create_seconds: list[float] = []
     stop_seconds: list[float] = []
+    missing = 0
     for _ in range(repeat):
         gc.collect()
         timing = await run(config, workload, n, work_dir)
         seconds.append(timing["seconds"])
         create_seconds.append(timing["create_seconds"])
         stop_seconds.append(timing["stop_seconds"])
-    return {"seconds": seconds, "create_seconds": create_seconds, "stop_seconds": stop_seconds}
+        missing += int(timing.get("spans_missing", 0))
+    return {
+        "seconds": seconds,
+        "create_seconds": create_seconds,
+        "stop_seconds": stop_seconds,
+        "spans_missing": missing,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -372,7 +372,10 @@ def _memory(cells: dict[Key, list[dict[str, Any]]]) -> list[Memory]:
     """Peak RSS at the largest independent N, and at the largest telemetry N,
     of each configuration against plain asyncio's in the same workload."""
     out = []
-    for workload, configs in (("independent", CONFIGS), ("telemetry", TELEMETRY_CONFIGS)):
+    for workload, configs in (
+        ("independent", CONFIGS),
+        ("telemetry", (ASYNCIO, *TELEMETRY_CONFIGS)),
+    ):
         sizes = [n for (w, n, c) in cells if w == workload and c == ASYNCIO]
         if not sizes:
             continue

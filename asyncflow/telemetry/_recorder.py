@@ -109,6 +109,7 @@ class Recorder:
         self.active_tasks: dict[tuple[str, str], int] = {}
         self.active_workflows: dict[str, int] = {}
         self._open_workflows: dict[str, LiveWorkflow] = {}
+        self._span_names: dict[tuple[str, str], str] = {}
         # Aggregates: they never grow with the number of tasks.
         self.task_duration = Histograms(
             n.METRIC_TASK_DURATION, n.METRIC_ATTRIBUTES[n.METRIC_TASK_DURATION], n.DURATION_BUCKETS
@@ -256,11 +257,15 @@ class Recorder:
         if parent is None:
             parent = owner
         level = n.LEVEL_BLOCK if task.kind == n.TYPE_BLOCK else n.LEVEL_TASK
+        name = task.name
+        span_name = self._span_names.get((level, name))
+        if span_name is None:  # one string per task name, not one per task
+            span_name = self._span_names[(level, name)] = f"{level} {name}"
         rec = LiveSpan(
             self._rng.getrandbits(64) or 1,
             parent.span_id if parent is not None else self.session.span_id,
             level,
-            f"{level} {task.name}",
+            span_name,
         )
         rec.fut = task
         rec.uid = task.uid
