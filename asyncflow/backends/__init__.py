@@ -11,12 +11,14 @@ loaded when first asked for).
 from typing import TYPE_CHECKING
 
 from ._base import (
+    SUBMITTED,
     TASK_STATES,
     Backend,
     BaseBackend,
     DataLinking,
     StateCallback,
     StopsTasks,
+    Submitted,
     TaskDescription,
     TaskMetadata,
     Upstream,
@@ -38,6 +40,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "SUBMITTED",
     "TASK_STATES",
     "Backend",
     "BaseBackend",
@@ -46,6 +49,7 @@ __all__ = [
     "NoopExecutionBackend",
     "StateCallback",
     "StopsTasks",
+    "Submitted",
     "TaskDescription",
     "TaskMetadata",
     "Upstream",

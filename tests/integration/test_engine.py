@@ -19,7 +19,7 @@ from asyncflow import (
     OutputFile,
     WorkflowEngine,
 )
-from asyncflow.backends import TaskDescription, TaskMetadata
+from asyncflow.backends import SUBMITTED, BaseBackend, Submitted, TaskDescription, TaskMetadata
 from asyncflow.errors import EngineShutdownError, TaskDefinitionError, UnknownBackendError
 
 from .conftest import DESCRIPTION_KEYS, DUMMY, expected, wait_until
@@ -743,6 +743,70 @@ async def test_descriptions_use_only_declared_keys(engine: WorkflowEngine) -> No
         desc = engine.components[uid]["description"]
         assert set(desc) <= declared, set(desc) - declared
         assert set(desc["metadata"]) <= TaskMetadata.__optional_keys__
+
+
+async def test_metadata_of_a_task_without_dependencies_is_shared_and_read_only(
+    engine: WorkflowEngine,
+) -> None:
+    @engine.function_task
+    async def f(*deps: Any) -> None:
+        return None
+
+    first, second = f(), f()
+    third = f(first)
+    await asyncio.gather(first, second, third)
+    meta = [engine.components[t.uid]["description"]["metadata"] for t in (first, second, third)]
+    assert meta[0] == {
+        "dependencies": (),
+        "input_files": (),
+        "output_files": (),
+        "workflow_name": None,
+    }
+    assert meta[0] is meta[1]  # one mapping for every such task
+    with pytest.raises(TypeError):
+        meta[0]["workflow_name"] = "changed"  # type: ignore[index]
+    assert [d["uid"] for d in meta[2]["dependencies"]] == [first.uid]  # its own
+
+
+async def test_a_plain_submit_tasks_may_return_submitted(tmp_path: Path) -> None:
+    class PlainBackend(BaseBackend):
+        """Hands tasks over in a plain method, as the built-in backends do."""
+
+        calls = 0
+
+        def submit_tasks(self, tasks: list[TaskDescription]) -> Submitted:
+            type(self).calls += 1
+            for task in tasks:
+                task["return_value"] = task["args"][0] * 2
+                self._callback(task, "DONE")
+            return SUBMITTED
+
+        async def cancel_task(self, uid: str) -> bool:
+            return False
+
+        async def shutdown(self) -> None:
+            return None
+
+    backend = PlainBackend()
+    engine = await WorkflowEngine.create(backend=backend, work_dir=tmp_path)
+    try:
+
+        @engine.function_task
+        async def double(x: int) -> int:
+            return x
+
+        assert await double(double(3)) == 12
+        assert PlainBackend.calls == 2
+    finally:
+        await engine.shutdown()
+    # Awaiting it does nothing, so code written for async submit_tasks works.
+    assert await SUBMITTED is None
+    assert await NoopExecutionBackend().submit_tasks([]) is None
+    local = await LocalExecutionBackend()
+    try:
+        assert await local.submit_tasks([]) is None
+    finally:
+        await local.shutdown()
 
 
 async def test_integration_engines_validate_their_graph(engine: WorkflowEngine) -> None:

@@ -285,3 +285,27 @@ def test_a_pushed_down_node_is_never_retried() -> None:
     graph.push_down("b")
     with pytest.raises(g.InvalidTransition, match="retry from SUBMITTED"):
         graph.retry("b")  # its dependency has not ended: the backend wired it
+
+
+def test_distinct_dependencies_skip_the_repeat_check_and_count_the_same() -> None:
+    graph = make()
+    graph.add("a")
+    graph.add("b")
+    assert graph.add("c", ["a", "b"], distinct=True) == []
+    assert graph.finish("a", g.DONE) == []
+    assert graph.finish("b", g.DONE) == [(g.RELEASE, "c", None)]
+
+
+def test_done_dependency_releases_only_dependents_whose_last_dependency_it_was() -> None:
+    graph = make()
+    for key in "abx":
+        graph.add(key)
+    graph.add("c", ["a"])
+    graph.add("d", ["a", "b"])
+    graph.add("e", ["a", "x"])
+    graph.finish("x", g.FAILED)
+    # c: released; d: still waits on b; e: its last dependency ended, and x
+    # had failed, so it fails now (with x as the cause), on the DONE path.
+    assert graph.finish("a", g.DONE) == [(g.RELEASE, "c", None), (g.FAIL, "e", "x")]
+    assert graph.state("d") == g.WAITING
+    assert graph.finish("b", g.DONE) == [(g.RELEASE, "d", None)]
