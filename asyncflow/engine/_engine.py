@@ -97,6 +97,7 @@ _RESULT_KEYS = ("return_value", "stdout", "stderr", "exit_code", "exception", "s
 TIMEOUT_GRACE = 10.0
 _ALL_DEFAULTS = TaskPolicy()
 _get_ident = threading.get_ident
+_NO_KWARGS: dict[str, Any] = {}
 # The metadata of a task without dependencies, files or workflow type: one
 # read-only mapping shared by all of them (it describes, nobody writes it).
 _NO_METADATA: TaskMetadata = MappingProxyType(  # type: ignore[assignment]
@@ -409,9 +410,6 @@ class WorkflowEngine:
         ) + f"{self._counter:06d}"
         fut.name = spec.name
         fut._spec = spec
-        fut.func = spec.func
-        fut.capture_stdio = spec.capture_stdio
-        fut.service = spec.service
         fut.target_backend = spec.backend
         # The engine's own keyword arguments never reach the function.
         problem: BaseException | None = None
@@ -439,7 +437,9 @@ class WorkflowEngine:
             fut._policy = policy
             fut._run = RunState()
         fut.args = args
-        fut.kwargs = kwargs
+        # No keyword arguments (the common case): one shared empty dict, not
+        # a new one per task (backends read it, nobody writes it).
+        fut.kwargs = kwargs if kwargs else _NO_KWARGS
         td = fut.task_description = (
             {**spec.task_description, **call_td} if call_td else spec.task_description.copy()
         )

@@ -61,12 +61,9 @@ class TaskFuture(asyncio.Future, Generic[T]):  # type: ignore[type-arg]
         "_spec",
         "_tel",
         "args",
-        "capture_stdio",
-        "func",
         "kind",
         "kwargs",
         "name",
-        "service",
         "target_backend",
         "task_description",
         "uid",
@@ -77,11 +74,8 @@ class TaskFuture(asyncio.Future, Generic[T]):  # type: ignore[type-arg]
     uid: str
     name: str
     kind: str
-    func: Any
     args: Any
     kwargs: Any
-    capture_stdio: bool
-    service: bool
     target_backend: str | None
     task_description: dict[str, Any]
     workflow_id: str | None
@@ -105,6 +99,22 @@ class TaskFuture(asyncio.Future, Generic[T]):  # type: ignore[type-arg]
         self._tel: LiveSpan | None = None  # its span, while telemetry observes it
         self._policy: TaskPolicy | None = None  # retries, timeout, cache (None: none)
         self._run: RunState | None = None  # their moving parts, with a policy
+
+    # What the decorator fixed, read from it (three slots less per task).
+    @property
+    def func(self) -> Any:
+        """The decorated ``async def`` function."""
+        return self._spec.func
+
+    @property
+    def capture_stdio(self) -> bool:
+        """Whether the backend writes ``<uid>.stdout`` and ``.stderr``."""
+        return self._spec.capture_stdio
+
+    @property
+    def service(self) -> bool:
+        """Whether the task is a long-running service."""
+        return self._spec.service
 
     @property
     def id(self) -> str:

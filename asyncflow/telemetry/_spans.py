@@ -26,6 +26,9 @@ STEPS = (
 )
 
 
+_NO_ATTRIBUTES: dict[str, Any] = {}
+
+
 class LiveSpan:
     """One span being recorded (session, workflow, block, task or a user span).
 
@@ -72,7 +75,10 @@ class LiveSpan:
         self.end_ns = 0
         self.t_resolved = self.t_queued = self.t_submitted = self.t_started = 0
         self.id_base = 0
-        self.attributes: dict[str, Any] = {}
+        # Shared and empty until a span with attributes of its own (session,
+        # workflow, user span) assigns a new dict; a task or block span reads
+        # its attributes from the task and never writes here.
+        self.attributes: dict[str, Any] = _NO_ATTRIBUTES
         self.backend: str | None = None
         self.uid: str | None = None
         self.workflow_id: str | None = None
