@@ -47,7 +47,7 @@ class TaskMetadata(TypedDict, total=False):
     a task's place in the graph (never whole descriptions of other tasks).
 
     Read it, never write it: tasks without dependencies, files or workflow
-    type share one read-only mapping."""
+    type share one."""
 
     dependencies: Any  # a sequence of {"uid": ..., "name": ...}, built when read
     input_files: tuple[str, ...]

@@ -22,7 +22,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
-from types import CoroutineType, MappingProxyType
+from types import CoroutineType
 from typing import IO, TYPE_CHECKING, Any, cast
 
 from .. import _check
@@ -99,10 +99,14 @@ _ALL_DEFAULTS = TaskPolicy()
 _get_ident = threading.get_ident
 _NO_KWARGS: dict[str, Any] = {}
 # The metadata of a task without dependencies, files or workflow type: one
-# read-only mapping shared by all of them (it describes, nobody writes it).
-_NO_METADATA: TaskMetadata = MappingProxyType(  # type: ignore[assignment]
-    {"dependencies": (), "input_files": (), "output_files": (), "workflow_name": None}
-)
+# dict shared by all of them (it describes, nobody writes it). A plain dict,
+# not a read-only proxy: a backend may pickle or deep-copy a description.
+_NO_METADATA: TaskMetadata = {
+    "dependencies": (),
+    "input_files": (),
+    "output_files": (),
+    "workflow_name": None,
+}
 _RELEASE = g.RELEASE
 
 
