@@ -37,6 +37,7 @@ __all__ = [
     "BACKLOG_BYTES",
     "CLOSE_DEADLINE",
     "FRAME_RECORDS",
+    "RELIEVE_RECORDS",
     "NoWriterProcess",
     "ProcessCheckpointWriter",
     "Stall",
@@ -63,6 +64,9 @@ _WRITER_MODULE = "asyncflow.telemetry._writer_main"
 # Records per frame on the pipe: a loop turn that creates a million tasks
 # still reaches the writer in pieces it renders one at a time.
 FRAME_RECORDS = 4096
+
+# Records queued before the recorder's relieve() sends them on at once.
+RELIEVE_RECORDS = 8 * FRAME_RECORDS
 
 # Seconds between hand-ons of records from other threads.
 _THREAD_INTERVAL = 0.25
@@ -244,6 +248,27 @@ class ProcessCheckpointWriter:
             self._wake.set()
         else:
             self._scheduled = True
+
+    @property
+    def queued(self) -> int:
+        """Records queued and not yet sent (nor in the backlog)."""
+        return len(self._pending)
+
+    def relieve(self) -> None:
+        """Send what is queued now if it grew past a few frames (call on the
+        thread that queues, now and then).
+
+        One loop turn that creates a million tasks queues millions of records
+        before any future completes: sent as they come, at most
+        ``RELIEVE_RECORDS`` of them wait as objects, and a writer slower than
+        the burst slows it (see :meth:`_send`) instead of the queue growing
+        the engine's memory without bound.
+        """
+        if len(self._pending) > RELIEVE_RECORDS:
+            with self._lock:
+                batch = _take(self._pending)
+                if batch:
+                    self._send(batch)
 
     def _flush(self) -> None:
         self._scheduled = False

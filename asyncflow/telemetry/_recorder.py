@@ -92,6 +92,10 @@ class Recorder:
         self.trace_hex = f"{self.trace_id:032x}"
         self.writer: Any = None
         self._put: Callable[[tuple[Any, ...]], None] | None = None
+        # The writer's relieve(), called every 1,024 created tasks: a burst
+        # of task calls in one loop turn queues a bounded number of records.
+        self._relieve: Callable[[], None] | None = None
+        self._created = 0
         self._lines = LineRenderer(session_id, node_id, self.trace_hex)
         self.ring: deque[LiveSpan] = deque(maxlen=max(1, ring_size))
         self.span_sink = span_sink
@@ -151,6 +155,7 @@ class Recorder:
         """Send checkpoint records to ``writer`` (a checkpoint sink) from now on."""
         self.writer = writer
         self._put = getattr(writer, "put", writer.write)
+        self._relieve = getattr(writer, "relieve", None)
 
     def flush_soon(self) -> None:
         """The engine is about to complete a future: this loop turn's records
@@ -301,6 +306,9 @@ class Recorder:
             )
         if self.subscribers_active and self.deliver is not None:
             self.deliver(n.EVENT_TASK_CREATED, rec, rec.start_ns / 1e9, {}, base)
+        self._created += 1
+        if not self._created & 1023 and self._relieve is not None:
+            self._relieve()
         return rec
 
     def _step(self, rec: LiveSpan, step: tuple[str, str, int]) -> None:

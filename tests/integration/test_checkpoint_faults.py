@@ -356,3 +356,43 @@ def test_a_large_batch_goes_in_frames() -> None:
         at += 4 + size
     assert [len(f) for f in frames] == [_pipe_writer.FRAME_RECORDS] * 2 + [1]
     assert [tuple(r) for f in frames for r in f] == batch
+
+
+def test_a_burst_of_task_calls_in_one_loop_turn_queues_a_bounded_number_of_records(
+    tmp_path: Path,
+) -> None:
+    """A million task calls in one turn queue three records each before any
+    future completes: the recorder hands them on every 1,024 tasks once
+    more than RELIEVE_RECORDS wait, so they never all wait as objects."""
+    from types import SimpleNamespace
+
+    from asyncflow.telemetry._recorder import Recorder
+
+    loop = asyncio.new_event_loop()
+    path = tmp_path / f"burst{names.CHECKPOINT_SUFFIX}"
+    writer = _pipe_writer.ProcessCheckpointWriter(path, ("s", "n", "01" * 16), loop)
+    recorder = Recorder("s", "n", 16, None)
+    tasks = 3 * _pipe_writer.RELIEVE_RECORDS // 2  # 4.5 records per limit: over it
+    try:
+        assert writer.wait_ready()
+        recorder.attach(writer)
+        most = 0
+        for i in range(tasks):  # no loop turn: as one burst of task calls
+            task = SimpleNamespace(
+                uid=f"task.{i:06d}",
+                name="t",
+                kind=names.TYPE_FUNCTION,
+                workflow_id=None,
+                workflow_name=None,
+                task_description={},
+            )
+            span = recorder.task_created(task, "default", None, None)
+            recorder.resolved(span)
+            recorder.queued(span)
+            most = max(most, writer.queued)
+        assert most <= _pipe_writer.RELIEVE_RECORDS + 3 * 1024
+    finally:
+        writer.close()
+        loop.close()
+    created = [line for line in path.read_text().splitlines() if '"task.' in line]
+    assert len({line.split('"task.')[1][:6] for line in created}) == tasks  # none lost
