@@ -13,18 +13,11 @@ import argparse
 import asyncio
 import gc
 import json
-import resource
 import sys
 import tempfile
 from typing import Any
 
-from .workloads import ALL_CONFIGS, FILE_STATS, WORKLOADS, run
-
-
-def _rss_mb() -> float:
-    # Linux reports ru_maxrss in KiB (macOS in bytes).
-    scale = 1 if sys.platform == "darwin" else 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+from .workloads import ALL_CONFIGS, FILE_STATS, WORKLOADS, peak_rss_mb, run
 
 
 async def _measure(
@@ -58,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--work-dir", help="parent of the engine's session directory")
     args = parser.parse_args(argv)
-    base_rss = _rss_mb()
+    base_rss = peak_rss_mb()
     with tempfile.TemporaryDirectory(prefix="asyncflow-bench-", dir=args.work_dir) as work_dir:
         out = asyncio.run(_measure(args.config, args.workload, args.n, args.repeat, work_dir))
     out.update(FILE_STATS)
@@ -67,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         workload=args.workload,
         n=args.n,
         base_rss_mb=base_rss,
-        peak_rss_mb=_rss_mb(),
+        # With a checkpoint file: the peak before it was read back to check it.
+        peak_rss_mb=FILE_STATS.get("run_peak_rss_mb") or peak_rss_mb(),
     )
     json.dump(out, sys.stdout)
     sys.stdout.write("\n")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -220,6 +221,13 @@ async def run_pool(workload: str, n: int) -> tuple[float, list[Any]]:
     return elapsed, results
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS so far, in MB."""
+    # Linux reports ru_maxrss in KiB (macOS in bytes).
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
 # ---------------------------------------------------------------- the engine
 # Set by a run with the checkpoint file: its size in bytes, the writer's peak RSS.
 FILE_STATS: dict[str, float] = {}
@@ -289,6 +297,9 @@ async def run_engine(
             raise AssertionError(f"telemetry counted {summary['tasks_by_state']}")
     missing = 0
     if mode != "mem" and mode != "off":
+        # The run's peak RSS, before the file is read back for the check
+        # below (reading a million tasks' file costs memory of its own).
+        FILE_STATS["run_peak_rss_mb"] = max(FILE_STATS.get("run_peak_rss_mb", 0.0), peak_rss_mb())
         # The checkpoint file's size and the writer's peak RSS (the telemetry table).
         rss = engine.telemetry.checkpoint_writer_peak_rss
         FILE_STATS.update(
