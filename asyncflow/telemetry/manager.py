@@ -477,13 +477,16 @@ class Telemetry:
             self._sampler.stop()
         self._bridge.flush()
         self._bridge.shutdown()
+        # The telemetry process first: it sends the last spans, and an
+        # endpoint it found down is then not tried again by the metrics'
+        # final export (the SDK exporter would retry it for seconds).
+        if self._writer is not None:
+            self._writer.close()
         self._instruments.shutdown()
         if self._prometheus is not None:
             server = self._prometheus[0]
             server.shutdown()
             server.server_close()
-        if self._writer is not None:
-            self._writer.close()
 
 
 class SlotPool(Protocol):
