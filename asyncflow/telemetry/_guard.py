@@ -9,10 +9,11 @@ own per-batch retry messages out of the user's log (demoted to DEBUG).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
@@ -145,6 +146,8 @@ class GuardedMetricExporter(MetricExporter):
         )
         self._inner = inner
         self._health = health
+        # Metrics made outside the SDK, added to every export (see Instruments).
+        self.extra: Callable[[], list[Any]] | None = None
         quiet_sdk_exporter_logs()
 
     def export(
@@ -152,6 +155,8 @@ class GuardedMetricExporter(MetricExporter):
     ) -> MetricExportResult:
         if not self._health.should_try():
             return MetricExportResult.FAILURE
+        if self.extra is not None:
+            metrics_data = _with_metrics(metrics_data, self.extra())
         try:
             result = self._inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
         except Exception as exc:  # noqa: BLE001 - reported once per endpoint
@@ -171,3 +176,18 @@ class GuardedMetricExporter(MetricExporter):
             self._inner.shutdown(timeout_millis=timeout_millis, **kwargs)
         except Exception:
             logger.debug("metric exporter shutdown failed", exc_info=True)
+
+
+def _with_metrics(metrics_data: Any, extra: list[Any]) -> Any:
+    """``metrics_data`` with ``extra`` metrics in its first scope."""
+    if not extra or not metrics_data.resource_metrics:
+        return metrics_data
+    first = metrics_data.resource_metrics[0]
+    if not first.scope_metrics:
+        return metrics_data
+    scope = first.scope_metrics[0]
+    scope = dataclasses.replace(scope, metrics=[*scope.metrics, *extra])
+    first = dataclasses.replace(first, scope_metrics=[scope, *first.scope_metrics[1:]])
+    return dataclasses.replace(
+        metrics_data, resource_metrics=[first, *metrics_data.resource_metrics[1:]]
+    )

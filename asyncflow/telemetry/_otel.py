@@ -178,6 +178,7 @@ class Exporters:
     # OTLP span export left to the telemetry process: endpoint and protocol.
     otlp_spans: tuple[str, str] | None = None
     otlp_health: Any = None  # the endpoint's EndpointHealth, shared with the metrics
+    otlp_metrics: Any = None  # the OTLP metric exporter (a GuardedMetricExporter)
 
 
 def assemble_exporters(
@@ -200,6 +201,7 @@ def assemble_exporters(
     readers = list(metric_readers or [])
     otlp_spans: tuple[str, str] | None = None
     health: Any = None
+    otlp_metrics: Any = None
     endpoint = otlp_endpoint or os.environ.get(n.ENV_OTLP_ENDPOINT)
     if endpoint:
         protocol = otlp_protocol or os.environ.get(n.ENV_OTLP_PROTOCOL) or "grpc"
@@ -215,10 +217,9 @@ def assemble_exporters(
                 processors.append(BatchSpanProcessor(GuardedSpanExporter(span_exporter, health)))
             else:
                 otlp_spans = (endpoint, protocol)
+            otlp_metrics = GuardedMetricExporter(metric_exporter, health)
             readers.append(
-                PeriodicExportingMetricReader(
-                    GuardedMetricExporter(metric_exporter, health), export_interval_millis=5_000
-                )
+                PeriodicExportingMetricReader(otlp_metrics, export_interval_millis=5_000)
             )
         except ValueError:
             raise
@@ -250,6 +251,7 @@ def assemble_exporters(
         port if registry is not None else None,
         otlp_spans,
         health,
+        otlp_metrics,
     )
 
 
@@ -298,6 +300,7 @@ class Instruments:
         slots: Callable[[], dict[tuple[str, str, str], int]],
         node: Callable[[], dict[str, Any]],
         counters: Sequence[Counters] = (),
+        otlp_metrics: Any = None,
     ) -> None:
         self.readers = list(readers)
         self.histograms = list(histograms)
@@ -319,13 +322,21 @@ class Instruments:
         ]
         self.provider = MeterProvider(resource=resource, metric_readers=self.readers, views=views)
         meter = self.provider.get_meter("asyncflow", __version__)
+        # With the OTLP exporter as the only reader, it is handed the
+        # histograms as aggregated here; every other reader collects SDK
+        # histograms, into which the values are replayed.
+        replayed = self.histograms
+        if otlp_metrics is not None and len(self.readers) == 1:
+            start_ns = time.time_ns()
+            otlp_metrics.extra = lambda: self._histogram_metrics(start_ns)
+            replayed = []
         sdk_histograms = {
             hist.name: meter.create_histogram(
                 hist.name, unit=n.UNIT_SECONDS, description=_HELP[hist.name]
             )
-            for hist in self.histograms
+            for hist in replayed
         }
-        for hist in self.histograms:
+        for hist in replayed:
             hist.track = True
         lock = threading.Lock()
 
@@ -333,7 +344,7 @@ class Instruments:
             # Runs before the storages are collected: what it records is in
             # this collection, for every reader.
             with lock:
-                for hist in self.histograms:
+                for hist in replayed:
                     instrument = sdk_histograms[hist.name]
                     for key, values in hist.take_pending():
                         attrs = hist.attributes(key)
@@ -379,6 +390,51 @@ class Instruments:
             unit=n.UNIT_SESSIONS,
             description=_HELP[n.METRIC_SESSION_INFO],
         )
+
+    def _histogram_metrics(self, start_ns: int) -> list[Any]:
+        """The duration histograms as SDK metric data, cumulative since ``start_ns``.
+
+        What the OTLP exporter sends when nothing else reads the SDK: the
+        recorder's own buckets, without replaying every value (min and max
+        are not kept, so they are left out).
+        """
+        from opentelemetry.sdk.metrics.export import (
+            AggregationTemporality,
+            HistogramDataPoint,
+            Metric,
+        )
+        from opentelemetry.sdk.metrics.export import Histogram as HistogramData
+
+        now = time.time_ns()
+        out = []
+        for hist in self.histograms:
+            points = [
+                HistogramDataPoint(
+                    attributes=p["attributes"],
+                    start_time_unix_nano=start_ns,
+                    time_unix_nano=now,
+                    count=p["count"],
+                    sum=p["sum"],
+                    bucket_counts=p["bucket_counts"],
+                    explicit_bounds=p["explicit_bounds"],
+                    min=None,  # type: ignore[arg-type]
+                    max=None,  # type: ignore[arg-type]
+                )
+                for p in hist.points()
+            ]
+            if points:
+                out.append(
+                    Metric(
+                        name=hist.name,
+                        description=_HELP[hist.name],
+                        unit=n.UNIT_SECONDS,
+                        data=HistogramData(
+                            data_points=points,
+                            aggregation_temporality=AggregationTemporality.CUMULATIVE,
+                        ),
+                    )
+                )
+        return out
 
     def _gauge_callback(self, metric: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def observe(_: CallbackOptions) -> Iterable[Observation]:

@@ -67,6 +67,7 @@ class Telemetry:
         on_stopped: Callable[[TaskObserver], None],
         resource_poll_interval: float,
         checkpoint_interval: float | None,
+        otlp_metrics: Any = None,
     ) -> None:
         self._loop = loop
         self._recorder = recorder
@@ -98,6 +99,7 @@ class Telemetry:
             self._slot_counts,
             self._node_sample,
             counters=[recorder.retries, recorder.cache_lookups],
+            otlp_metrics=otlp_metrics,
         )
         recorder.deliver = self._deliver_engine_event
         recorder.session_started()
@@ -636,6 +638,7 @@ async def start(
         recorder=recorder,
         bridge=bridge,
         readers=exporters.readers,
+        otlp_metrics=exporters.otlp_metrics,
         writer=writer,
         slot_pools=pools,
         prometheus=serve_prometheus(exporters, prometheus_host),

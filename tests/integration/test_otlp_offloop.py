@@ -288,3 +288,46 @@ def test_a_killed_engine_still_exports_every_task_that_completed(
     assert len(finished) == 10 * 200
     received = {s["attributes"].get(n.TASK_UID) for s in receiver.spans()}
     assert finished <= received
+
+
+async def test_otlp_metrics_carry_the_recorders_histograms_without_a_replay(
+    protocol: str, receiver: OTLPReceiver, tmp_path: Path
+) -> None:
+    """With the OTLP exporter as the only metric reader, the duration
+    histograms go out as the recorder aggregated them: no value is kept for
+    a replay into SDK instruments, and the counts are all there."""
+    engine = await WorkflowEngine.create(dry_run=True, work_dir=tmp_path)
+    try:
+        tel = await engine.start_telemetry(
+            otlp_endpoint=receiver.endpoint, otlp_protocol=protocol, resource_poll_interval=0.1
+        )
+        await run(engine, 40)
+        recorder: Any = tel.observer
+        assert recorder.task_duration.track is False
+        assert recorder.task_duration.pending == {}
+    finally:
+        await engine.shutdown()
+
+    def counts() -> list[int]:
+        return [
+            sum(point.count for point in metric.histogram.data_points)
+            for request in receiver.metric_requests
+            for resource in request.resource_metrics
+            for scope in resource.scope_metrics
+            for metric in scope.metrics
+            if metric.name == n.METRIC_TASK_DURATION
+        ]
+
+    receiver.wait_for(lambda: 40 in counts())
+    buckets = [
+        (list(point.bucket_counts), list(point.explicit_bounds))
+        for request in receiver.metric_requests
+        for resource in request.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == n.METRIC_TASK_DURATION
+        for point in metric.histogram.data_points
+    ]
+    counts_, bounds = buckets[-1]
+    assert bounds == list(n.DURATION_BUCKETS)
+    assert sum(counts_) == 40 and len(counts_) == len(bounds) + 1
