@@ -28,6 +28,7 @@ from ._records import (
     SpanFields,
     TaskSpan,
 )
+from ._spans import own_attributes, shared_attributes
 
 __all__ = ["SpanAssembler"]
 
@@ -37,55 +38,6 @@ __all__ = ["SpanAssembler"]
 _SHARED = frozenset(
     (n.LEVEL, n.WORKFLOW_NAME, n.TASK_NAME, n.TASK_TYPE, n.BACKEND, n.TASK_CPUS, n.TASK_GPUS)
 )
-
-
-def shared_attributes(created: TaskSpan) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """A task's or block's shared attributes, and a key naming them."""
-    if created.level == n.LEVEL_BLOCK:
-        key: tuple[Any, ...] = (n.LEVEL_BLOCK, created.workflow_name)
-        return key, {n.LEVEL: n.LEVEL_BLOCK, n.WORKFLOW_NAME: created.workflow_name}
-    key = (
-        n.LEVEL_TASK,
-        created.workflow_name,
-        created.name,
-        created.task_kind,
-        created.backend,
-        created.cpus,
-        created.gpus,
-    )
-    return key, {
-        n.LEVEL: n.LEVEL_TASK,
-        n.WORKFLOW_NAME: created.workflow_name,
-        n.TASK_NAME: created.name,
-        n.TASK_TYPE: created.task_kind,
-        n.BACKEND: created.backend,
-        n.TASK_CPUS: created.cpus,
-        n.TASK_GPUS: created.gpus,
-    }
-
-
-def own_attributes(created: TaskSpan, done: Finished) -> dict[str, Any]:
-    """The rest of a finished task's or block's span attributes."""
-    uid = created.uid
-    if created.level == n.LEVEL_BLOCK:
-        attrs: dict[str, Any] = {
-            n.WORKFLOW_ID: uid,
-            n.BLOCK_UID: uid,
-            n.BLOCK_SCOPE: created.workflow_id,
-        }
-    else:
-        attrs = {
-            n.WORKFLOW_ID: created.workflow_id,
-            n.TASK_UID: uid,
-            n.TASK_DEPENDS_ON: list(done.depends_on),
-        }
-    if done.slots:
-        attrs[n.TASK_SLOTS] = list(done.slots)
-    if done.result:
-        attrs[n.TASK_RESULT] = done.result
-    if done.error_type:
-        attrs[n.ERROR_TYPE] = done.error_type
-    return attrs
 
 
 class SpanAssembler:
@@ -157,9 +109,26 @@ class SpanAssembler:
                     },
                 )
             )
-        key: tuple[Any, ...] | None
-        key, shared = shared_attributes(created)
-        attributes = own_attributes(created, done)
+        sort = (
+            created.level,
+            created.workflow_name,
+            created.name,
+            created.task_kind,
+            created.backend,
+            created.cpus,
+            created.gpus,
+        )
+        shared = shared_attributes(*sort)
+        key: tuple[Any, ...] | None = sort
+        attributes = own_attributes(
+            created.level,
+            created.uid,
+            created.workflow_id,
+            done.depends_on,
+            done.slots,
+            done.result,
+            done.error_type,
+        )
         extra = done.extra
         if extra:
             if _SHARED.isdisjoint(extra):

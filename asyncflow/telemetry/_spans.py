@@ -100,37 +100,27 @@ class LiveSpan:
         fut = self.fut
         if fut is None:
             return self.attributes
-        uid = self.uid
-        if self.level == n.LEVEL_BLOCK:
-            # What every span of the kind shares first, then its own values
-            # (the OTLP encoder of the telemetry process keeps that order).
-            attrs: dict[str, Any] = {
-                n.LEVEL: n.LEVEL_BLOCK,
-                n.WORKFLOW_NAME: fut.workflow_name or "",
-                n.WORKFLOW_ID: uid,
-                n.BLOCK_UID: uid,
-                n.BLOCK_SCOPE: self.workflow_id or "",
-            }
-        else:
-            td = fut.task_description
-            attrs = {
-                n.LEVEL: n.LEVEL_TASK,
-                n.WORKFLOW_NAME: fut.workflow_name or "",
-                n.TASK_NAME: fut.name,
-                n.TASK_TYPE: fut.kind,
-                n.BACKEND: self.backend or "",
-                n.TASK_CPUS: count(td, "cpus", 1),
-                n.TASK_GPUS: count(td, "gpus", 0),
-                n.WORKFLOW_ID: self.workflow_id or "",
-                n.TASK_UID: uid,
-                n.TASK_DEPENDS_ON: list(self.depends_on),
-            }
-        if self.slots:
-            attrs[n.TASK_SLOTS] = list(self.slots)
-        if self.result:
-            attrs[n.TASK_RESULT] = self.result
-        if self.error_type:
-            attrs[n.ERROR_TYPE] = self.error_type
+        td = fut.task_description
+        attrs = shared_attributes(
+            self.level,
+            fut.workflow_name or "",
+            fut.name,
+            fut.kind,
+            self.backend or "",
+            count(td, "cpus", 1),
+            count(td, "gpus", 0),
+        )
+        attrs.update(
+            own_attributes(
+                self.level,
+                self.uid or "",
+                self.workflow_id or "",
+                self.depends_on,
+                self.slots,
+                self.result,
+                self.error_type,
+            )
+        )
         if self.extra:
             attrs.update(self.extra)
         return attrs
@@ -159,6 +149,48 @@ class LiveWorkflow(LiveSpan):
         self.failed = False
         self.cut_off = False  # shutdown cancelled some of its tasks
         self.error: BaseException | None = None
+
+
+def shared_attributes(
+    level: str, workflow_name: str, name: str, kind: str, backend: str, cpus: int, gpus: int
+) -> dict[str, Any]:
+    """The attributes every task (or block) span of one kind shares, first in
+    its attributes (the telemetry process encodes them once per kind)."""
+    if level == n.LEVEL_BLOCK:
+        return {n.LEVEL: n.LEVEL_BLOCK, n.WORKFLOW_NAME: workflow_name}
+    return {
+        n.LEVEL: n.LEVEL_TASK,
+        n.WORKFLOW_NAME: workflow_name,
+        n.TASK_NAME: name,
+        n.TASK_TYPE: kind,
+        n.BACKEND: backend,
+        n.TASK_CPUS: cpus,
+        n.TASK_GPUS: gpus,
+    }
+
+
+def own_attributes(
+    level: str,
+    uid: str,
+    workflow_id: str,
+    depends_on: Iterable[str],
+    slots: Iterable[str],
+    result: str,
+    error_type: str,
+) -> dict[str, Any]:
+    """A task's (or block's) own span attributes, after the shared ones."""
+    attrs: dict[str, Any]
+    if level == n.LEVEL_BLOCK:
+        attrs = {n.WORKFLOW_ID: uid, n.BLOCK_UID: uid, n.BLOCK_SCOPE: workflow_id}
+    else:
+        attrs = {n.WORKFLOW_ID: workflow_id, n.TASK_UID: uid, n.TASK_DEPENDS_ON: list(depends_on)}
+    if slots:
+        attrs[n.TASK_SLOTS] = list(slots)
+    if result:
+        attrs[n.TASK_RESULT] = result
+    if error_type:
+        attrs[n.ERROR_TYPE] = error_type
+    return attrs
 
 
 def count(td: dict[str, Any] | None, key: str, default: int) -> int:

@@ -6,13 +6,15 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from asyncflow import LocalExecutionBackend, NoopExecutionBackend, WorkflowEngine
+
+from ..support.otlp_receiver import GrpcReceiver, HttpReceiver, OTLPReceiver
 
 # Every engine of the integration tests (and of the programs they start)
 # checks each graph transition against the transition table, as dask's
@@ -83,3 +85,20 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> No
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached before the deadline")
         await asyncio.sleep(0.005)
+
+
+# ---------------------------------------------------------------- OTLP receivers
+
+
+@pytest.fixture(params=["grpc", "http/protobuf"])
+def protocol(request: pytest.FixtureRequest) -> str:
+    """Each OTLP protocol in turn (the OTLP tests speak both)."""
+    return str(request.param)
+
+
+@pytest.fixture
+def receiver(protocol: str) -> Iterator[OTLPReceiver]:
+    """A real OTLP receiver on 127.0.0.1 for ``protocol``, stopped after the test."""
+    rec: OTLPReceiver = GrpcReceiver() if protocol == "grpc" else HttpReceiver()
+    with rec:
+        yield rec

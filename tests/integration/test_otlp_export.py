@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,29 +22,14 @@ from asyncflow.telemetry import names
 
 from ..support.otlp_receiver import (
     BlackHole,
-    GrpcReceiver,
-    HttpReceiver,
     OTLPReceiver,
     refused_port,
 )
 
 DUMMY = "Dummy Output"
-PROTOCOLS = ["grpc", "http/protobuf"]
 
 # Seconds that only a hang exceeds (exports time out after 5 s each).
 HANG = 60.0
-
-
-@pytest.fixture(params=PROTOCOLS)
-def protocol(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def receiver(protocol: str) -> Iterator[OTLPReceiver]:
-    rec: OTLPReceiver = GrpcReceiver() if protocol == "grpc" else HttpReceiver()
-    with rec:
-        yield rec
 
 
 def only(spans: list[dict[str, Any]], name: str) -> dict[str, Any]:

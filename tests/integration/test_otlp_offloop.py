@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,22 +24,9 @@ from asyncflow.telemetry import _otel, define_event, manager, read_checkpoint
 from asyncflow.telemetry import names as n
 from asyncflow.telemetry._pipe_writer import NoWriterProcess
 
-from ..support.otlp_receiver import GrpcReceiver, HttpReceiver, OTLPReceiver
+from ..support.otlp_receiver import OTLPReceiver
 
-PROTOCOLS = ["grpc", "http/protobuf"]
 TASKS = 300
-
-
-@pytest.fixture(params=PROTOCOLS)
-def protocol(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def receiver(protocol: str) -> Iterator[OTLPReceiver]:
-    rec: OTLPReceiver = GrpcReceiver() if protocol == "grpc" else HttpReceiver()
-    with rec:
-        yield rec
 
 
 @pytest.fixture
