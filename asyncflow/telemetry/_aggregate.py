@@ -56,6 +56,15 @@ class Histograms:
                 values = self.pending[key] = []
             values.append(value)
 
+    def row(self, key: tuple[str, ...]) -> list[Any]:
+        """The series ``key``'s row (bucket counts..., count, sum), created
+        empty if new: a hot path that keeps it adds values in place (see
+        :func:`add_to_row`) while :attr:`track` is False."""
+        row = self.series.get(key)
+        if row is None:
+            row = self.series[key] = [0] * (len(self.bounds) + 1) + [0, 0.0]
+        return row
+
     def take_pending(self) -> list[tuple[tuple[str, ...], list[float]]]:
         """The values recorded since the last call, by series (for the SDK replay)."""
         taken, self.pending = self.pending, {}

@@ -50,6 +50,7 @@ from ._records import (
     TASK_SPAN,
 )
 from ._render import LineRenderer
+from ._shapes import TaskShape
 from ._spans import LiveSpan, LiveWorkflow, count, span_dict
 from .observer import TaskInfo
 from .redact import describer, redactor
@@ -110,10 +111,12 @@ class Recorder:
         # Event ids come in blocks of 8: a task's events are base + offset.
         self._blocks = itertools.count(1)
         # Live gauges, read by observable instruments.
-        self.active_tasks: dict[tuple[str, str], int] = {}
+        # Tasks pending and running, by backend: [pending, running].
+        self._active: dict[str, list[int]] = {}
         self.active_workflows: dict[str, int] = {}
         self._open_workflows: dict[str, LiveWorkflow] = {}
-        self._span_names: dict[tuple[str, str], str] = {}
+        # One TaskShape per kind of task: (name, type, backend, workflow type, cpus, gpus).
+        self._shapes: dict[tuple[str, str, str, str, int, int], TaskShape] = {}
         # Aggregates: they never grow with the number of tasks.
         self.task_duration = Histograms(
             n.METRIC_TASK_DURATION, n.METRIC_ATTRIBUTES[n.METRIC_TASK_DURATION], n.DURATION_BUCKETS
@@ -156,6 +159,25 @@ class Recorder:
         self.writer = writer
         self._put = getattr(writer, "put", writer.write)
         self._relieve = getattr(writer, "relieve", None)
+
+    @property
+    def active_tasks(self) -> dict[tuple[str, str], int]:
+        """Live task counts by (state, backend): ``pending`` and ``running``."""
+        out: dict[tuple[str, str], int] = {}
+        for backend, (pending, running) in list(self._active.items()):
+            out[(n.STATE_PENDING, backend)] = pending
+            out[(n.STATE_RUNNING, backend)] = running
+        return out
+
+    def _shape(self, key: tuple[str, str, str, str, int, int]) -> TaskShape:
+        backend = key[2]
+        active = self._active.get(backend)
+        if active is None:
+            active = self._active[backend] = [0, 0]
+        shape = self._shapes[key] = TaskShape(
+            key, active, (self.queue_duration, self.task_duration, self.run_duration)
+        )
+        return shape
 
     def flush_soon(self) -> None:
         """The engine is about to complete a future: this loop turn's records
@@ -261,30 +283,37 @@ class Recorder:
         owner = self._open_workflows.get(scope_id) if scope_id is not None else None
         if parent is None:
             parent = owner
-        level = n.LEVEL_BLOCK if task.kind == n.TYPE_BLOCK else n.LEVEL_TASK
-        name = task.name
-        span_name = self._span_names.get((level, name))
-        if span_name is None:  # one string per task name, not one per task
-            span_name = self._span_names[(level, name)] = f"{level} {name}"
+        td = task.task_description
+        key = (
+            task.name,
+            task.kind,
+            backend or "",
+            task.workflow_name or "",
+            count(td, "cpus", 1) if td else 1,
+            count(td, "gpus", 0) if td else 0,
+        )
+        shape = self._shapes.get(key)
+        if shape is None:
+            shape = self._shape(key)
         rec = LiveSpan(
             self._rng.getrandbits(64) or 1,
             parent.span_id if parent is not None else self.session.span_id,
-            level,
-            span_name,
+            shape.level,
+            shape.span_name,
         )
         rec.fut = task
+        rec.shape = shape
         rec.uid = task.uid
         rec.workflow_id = task.workflow_id
         base = rec.id_base = next(self._blocks) << 3
         if owner is not None:
             owner.pending += 1
             rec.owner = owner
-        if level == n.LEVEL_TASK:
+        active = shape.active
+        if active is not None:
             rec.backend = backend
-            key = (n.STATE_PENDING, backend or "")
-            self.active_tasks[key] = self.active_tasks.get(key, 0) + 1
+            active[0] += 1
         if self._put is not None:
-            td = task.task_description
             # records.Created
             self._put(
                 (
@@ -296,12 +325,12 @@ class Recorder:
                     rec.workflow_id,
                     rec.span_id,
                     rec.parent,
-                    level,
-                    task.name,
-                    task.kind,
-                    task.workflow_name or "",
-                    count(td, "cpus", 1),
-                    count(td, "gpus", 0),
+                    shape.level,
+                    shape.name,
+                    shape.kind,
+                    shape.workflow_name,
+                    shape.cpus,
+                    shape.gpus,
                 )
             )
         if self.subscribers_active and self.deliver is not None:
@@ -350,22 +379,17 @@ class Recorder:
 
     def started(self, span: LiveSpan) -> None:
         span.t_started = t_ns = time.time_ns()
-        event_id = span.id_base + ID_STARTED
-        if span.level == n.LEVEL_TASK:
-            backend = span.backend or ""
-            active = self.active_tasks
-            key = (n.STATE_PENDING, backend)
-            active[key] = active.get(key, 1) - 1
-            key = (n.STATE_RUNNING, backend)
-            active[key] = active.get(key, 0) + 1
-            if span.t_resolved and span.fut is not None:  # the queue wait phase
-                self.queue_duration.record(
-                    (backend, span.fut.workflow_name or ""), (t_ns - span.t_resolved) / 1e9
-                )
+        shape = span.shape
+        if shape is not None and shape.active is not None:  # a task
+            active = shape.active
+            active[0] -= 1
+            active[1] += 1
+            if span.t_resolved:  # the queue wait phase
+                shape.add(0, (t_ns - span.t_resolved) / 1e9)
         if self._put is not None:
             self._put((STARTED, span.uid, t_ns))  # records.Started
         if self.subscribers_active and self.deliver is not None:
-            self.deliver(n.EVENT_TASK_STARTED, span, t_ns / 1e9, {}, event_id)
+            self.deliver(n.EVENT_TASK_STARTED, span, t_ns / 1e9, {}, span.id_base + ID_STARTED)
 
     def attempt_ended(
         self,
@@ -465,29 +489,35 @@ class Recorder:
         if self.enrichers:
             self._enrich(rec)
         fut = rec.fut
-        if rec.level == n.LEVEL_TASK and fut is not None:
-            if rec.t_started:
-                ran = (t_ns - rec.t_started) / 1e9
+        shape = rec.shape
+        if shape is not None and shape.active is not None and fut is not None:  # a task
+            total = (t_ns - rec.start_ns) / 1e9
+            started = rec.t_started
+            ran = (t_ns - started) / 1e9 if started else 0.0
+            if started:
                 stats = self.run_stats
                 stats[0] += 1
                 stats[1] += ran
-                stats[2] = min(stats[2], ran)
-                stats[3] = max(stats[3], ran)
-            backend = rec.backend or ""
-            key = (n.STATE_RUNNING if rec.t_started else n.STATE_PENDING, backend)
-            self.active_tasks[key] = self.active_tasks.get(key, 1) - 1
-            workflow_name = fut.workflow_name or ""
+                if ran < stats[2]:
+                    stats[2] = ran
+                if ran > stats[3]:
+                    stats[3] = ran
+                shape.active[1] -= 1
+            else:
+                shape.active[0] -= 1
             # Counts by state, failure type and workflow type are read off
-            # this histogram's series by summary(): nothing else to count.
-            self.task_duration.record(  # the total phase
-                (fut.name, fut.kind, result, backend, workflow_name, error_type),
-                (t_ns - rec.start_ns) / 1e9,
-            )
-            if rec.t_started:
-                self.run_duration.record(
-                    (fut.name, fut.kind, result, backend, workflow_name),
-                    (t_ns - rec.t_started) / 1e9,
+            # the total histogram's series by summary(): nothing else to count.
+            if result == n.RESULT_COMPLETED:
+                shape.add(1, total)
+                if started:
+                    shape.add(2, ran)
+            else:
+                backend, wf = shape.backend, shape.workflow_name
+                self.task_duration.record(
+                    (shape.name, shape.kind, result, backend, wf, error_type), total
                 )
+                if started:
+                    self.run_duration.record((shape.name, shape.kind, result, backend, wf), ran)
         if self.task_spans and self._put is not None and fut is not None:
             td = fut.task_description
             # records.TaskSpan: the telemetry process builds the OTLP span from it

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from . import names as n
 
 if TYPE_CHECKING:
+    from ._shapes import TaskShape
     from .observer import TaskInfo
 
 __all__ = ["LiveSpan", "LiveWorkflow", "count", "exception_event", "span_dict"]
@@ -53,6 +54,7 @@ class LiveSpan:
         "owner",
         "parent",
         "result",
+        "shape",
         "slots",
         "span_id",
         "start_ns",
@@ -83,6 +85,7 @@ class LiveSpan:
         self.uid: str | None = None
         self.workflow_id: str | None = None
         self.fut: TaskInfo | None = None  # tasks and blocks: attributes come from it
+        self.shape: TaskShape | None = None  # tasks and blocks: what their kind shares
         self.result = ""
         self.error_type = ""
         self.exception: tuple[str, str, str] | None = None  # type, message, stack trace
