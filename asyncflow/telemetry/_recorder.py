@@ -34,6 +34,7 @@ from ._failures import exception_record, process_attributes
 from ._records import (
     ASSIGNED,
     ATTEMPT,
+    COMPLETED,
     CREATED,
     FINISHED,
     ID_ASSIGNED,
@@ -159,6 +160,8 @@ class Recorder:
         self.writer = writer
         self._put = getattr(writer, "put", writer.write)
         self._relieve = getattr(writer, "relieve", None)
+        for shape in self._shapes.values():  # a new writer knows no kind yet
+            shape.sent = False
 
     @property
     def active_tasks(self) -> dict[tuple[str, str], int]:
@@ -175,7 +178,10 @@ class Recorder:
         if active is None:
             active = self._active[backend] = [0, 0]
         shape = self._shapes[key] = TaskShape(
-            key, active, (self.queue_duration, self.task_duration, self.run_duration)
+            len(self._shapes),
+            key,
+            active,
+            (self.queue_duration, self.task_duration, self.run_duration),
         )
         return shape
 
@@ -313,24 +319,22 @@ class Recorder:
         if active is not None:
             rec.backend = backend
             active[0] += 1
-        if self._put is not None:
+        put = self._put
+        if put is not None:
+            if not shape.sent:
+                put(shape.record())
+                shape.sent = True
             # records.Created
-            self._put(
+            put(
                 (
                     CREATED,
                     rec.uid,
                     base,
                     rec.start_ns,
-                    backend,
+                    shape.id,
                     rec.workflow_id,
                     rec.span_id,
                     rec.parent,
-                    shape.level,
-                    shape.name,
-                    shape.kind,
-                    shape.workflow_name,
-                    shape.cpus,
-                    shape.gpus,
                 )
             )
         if self.subscribers_active and self.deliver is not None:
@@ -518,8 +522,7 @@ class Recorder:
                 )
                 if started:
                     self.run_duration.record((shape.name, shape.kind, result, backend, wf), ran)
-        if self.task_spans and self._put is not None and fut is not None:
-            td = fut.task_description
+        if self.task_spans and self._put is not None and shape is not None:
             # records.TaskSpan: the telemetry process builds the OTLP span from it
             self._put(
                 (
@@ -528,14 +531,8 @@ class Recorder:
                     rec.span_id,
                     rec.parent,
                     rec.start_ns,
-                    rec.level,
-                    fut.name,
-                    fut.kind,
-                    rec.backend or "",
+                    shape.id,
                     rec.workflow_id or "",
-                    fut.workflow_name or "",
-                    count(td, "cpus", 1),
-                    count(td, "gpus", 0),
                 )
             )
         self.finish_span(rec, status, desc, final)
@@ -572,7 +569,28 @@ class Recorder:
         self.spans_finished += 1
         self.ring.append(rec)
         if self._put is not None:
-            if final is not None:
+            if (
+                final is not None
+                and status == n.STATUS_OK
+                and not desc
+                and not rec.extra
+                and not rec.slots
+                and rec.exception is None
+            ):
+                # records.Completed: all a task that completed has to say
+                self._put(
+                    (
+                        COMPLETED,
+                        rec.uid,
+                        rec.end_ns,
+                        rec.depends_on,
+                        rec.t_resolved,
+                        rec.t_queued,
+                        rec.t_submitted,
+                        rec.t_started,
+                    )
+                )
+            elif final is not None:
                 # records.Finished
                 self._put(
                     (

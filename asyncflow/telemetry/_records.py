@@ -10,6 +10,13 @@ The recorder builds plain tuple literals in this order rather than these
 classes: a ``NamedTuple`` costs over ten times a literal to build and
 ``marshal`` cannot carry it, and six records per task are on the hot path.
 The first field of every record is its kind.
+
+What every task of one kind shares (its name, type, backend, workflow type,
+CPUs and GPUs) travels once, in a ``Shape`` record, before the first
+record that names it by number; a task that completes without anything to
+say beyond its end time ends with a short ``Completed`` record. So a no-op
+task costs about 36 marshalled fields with OTLP on (54 before) and 23
+without (41).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from typing import Any, Final, NamedTuple
 __all__ = [
     "ASSIGNED",
     "ATTEMPT",
+    "COMPLETED",
     "CREATED",
     "FINISHED",
     "ID_ASSIGNED",
@@ -30,16 +38,19 @@ __all__ = [
     "ID_SUBMITTED",
     "LINE",
     "NOTE",
+    "SHAPE",
     "SPAN",
     "STARTED",
     "STEP",
     "TASK_SPAN",
     "Assigned",
     "Attempt",
+    "Completed",
     "Created",
     "Finished",
     "Line",
     "Note",
+    "Shape",
     "Span",
     "SpanFields",
     "Started",
@@ -58,6 +69,8 @@ SPAN: Final = "P"
 ATTEMPT: Final = "T"
 NOTE: Final = "N"
 TASK_SPAN: Final = "O"
+SHAPE: Final = "K"
+COMPLETED: Final = "D"
 
 # A task's event ids are a block of 8 (``id_base`` is a multiple of 8): its
 # events are ``id_base`` plus these offsets.
@@ -80,24 +93,32 @@ class Note(NamedTuple):
     attributes: dict[str, Any]
 
 
+class Shape(NamedTuple):
+    """What every task (or block) of one kind shares, numbered: sent once,
+    before the first ``Created`` or ``TaskSpan`` that names it."""
+
+    kind: str
+    shape: int
+    level: str
+    name: str
+    task_kind: str
+    backend: str
+    workflow_name: str
+    cpus: int
+    gpus: int
+
+
 class Created(NamedTuple):
-    """A task or block was created: its ``TaskCreated`` line; the rest is
-    kept by the renderer for its span."""
+    """A task or block was created: its ``TaskCreated`` line."""
 
     kind: str
     uid: str
     id_base: int
     t_ns: int
-    backend: str | None
+    shape: int  # its Shape
     workflow_id: str | None
     span_id: int
     parent_id: int | None
-    level: str
-    name: str
-    task_kind: str
-    workflow_name: str
-    cpus: int
-    gpus: int
 
 
 class Assigned(NamedTuple):
@@ -156,11 +177,27 @@ class Finished(NamedTuple):
     exception: tuple[str, str, str] | None  # a failure's type, message and stack trace
 
 
-class TaskSpan(NamedTuple):
-    """What OTLP needs of an ending task beyond its ``Finished`` record.
+class Completed(NamedTuple):
+    """The task completed, with nothing to say but when: ``Finished`` with
+    result ``completed``, status ``OK`` and no description, error, extra
+    attributes, slots or exception."""
 
-    Sent just before ``Finished``, only while the telemetry process exports
-    OTLP: so that process keeps nothing per task (the file does not need it).
+    kind: str
+    uid: str
+    end_ns: int
+    depends_on: tuple[str, ...]
+    t_resolved: int
+    t_queued: int
+    t_submitted: int
+    t_started: int
+
+
+class TaskSpan(NamedTuple):
+    """What OTLP needs of an ending task beyond its ``Finished`` (or
+    ``Completed``) record.
+
+    Sent just before it, only while the telemetry process exports OTLP: so
+    that process keeps nothing per task (the file does not need it).
     """
 
     kind: str
@@ -168,14 +205,8 @@ class TaskSpan(NamedTuple):
     span_id: int
     parent_id: int | None
     start_ns: int
-    level: str
-    name: str
-    task_kind: str
-    backend: str
+    shape: int  # its Shape
     workflow_id: str
-    workflow_name: str
-    cpus: int
-    gpus: int
 
 
 class SpanFields(NamedTuple):

@@ -8,7 +8,8 @@ engine's loop. Pure: no I/O, no SDK, no asyncio.
 Layout 2 (docs/telemetry.md): a header line names the session, node and
 trace once; each step of a task is a small ``task`` line written when it
 happens, and its last line carries only what its earlier lines did not. So
-the renderer keeps nothing per task: its memory does not grow with the run.
+the renderer keeps nothing per task: its memory does not grow with the run
+(it keeps each kind of task's ``Shape``: a handful per campaign).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from . import names as n
 from ._records import (
     ASSIGNED,
     ATTEMPT,
+    COMPLETED,
     CREATED,
     FINISHED,
     ID_QUEUED,
@@ -27,14 +29,17 @@ from ._records import (
     ID_SUBMITTED,
     LINE,
     NOTE,
+    SHAPE,
     SPAN,
     STARTED,
     STEP,
     TASK_SPAN,
     Assigned,
     Attempt,
+    Completed,
     Created,
     Finished,
+    Shape,
     SpanFields,
     Step,
 )
@@ -73,6 +78,9 @@ class LineRenderer:
         self._common = (
             f'"session_id":{_json(session_id)},"node_id":{_json(node_id)},"trace_id":"{trace_hex}"'
         )
+        # Shape number -> what a created line of that kind says of it:
+        # (the backend field, the fields after the workflow id).
+        self._shapes: dict[int, tuple[str, str]] = {}
 
     def header(self) -> str:
         """The file's first line: the layout number and what every line shares."""
@@ -99,6 +107,16 @@ class LineRenderer:
             return f'{_TASK}{_json(record[1])},"{n.SPAN_EVENT_STARTED}":{record[2]}}}\n'
         if kind == CREATED:
             return self._created(Created._make(record))
+        if kind == COMPLETED:
+            done = Completed._make(record)
+            return (
+                f'{_TASK}{_json(done.uid)},"{n.TL_ENDED}":{done.end_ns},'
+                f'"{n.TL_RESULT}":"{n.RESULT_COMPLETED}","{n.TL_STATUS}":"{n.STATUS_OK}"'
+                f"{_depends(done.depends_on)}}}\n"
+            )
+        if kind == SHAPE:
+            self._shape(Shape._make(record))
+            return ""
         if kind == FINISHED:
             return self._finished(Finished._make(record))
         if kind == LINE:
@@ -123,28 +141,30 @@ class LineRenderer:
             return ""
         raise ValueError(f"unknown checkpoint record kind {kind!r}")
 
-    @staticmethod
-    def _created(created: Created) -> str:
+    def _shape(self, shape: Shape) -> None:
+        rest = (
+            f',"{n.TL_LEVEL}":{_json(shape.level)},"{n.TL_NAME}":{_json(shape.name)},'
+            f'"{n.TL_WORKFLOW_NAME}":{_json(shape.workflow_name)}'
+        )
+        if shape.level == n.LEVEL_TASK:
+            rest += (
+                f',"{n.TL_TYPE}":{_json(shape.task_kind)},"{n.TL_CPUS}":{int(shape.cpus)},'
+                f'"{n.TL_GPUS}":{int(shape.gpus)}'
+            )
+        self._shapes[shape.shape] = (f',"{n.TL_BACKEND}":{_json(shape.backend)}', rest + "}\n")
+
+    def _created(self, created: Created) -> str:
+        backend, rest = self._shapes[created.shape]
         parts = [
             f'{_TASK}{_json(created.uid)},"{n.TL_CREATED}":{created.t_ns},'
             f'"{n.TL_EVENT_ID}":{created.id_base},"{n.TL_SPAN}":"{created.span_id:016x}"'
         ]
         if created.parent_id:
             parts.append(f',"{n.TL_PARENT}":"{created.parent_id:016x}"')
-        if created.backend is not None:
-            parts.append(f',"{n.TL_BACKEND}":{_json(created.backend)}')
+        parts.append(backend)
         if created.workflow_id:
             parts.append(f',"{n.TL_WORKFLOW_ID}":{_json(created.workflow_id)}')
-        parts.append(
-            f',"{n.TL_LEVEL}":{_json(created.level)},"{n.TL_NAME}":{_json(created.name)},'
-            f'"{n.TL_WORKFLOW_NAME}":{_json(created.workflow_name)}'
-        )
-        if created.level == n.LEVEL_TASK:
-            parts.append(
-                f',"{n.TL_TYPE}":{_json(created.task_kind)},"{n.TL_CPUS}":{int(created.cpus)},'
-                f'"{n.TL_GPUS}":{int(created.gpus)}'
-            )
-        parts.append("}\n")
+        parts.append(rest)
         return "".join(parts)
 
     @staticmethod
@@ -159,8 +179,7 @@ class LineRenderer:
             parts.append(f',"{n.TL_DESCRIPTION}":{_json(done.description)}')
         if done.error_type:
             parts.append(f',"{n.TL_ERROR_TYPE}":{_json(done.error_type)}')
-        if done.depends_on:
-            parts.append(f',"{n.TL_DEPENDS_ON}":{_json(list(done.depends_on))}')
+        parts.append(_depends(done.depends_on))
         if done.extra:
             parts.append(f',"{n.TL_ATTRIBUTES}":{_json(done.extra)}')
         if done.exception:
@@ -206,3 +225,8 @@ class LineRenderer:
             f'"status_code":"{f.status}","status_description":{_json(f.description or "")},'
             f'"attributes":{_json(f.attributes)},"events":[{event_text}]}}\n'
         )
+
+
+def _depends(depends_on: tuple[str, ...] | list[str]) -> str:
+    """The ``depends_on`` field of a task's last line (empty: left out)."""
+    return f',"{n.TL_DEPENDS_ON}":{_json(list(depends_on))}' if depends_on else ""

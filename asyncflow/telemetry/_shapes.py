@@ -17,6 +17,7 @@ from typing import Any
 
 from . import names as n
 from ._aggregate import Histograms
+from ._records import SHAPE
 
 __all__ = ["TaskShape"]
 
@@ -25,6 +26,7 @@ class TaskShape:
     """One kind of task or block, as the recorder sees it.
 
     Attributes:
+        id: its number in the ``Shape`` record, unique in the session.
         level: ``task`` or ``block``.
         name, kind, backend, workflow_name, cpus, gpus: what defines the kind.
         span_name: the span name of every task of the kind.
@@ -38,20 +40,25 @@ class TaskShape:
         "backend",
         "cpus",
         "gpus",
+        "id",
         "kind",
         "level",
         "name",
+        "sent",
         "span_name",
         "workflow_name",
     )
 
     def __init__(
         self,
+        number: int,
         key: tuple[str, str, str, str, int, int],
         active: list[int] | None,
         hists: tuple[Histograms, Histograms, Histograms],
     ) -> None:
         name, kind, backend, workflow_name, cpus, gpus = key
+        self.id = number
+        self.sent = False  # its Shape record went to the checkpoint writer
         self.name = name
         self.kind = kind
         self.backend = backend
@@ -65,6 +72,20 @@ class TaskShape:
         # Their rows for a task that completes, made when first used (a
         # series with no value is never exported).
         self._rows: list[list[Any] | None] = [None, None, None]
+
+    def record(self) -> tuple[Any, ...]:
+        """Its ``records.Shape``."""
+        return (
+            SHAPE,
+            self.id,
+            self.level,
+            self.name,
+            self.kind,
+            self.backend,
+            self.workflow_name,
+            self.cpus,
+            self.gpus,
+        )
 
     def keys(self) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
         """The series keys of the queue, total and run histograms of a task

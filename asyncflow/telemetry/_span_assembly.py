@@ -20,11 +20,15 @@ from . import names as n
 from ._otlp_proto import SpanEncoder
 from ._records import (
     ATTEMPT,
+    COMPLETED,
     FINISHED,
     NOTE,
+    SHAPE,
     SPAN,
     TASK_SPAN,
+    Completed,
     Finished,
+    Shape,
     SpanFields,
     TaskSpan,
 )
@@ -53,6 +57,9 @@ class SpanAssembler:
         self.encoder = encoder
         self.session_span = session_span
         self._ending: TaskSpan | None = None  # the TaskSpan before its Finished
+        # Shape number -> (span name, the shared attributes' key, those
+        # attributes): a handful per campaign.
+        self._shapes: dict[int, tuple[str, tuple[Any, ...], dict[str, Any]]] = {}
         self._attempts: dict[str, list[tuple[str, int, dict[str, Any]]]] = {}
         self._notes: deque[tuple[str, int, dict[str, Any]]] = deque(maxlen=n.SESSION_NOTES_KEPT)
 
@@ -67,8 +74,43 @@ class SpanAssembler:
         kind = record[0]
         if kind == TASK_SPAN:
             self._ending = TaskSpan._make(record)
+        elif kind == COMPLETED:
+            done = Completed._make(record)
+            return self._finished(
+                Finished(
+                    FINISHED,
+                    done.uid,
+                    n.EVENT_TASK_COMPLETED,
+                    "",
+                    done.end_ns,
+                    n.STATUS_OK,
+                    "",
+                    done.t_resolved,
+                    done.t_queued,
+                    done.t_submitted,
+                    done.t_started,
+                    n.RESULT_COMPLETED,
+                    done.depends_on,
+                    None,
+                    (),
+                    None,
+                )
+            )
         elif kind == FINISHED:
             return self._finished(Finished._make(record))
+        elif kind == SHAPE:
+            shape = Shape._make(record)
+            sort = (
+                shape.level,
+                shape.workflow_name,
+                shape.name,
+                shape.task_kind,
+                shape.backend,
+                shape.cpus,
+                shape.gpus,
+            )
+            span_name = f"{shape.level} {shape.name}"
+            self._shapes[shape.shape] = (span_name, sort, shared_attributes(*sort))
         elif kind == SPAN:
             return self._span(SpanFields._make(record[1]))
         elif kind == ATTEMPT:
@@ -109,19 +151,10 @@ class SpanAssembler:
                     },
                 )
             )
-        sort = (
-            created.level,
-            created.workflow_name,
-            created.name,
-            created.task_kind,
-            created.backend,
-            created.cpus,
-            created.gpus,
-        )
-        shared = shared_attributes(*sort)
+        span_name, sort, shared = self._shapes[created.shape]
         key: tuple[Any, ...] | None = sort
         attributes = own_attributes(
-            created.level,
+            sort[0],
             created.uid,
             created.workflow_id,
             done.depends_on,
@@ -137,7 +170,7 @@ class SpanAssembler:
                 attributes = {**shared, **attributes, **extra}
                 key = None
         return self.encoder.span(
-            f"{created.level} {created.name}",
+            span_name,
             created.span_id,
             created.parent_id,
             created.start_ns,

@@ -329,10 +329,9 @@ def test_the_writer_holds_nothing_per_task_and_reports_its_peak_rss(tmp_path: Pa
     writer = _pipe_writer.ProcessCheckpointWriter(path, ("s", "n", "01" * 16), loop)
     try:
         assert writer.wait_ready()
+        writer.write((records.SHAPE, 0, "task", "t", "function", "b", "w", 1, 0))
         for i in range(tasks):
-            uid = f"task.{i:06d}"
-            created = (records.CREATED, uid, i << 3, i, "b", "wf-1", i + 1, 1, "task", "t")
-            writer.write((*created, "function", "w", 1, 0))
+            writer.write((records.CREATED, f"task.{i:06d}", i << 3, i, 0, "wf-1", i + 1, 1))
         loop.run_until_complete(asyncio.sleep(0))  # the turn ends: one batch of them all
         assert writer.writer_peak_rss is None  # reported at exit
     finally:

@@ -26,7 +26,23 @@ LAYOUT1 = DATA / "layout1.telemetry.jsonl"
 
 
 def records() -> list[list[Any]]:
-    return [json.loads(line) for line in (DATA / "records.jsonl").read_text().splitlines()]
+    """The fixture's records in today's record layout: its created records
+    (as the recorder wrote them before ``Shape`` records) become a ``Shape``
+    the first time their kind appears and a short ``Created``."""
+    out: list[list[Any]] = []
+    shapes: dict[tuple[Any, ...], int] = {}
+    for line in (DATA / "records.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record[0] == "C" and len(record) == 14:
+            _, uid, base, t_ns, backend, workflow_id, span, parent, *kind = record
+            level, name, task_kind, workflow_name, cpus, gpus = kind
+            key = (level, name, task_kind, backend, workflow_name, cpus, gpus)
+            if key not in shapes:
+                shapes[key] = len(shapes)
+                out.append(["K", shapes[key], *key])
+            record = ["C", uid, base, t_ns, shapes[key], workflow_id, span, parent]
+        out.append(record)
+    return out
 
 
 def renderer() -> LineRenderer:
@@ -42,7 +58,7 @@ def layout2_lines() -> list[str]:
 
 def layout1_lines_per_record() -> list[int]:
     """Lines layout 1 wrote per record: two at a task's end, none for an attempt."""
-    return [{"F": 2, "T": 0}.get(record[0], 1) for record in records()]
+    return [{"F": 2, "T": 0, "K": 0}.get(record[0], 1) for record in records()]
 
 
 @pytest.fixture

@@ -52,22 +52,8 @@ def test_histograms_bucket_like_prometheus() -> None:
 
 
 def render_task(renderer: LineRenderer, *, failed: bool = False) -> list[dict[str, object]]:
-    created = (
-        "C",
-        "task.000007",
-        56,
-        T0,
-        "gpu",
-        "wf-1",
-        0xABC,
-        0xDEF,
-        "task",
-        "train",
-        "function",
-        "training",
-        1,
-        2,
-    )
+    shape = ("K", 3, "task", "train", "function", "gpu", "training", 1, 2)
+    created = ("C", "task.000007", 56, T0, 3, "wf-1", 0xABC, 0xDEF)
     steps = [("E", "task.000007", T0 + 10 * (i + 1), offset) for i, offset in enumerate((1, 2, 3))]
     started = ("S", "task.000007", T0 + 40)
     finished = (
@@ -89,6 +75,7 @@ def render_task(renderer: LineRenderer, *, failed: bool = False) -> list[dict[st
         ("KeyError", 'bad "key"', "Traceback ...\nKeyError: 'bad \"key\"'\n") if failed else None,
     )
     assigned = ("A", "task.000007", T0 + 35, {"slots": ["gpu:1", "cpu:0"], "cpus": 1, "gpus": 1})
+    assert renderer.render(shape) == ""  # kept for the created lines that name it
     text = (
         renderer.render(created)
         + "".join(renderer.render(step) for step in steps)
@@ -282,23 +269,23 @@ def test_recorder_records_follow_the_declared_layout() -> None:
     observer.started(span)
     observer.task_finished(span, names.RESULT_COMPLETED, None, False, ("task.000001",))
     kinds = [record[0] for record in sink.records]
-    assert kinds == [r.CREATED, r.STEP, r.STEP, r.STEP, r.ASSIGNED, r.STARTED, r.FINISHED]
-    created = r.Created._make(sink.records[0])
-    assert (created.uid, created.backend, created.workflow_id) == ("task.000003", "gpu", "wf-1")
-    assert (created.name, created.task_kind, created.workflow_name) == (
-        "train",
-        "function",
-        "training",
-    )
-    assert (created.cpus, created.gpus, created.span_id) == (2, 1, span.span_id)
-    assert created.level == names.LEVEL_TASK and created.id_base % 8 == 0
-    steps = [r.Step._make(record) for record in sink.records[1:4]]
+    assert kinds == [
+        *(r.SHAPE, r.CREATED, r.STEP, r.STEP, r.STEP, r.ASSIGNED, r.STARTED, r.FINISHED)
+    ]
+    shape = r.Shape._make(sink.records[0])
+    assert (shape.level, shape.name, shape.task_kind) == (names.LEVEL_TASK, "train", "function")
+    assert (shape.backend, shape.workflow_name, shape.cpus, shape.gpus) == ("gpu", "training", 2, 1)
+    created = r.Created._make(sink.records[1])
+    assert (created.uid, created.shape, created.workflow_id) == ("task.000003", shape.shape, "wf-1")
+    assert created.span_id == span.span_id and created.id_base % 8 == 0
+    steps = [r.Step._make(record) for record in sink.records[2:5]]
     assert [s.offset for s in steps] == [r.ID_RESOLVED, r.ID_QUEUED, r.ID_SUBMITTED]
     assert [s.t_ns for s in steps] == [span.t_resolved, span.t_queued, span.t_submitted]
-    assigned = r.Assigned._make(sink.records[4])
+    assigned = r.Assigned._make(sink.records[5])
     assert assigned.fields == {"slots": ["gpu:0", "cpu:1"], "cpus": 2, "gpus": 1}
-    assert r.Started._make(sink.records[5]).t_ns == span.t_started
-    done = r.Finished._make(sink.records[6])
+    assert r.Started._make(sink.records[6]).t_ns == span.t_started
+    # It had slots: the whole Finished record.
+    done = r.Finished._make(sink.records[7])
     assert (done.final_event, done.result, done.status) == (
         names.EVENT_TASK_COMPLETED,
         names.RESULT_COMPLETED,
@@ -306,7 +293,24 @@ def test_recorder_records_follow_the_declared_layout() -> None:
     )
     assert done.depends_on == ("task.000001",) and done.slots == ("gpu:0", "cpu:1")
     assert (done.t_started, done.end_ns) == (span.t_started, span.end_ns)
-    # The renderer writes one line per record; the last ends the task.
+    # A second task of the same kind: no Shape again; with nothing to say
+    # but its end, it ends with a Completed record.
+    again = observer.task_created(_Task(), "gpu", None, None)
+    observer.started(again)
+    observer.task_finished(again, names.RESULT_COMPLETED, None, False, ())
+    assert [record[0] for record in sink.records[8:]] == [r.CREATED, r.STARTED, r.COMPLETED]
+    assert r.Created._make(sink.records[8]).shape == shape.shape
+    completed = r.Completed._make(sink.records[10])
+    assert (completed.end_ns, completed.t_started) == (again.end_ns, again.t_started)
+    # The renderer writes one line per record but the Shape; the last ends the task.
     renderer = LineRenderer("sess", "node", recorder.trace_hex)
     lines = "".join(renderer.render(record) for record in sink.records).splitlines()
-    assert len(lines) == 7 and names.TL_ENDED in json.loads(lines[-1])
+    assert len(lines) == 10 and names.TL_ENDED in json.loads(lines[6])
+    assert json.loads(lines[-1]) == {
+        "section": "task",
+        "uid": "task.000003",
+        names.TL_ENDED: again.end_ns,
+        names.TL_RESULT: names.RESULT_COMPLETED,
+        names.TL_STATUS: names.STATUS_OK,
+    }
+    assert json.loads(lines[7])[names.TL_NAME] == "train"  # the second created line
