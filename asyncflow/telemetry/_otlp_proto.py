@@ -143,6 +143,20 @@ class SpanEncoder:
         self._shared: dict[Hashable, bytes] = {}  # encoded shared attributes
         self._flags = b"\x85\x01" + _fixed32(_FLAGS_HAS_IS_REMOTE)  # field 16, fixed32
         self._kind = b"\x30" + _varint(_KIND_INTERNAL)
+        # The parts of a task that completed plainly that never change.
+        self._uid_key = _text(1, n.TASK_UID)
+        self._no_deps = _attributes(9, {n.TASK_DEPENDS_ON: []}, {})
+        self._result = _attributes(9, {n.TASK_RESULT: n.RESULT_COMPLETED}, {})
+        self._ok = _field(15, b"\x18" + _varint(_STATUS_CODES[n.STATUS_OK])) + self._flags
+        self._steps = []  # (head before the time, the name after it), in STEPS order
+        for step in (
+            n.SPAN_EVENT_RESOLVED,
+            n.SPAN_EVENT_QUEUED,
+            n.SPAN_EVENT_SUBMITTED,
+            n.SPAN_EVENT_STARTED,
+        ):
+            name = _text(2, step)
+            self._steps.append((_TAGS[11] + _varint(9 + len(name)) + b"\x09", name))
 
     def span(
         self,
@@ -192,6 +206,53 @@ class SpanEncoder:
         parts.append(_field(15, body + b"\x18" + _varint(code) if code else body))
         parts.append(self._flags)
         return _field(2, b"".join(parts))  # a ScopeSpans.spans field, whole
+
+    def completed_task(
+        self,
+        name: str,
+        span_id: int,
+        parent_id: int | None,
+        start_ns: int,
+        end_ns: int,
+        shared: tuple[Hashable, Mapping[str, Any]],
+        workflow_id: str,
+        uid: str,
+        depends_on: Sequence[str],
+        steps: Sequence[int],
+    ) -> bytes:
+        """:meth:`span` of a task that completed with nothing more to say
+        (the same bytes, checked by a unit test), in a third of the time.
+
+        ``steps`` are the times of its resolved, queued, submitted and
+        started events (0: it had none).
+        """
+        block = self._shared.get(shared[0])
+        if block is None:
+            if len(self._shared) >= _CACHED_PAIRS:
+                self._shared.clear()
+            block = self._shared[shared[0]] = _attributes(9, shared[1], self._cache)
+        uid_value = _field(2, _text(1, uid))
+        parts = [
+            self._trace,
+            b"\x12\x08" + span_id.to_bytes(8, "big"),
+            b"\x22\x08" + parent_id.to_bytes(8, "big") if parent_id else b"",
+            self._name(5, name),
+            self._kind,
+            b"\x39" + _fixed64(start_ns),
+            b"\x41" + _fixed64(end_ns),
+            block,
+            _attributes(9, {n.WORKFLOW_ID: workflow_id}, self._cache),
+            _field(9, self._uid_key + uid_value),
+            _attributes(9, {n.TASK_DEPENDS_ON: list(depends_on)}, self._cache)
+            if depends_on
+            else self._no_deps,
+            self._result,
+        ]
+        for (head, step_name), t in zip(self._steps, steps, strict=True):
+            if t:
+                parts.append(head + _fixed64(t) + step_name)
+        parts.append(self._ok)
+        return _field(2, b"".join(parts))
 
     def _name(self, number: int, text: str) -> bytes:
         """A name field, encoded once per name (span and event names recur)."""

@@ -15,6 +15,7 @@ the renderer keeps nothing per task: its memory does not grow with the run
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from . import names as n
@@ -36,17 +37,25 @@ from ._records import (
     TASK_SPAN,
     Assigned,
     Attempt,
-    Completed,
-    Created,
     Finished,
     Shape,
     SpanFields,
-    Step,
 )
 
 __all__ = ["LineRenderer"]
 
 _json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+# What the encoder above escapes in a string: without any, a string's JSON
+# is the string in quotes (four of a task's six lines are its uid and a number).
+_ESCAPED = re.compile(r'["\\\x00-\x1f]')
+
+
+def _text(value: str) -> str:
+    """``_json(value)`` for a string, quicker for the plain ones."""
+    if _ESCAPED.search(value) is None:
+        return f'"{value}"'
+    return _json(value)
+
 
 _STEP_KEYS = {
     ID_RESOLVED: n.SPAN_EVENT_RESOLVED,
@@ -100,19 +109,19 @@ class LineRenderer:
     def render(self, record: tuple[Any, ...] | list[Any]) -> str:
         """The line of one record, ending in a newline."""
         kind = record[0]
-        if kind == STEP:
-            step = Step._make(record)
-            return f'{_TASK}{_json(step.uid)},"{_STEP_KEYS[step.offset]}":{step.t_ns}}}\n'
-        if kind == STARTED:
-            return f'{_TASK}{_json(record[1])},"{n.SPAN_EVENT_STARTED}":{record[2]}}}\n'
+        # The four kinds every task has read their fields by position (the
+        # named tuples of _records.py cost more than the line).
+        if kind == STEP:  # records.Step
+            return f'{_TASK}{_text(record[1])},"{_STEP_KEYS[record[3]]}":{record[2]}}}\n'
+        if kind == STARTED:  # records.Started
+            return f'{_TASK}{_text(record[1])},"{n.SPAN_EVENT_STARTED}":{record[2]}}}\n'
         if kind == CREATED:
-            return self._created(Created._make(record))
-        if kind == COMPLETED:
-            done = Completed._make(record)
+            return self._created(record)
+        if kind == COMPLETED:  # records.Completed
             return (
-                f'{_TASK}{_json(done.uid)},"{n.TL_ENDED}":{done.end_ns},'
+                f'{_TASK}{_text(record[1])},"{n.TL_ENDED}":{record[2]},'
                 f'"{n.TL_RESULT}":"{n.RESULT_COMPLETED}","{n.TL_STATUS}":"{n.STATUS_OK}"'
-                f"{_depends(done.depends_on)}}}\n"
+                f"{_depends(record[3])}}}\n"
             )
         if kind == SHAPE:
             self._shape(Shape._make(record))
@@ -153,19 +162,16 @@ class LineRenderer:
             )
         self._shapes[shape.shape] = (f',"{n.TL_BACKEND}":{_json(shape.backend)}', rest + "}\n")
 
-    def _created(self, created: Created) -> str:
-        backend, rest = self._shapes[created.shape]
-        parts = [
-            f'{_TASK}{_json(created.uid)},"{n.TL_CREATED}":{created.t_ns},'
-            f'"{n.TL_EVENT_ID}":{created.id_base},"{n.TL_SPAN}":"{created.span_id:016x}"'
-        ]
-        if created.parent_id:
-            parts.append(f',"{n.TL_PARENT}":"{created.parent_id:016x}"')
-        parts.append(backend)
-        if created.workflow_id:
-            parts.append(f',"{n.TL_WORKFLOW_ID}":{_json(created.workflow_id)}')
-        parts.append(rest)
-        return "".join(parts)
+    def _created(self, record: tuple[Any, ...] | list[Any]) -> str:
+        _, uid, id_base, t_ns, shape, workflow_id, span_id, parent_id = record  # records.Created
+        backend, rest = self._shapes[shape]
+        parent = f',"{n.TL_PARENT}":"{parent_id:016x}"' if parent_id else ""
+        workflow = f',"{n.TL_WORKFLOW_ID}":{_text(workflow_id)}' if workflow_id else ""
+        return (
+            f'{_TASK}{_text(uid)},"{n.TL_CREATED}":{t_ns},'
+            f'"{n.TL_EVENT_ID}":{id_base},"{n.TL_SPAN}":"{span_id:016x}"'
+            f"{parent}{backend}{workflow}{rest}"
+        )
 
     @staticmethod
     def _finished(done: Finished) -> str:

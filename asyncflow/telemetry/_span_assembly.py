@@ -75,7 +75,43 @@ class SpanAssembler:
         if kind == TASK_SPAN:
             self._ending = TaskSpan._make(record)
         elif kind == COMPLETED:
-            done = Completed._make(record)
+            return self._completed(record)
+        elif kind == FINISHED:
+            return self._finished(Finished._make(record))
+        elif kind == SHAPE:
+            self._shape(Shape._make(record))
+        elif kind == SPAN:
+            return self._span(SpanFields._make(record[1]))
+        elif kind == ATTEMPT:
+            self._attempts.setdefault(record[1], []).append(
+                (n.SPAN_EVENT_ATTEMPT, record[2], record[3])
+            )
+        elif kind == NOTE:
+            self._notes.append((record[1], record[2], record[3]))
+        return None
+
+    def _shape(self, shape: Shape) -> None:
+        sort = (
+            shape.level,
+            shape.workflow_name,
+            shape.name,
+            shape.task_kind,
+            shape.backend,
+            shape.cpus,
+            shape.gpus,
+        )
+        span_name = f"{shape.level} {shape.name}"
+        self._shapes[shape.shape] = (span_name, sort, shared_attributes(*sort))
+
+    def _completed(self, record: tuple[Any, ...] | list[Any]) -> bytes | None:
+        created = self._ending
+        done = Completed._make(record)
+        if (
+            created is None
+            or created.uid != done.uid
+            or done.uid in self._attempts
+            or self._shapes[created.shape][1][0] != n.LEVEL_TASK
+        ):
             return self._finished(
                 Finished(
                     FINISHED,
@@ -96,30 +132,21 @@ class SpanAssembler:
                     None,
                 )
             )
-        elif kind == FINISHED:
-            return self._finished(Finished._make(record))
-        elif kind == SHAPE:
-            shape = Shape._make(record)
-            sort = (
-                shape.level,
-                shape.workflow_name,
-                shape.name,
-                shape.task_kind,
-                shape.backend,
-                shape.cpus,
-                shape.gpus,
-            )
-            span_name = f"{shape.level} {shape.name}"
-            self._shapes[shape.shape] = (span_name, sort, shared_attributes(*sort))
-        elif kind == SPAN:
-            return self._span(SpanFields._make(record[1]))
-        elif kind == ATTEMPT:
-            self._attempts.setdefault(record[1], []).append(
-                (n.SPAN_EVENT_ATTEMPT, record[2], record[3])
-            )
-        elif kind == NOTE:
-            self._notes.append((record[1], record[2], record[3]))
-        return None
+        # A task with nothing more to say: the encoder's quick way, same bytes.
+        self._ending = None
+        span_name, sort, shared = self._shapes[created.shape]
+        return self.encoder.completed_task(
+            span_name,
+            created.span_id,
+            created.parent_id,
+            created.start_ns,
+            done.end_ns,
+            (sort, shared),
+            created.workflow_id,
+            done.uid,
+            done.depends_on,
+            (done.t_resolved, done.t_queued, done.t_submitted, done.t_started),
+        )
 
     def _finished(self, done: Finished) -> bytes | None:
         created, self._ending = self._ending, None

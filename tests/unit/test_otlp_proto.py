@@ -201,8 +201,9 @@ def _one_span(request: ExportTraceServiceRequest) -> Any:
 def test_the_records_give_the_span_the_in_process_path_sends() -> None:
     """Recorder -> records -> assembler -> bytes decodes to exactly the SDK's
     encoding of the same spans built in process (SpanBridge), for a task that
-    was retried and failed, a block and a plain task, and the session span
-    with a user event."""
+    was retried and failed, a block, two plain tasks (one with a dependency,
+    each ended by a short Completed record) and the session span with a
+    user event."""
     from asyncflow.telemetry._recorder import Recorder
     from asyncflow.telemetry._span_assembly import SpanAssembler
     from asyncflow.telemetry._spans import span_dict
@@ -215,7 +216,8 @@ def test_the_records_give_the_span_the_in_process_path_sends() -> None:
     block = recorder.task_created(_Task("block.000001", "stage", n.TYPE_BLOCK), "", None, None)
     plain = recorder.task_created(_Task("task.000002", "prepare"), "default", block, None)
     failed = recorder.task_created(_Task("task.000003", "train"), "gpu", None, None)
-    for span in (plain, failed):
+    after = recorder.task_created(_Task("task.000004", "prepare"), "default", None, None)
+    for span in (plain, failed, after):
         recorder.resolved(span)
         recorder.queued(span)
         recorder.submitted(span)
@@ -224,6 +226,9 @@ def test_the_records_give_the_span_the_in_process_path_sends() -> None:
     recorder.attempt_ended(failed, 1, failed.t_started, RuntimeError("flaky"), True)
     recorder.started(plain)
     recorder.task_finished(plain, n.RESULT_COMPLETED, None, False, ())
+    recorder.started(after)
+    recorder.task_finished(after, n.RESULT_COMPLETED, None, False, ("task.000002",))
+    assert [r[0] for r in sink.records].count("D") == 2  # plain and after
     try:
         raise RuntimeError("out of memory on gpu:0")
     except RuntimeError as exc:
@@ -240,10 +245,55 @@ def test_the_records_give_the_span_the_in_process_path_sends() -> None:
 
     keep = _Keep()
     bridge = SpanBridge([_OnEnd(keep)], Resource(RESOURCE))  # type: ignore[list-item]
-    for rec in (plain, failed, block, recorder.session):
+    for rec in (plain, failed, after, block, recorder.session):
         bridge(span_dict(rec, recorder.trace_hex, recorder._notes(rec)))
     sdk = encode_spans(keep.spans)
-    assert len(_one_span(ours)) == 4
+    assert len(_one_span(ours)) == 5
     by_id = {s.span_id: s for s in _one_span(sdk)}
     for span in _one_span(ours):
         assert span == by_id[span.span_id], span.name
+
+
+@pytest.mark.parametrize(
+    ("parent", "workflow_id", "depends_on", "steps"),
+    [
+        (None, "", (), (11, 12, 13, 14)),
+        (0xBEEF, "wf.7", ("task.000001", "task.000002"), (11, 0, 13, 14)),
+        (0xBEEF, 'w"f', ("t\u00e9",), (0, 0, 0, 0)),
+    ],
+)
+def test_a_plainly_completed_task_is_the_same_bytes_the_quick_way(
+    parent: int | None, workflow_id: str, depends_on: tuple[str, ...], steps: tuple[int, ...]
+) -> None:
+    """The encoder's quick way for a task that completed with nothing more
+    to say writes exactly the bytes of its general way."""
+    from asyncflow.telemetry._spans import own_attributes, shared_attributes
+
+    encoder = SpanEncoder("ab" * 16, RESOURCE, "asyncflow", __version__)
+    sort = (n.LEVEL_TASK, "sims", "simulate", n.TYPE_FUNCTION, "default", 1, 0)
+    shared = shared_attributes(*sort)
+    own = own_attributes(n.LEVEL_TASK, "task.000009", workflow_id, depends_on, (), "completed", "")
+    names = (
+        n.SPAN_EVENT_RESOLVED,
+        n.SPAN_EVENT_QUEUED,
+        n.SPAN_EVENT_SUBMITTED,
+        n.SPAN_EVENT_STARTED,
+    )
+    events = [(name, t) for name, t in zip(names, steps, strict=True) if t]
+    for _ in range(2):  # the second time from the encoder's caches
+        general = encoder.span(
+            "task simulate", 0xF00D, parent, 10, 20, n.STATUS_OK, "", own, events, (sort, shared)
+        )
+        quick = encoder.completed_task(
+            "task simulate",
+            0xF00D,
+            parent,
+            10,
+            20,
+            (sort, shared),
+            workflow_id,
+            "task.000009",
+            depends_on,
+            steps,
+        )
+        assert quick == general
