@@ -604,6 +604,14 @@ class WorkflowEngine:
             depends_on = tuple([d.uid for d in fut._deps if type(d) is TaskFuture])
             self._observer.task_finished(span, result, exc, self._closed, depends_on)
 
+    def _completed_telemetry(self, fut: TaskFuture[Any], started: bool) -> None:
+        """``fut`` completed: started (unless ``started``) and ended, in one hook."""
+        span = fut._tel
+        if span is not None and self._observer is not None:
+            fut._tel = None
+            depends_on = tuple([d.uid for d in fut._deps if type(d) is TaskFuture])
+            self._observer.completed(span, started, depends_on)
+
     def _telemetry_parent(self) -> LiveSpan | None:
         """The span of the innermost block or workflow scope, if any."""
         block, scope = self._innermost()
@@ -703,7 +711,10 @@ class WorkflowEngine:
         """All dependencies of ``fut`` are done: resolve arguments and hand it on."""
         if fut.done():
             return
-        if fut._tel is not None and self._observer is not None:
+        # A function task without a policy reports resolved and queued in
+        # one call (ready) once it is queued; every other task now.
+        plain = fut.kind == KIND_FUNCTION and fut._policy is None
+        if fut._tel is not None and self._observer is not None and not plain:
             self._observer.resolved(fut._tel)
         try:
             if fut._deps:
@@ -725,14 +736,18 @@ class WorkflowEngine:
             else:
                 args, kwargs = fut.args, fut.kwargs
         except BaseException as exc:  # noqa: BLE001 - a foreign future's result() raised
+            if plain and fut._tel is not None and self._observer is not None:
+                self._observer.resolved(fut._tel)
             self._finish_exc(fut, exc)
             return
         kind = fut.kind
         if kind == KIND_FUNCTION:
             desc = self._describe(fut, args, kwargs)
-            if fut._policy is None and fut._tel is None:
+            if plain:
+                if fut._tel is not None and self._observer is not None:
+                    self._observer.ready(fut._tel)
                 # _enqueue(), inline: the way of every function task without
-                # telemetry or a policy.
+                # a policy.
                 name = fut.target_backend or self._default
                 batch = self._outbox.get(name)
                 if batch is None:
@@ -1182,14 +1197,12 @@ class WorkflowEngine:
         if state == STATE_DONE:
             path = stdout_file(stdio_dir, fut.uid) if stdio_dir is not None else None
             # _complete(), inline: this is every task's way out.
-            if fut._tel is not None and observer is not None and not fut._running:
-                # The backend reported no RUNNING (a dry run): it ran for no time.
-                observer.started(fut._tel)
+            reported = fut._running  # else a dry run: it ran for no time
             fut._running = False
             self._settling(fut)
             fut.set_result(value_of(task, fut.kind, path))
             if fut._tel is not None:
-                self._ended(fut, n.RESULT_COMPLETED, None)
+                self._completed_telemetry(fut, reported)
             self._apply(self._graph.finish(fut, g.DONE))
         elif state == STATE_FAILED:
             self._finish_exc(fut, failure_of(task, fut.kind, stdio_dir))
@@ -1203,20 +1216,15 @@ class WorkflowEngine:
         """
         if fut.done():
             return
-        if (
-            ran
-            and fut._tel is not None
-            and self._observer is not None
-            and not fut._running
-            and (fut._run is None or fut._run.attempt == 1)
-        ):
-            # The backend reported no RUNNING (a dry run): it ran for no time.
-            self._observer.started(fut._tel)
+        # Unless the backend reported RUNNING (a dry run does not: it ran for
+        # no time), telemetry sees it start as it ends; a cache hit never
+        # starts, a later attempt's start is not the task's.
+        started = not ran or fut._running or (fut._run is not None and fut._run.attempt > 1)
         fut._running = False
         self._settling(fut)
         fut.set_result(value)
         if fut._tel is not None:
-            self._ended(fut, n.RESULT_COMPLETED, None)
+            self._completed_telemetry(fut, started)
         self._apply(self._graph.finish(fut, g.DONE))
 
     # ------------------------------------------------------------------ attempts and timeouts

@@ -38,6 +38,7 @@ __all__ = [
     "ID_SUBMITTED",
     "LINE",
     "NOTE",
+    "READY",
     "SHAPE",
     "SPAN",
     "STARTED",
@@ -50,6 +51,7 @@ __all__ = [
     "Finished",
     "Line",
     "Note",
+    "Ready",
     "Shape",
     "Span",
     "SpanFields",
@@ -70,6 +72,7 @@ ATTEMPT: Final = "T"
 NOTE: Final = "N"
 TASK_SPAN: Final = "O"
 SHAPE: Final = "K"
+READY: Final = "R"
 COMPLETED: Final = "D"
 
 # A task's event ids are a block of 8 (``id_base`` is a multiple of 8): its
@@ -146,6 +149,14 @@ class Step(NamedTuple):
     uid: str
     t_ns: int
     offset: int  # ID_RESOLVED, ID_QUEUED or ID_SUBMITTED
+
+
+class Ready(NamedTuple):
+    """The task was resolved and queued at one moment: both steps' lines."""
+
+    kind: str
+    uid: str
+    t_ns: int
 
 
 class Started(NamedTuple):

@@ -30,6 +30,7 @@ from ._records import (
     ID_SUBMITTED,
     LINE,
     NOTE,
+    READY,
     SHAPE,
     SPAN,
     STARTED,
@@ -113,6 +114,12 @@ class LineRenderer:
         # named tuples of _records.py cost more than the line).
         if kind == STEP:  # records.Step
             return f'{_TASK}{_text(record[1])},"{_STEP_KEYS[record[3]]}":{record[2]}}}\n'
+        if kind == READY:  # records.Ready: two steps at one moment, a line each
+            uid = _text(record[1])
+            return (
+                f'{_TASK}{uid},"{n.SPAN_EVENT_RESOLVED}":{record[2]}}}\n'
+                f'{_TASK}{uid},"{n.SPAN_EVENT_QUEUED}":{record[2]}}}\n'
+            )
         if kind == STARTED:  # records.Started
             return f'{_TASK}{_text(record[1])},"{n.SPAN_EVENT_STARTED}":{record[2]}}}\n'
         if kind == CREATED:

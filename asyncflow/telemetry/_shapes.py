@@ -31,11 +31,12 @@ class TaskShape:
         name, kind, backend, workflow_name, cpus, gpus: what defines the kind.
         span_name: the span name of every task of the kind.
         active: ``[pending, running]`` of its backend (tasks; None for blocks).
+        rows: the rows of its queue, total and run histograms for a task that
+            completes, each None until first used (see :meth:`add`).
     """
 
     __slots__ = (
         "_hists",
-        "_rows",
         "active",
         "backend",
         "cpus",
@@ -44,6 +45,7 @@ class TaskShape:
         "kind",
         "level",
         "name",
+        "rows",
         "sent",
         "span_name",
         "workflow_name",
@@ -71,7 +73,7 @@ class TaskShape:
         self._hists = hists  # queue, total, run
         # Their rows for a task that completes, made when first used (a
         # series with no value is never exported).
-        self._rows: list[list[Any] | None] = [None, None, None]
+        self.rows: list[list[Any] | None] = [None, None, None]
 
     def record(self) -> tuple[Any, ...]:
         """Its ``records.Shape``."""
@@ -101,13 +103,13 @@ class TaskShape:
         """Add ``value`` to the queue (0), total (1) or run (2) histogram of
         a task of this kind that completes (queue: any task that starts)."""
         hist = self._hists[which]
-        row = self._rows[which]
+        row = self.rows[which]
         if row is None or hist.track:
             key = self.keys()[which]
             if hist.track:  # the series keeps raw values for an SDK reader
                 hist.record(key, value)
                 return
-            row = self._rows[which] = hist.row(key)
+            row = self.rows[which] = hist.row(key)
         row[bisect_left(hist.bounds, value)] += 1
         row[-2] += 1
         row[-1] += value

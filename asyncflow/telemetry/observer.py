@@ -6,6 +6,10 @@ and calls it at each transition of a task or block, in this order::
     task_created -> resolved -> queued -> submitted -> [assigned] -> started
                  -> task_finished
 
+(``ready`` is resolved and queued in one call, ``completed`` started, if
+the task did not report it, and task_finished of a task that completed:
+the engine's common path makes two calls where it would make four.)
+
 (blocks skip queued and submitted; a task that fails or is cancelled before
 it runs jumps to ``task_finished``). A task with retries reports each
 attempt's end with ``attempt_ended`` (later attempts report no queued,
@@ -82,6 +86,10 @@ class TaskObserver(Protocol):
     def queued(self, span: LiveSpan) -> None:
         """It waits in the engine's outbox for its backend."""
 
+    def ready(self, span: LiveSpan) -> None:
+        """``resolved`` and ``queued`` at one moment (a task queued as soon
+        as its arguments resolved): the same as calling both."""
+
     def submitted(self, span: LiveSpan) -> None:
         """It was handed to its backend's ``submit_tasks``."""
 
@@ -113,6 +121,11 @@ class TaskObserver(Protocol):
             cut_off: it was cancelled because the engine shut down.
             depends_on: the uids of the tasks it depended on.
         """
+
+    def completed(self, span: LiveSpan, ran: bool, depends_on: tuple[str, ...]) -> None:
+        """``started`` (unless ``ran``: the backend reported it running) and
+        ``task_finished`` with ``RESULT_COMPLETED``: the same as calling them
+        (call ``flush_soon`` first, as for ``task_finished``)."""
 
     def attempt_ended(
         self,

@@ -314,3 +314,67 @@ def test_recorder_records_follow_the_declared_layout() -> None:
         names.TL_STATUS: names.STATUS_OK,
     }
     assert json.loads(lines[7])[names.TL_NAME] == "train"  # the second created line
+
+
+@pytest.mark.parametrize("ran", [False, True])
+@pytest.mark.parametrize("in_workflow", [False, True])
+def test_completed_is_started_and_task_finished_in_one_call(ran: bool, in_workflow: bool) -> None:
+    """The engine's common way out (``ready`` and ``completed``) records what
+    the single hooks record: the same records, histograms, counts and spans,
+    the first task of a kind and the ones after it."""
+    from asyncflow.telemetry._recorder import Recorder
+
+    def run(combined: bool) -> tuple[Recorder, _Sink]:
+        recorder = Recorder("sess", "node", 10, None)
+        sink = _Sink()
+        recorder.attach(sink)
+        recorder.task_spans = True
+        workflow = recorder.workflow_started("wf-1", "training", None) if in_workflow else None
+        for _ in range(3):
+            span = recorder.task_created(_Task(), "gpu", None, "wf-1" if in_workflow else None)
+            if combined:
+                recorder.ready(span)
+            else:
+                recorder.resolved(span)
+                recorder.queued(span)
+            recorder.submitted(span)
+            if ran:
+                recorder.started(span)
+            if combined:
+                recorder.completed(span, ran, ("task.000001",))
+            else:
+                if not ran:
+                    recorder.started(span)
+                recorder.task_finished(span, names.RESULT_COMPLETED, None, False, ("task.000001",))
+        if workflow is not None:
+            recorder.workflow_ended(workflow, None)
+        return recorder, sink
+
+    (one, one_sink), (two, two_sink) = run(False), run(True)
+
+    def kinds(sink: _Sink) -> list[str]:  # a Ready record is a resolved and a queued step
+        out: list[str] = []
+        for record in sink.records:
+            out.extend(["E", "E"] if record[0] == "R" else [record[0]])
+        return out
+
+    assert kinds(two_sink) == kinds(one_sink)
+    for attribute in ("task_duration", "queue_duration", "run_duration"):
+        points = [
+            {k: v for k, v in p.items() if k not in ("sum", "bucket_counts")}
+            for p in getattr(two, attribute).points()
+        ]
+        assert points == [
+            {k: v for k, v in p.items() if k not in ("sum", "bucket_counts")}
+            for p in getattr(one, attribute).points()
+        ], attribute
+        assert [p["count"] for p in getattr(two, attribute).points()] == [3]
+    assert two.run_stats[0] == one.run_stats[0] == 3
+    assert two.active_tasks == one.active_tasks == {("pending", "gpu"): 0, ("running", "gpu"): 0}
+    assert two.spans_finished == one.spans_finished
+    assert [s.status for s in two.ring] == [s.status for s in one.ring]
+    for span in two.ring:
+        if span.level == names.LEVEL_TASK:
+            assert span.t_resolved == span.t_queued > 0 and span.t_started >= span.t_submitted
+            assert span.end_ns >= span.t_started and span.result == names.RESULT_COMPLETED
+            assert span.depends_on == ("task.000001",)
