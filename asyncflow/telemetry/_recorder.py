@@ -374,7 +374,11 @@ class Recorder:
 
     def submitted(self, span: LiveSpan) -> None:
         self.submitted_total += 1
-        self._step(span, _SUBMITTED)
+        span.t_submitted = t_ns = time.time_ns()  # _step(), inline: every task's
+        if self._put is not None:
+            self._put((STEP, span.uid, t_ns, ID_SUBMITTED))  # records.Step
+        if self.subscribers_active and self.deliver is not None:
+            self.deliver(n.EVENT_TASK_SUBMITTED, span, t_ns / 1e9, {}, span.id_base + ID_SUBMITTED)
 
     def assigned(self, span: LiveSpan, slots: Iterable[Any]) -> None:
         """A backend gave the task its resource slots (just before it starts)."""
@@ -474,10 +478,18 @@ class Recorder:
                 stats[2] = ran_for
             if ran_for > stats[3]:
                 stats[3] = ran_for
-        if self.task_spans and put is not None:
-            wf = span.workflow_id or ""
-            put((TASK_SPAN, uid, span.span_id, span.parent, span.start_ns, shape.id, wf))
-        self.finish_span(span, n.STATUS_OK, "", n.EVENT_TASK_COMPLETED)
+        # finish_span(), inline, for a task with nothing more to say
+        span.status = n.STATUS_OK
+        span.status_description = ""
+        self.spans_finished += 1
+        self.ring.append(span)
+        if put is not None:
+            if self.task_spans:
+                wf = span.workflow_id or ""
+                put((TASK_SPAN, uid, span.span_id, span.parent, span.start_ns, shape.id, wf))
+            self._put_end(span, n.STATUS_OK, "", n.EVENT_TASK_COMPLETED)
+        if self.span_sink is not None:
+            self.span_sink(span_dict(span, self.trace_hex))
         owner = span.owner
         if owner is not None:
             span.owner = None
@@ -659,49 +671,8 @@ class Recorder:
         self.spans_finished += 1
         self.ring.append(rec)
         if self._put is not None:
-            if (
-                final is not None
-                and status == n.STATUS_OK
-                and not desc
-                and not rec.extra
-                and not rec.slots
-                and rec.exception is None
-            ):
-                # records.Completed: all a task that completed has to say
-                self._put(
-                    (
-                        COMPLETED,
-                        rec.uid,
-                        rec.end_ns,
-                        rec.depends_on,
-                        rec.t_resolved,
-                        rec.t_queued,
-                        rec.t_submitted,
-                        rec.t_started,
-                    )
-                )
-            elif final is not None:
-                # records.Finished
-                self._put(
-                    (
-                        FINISHED,
-                        rec.uid,
-                        final,
-                        rec.error_type,
-                        rec.end_ns,
-                        status,
-                        desc,
-                        rec.t_resolved,
-                        rec.t_queued,
-                        rec.t_submitted,
-                        rec.t_started,
-                        rec.result,
-                        rec.depends_on,
-                        rec.extra,
-                        rec.slots,
-                        rec.exception,
-                    )
-                )
+            if final is not None:
+                self._put_end(rec, status, desc, final)
             else:
                 # records.Span of a records.SpanFields
                 self._put(
@@ -722,6 +693,53 @@ class Recorder:
                 )
         if self.span_sink is not None:
             self.span_sink(span_dict(rec, self.trace_hex, self._notes(rec)))
+
+    def _put_end(self, rec: LiveSpan, status: str, desc: str, final: str) -> None:
+        """Send a task's (or block's) last record: ``Completed`` when it has
+        nothing more to say, else ``Finished``."""
+        assert self._put is not None
+        if (
+            status == n.STATUS_OK
+            and not desc
+            and not rec.extra
+            and not rec.slots
+            and rec.exception is None
+        ):
+            # records.Completed: all a task that completed has to say
+            self._put(
+                (
+                    COMPLETED,
+                    rec.uid,
+                    rec.end_ns,
+                    rec.depends_on,
+                    rec.t_resolved,
+                    rec.t_queued,
+                    rec.t_submitted,
+                    rec.t_started,
+                )
+            )
+        else:
+            # records.Finished
+            self._put(
+                (
+                    FINISHED,
+                    rec.uid,
+                    final,
+                    rec.error_type,
+                    rec.end_ns,
+                    status,
+                    desc,
+                    rec.t_resolved,
+                    rec.t_queued,
+                    rec.t_submitted,
+                    rec.t_started,
+                    rec.result,
+                    rec.depends_on,
+                    rec.extra,
+                    rec.slots,
+                    rec.exception,
+                )
+            )
 
     def _notes(self, rec: LiveSpan) -> list[tuple[str, int, dict[str, Any]]]:
         return list(self.session_notes) if rec is self.session else []
