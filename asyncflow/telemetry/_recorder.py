@@ -44,6 +44,7 @@ from ._records import (
     ID_RESOLVED,
     ID_STARTED,
     ID_SUBMITTED,
+    INSTANT,
     LINE,
     NOTE,
     READY,
@@ -456,8 +457,6 @@ class Recorder:
                 row[bisect_left(bounds, wait)] += 1
                 row[-2] += 1
                 row[-1] += wait
-            if put is not None:
-                put((STARTED, uid, t_ns))  # records.Started
         span.result = n.RESULT_COMPLETED
         span.depends_on = depends_on
         total = (t_ns - span.start_ns) / 1e9
@@ -487,7 +486,7 @@ class Recorder:
             if self.task_spans:
                 wf = span.workflow_id or ""
                 put((TASK_SPAN, uid, span.span_id, span.parent, span.start_ns, shape.id, wf))
-            self._put_end(span, n.STATUS_OK, "", n.EVENT_TASK_COMPLETED)
+            self._put_end(span, n.STATUS_OK, "", n.EVENT_TASK_COMPLETED, not ran)
         if self.span_sink is not None:
             self.span_sink(span_dict(span, self.trace_hex))
         owner = span.owner
@@ -694,10 +693,18 @@ class Recorder:
         if self.span_sink is not None:
             self.span_sink(span_dict(rec, self.trace_hex, self._notes(rec)))
 
-    def _put_end(self, rec: LiveSpan, status: str, desc: str, final: str) -> None:
+    def _put_end(
+        self, rec: LiveSpan, status: str, desc: str, final: str, instant: bool = False
+    ) -> None:
         """Send a task's (or block's) last record: ``Completed`` when it has
-        nothing more to say, else ``Finished``."""
+        nothing more to say, else ``Finished``.
+
+        ``instant``: it started now and no ``Started`` record was sent.
+        """
         assert self._put is not None
+        if instant and not (status == n.STATUS_OK and not desc and not rec.extra and not rec.slots):
+            self._put((STARTED, rec.uid, rec.t_started))  # records.Started
+            instant = False
         if (
             status == n.STATUS_OK
             and not desc
@@ -708,7 +715,7 @@ class Recorder:
             # records.Completed: all a task that completed has to say
             self._put(
                 (
-                    COMPLETED,
+                    INSTANT if instant else COMPLETED,
                     rec.uid,
                     rec.end_ns,
                     rec.depends_on,

@@ -36,6 +36,7 @@ __all__ = [
     "ID_RESOLVED",
     "ID_STARTED",
     "ID_SUBMITTED",
+    "INSTANT",
     "LINE",
     "NOTE",
     "READY",
@@ -73,6 +74,9 @@ NOTE: Final = "N"
 TASK_SPAN: Final = "O"
 SHAPE: Final = "K"
 READY: Final = "R"
+# A Completed record for a task that started as it ended (a backend that
+# reports no RUNNING, such as the dry run): it also writes the started line.
+INSTANT: Final = "I"
 COMPLETED: Final = "D"
 
 # A task's event ids are a block of 8 (``id_base`` is a multiple of 8): its

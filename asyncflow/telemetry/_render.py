@@ -28,6 +28,7 @@ from ._records import (
     ID_QUEUED,
     ID_RESOLVED,
     ID_SUBMITTED,
+    INSTANT,
     LINE,
     NOTE,
     READY,
@@ -124,9 +125,13 @@ class LineRenderer:
             return f'{_TASK}{_text(record[1])},"{n.SPAN_EVENT_STARTED}":{record[2]}}}\n'
         if kind == CREATED:
             return self._created(record)
-        if kind == COMPLETED:  # records.Completed
+        if kind in (COMPLETED, INSTANT):  # records.Completed
+            uid = _text(record[1])
+            started = (
+                f'{_TASK}{uid},"{n.SPAN_EVENT_STARTED}":{record[7]}}}\n' if kind == INSTANT else ""
+            )
             return (
-                f'{_TASK}{_text(record[1])},"{n.TL_ENDED}":{record[2]},'
+                f'{started}{_TASK}{uid},"{n.TL_ENDED}":{record[2]},'
                 f'"{n.TL_RESULT}":"{n.RESULT_COMPLETED}","{n.TL_STATUS}":"{n.STATUS_OK}"'
                 f"{_depends(record[3])}}}\n"
             )

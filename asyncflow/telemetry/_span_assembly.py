@@ -22,6 +22,7 @@ from ._records import (
     ATTEMPT,
     COMPLETED,
     FINISHED,
+    INSTANT,
     NOTE,
     SHAPE,
     SPAN,
@@ -74,7 +75,7 @@ class SpanAssembler:
         kind = record[0]
         if kind == TASK_SPAN:
             self._ending = TaskSpan._make(record)
-        elif kind == COMPLETED:
+        elif kind in (COMPLETED, INSTANT):
             return self._completed(record)
         elif kind == FINISHED:
             return self._finished(Finished._make(record))
