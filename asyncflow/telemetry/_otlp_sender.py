@@ -2,8 +2,11 @@
 
 Runs in the checkpoint writer process (``_writer_main``), never in the
 engine's: encoded spans (``_span_assembly``) queue up and a thread of their
-own sends them in batches over OTLP/gRPC or OTLP/HTTP. The queue is bounded
-(beyond, spans are dropped and counted), a failed send is tried once more,
+own sends them in batches over OTLP/gRPC or OTLP/HTTP. The queue is bounded:
+while the endpoint takes batches, a full queue waits for room (a collector
+slower than the run slows the run, as a slow disk does, and loses nothing);
+an endpoint that is down, or took nothing for ``STALL_SECONDS``, gets its
+spans dropped and counted instead. A failed send is tried once more,
 and an endpoint that stays down is reported once (``say("otlp down ...")``,
 which the engine logs as its one warning for that endpoint) and then costs
 nothing: batches are dropped at once, with a probe every few seconds.
@@ -33,8 +36,13 @@ EXPORT_TIMEOUT = 5.0
 BATCH_SPANS = 512
 BATCH_DELAY = 0.5
 
-# Encoded bytes waiting to be sent; beyond, spans are dropped and counted.
+# Encoded bytes waiting to be sent; beyond, a span waits for room.
 QUEUE_BYTES = 16 << 20
+
+# Seconds a full queue waits for an endpoint that sends nothing before its
+# spans are dropped (less than the engine's own stall limit for this
+# process, so the checkpoint file never waits on a stalled collector).
+STALL_SECONDS = 1.0
 
 # Seconds between probes of an endpoint that is down.
 PROBE_EVERY = 5.0
@@ -185,20 +193,41 @@ class SpanSender:
         self.sent = 0
         self.dropped = 0
         self.down = False
+        self._stalled = False  # a full queue waited in vain: drop until it sends
         self._last_try = 0.0
         self._thread = threading.Thread(target=self._run, name="asyncflow-otlp", daemon=True)
         self._thread.start()
 
     def put(self, span: bytes) -> None:
-        """Queue one encoded span (dropped and counted when the queue is full)."""
+        """Queue one encoded span.
+
+        With the queue full, it waits while the endpoint takes batches; it
+        drops and counts the span when the endpoint is down or sent nothing
+        for ``STALL_SECONDS`` (then every span, until it sends again).
+        """
         with self._cond:
-            if self._queued_bytes + len(span) > QUEUE_BYTES:
+            if self._queued_bytes + len(span) > QUEUE_BYTES and not self._room(len(span)):
                 self.dropped += 1
                 return
             self._queue.append(span)
             self._queued_bytes += len(span)
             if len(self._queue) >= BATCH_SPANS:
                 self._cond.notify()
+
+    def _room(self, size: int) -> bool:
+        """Wait (the lock held) until ``size`` bytes fit; False: drop instead."""
+        sent, since = self.sent, time.monotonic()
+        while self._queue and self._queued_bytes + size > QUEUE_BYTES:
+            if self.down or self._closing or self._stalled:
+                return False
+            if self.sent != sent:
+                sent, since = self.sent, time.monotonic()
+            elif time.monotonic() - since > STALL_SECONDS:
+                self._stalled = True
+                return False
+            self._cond.notify()  # a full batch is there: the sender may be waiting
+            self._cond.wait(0.05)
+        return True
 
     def _take(self) -> list[bytes] | None:
         """The next batch, waiting up to ``BATCH_DELAY`` for a full one; None: done."""
@@ -241,7 +270,10 @@ class SpanSender:
             error = None
             break
         if error is None:
-            self.sent += len(batch)
+            with self._cond:
+                self.sent += len(batch)
+                self._stalled = False
+                self._cond.notify_all()  # room for a put that waits
             if self.down:
                 self.down = False
                 self._say("otlp up")

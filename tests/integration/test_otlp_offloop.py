@@ -317,3 +317,63 @@ async def test_otlp_metrics_carry_the_recorders_histograms_without_a_replay(
     counts_, bounds = buckets[-1]
     assert bounds == list(n.DURATION_BUCKETS)
     assert sum(counts_) == 40 and len(counts_) == len(bounds) + 1
+
+
+def _span_bytes(encoder: Any, i: int) -> bytes:
+    attributes = {n.TASK_UID: f"task.{i:06d}", n.TASK_NAME: "t"}
+    return bytes(encoder.span("task t", i + 1, None, 10, 20, n.STATUS_OK, "", attributes, []))
+
+
+def test_a_slow_collector_slows_the_sender_and_loses_nothing(
+    receiver: OTLPReceiver, protocol: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The telemetry process's sender, against a receiver that takes 20 ms a
+    request, with a queue of 8 KB: spans wait for room instead of being
+    dropped (they were, before), and all of them arrive in order."""
+    from asyncflow.telemetry import _otlp_sender
+    from asyncflow.telemetry._otlp_proto import SpanEncoder
+
+    monkeypatch.setattr(_otlp_sender, "QUEUE_BYTES", 8192)
+    receiver.delay = 0.02
+    encoder = SpanEncoder("ab" * 16, {"service.name": "slow"}, "asyncflow", "0")
+    said: list[str] = []
+    transport = _otlp_sender.make_transport(receiver.endpoint, protocol)
+    sender = _otlp_sender.SpanSender(encoder.request, transport, said.append)
+    count = 1500  # about 80 bytes each: 15 times the queue
+    for i in range(count):
+        sender.put(_span_bytes(encoder, i))
+    sender.close(10.0)
+    assert sender.dropped == 0, said
+    uids = [s["attributes"][n.TASK_UID] for s in receiver.spans()]
+    assert uids == [f"task.{i:06d}" for i in range(count)]
+    assert not [line for line in said if line.startswith(("otlp down", "otlp dropped"))]
+
+
+def test_a_full_queue_drops_at_once_for_an_endpoint_that_is_down(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A refused port: the sender marks it down and a full queue drops spans
+    without waiting (a dead endpoint costs no time), counting them."""
+    import socket
+
+    from asyncflow.telemetry import _otlp_sender
+    from asyncflow.telemetry._otlp_proto import SpanEncoder
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setattr(_otlp_sender, "QUEUE_BYTES", 2048)
+    encoder = SpanEncoder("ab" * 16, {"service.name": "dead"}, "asyncflow", "0")
+    said: list[str] = []
+    transport = _otlp_sender.make_transport(f"http://127.0.0.1:{port}", "http/protobuf")
+    sender = _otlp_sender.SpanSender(encoder.request, transport, said.append)
+    started = time.monotonic()
+    for i in range(5000):
+        sender.put(_span_bytes(encoder, i))
+    queued = time.monotonic() - started
+    sender.close(2.0)
+    assert sender.dropped == 5000 and sender.sent == 0
+    assert [line for line in said if line.startswith("otlp down")]
+    # It never waited a stall limit per span: at most one, while the first
+    # export was still finding the port refused.
+    assert queued < 5000 * _otlp_sender.STALL_SECONDS / 10

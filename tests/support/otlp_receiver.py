@@ -82,9 +82,13 @@ class OTLPReceiver:
         # Per trace request: its headers (gRPC metadata), names lower-cased,
         # and how its body came (``gzip`` or "").
         self.trace_headers: list[dict[str, str]] = []
+        # Seconds each trace request takes before it is answered (a slow collector).
+        self.delay = 0.0
 
     # ------------------------------------------------------------------ intake
     def _add_traces(self, request: TraceRequest, headers: dict[str, str] | None = None) -> None:
+        if self.delay:
+            time.sleep(self.delay)
         with self._cond:
             self._traces.append(request)
             self.trace_headers.append(headers or {})
