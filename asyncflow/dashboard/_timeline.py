@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -12,9 +11,11 @@ from plotly.subplots import make_subplots
 
 from asyncflow.telemetry import names as n
 
+from . import _webgl as w
 from . import compute as c
 from . import paths
 from ._attempts import cache_hit_marks, cache_hit_text
+from ._columns import Rows, Timeline, rows_of, timeline_of
 from ._plot import (
     AXIS_TIME,
     CANCELED,
@@ -26,11 +27,9 @@ from ._plot import (
     TEMPLATE,
     WAIT,
     empty_figure,
-    merge_segments,
     slot_label,
     task_hover,
     type_colours,
-    typed_array,
 )
 from .model import (
     STATE_CANCELED,
@@ -54,8 +53,6 @@ __all__ = [
 BAR_LIMIT = 2_000  # more tasks than this are drawn as WebGL line segments, not SVG bars
 MAX_STEPS = c.ENVELOPE_POINTS
 LABELLED_ROWS = 40  # rows named on the axis; beyond, the hover says which
-PIXELS = 1_500  # large timelines are aggregated to this many pixels of time...
-ROW_PIXELS = 160  # ...and this many lines of instances (a few pixels each, a sub-line per type)
 
 
 def _run_span(task: SpanRecord, run: Run) -> tuple[float, float] | None:
@@ -193,135 +190,29 @@ _HOVER = ("hover", "custom")
 _OUTLINE = {STATE_FAILED: FAILED, STATE_DEPENDENCY_FAILED: CASCADE, STATE_CANCELED: CANCELED}
 
 
-def _segments(
-    rows: list[c.Row],
-    run: Run,
-    colours: Mapping[str, str],
-    height: int,
-    window: tuple[float, float] | None = None,
-) -> tuple[list[go.BaseTraceType], int]:
-    """One WebGL line trace per type, aggregated to the screen's resolution.
+def _critical_trace(
+    critical: paths.CriticalPath, where: Mapping[str, tuple[int, str, str]], run: Run
+) -> go.Scatter:
+    """The critical path over the timeline: each task's run drawn dark, joined in order.
 
-    Rows beyond ``ROW_PIXELS`` share a line (``k`` consecutive instances
-    each); on a line, tasks of one type less than a pixel apart are one
-    segment, and a task shorter than a pixel is drawn a pixel long. The
-    picture is the one the screen could show anyway, at a fraction of the
-    vertices. With ``window`` (seconds from the start: a zoomed view), only
-    tasks in it are drawn, aggregated to the window's own resolution, so
-    zooming in shows ever finer detail down to single tasks. Returns the
-    traces and the number of segments drawn.
+    ``where``: uid -> (row number, row key, row label) of the path's tasks shown.
     """
-    group = max(1, math.ceil(len(rows) / ROW_PIXELS))
-    if window is not None:
-        low, high = window
-        pixel = (high - low) / PIXELS
-    else:
-        low, high = -math.inf, math.inf
-        pixel = run.rel(run.end) / PIXELS
-    spans: dict[tuple[int, str], list[tuple[float, float]]] = defaultdict(list)
-    waiting: dict[str, dict[tuple[int, str], list[tuple[float, float]]]] = {
-        state: defaultdict(list) for state in _PENDING
-    }
-    marks: dict[str, tuple[list[float], list[float]]] = {s: ([], []) for s in _NEVER_RAN}
-    now = run.rel(run.end)
-    origin, latest = run.start, run.end
-    for index, row in enumerate(rows):
-        key = (index // group, row.workflow_type)
-        line = spans[key]
-        for task in row.tasks:
-            # _run_span, inline: this runs once per task.
-            started, finished = task.started, task.finished
-            span = None
-            if started is not None:
-                span = (started - origin, (finished if finished is not None else latest) - origin)
-                if span[1] >= low - pixel and span[0] <= high + pixel:
-                    line.append((span[0], max(span[1], span[0] + pixel)))
-            state = status(task)
-            if state in marks:
-                end = (task.finished if task.finished is not None else run.end) - run.start
-                if low <= end <= high:
-                    marks[state][0].append(end)
-                    marks[state][1].append(index)
-            elif span is None and state in waiting:
-                begin = run.rel(_pending_start(task))
-                if now >= low - pixel and begin <= high + pixel:
-                    waiting[state][key].append((begin, max(now, begin + pixel)))
-    # Within a line of several instances, each type keeps a height of its own,
-    # so one type does not paint over the others.
-    kinds = sorted(colours)
-    sub_lines = len(kinds) if group > 1 else 1
-    width = max(1.0, min(12.0, 0.8 * height * group / (max(len(rows), 1) * sub_lines)))
-    traces: list[go.BaseTraceType] = []
-    drawn = 0
-    for state, found in waiting.items():
-        xs, ys, count = merge_segments(found, kinds, group, pixel)
-        if not count:
-            continue
-        drawn += count
-        label, colour = _PENDING[state]
-        traces.append(
-            go.Scattergl(
-                mode="lines",
-                name=label,
-                legendgroup=state,
-                x=typed_array([x for values in xs.values() for x in values]),
-                y=typed_array([y for values in ys.values() for y in values]),
-                line={"color": colour, "width": max(1.0, width / 3)},
-                hovertemplate=f"%{{x:.3f}} s, instance %{{y:.0f}}<extra>{label}</extra>",
-            )
-        )
-    xs, ys, count = merge_segments(spans, kinds, group, pixel)
-    drawn += count
-    traces += [
-        go.Scattergl(
-            mode="lines",
-            name=wf_type or c.NO_WORKFLOW,
-            legendgroup=wf_type,
-            x=typed_array(xs[wf_type]),
-            y=typed_array(ys[wf_type]),
-            line={"color": colours[wf_type], "width": width},
-            hovertemplate="%{x:.3f} s, instance %{y:.0f}<extra>%{fullData.name}</extra>",
-        )
-        for wf_type in sorted(xs)
-    ]
-    for state, (mark_x, mark_y) in marks.items():
-        if mark_x:
-            label, _, colour = _NEVER_RAN[state]
-            label = {STATE_FAILED: "failed", STATE_CANCELED: "canceled"}.get(state, label)
-            traces.append(
-                go.Scattergl(
-                    mode="markers",
-                    name=label,
-                    legendgroup=state,
-                    x=typed_array(mark_x),
-                    y=typed_array(mark_y),
-                    marker={"symbol": "x", "size": 5, "color": colour},
-                    hovertemplate=f"%{{x:.3f}} s, instance %{{y}}<extra>{label}</extra>",
-                )
-            )
-    return traces, drawn
-
-
-def _critical_trace(critical: paths.CriticalPath, rows: list[c.Row], run: Run) -> go.Scatter:
-    """The critical path over the timeline: each task's run drawn dark, joined in order."""
-    wanted = critical.uids
-    index = {t.uid: (i, row) for i, row in enumerate(rows) for t in row.tasks if t.uid in wanted}
     xs: list[float | None] = []
     ys: list[float | None] = []
     custom: list[list[str]] = []
     hover: list[str] = []
     for task in critical.tasks:
-        found = index.get(task.uid)
+        found = where.get(task.uid)
         if found is None or task.started is None or task.finished is None:
             continue
-        i, row = found
+        i, key, label = found
         # Each task's run is drawn, not the waits between them: a line from
         # one task's end to the next one's start would read as a bar.
         xs += [run.rel(task.started), run.rel(task.finished), None]
         ys += [i, i, None]
         # A click on the path opens the task under it, as a click on its bar does.
-        custom += [[task.uid, task.name or "?", status(task), row.key, task.error_type]] * 3
-        text = f"critical path: {critical.breakdown()}<br>" + task_hover(task, run, row.label)
+        custom += [[task.uid, task.name or "?", status(task), key, task.error_type]] * 3
+        text = f"critical path: {critical.breakdown()}<br>" + task_hover(task, run, label)
         hover += [text, text, text]
     return go.Scatter(
         x=xs,
@@ -336,9 +227,14 @@ def _critical_trace(critical: paths.CriticalPath, rows: list[c.Row], run: Run) -
     )
 
 
-def _busy(fig: go.Figure, run: Run, capacity: Mapping[str, int] | None, max_steps: int) -> None:
-    busy = {kind: c.busy_steps(run, kind) for kind in c.KINDS}
-    caps = c.capacities(run, capacity, steps=busy)
+def _busy(
+    fig: go.Figure,
+    run: Run,
+    busy: Mapping[str, c.Steps],
+    drawn: Mapping[str, c.Steps],
+    caps: Mapping[str, c.Capacity],
+) -> None:
+    """The busy-slot panel: ``busy`` per kind, ``drawn`` its envelope, ``caps`` the capacities."""
     end = run.rel(run.end)
     shown = [k for k in c.KINDS if busy[k].peak or caps[k].value]
     for kind, colour in ((n.KIND_GPU, GPU_COLOUR), (n.KIND_CPU, CPU_COLOUR)):
@@ -347,7 +243,7 @@ def _busy(fig: go.Figure, run: Run, capacity: Mapping[str, int] | None, max_step
         # CPUs take the right axis only beside GPUs: an overlaying axis with
         # nothing under it would cover the whole figure and take its clicks.
         secondary = kind == n.KIND_CPU and n.KIND_GPU in shown
-        steps = c.envelope(busy[kind], max_steps)
+        steps = drawn[kind]
         cap = caps[kind]
         label = kind.upper()
         fig.add_trace(
@@ -390,8 +286,7 @@ def _busy(fig: go.Figure, run: Run, capacity: Mapping[str, int] | None, max_step
         fig.update_yaxes(axis, row=2, col=1, secondary_y=secondary)
 
 
-def _config_table(run: Run, all_rows: list[c.Row]) -> go.Table:
-    rows = c.configuration(run, all_rows)
+def _config_table(rows: list[c.TypeConfig]) -> go.Table:
     columns = [
         [r.workflow_type for r in rows],
         [r.instances for r in rows],
@@ -414,7 +309,7 @@ def _config_table(run: Run, all_rows: list[c.Row]) -> go.Table:
 
 
 def campaign_figure(
-    run: Run,
+    run: Run | Timeline,
     *,
     types: Collection[str] | None = None,
     states: Collection[str] | None = None,
@@ -426,7 +321,8 @@ def campaign_figure(
     """The campaign timeline: a row per workflow instance, busy slots below, configuration beside.
 
     Args:
-        run: the run.
+        run: the run, as records or as columns (a checkpoint file read for
+            the timeline alone, ``CheckpointSource.timeline()``).
         types: only these workflow types (``None``: all).
         states: only tasks in these states (``None``: all).
         capacity: slot capacities to draw when the run recorded none (``{"gpu": 4}``).
@@ -436,14 +332,108 @@ def campaign_figure(
         window: the time range shown (seconds from the start), when the user
             zoomed: an aggregated timeline is aggregated again for it.
     """
+    window = _valid_window(window)
+    if isinstance(run, Timeline):
+        tl: Timeline | None = run
+    else:
+        tl = timeline_of(run) if len(run.tasks) > bar_limit else None
+    if tl is not None:
+        all_rows = rows_of(tl)
+        rows = all_rows if types is None and states is None else rows_of(tl, types, states)
+        if len(rows.tasks) > bar_limit:
+            return _aggregated(tl, all_rows, rows, capacity, max_steps, window)
+        if not len(rows.tasks):
+            return empty_figure(
+                "No tasks to show" + (" for these filters." if len(tl) else " yet.")
+            )
+        return _labelled(tl.full(), types, states, capacity, max_steps)
+    assert not isinstance(run, Timeline)
+    return _labelled(run, types, states, capacity, max_steps)
+
+
+def _aggregated(
+    tl: Timeline,
+    all_rows: Rows,
+    rows: Rows,
+    capacity: Mapping[str, int] | None,
+    max_steps: int,
+    window: tuple[float, float] | None,
+) -> go.Figure:
+    """The timeline of many tasks: WebGL segments aggregated to the screen, from columns."""
+    run = tl.run
+    colours = type_colours(all_rows.types)
+    top = 640
+    traces, drawn = w.segment_traces(tl, rows, colours, top, window)
+    found = w.critical_path(tl)
+    critical = found[0] if found is not None else None
+    if found is not None:
+        critical, indices = found
+        number = {int(i): r for i, r in zip(rows.tasks.tolist(), rows.row.tolist(), strict=True)}
+        where = {}
+        for i, task in zip(indices, critical.tasks, strict=True):
+            r = number.get(i)
+            if r is not None:
+                where[task.uid] = (r, rows.keys[r], rows.label(r))
+        traces.append(_critical_trace(critical, where, run))
+    busy: dict[str, c.Steps] = {}
+    shown: dict[str, c.Steps] = {}
+    for kind in c.KINDS:
+        busy[kind], shown[kind] = w.steps(tl, kind, max_steps)
+    caps = w.capacities(tl, capacity, busy)
+    fig = _frame(top, run, [rows.label(i) for i in range(len(rows))], rows.keys)
+    for trace in traces:
+        fig.add_trace(trace, row=1, col=1)
+    fig.add_trace(_config_table(w.configuration(tl, all_rows)), row=1, col=2)
+    _busy(fig, run, busy, shown, caps)
+    title = f"{len(rows.tasks)} tasks in {len(rows)} workflow instances"
+    title += f" (aggregated to screen resolution: {drawn} segments; WebGL)"
+    if window is not None:
+        fig.update_xaxes(range=list(window), row=1, col=1)
+        title += f"; zoomed to {window[0]:.3f}-{window[1]:.3f} s"
+    _title(fig, title, critical)
+    return fig
+
+
+def _labelled(
+    run: Run,
+    types: Collection[str] | None,
+    states: Collection[str] | None,
+    capacity: Mapping[str, int] | None,
+    max_steps: int,
+) -> go.Figure:
+    """The timeline of a few tasks: an SVG bar per task, labelled and hoverable."""
     all_rows = c.timeline_rows(run)
     rows = all_rows if types is None and states is None else c.timeline_rows(run, types, states)
     if not rows:
         return empty_figure("No tasks to show" + (" for these filters." if run.tasks else " yet."))
     colours = type_colours(c.workflow_types(run, all_rows))
     count = sum(len(r.tasks) for r in rows)
-    large = count > bar_limit
-    top = 640 if large else max(260, min(1100, 60 + 24 * len(rows)))
+    top = max(260, min(1100, 60 + 24 * len(rows)))
+    traces = _bars(rows, run, colours)
+    critical = paths.critical_path(run)
+    if critical is not None:
+        wanted = critical.uids
+        where = {
+            t.uid: (i, row.key, row.label)
+            for i, row in enumerate(rows)
+            for t in row.tasks
+            if t.uid in wanted
+        }
+        traces.append(_critical_trace(critical, where, run))
+    busy = {kind: c.busy_steps(run, kind) for kind in c.KINDS}
+    shown = {kind: c.envelope(busy[kind], max_steps) for kind in c.KINDS}
+    caps = c.capacities(run, capacity, steps=busy)
+    fig = _frame(top, run, [r.label for r in rows], [r.key for r in rows])
+    for trace in traces:
+        fig.add_trace(trace, row=1, col=1)
+    fig.add_trace(_config_table(c.configuration(run, all_rows)), row=1, col=2)
+    _busy(fig, run, busy, shown, caps)
+    _title(fig, f"{count} tasks in {len(rows)} workflow instances", critical)
+    return fig
+
+
+def _frame(top: int, run: Run, labels: list[str], keys: list[str]) -> go.Figure:
+    """The figure's panels and axes, before any trace."""
     fig = make_subplots(
         rows=2,
         cols=2,
@@ -457,52 +447,39 @@ def campaign_figure(
         horizontal_spacing=0.02,
         subplot_titles=("Workflow instances", "Configuration", "Busy slots"),
     )
-    window = _valid_window(window)
-    if large:
-        traces, drawn = _segments(rows, run, colours, top, window)
-    else:
-        traces, drawn = _bars(rows, run, colours), count
-    critical = paths.critical_path(run)
-    if critical is not None:
-        traces.append(_critical_trace(critical, rows, run))
-    for trace in traces:
-        fig.add_trace(trace, row=1, col=1)
-    fig.add_trace(_config_table(run, all_rows), row=1, col=2)
-    _busy(fig, run, capacity, max_steps)
-    labelled = len(rows) <= LABELLED_ROWS
+    labelled = len(keys) <= LABELLED_ROWS
     fig.update_yaxes(
         row=1,
         col=1,
-        range=[len(rows) - 0.5, -0.5],
+        range=[len(keys) - 0.5, -0.5],
         tickmode="array" if labelled else "auto",
-        tickvals=list(range(len(rows))) if labelled else None,
-        ticktext=[r.label for r in rows] if labelled else None,
-        title_text=None if labelled else f"{len(rows)} workflow instances",
+        tickvals=list(range(len(keys))) if labelled else None,
+        ticktext=labels if labelled else None,
+        title_text=None if labelled else f"{len(keys)} workflow instances",
         automargin=True,
     )
     fig.update_xaxes(matches="x", row=2, col=1, title_text=AXIS_TIME)
     fig.update_xaxes(showticklabels=True, row=1, col=1, rangemode="tozero")
-    title = f"{count} tasks in {len(rows)} workflow instances"
-    if large:
-        title += f" (aggregated to screen resolution: {drawn} segments; WebGL)"
-        if window is not None:
-            fig.update_xaxes(range=list(window), row=1, col=1)
-            title += f"; zoomed to {window[0]:.3f}-{window[1]:.3f} s"
-    if critical is not None:
-        title += f"<br><sup>Critical path: {critical.breakdown()}</sup>"
     fig.update_layout(
         template=TEMPLATE,
         height=top + 240 + 130,
         barmode="overlay",
-        title={"text": title, "x": 0.01, "y": 0.99, "yanchor": "top", "font": {"size": 15}},
         legend={"x": 0.755, "y": 0.0, "xanchor": "left", "yanchor": "bottom"},
         margin={"l": 10, "r": 10, "t": 70, "b": 50},
         uniformtext={"minsize": 8, "mode": "hide"},
         hovermode="closest",
-        meta={"rows": [r.key for r in rows]},
+        meta={"rows": keys},
         uirevision="campaign",  # a live refresh keeps the user's zoom
     )
     return fig
+
+
+def _title(fig: go.Figure, title: str, critical: paths.CriticalPath | None) -> None:
+    if critical is not None:
+        title += f"<br><sup>Critical path: {critical.breakdown()}</sup>"
+    fig.update_layout(
+        title={"text": title, "x": 0.01, "y": 0.99, "yanchor": "top", "font": {"size": 15}}
+    )
 
 
 def _valid_window(window: tuple[float, float] | None) -> tuple[float, float] | None:

@@ -239,11 +239,13 @@ def level_over_time(deltas: dict[float, int], until: float) -> tuple[list[float]
     return times, values
 
 
-def envelope(steps: Steps, max_points: int) -> Steps:
+def envelope(steps: Steps, max_points: int, *, bins: list[int] | None = None) -> Steps:
     """At most about ``max_points`` steps: each of equal time bins shows its peak.
 
     Keeps short bursts visible when a long run has too many changes to draw.
     A step holds from its bin to the bin of the next step, both included.
+    ``bins``, when given, are the bins of the steps' times (computed at once
+    by a caller that holds them in an array).
     """
     times, values = steps.times, steps.values
     count = len(times)
@@ -251,8 +253,10 @@ def envelope(steps: Steps, max_points: int) -> Steps:
         return steps
     first, last = times[0], times[-1]
     width = (last - first) / (max_points - 1) or 1.0
-    # The bin each step starts in (non-decreasing: the times are sorted).
-    bins = [int((t - first) / width) for t in times]
+    # The bin each step starts in (non-decreasing: the times are sorted);
+    # a caller with the times in an array computes them at once.
+    if bins is None:
+        bins = [int((t - first) / width) for t in times]
     last_bin = int((last - first) / width)
     peaks = [0] * max_points
     start = 0  # the first step starting in bin b or later
