@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from itertools import compress, repeat
 from typing import Any
 
@@ -55,8 +55,15 @@ _LINE = re.compile(
     rb"|(resolved|started)\":(\d+)\}\n"
     rb'|ended":(\d+),"result":"(\w+)","status":"(\w*)"'
     rb'(?:,"depends_on":\[((?:"' + _TEXT + rb'"(?:,"' + _TEXT + rb'")*)?)\])?\}\n'
+    rb'|assigned":(\d+),"slots":\[((?:"' + _TEXT + rb'"(?:,"' + _TEXT + rb'")*)?)\]'
+    rb',"cpus":(\d+),"gpus":(\d+)\}\n'
     rb')|(span|event|metric|header)"([^\n]*)\n)'
 )
+_GROUPS = 19
+# The fields of each kind that are numbers (positions after the uid).
+_CREATED_INTS = frozenset({1, 5, 6})
+_ENDED_INTS = frozenset({1})
+_ASSIGNED_INTS = frozenset({1, 3, 4})
 # A workflow's span line as the writer writes it (model.span_record of it, below).
 _WORKFLOW = re.compile(
     rb'\{"section":"span","name":"' + n.LEVEL_WORKFLOW.encode() + rb" (" + _TEXT + rb')"'
@@ -88,8 +95,8 @@ def _seconds(t_ns: int) -> float:
     return float(f"{whole}.{frac:09d}")
 
 
-def _ints(values: list[bytes]) -> np.ndarray[Any, np.dtype[np.int64]]:
-    return np.fromiter(map(int, values), np.int64, len(values))
+def _ints(values: Iterable[bytes]) -> np.ndarray[Any, np.dtype[np.int64]]:
+    return np.fromiter(map(int, values), np.int64)
 
 
 def _workflow(fields: tuple[bytes, ...]) -> SpanRecord:
@@ -131,42 +138,65 @@ class TimelineScanner:
             b"started": [[], []],
         }
         self._ended: list[list[bytes]] = [[] for _ in range(5)]
+        self._assigned: list[list[bytes]] = [[] for _ in range(5)]  # uid, t, slots, cpus, gpus
         # File order of the created and ended lines (either way), for the task order.
         self._created_order: list[bytes] = []
         self._ended_order: list[bytes] = []
         # Tasks with a line that took the slow way: their lines' fields in order.
         self._slow: dict[bytes, list[dict[str, Any]]] = {}
+        self.blocks = {"fast": 0, "slow": 0}  # how the blocks fed were read
+        self._intern: dict[bytes, bytes] = {}
 
     # ------------------------------------------------------------------ input
     def feed(self, block: bytes) -> None:
         """Take complete lines (``block`` ends with a newline, or is empty)."""
         found = _LINE.findall(block)
-        columns = list(zip(*found, strict=False)) if found else [()] * 15
-        other = columns[13]
+        columns = list(zip(*found, strict=False)) if found else [()] * _GROUPS
+        other = columns[17]
         skipped = sum(block.count(s) for s in _SKIPPED)
         if any(other):
-            text = b"\n".join(compress(columns[14], other))
+            text = b"\n".join(compress(columns[18], other))
             skipped -= sum(text.count(s) for s in _SKIPPED)
         if len(found) + skipped != block.count(b"\n"):
+            self.blocks["slow"] += 1
             self._feed_slowly(block)
             return
-        uid = columns[0]
-        created = columns[1]
-        for into, column in zip(self._created, (uid, *columns[1:7]), strict=True):
-            into.extend(compress(column, created))
-        self._created_order.extend(compress(uid, created))
+        self.blocks["fast"] += 1
+        # Repeated text (uids on every line of a task, workflow ids, names) is
+        # kept once; numbers become arrays at once: a million tasks fit.
+        keep = self._intern.setdefault
+        uid = list(map(keep, columns[0], columns[0]))
+        self._take(self._created, uid, columns[1:7], columns[1], _CREATED_INTS)
+        self._created_order.extend(compress(uid, columns[1]))
         steps = columns[7]
         for key, (uids, times) in self._steps.items():
             pick = list(map(operator.eq, steps, repeat(key)))
             uids.extend(compress(uid, pick))
-            times.extend(compress(columns[8], pick))
-        ended = columns[9]
-        for into, column in zip(self._ended, (uid, *columns[9:13]), strict=True):
-            into.extend(compress(column, ended))
-        self._ended_order.extend(compress(uid, ended))
+            times.append(_ints(compress(columns[8], pick)))
+        self._take(self._ended, uid, columns[9:13], columns[9], _ENDED_INTS)
+        self._ended_order.extend(compress(uid, columns[9]))
+        self._take(self._assigned, uid, columns[13:17], columns[13], _ASSIGNED_INTS)
         self.parser.records += len(found) + skipped - sum(map(bool, other))
-        for section, rest in compress(zip(other, columns[14], strict=False), other):
+        for section, rest in compress(zip(other, columns[18], strict=False), other):
             self._other(b'{"section":"' + section + b'"' + rest)
+
+    def _take(
+        self,
+        into: list[list[Any]],
+        uid: list[bytes],
+        fields: list[tuple[bytes, ...]],
+        pick: tuple[bytes, ...],
+        numbers: frozenset[int],
+    ) -> None:
+        """The lines of one kind (``pick``: a field every such line has): uid, then fields."""
+        into[0].extend(compress(uid, pick))
+        keep = self._intern.setdefault
+        for at, column in enumerate(fields, 1):
+            chosen = compress(column, pick)
+            if at in numbers:
+                into[at].append(_ints(chosen))
+            else:
+                into[at].extend(map(keep, chosen, compress(column, pick)))
 
     def _other(self, line: bytes) -> None:
         """A line that is not a task line: a workflow's span takes a short cut."""
@@ -218,6 +248,7 @@ class TimelineScanner:
         Args:
             full: reads the whole run as records, for the views that need them.
         """
+        self._join()
         finished = dict.fromkeys(self._ended_order)
         live = [u for u in dict.fromkeys(self._created_order) if u not in finished]
         at = _Lookup(self)
@@ -246,6 +277,26 @@ class TimelineScanner:
         ]
         return _assemble(run, order, fast, records, at, self, full)
 
+    def _join(self) -> None:
+        """The numbers of each kind of fast line in one array per field."""
+
+        def joined(parts: Any) -> Any:
+            if isinstance(parts, np.ndarray):
+                return parts  # joined before
+            if parts and isinstance(parts[0], np.ndarray):
+                return np.concatenate(parts)
+            return parts if parts else np.zeros(0, np.int64)
+
+        for columns, numbers in (
+            (self._created, _CREATED_INTS),
+            (self._ended, _ENDED_INTS),
+            (self._assigned, _ASSIGNED_INTS),
+        ):
+            for at in numbers:
+                columns[at] = joined(columns[at])
+        for pair in self._steps.values():
+            pair[1] = joined(pair[1])
+
     def _merged(self, uid: bytes, at: _Lookup) -> dict[str, Any]:
         """All the fields of a task with a slow line, as the record reader merges them."""
         task = at.fields(uid)
@@ -266,6 +317,9 @@ class _Lookup:
         self.scanner = scanner
         self.created = dict(zip(scanner._created[0], range(len(scanner._created[0])), strict=False))
         self.ended = dict(zip(scanner._ended[0], range(len(scanner._ended[0])), strict=False))
+        self.assigned = dict(
+            zip(scanner._assigned[0], range(len(scanner._assigned[0])), strict=False)
+        )
         self.steps = {
             key: dict(zip(uids, range(len(uids)), strict=False))
             for key, (uids, _) in scanner._steps.items()
@@ -289,6 +343,12 @@ class _Lookup:
             j = self.steps[key].get(uid)
             if j is not None:
                 out[key.decode()] = int(times[j])
+        j = self.assigned.get(uid)
+        if j is not None:
+            _, t, slots, cpus, gpus = (col[j] for col in scanner._assigned)
+            out[n.TL_ASSIGNED] = int(t)
+            out[n.TL_SLOTS] = loads(b"[" + slots + b"]")
+            out[n.TL_CPUS], out[n.TL_GPUS] = int(cpus), int(gpus)
         j = self.ended.get(uid)
         if j is not None:
             _, t, result, status, deps = (col[j] for col in scanner._ended)
@@ -330,15 +390,15 @@ class _FastColumns:
         has = ci >= 0
         take = np.where(has, ci, 0)
         created_ns = (
-            _ints(created_cols[1])[take] if created_cols[1] else np.zeros(len(uids), np.int64)
+            created_cols[1][take] if len(created_cols[1]) else np.zeros(len(uids), np.int64)
         )
         ei = at.index(at.ended, done)
-        ended_ns = _ints(ended_cols[1])[ei] if len(ei) else np.zeros(0, np.int64)
+        ended_ns = ended_cols[1][ei] if len(ei) else np.zeros(0, np.int64)
         times: dict[bytes, np.ndarray[Any, Any]] = {}
         for key, (_, values) in scanner._steps.items():
             si = at.index(at.steps[key], uids)
             found = (
-                _ints(values)[np.where(si >= 0, si, 0)] if values else np.zeros(len(uids), np.int64)
+                values[np.where(si >= 0, si, 0)] if len(values) else np.zeros(len(uids), np.int64)
             )
             times[key] = np.where(si >= 0, found, -1)
         count = len(uids)
@@ -370,8 +430,28 @@ class _FastColumns:
                 self.started[k] = _seconds(s)
             code = STATE_RUNNING if s > 0 else STATE_QUEUED if r > 0 else STATE_WAITING
             self.status[k] = STATUS_CODE[code]
-        self.cpus = np.where(has, _ints(created_cols[5])[take] if created_cols[5] else 1, 1)
-        self.gpus = np.where(has, _ints(created_cols[6])[take] if created_cols[6] else 0, 0)
+        self.cpus = np.where(has, created_cols[5][take] if len(created_cols[5]) else 1, 1)
+        self.gpus = np.where(has, created_cols[6][take] if len(created_cols[6]) else 0, 0)
+        # Slots given (resource-aware backends): their line's cpus and gpus
+        # replace the asked ones, and the slots held are counted per kind.
+        self.slots: dict[int, tuple[str, ...]] = {}
+        self.assigned_live = np.zeros(0, np.int64)  # when live tasks were given slots
+        assigned_cols = scanner._assigned
+        ai = at.index(at.assigned, uids)
+        given = np.flatnonzero(ai >= 0)
+        if len(given):
+            lines = ai[given]
+            self.cpus[given] = assigned_cols[3][lines]
+            self.gpus[given] = assigned_cols[4][lines]
+            texts = list(map(assigned_cols[2].__getitem__, lines.tolist()))
+            held = np.flatnonzero(np.fromiter(map(bool, texts), bool, len(texts)))
+            for column, kind in ((self.cpus, n.KIND_CPU), (self.gpus, n.KIND_GPU)):
+                mark = f'"{kind}:'.encode()
+                counts = np.fromiter(map(operator.methodcaller("count", mark), texts), np.int64)
+                column[given[held]] = counts[held]
+            for k in held.tolist():
+                self.slots[int(given[k])] = tuple(loads(b"[" + texts[k] + b"]"))
+            self.assigned_live = assigned_cols[1][lines][given >= d]
         # The workflow id and name of each task, as codes of distinct pairs.
         lines = list(zip(created_cols[2], created_cols[4], strict=True))
         distinct = dict.fromkeys([(b"", b""), *lines])
@@ -383,7 +463,13 @@ class _FastColumns:
         self.pair = np.where(has, of_line[take] if len(lines) else 0, 0)
         # What the run's start and end take from these tasks.
         seen = np.concatenate(
-            (self.created, self.finished[:d], self.resolved[d:], self.started[d:])
+            (
+                self.created,
+                self.finished[:d],
+                self.resolved[d:],
+                self.started[d:],
+                [_seconds(int(t)) for t in self.assigned_live.tolist()],
+            )
         )
         seen = seen[~np.isnan(seen) & (seen != 0)]
         self.first = float(seen.min()) if len(seen) else None
@@ -468,6 +554,7 @@ def _assemble(
                 targets.append(j)
     uids = list(map(bytes.decode, order, repeat("utf-8"), repeat("replace")))
     slots = {int(slow_at[i]): s for i, s in part.slots.items()}
+    slots.update({int(fast_at[i]): s for i, s in fast.slots.items()})
 
     def record(i: int) -> SpanRecord:
         uid = uids[i]

@@ -20,6 +20,8 @@ import pytest
 from asyncflow.dashboard import figures as f
 from asyncflow.dashboard import open_source
 from asyncflow.dashboard._columns import Timeline, timeline_of
+from asyncflow.dashboard._scan import TimelineScanner
+from asyncflow.dashboard.model import RunBuilder
 from asyncflow.dashboard.sources import CheckpointSource, read_timeline
 
 from .test_checkpoint_layouts import LAYOUT1, layout2_lines
@@ -127,3 +129,14 @@ def test_a_small_timeline_is_drawn_as_bars_from_the_records(layout2: Path) -> No
     bars = f.campaign_figure(tl)
     assert {t.type for t in bars.data} >= {"bar"}
     assert pio.to_json(bars) == pio.to_json(f.campaign_figure(run))
+
+
+def test_each_line_alone_takes_its_own_way(layout2: Path) -> None:
+    """Fed one line a block: plain lines (steps, slots, plain ends, workflow
+    spans) take the fast way, the others the slow one; the same columns."""
+    run = open_source(layout2).poll()
+    scanner = TimelineScanner(RunBuilder(str(layout2)))
+    for line in layout2.read_bytes().splitlines(keepends=True):
+        scanner.feed(line)
+    assert scanner.blocks["fast"] > scanner.blocks["slow"] > 0
+    assert_columns(scanner.timeline(full=lambda: run), timeline_of(run))
