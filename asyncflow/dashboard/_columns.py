@@ -121,7 +121,10 @@ def rows_of(
     start = np.full(len(tl.keys), np.inf)
     np.minimum.at(start, keys, tl.created[tasks])
     present = np.unique(keys)
-    order = sorted(present.tolist(), key=lambda k: (start[k], tl.keys[k]))
+    # Rows by start, then key: the keys' ranks among all keys break ties.
+    rank = np.empty(len(tl.keys), dtype=np.int64)
+    rank[sorted(range(len(tl.keys)), key=tl.keys.__getitem__)] = np.arange(len(tl.keys))
+    order = present[np.lexsort((rank[present], start[present]))].tolist()
     number = np.full(len(tl.keys), -1, dtype=np.int64)
     number[order] = np.arange(len(order))
     row = number[keys]

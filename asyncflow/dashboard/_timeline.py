@@ -6,6 +6,7 @@ import math
 from collections.abc import Collection, Mapping
 from typing import Any
 
+import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -368,11 +369,12 @@ def _aggregated(
     critical = found[0] if found is not None else None
     if found is not None:
         critical, indices = found
-        number = {int(i): r for i, r in zip(rows.tasks.tolist(), rows.row.tolist(), strict=True)}
+        number = np.full(len(tl), -1, dtype=np.int64)
+        number[rows.tasks] = rows.row
         where = {}
         for i, task in zip(indices, critical.tasks, strict=True):
-            r = number.get(i)
-            if r is not None:
+            r = int(number[i])
+            if r >= 0:
                 where[task.uid] = (r, rows.keys[r], rows.label(r))
         traces.append(_critical_trace(critical, where, run))
     busy: dict[str, c.Steps] = {}
@@ -380,7 +382,8 @@ def _aggregated(
     for kind in c.KINDS:
         busy[kind], shown[kind] = w.steps(tl, kind, max_steps)
     caps = w.capacities(tl, capacity, busy)
-    fig = _frame(top, run, [rows.label(i) for i in range(len(rows))], rows.keys)
+    labels = [rows.label(i) for i in range(len(rows))] if len(rows) <= LABELLED_ROWS else []
+    fig = _frame(top, run, labels, rows.keys)
     for trace in traces:
         fig.add_trace(trace, row=1, col=1)
     fig.add_trace(_config_table(w.configuration(tl, all_rows)), row=1, col=2)

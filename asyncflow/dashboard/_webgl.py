@@ -287,8 +287,9 @@ def configuration(tl: Timeline, rows: Rows) -> list[c.TypeConfig]:
     src, dst = tl.edges
     pairs = set()
     if len(src):
-        own, dep = task_type[src], task_type[dst]
-        pairs = {(int(a), int(b)) for a, b in np.unique(np.stack((own, dep)), axis=1).T}
+        width = len(names) + 1  # codes from -1 (a task in no row) up
+        found = np.unique((task_type[src] + 1) * width + task_type[dst] + 1)
+        pairs = {(int(p) // width - 1, int(p) % width - 1) for p in found.tolist()}
     out = []
     instances = np.bincount(row_type, minlength=len(names))
     for i, wf_type in enumerate(names):
