@@ -15,7 +15,7 @@ called under, which places it while its workflow's span is still to come.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from asyncflow.telemetry import names as n
@@ -24,7 +24,7 @@ from .model import ResourceSample, RunBuilder, task_record
 
 __all__ = ["CheckpointParser", "loads"]
 
-loads: Callable[[str | bytes], Any] = json.loads
+loads: Callable[[str], Any] = json.loads
 try:  # about twice as fast as the standard library on span lines
     import orjson
 
@@ -110,8 +110,7 @@ class CheckpointParser:
         self._tasks: dict[str, dict[str, Any]] = {}
         self._layout2 = False
 
-    def bad(self, line: str) -> None:
-        """Count a line that is not a record (the first is kept for the message)."""
+    def _bad(self, line: str) -> None:
         self.bad_lines += 1
         if not self.first_bad:
             text = line.strip()
@@ -121,12 +120,12 @@ class CheckpointParser:
         try:
             record = loads(line)
         except (ValueError, RecursionError):  # deep nesting is not a record either
-            self.bad(line)
+            self._bad(line)
             return None
         if not isinstance(record, dict) or (
             n.SECTION in record and n.record_problem(record) is not None
         ):
-            self.bad(line)
+            self._bad(line)
             return None
         return record
 
@@ -216,10 +215,10 @@ class CheckpointParser:
             except (TypeError, KeyError, IndexError):
                 uid = None
             if uid is None:
-                self.other(fields, line)
+                self._layout2_other(fields, line)
                 continue
             if type(uid) is not str:
-                self.bad(line)
+                self._bad(line)
                 continue
             records += 1
             task = live.get(uid)
@@ -232,7 +231,7 @@ class CheckpointParser:
                 try:
                     add(task_record(task))
                 except (TypeError, ValueError, AttributeError):  # a field of the wrong type
-                    self.bad(line)
+                    self._bad(line)
             elif n.TL_ATTEMPT_ENDED in fields:
                 attempts = task.get("attempts")
                 if attempts is None:
@@ -240,8 +239,8 @@ class CheckpointParser:
                 attempts.append((fields[n.TL_ATTEMPT_ENDED], fields.get(n.TL_ATTEMPT) or {}))
         self.records += records
 
-    def other(self, record: Any, line: str) -> None:
-        """A parsed layout 2 line that is not a task line: header, span, event, metric."""
+    def _layout2_other(self, record: Any, line: str) -> None:
+        """A layout 2 line that is not a task line: header, span, event, metric."""
         if record is _BLANK:
             return
         if (
@@ -249,7 +248,7 @@ class CheckpointParser:
             or not isinstance(record, dict)
             or n.record_problem(record) is not None
         ):
-            self.bad(line)
+            self._bad(line)
             return
         self.records += 1
         section = record[n.SECTION]
@@ -269,10 +268,10 @@ class CheckpointParser:
                 fields = loads(line)
                 uid = fields[n.TL_UID]
             except (ValueError, RecursionError, TypeError, KeyError):
-                self.bad(line)
+                self._bad(line)
                 continue
             if type(uid) is not str:
-                self.bad(line)
+                self._bad(line)
                 continue
             self.records += 1
             task = live.get(uid)
@@ -290,18 +289,14 @@ class CheckpointParser:
                 try:
                     record = task_record(task)
                 except (TypeError, ValueError, AttributeError):  # a field of the wrong type
-                    self.bad(line)
+                    self._bad(line)
                     continue
                 add(record)
 
-    def add_live_tasks(self, tasks: Mapping[str, Mapping[str, Any]]) -> None:
-        """What the lines of tasks still running say (a live view's waiting and running bars).
-
-        Args:
-            tasks: uid -> the fields of its layout 2 lines so far, merged.
-        """
+    def _live_tasks(self) -> None:
+        """What the lines of tasks still running say (a live view's waiting and running bars)."""
         builder = self.builder
-        for uid, task in tasks.items():
+        for uid, task in self._tasks.items():
             get = task.get
             created = get(n.TL_CREATED)
             if not isinstance(created, int) or builder.is_finished(uid):
@@ -358,13 +353,13 @@ class CheckpointParser:
             else:
                 self._other_event(record)
         else:
-            self.bad(line)
+            self._bad(line)
             return
         self.records += 1
 
     def flush(self) -> None:
         """Parse the kept events of tasks whose span has not arrived."""
-        self.add_live_tasks(self._tasks)
+        self._live_tasks()
         live, self._live = self._live, {}
         for uid, lines in live.items():
             if self.builder.is_finished(uid):

@@ -1,17 +1,18 @@
 """A run's tasks as columns: what the aggregated campaign timeline needs, nothing more.
 
-Pure: records or parsed fields in, numpy arrays out; no plotly, no I/O.
+Pure: records in, numpy arrays out; no plotly, no I/O.
 A :class:`Timeline` holds one array per field (times in epoch seconds, NaN
 for a step not reached) and a row per workflow instance, so the timeline of
 a million tasks is built by whole-array operations instead of a Python loop
-per task. :func:`timeline_of` makes one from a run's records (any source);
-``_scan`` makes one straight from a checkpoint file's bytes.
+per task. :func:`timeline_of` makes one from a run's records (any source).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Callable, Collection, Sequence
+from itertools import chain, repeat
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,19 @@ import numpy.typing as npt
 from asyncflow.telemetry import names as n
 
 from . import compute as c
-from .model import STATUSES, Run, SpanRecord, status
+from .model import (
+    DEPENDENCY_FAILED_ERROR,
+    STATE_CANCELED,
+    STATE_COMPLETED,
+    STATE_DEPENDENCY_FAILED,
+    STATE_FAILED,
+    STATE_QUEUED,
+    STATE_RUNNING,
+    STATE_WAITING,
+    STATUSES,
+    Run,
+    SpanRecord,
+)
 
 __all__ = ["Rows", "Timeline", "rows_of", "timeline_of"]
 
@@ -51,7 +64,6 @@ class Timeline:
         slots: the assigned slots of the tasks that have any.
         edges: (task, dependency) index pairs, one per dependency among the tasks.
         record: the full record of task ``i`` (for the few drawn one by one).
-        full: the whole run as records (read when a view needs them).
     """
 
     run: Run
@@ -69,7 +81,6 @@ class Timeline:
     slots: dict[int, tuple[str, ...]]
     edges: tuple[Ints, Ints]
     record: Callable[[int], SpanRecord]
-    full: Callable[[], Run]
 
     def __len__(self) -> int:
         return len(self.uids)
@@ -138,55 +149,89 @@ def rows_of(
     )
 
 
-def _time(value: float | None) -> float:
-    return np.nan if value is None else value
+_NOT_REACHED = {None: np.nan}  # a step never reached: NaN in its column
+_FIELD = {name: i for i, name in enumerate(SpanRecord._fields)}
+_FINAL_CODES = {
+    STATE_COMPLETED: STATUS_CODE[STATE_COMPLETED],
+    STATE_FAILED: STATUS_CODE[STATE_FAILED],
+    STATE_CANCELED: STATUS_CODE[STATE_CANCELED],
+}
 
 
 def timeline_of(run: Run) -> Timeline:
-    """The columns of a run's task records (any source, either checkpoint layout)."""
+    """The columns of a run's task records (any source, either checkpoint layout).
+
+    A record is a tuple: its fields are taken apart by whole-column
+    operations, not a Python step per task.
+    """
     tasks = run.tasks
+    count = len(tasks)
+
+    def column(name: str) -> list[Any]:
+        return list(map(operator.itemgetter(_FIELD[name]), tasks))
+
+    def times(name: str) -> Floats:
+        values = column(name)
+        return np.fromiter(map(_NOT_REACHED.get, values, values), np.float64, count)
+
+    created, resolved, started, finished = (
+        times(k) for k in ("created", "resolved", "started", "finished")
+    )
+    queued, submitted = times("queued"), times("submitted")
+    # model.status, by column: a final state as recorded (a failure whose
+    # dependency failed is a cascade), else how far the task got.
+    final = np.fromiter(map(_FINAL_CODES.get, column("state"), repeat(-1)), np.int64, count)
+    cascade = np.fromiter(
+        map(operator.eq, column("error_type"), repeat(DEPENDENCY_FAILED_ERROR)), bool, count
+    )
+    final[(final == STATUS_CODE[STATE_FAILED]) & cascade] = STATUS_CODE[STATE_DEPENDENCY_FAILED]
+    waiting = np.where(
+        ~np.isnan(started),
+        STATUS_CODE[STATE_RUNNING],
+        np.where(
+            ~(np.isnan(resolved) & np.isnan(queued) & np.isnan(submitted)),
+            STATUS_CODE[STATE_QUEUED],
+            STATUS_CODE[STATE_WAITING],
+        ),
+    )
+    codes = np.where(final >= 0, final, waiting).astype(np.int8)
+    # Slots held per kind: assigned ones when known, else what was asked for.
+    cpus = np.fromiter(column("cpus"), np.int64, count)
+    gpus = np.fromiter(column("gpus"), np.int64, count)
+    slots = {i: s for i, s in enumerate(column("slots")) if s}
+    for i, held in slots.items():
+        cpus[i] = sum(1 for s in held if s.startswith(n.KIND_CPU + ":"))
+        gpus[i] = sum(1 for s in held if s.startswith(n.KIND_GPU + ":"))
+    # Rows: each task's workflow instance, each instance's type.
     keys_of_blocks = c.row_key(run)
     known = c._row_types(run, keys_of_blocks)
     key_index: dict[str, int] = {}
-    key_types: list[str] = []
-    key_of = np.empty(len(tasks), dtype=np.int64)
-    columns: list[list[float]] = [[], [], [], []]
-    codes = np.empty(len(tasks), dtype=np.int8)
-    cpus = np.empty(len(tasks), dtype=np.int64)
-    gpus = np.empty(len(tasks), dtype=np.int64)
-    slots: dict[int, tuple[str, ...]] = {}
-    index = {t.uid: i for i, t in enumerate(tasks)}
-    sources: list[int] = []
-    targets: list[int] = []
-    for i, task in enumerate(tasks):
-        wf_id = task.workflow_id
+    workflow_ids = column("workflow_id")
+    key_code: dict[str, int] = {}
+    for wf_id in dict.fromkeys(workflow_ids):
         key = keys_of_blocks.get(wf_id, wf_id) or c.NO_WORKFLOW
-        k = key_index.get(key)
-        if k is None:
-            k = key_index[key] = len(key_types)
-            key_types.append("")
-        if not key_types[k]:
-            key_types[k] = known.get(key) or task.workflow_type
-        key_of[i] = k
-        for column, value in zip(
-            columns, (task.created, task.resolved, task.started, task.finished), strict=True
-        ):
-            column.append(_time(value))
-        codes[i] = STATUS_CODE[status(task)]
-        if task.slots:
-            slots[i] = task.slots
-        cpus[i] = task.slot_count(n.KIND_CPU)
-        gpus[i] = task.slot_count(n.KIND_GPU)
-        for dep in task.depends_on:
-            j = index.get(dep)
-            if j is not None:
-                sources.append(i)
-                targets.append(j)
-    created, resolved, started, finished = (np.array(col, dtype=np.float64) for col in columns)
+        key_code[wf_id] = key_index.setdefault(key, len(key_index))
+    key_of = np.fromiter(map(key_code.__getitem__, workflow_ids), np.int64, count)
+    names = list(key_index)
+    key_types = [known.get(k, "") for k in names]
+    kinds = column("workflow_type")
+    typed = np.flatnonzero(np.fromiter(map(bool, kinds), bool, count))
+    first_keys, first = np.unique(key_of[typed], return_index=True)
+    for k, i in zip(first_keys.tolist(), typed[first].tolist(), strict=True):
+        key_types[k] = key_types[k] or kinds[i]
+    # Dependencies among the tasks (a uid recorded twice: its last record).
+    uids = column("uid")
+    index = dict(zip(uids, range(count), strict=True))
+    deps = column("depends_on")
+    lengths = np.fromiter(map(len, deps), np.int64, count)
+    flat = list(chain.from_iterable(deps))
+    target = np.fromiter(map(index.get, flat, repeat(-1)), np.int64, len(flat))
+    source = np.repeat(np.arange(count, dtype=np.int64), lengths)
+    found = target >= 0
     return Timeline(
         run=run,
-        uids=[t.uid for t in tasks],
-        keys=list(key_index),
+        uids=uids,
+        keys=names,
         key_types=key_types,
         key_of=key_of,
         created=created,
@@ -197,12 +242,6 @@ def timeline_of(run: Run) -> Timeline:
         cpus=cpus,
         gpus=gpus,
         slots=slots,
-        edges=(np.array(sources, dtype=np.int64), np.array(targets, dtype=np.int64)),
+        edges=(source[found], target[found]),
         record=tasks.__getitem__,
-        full=lambda: run,
     )
-
-
-def as_floats(values: Any) -> Floats:
-    """``values`` as a float64 array (a helper for builders of columns)."""
-    return np.asarray(values, dtype=np.float64)

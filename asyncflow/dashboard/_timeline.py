@@ -310,7 +310,7 @@ def _config_table(rows: list[c.TypeConfig]) -> go.Table:
 
 
 def campaign_figure(
-    run: Run | Timeline,
+    run: Run,
     *,
     types: Collection[str] | None = None,
     states: Collection[str] | None = None,
@@ -322,8 +322,7 @@ def campaign_figure(
     """The campaign timeline: a row per workflow instance, busy slots below, configuration beside.
 
     Args:
-        run: the run, as records or as columns (a checkpoint file read for
-            the timeline alone, ``CheckpointSource.timeline()``).
+        run: the run.
         types: only these workflow types (``None``: all).
         states: only tasks in these states (``None``: all).
         capacity: slot capacities to draw when the run recorded none (``{"gpu": 4}``).
@@ -334,21 +333,13 @@ def campaign_figure(
             zoomed: an aggregated timeline is aggregated again for it.
     """
     window = _valid_window(window)
-    if isinstance(run, Timeline):
-        tl: Timeline | None = run
-    else:
-        tl = timeline_of(run) if len(run.tasks) > bar_limit else None
-    if tl is not None:
+    if len(run.tasks) > bar_limit:
+        # Many tasks: drawn from columns, by whole-array operations.
+        tl = timeline_of(run)
         all_rows = rows_of(tl)
         rows = all_rows if types is None and states is None else rows_of(tl, types, states)
         if len(rows.tasks) > bar_limit:
             return _aggregated(tl, all_rows, rows, capacity, max_steps, window)
-        if not len(rows.tasks):
-            return empty_figure(
-                "No tasks to show" + (" for these filters." if len(tl) else " yet.")
-            )
-        return _labelled(tl.full(), types, states, capacity, max_steps)
-    assert not isinstance(run, Timeline)
     return _labelled(run, types, states, capacity, max_steps)
 
 

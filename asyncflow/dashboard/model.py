@@ -626,12 +626,6 @@ class RunBuilder:
         table[record.uid] = record
         self._finished.add(record.uid)
 
-    def seen_between(self, first: float, last: float) -> None:
-        """Records taken elsewhere (columns) spanned ``first`` to ``last``: the run's extent."""
-        self._first = min(self._first, first)
-        self._last = max(self._last, last)
-        self.version += 1
-
     def session_bounds(self, start: float, end: float | None = None) -> None:
         """The session's start (the zero of every time axis) and, once it ended, its end."""
         if start:

@@ -17,7 +17,6 @@ reads files and URLs.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import json
 import os
@@ -29,7 +28,6 @@ from asyncflow.telemetry import names as n
 from . import _otlp
 from ._base import FetchedSource, SourceError, SpanSource, gc_paused
 from ._checkpoint import CheckpointParser
-from ._columns import Timeline, timeline_of
 from ._remote import JaegerSource, TempoSource
 from .model import Run, RunBuilder
 
@@ -144,7 +142,35 @@ class _Tail:
             self.skipping = True
 
     def _report(self, size: int) -> None:
-        _report(self.builder, self.parser, self.path.name, size, self.torn)
+        builder, parser, name = self.builder, self.parser, self.path.name
+        if size == 0:
+            builder.problem(
+                "empty",
+                f"{name} is empty: no telemetry recorded yet. "
+                "The page shows the run as soon as it writes.",
+            )
+        else:
+            builder.clear_problem("empty")
+        if self.torn:
+            builder.problem(
+                "torn",
+                f"The last line of {name} is incomplete ({self.torn} bytes): it is skipped "
+                "until the rest is written (a run killed mid-write leaves such a line).",
+            )
+        else:
+            builder.clear_problem("torn")
+        if parser.bad_lines and parser.records:
+            builder.problem(
+                "bad",
+                f"Skipped {parser.bad_lines} line(s) of {name} that are not telemetry "
+                f"records (first: {parser.first_bad!r}).",
+            )
+        if parser.bad_lines and not parser.records:
+            raise SourceError(
+                f"{name} is not an asyncflow checkpoint file: none of its "
+                f"{parser.bad_lines} line(s) is a telemetry record "
+                f"(first: {parser.first_bad!r})."
+            )
 
 
 class CheckpointSource(SpanSource):
@@ -180,15 +206,6 @@ class CheckpointSource(SpanSource):
 
     def poll(self) -> Run:
         """Read what was appended since the last poll."""
-        path = self._current()
-        tail = self._tails.get(path)
-        if tail is None:
-            tail = self._tails[path] = _Tail(path)
-        tail.read()
-        return tail.builder.snapshot()
-
-    def _current(self) -> Path:
-        """The file shown: the chosen one, else the newest."""
         if not self.path.exists():
             raise SourceError(f"{self.path} does not exist.")
         try:
@@ -200,22 +217,12 @@ class CheckpointSource(SpanSource):
                 f"No checkpoint files (*{n.CHECKPOINT_SUFFIX}) in {self.path} yet. Start a run "
                 "with engine.start_telemetry(checkpoint_path=...) pointing here."
             )
-        return self._chosen if self._chosen in files else files[0]
-
-    def timeline(self) -> Timeline:
-        """The run's tasks as columns, for the campaign timeline alone.
-
-        A layout 2 file is read straight into columns (a few times faster
-        than into records); a layout 1 file is read into records first.
-        The whole file is read at every call: a live view tails it with
-        :meth:`poll`.
-
-        Raises:
-            SourceError: the input cannot be read or holds no telemetry.
-        """
-        path = self._current()
-        found = read_timeline(path)
-        return found if found is not None else timeline_of(self.poll())
+        path = self._chosen if self._chosen in files else files[0]
+        tail = self._tails.get(path)
+        if tail is None:
+            tail = self._tails[path] = _Tail(path)
+        tail.read()
+        return tail.builder.snapshot()
 
 
 class OtlpFileSource(FetchedSource):
@@ -266,83 +273,6 @@ class OtlpFileSource(FetchedSource):
             raise SourceError(f"{name} is not an OTLP/JSON trace file (no resourceSpans in it).")
         self._last = self._run(spans, key)
         return self._last
-
-
-def _report(builder: RunBuilder, parser: CheckpointParser, name: str, size: int, torn: int) -> None:
-    """Tell the page what it should know about the file: empty, a torn last line, bad lines."""
-    if size == 0:
-        builder.problem(
-            "empty",
-            f"{name} is empty: no telemetry recorded yet. "
-            "The page shows the run as soon as it writes.",
-        )
-    else:
-        builder.clear_problem("empty")
-    if torn:
-        builder.problem(
-            "torn",
-            f"The last line of {name} is incomplete ({torn} bytes): it is skipped "
-            "until the rest is written (a run killed mid-write leaves such a line).",
-        )
-    else:
-        builder.clear_problem("torn")
-    if parser.bad_lines and parser.records:
-        builder.problem(
-            "bad",
-            f"Skipped {parser.bad_lines} line(s) of {name} that are not telemetry "
-            f"records (first: {parser.first_bad!r}).",
-        )
-    if parser.bad_lines and not parser.records:
-        raise SourceError(
-            f"{name} is not an asyncflow checkpoint file: none of its "
-            f"{parser.bad_lines} line(s) is a telemetry record "
-            f"(first: {parser.first_bad!r})."
-        )
-
-
-def read_timeline(path: Path, chunk: int = _CHUNK) -> Timeline | None:
-    """A layout 2 checkpoint file read for the campaign timeline alone (``None``: layout 1).
-
-    Args:
-        path: the file.
-        chunk: bytes read per step.
-
-    Raises:
-        SourceError: the file cannot be read or holds no telemetry.
-    """
-    from ._scan import TimelineScanner
-
-    builder = RunBuilder(str(path))
-    scanner = TimelineScanner(builder)
-    try:
-        size = path.stat().st_size
-        gone = not _writer_alive(path)
-        with open(path, "rb") as f, gc_paused():
-            if not f.read(len(_HEADER)).startswith(_HEADER):
-                return None
-            f.seek(0)
-            pending = b""
-            while True:
-                data = f.read(chunk)
-                end = data.rfind(b"\n") + 1
-                if end:
-                    scanner.feed(pending + data[:end])
-                    pending = data[end:]
-                else:
-                    pending += data
-                if len(data) < chunk:
-                    break
-            run = scanner.timeline(full=lambda: CheckpointSource(path).poll())
-    except FileNotFoundError:
-        raise SourceError(f"{path} does not exist (any more).") from None
-    except OSError as exc:
-        raise SourceError(f"Cannot read {path}: {exc.strerror or exc}") from None
-    _report(builder, scanner.parser, path.name, size, len(pending))
-    builder.writer_gone(gone)
-    return dataclasses.replace(run, run=dataclasses.replace(builder.snapshot(), tasks=()))
-
-
-_HEADER = f'{{"{n.SECTION}":"{n.SECTION_HEADER}"'.encode()
 
 
 def _sniff(path: Path) -> str:

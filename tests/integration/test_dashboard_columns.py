@@ -1,9 +1,8 @@
-"""A real run's checkpoint file gives the same campaign timeline read as columns or as records.
+"""A real run's campaign timeline, drawn from columns, is the one drawn record by record.
 
-The run has what makes lines take the slow way and what keeps them on the
-fast one: plain tasks in chains inside workflow instances, a failure and
-its cascade, a retried task, blocks, tasks outside any workflow; the file
-is read in small blocks so both ways meet, and again with a torn last line.
+The run has plain tasks in chains inside workflow instances, a failure and
+its cascade, a retried task, blocks, and tasks outside any workflow; it is
+read whole, then as a run killed mid-write leaves it (a torn last line).
 """
 
 from __future__ import annotations
@@ -15,12 +14,8 @@ from typing import Any
 
 from asyncflow import LocalExecutionBackend, WorkflowEngine
 from asyncflow.dashboard import open_source
-from asyncflow.dashboard._columns import timeline_of
-from asyncflow.dashboard._scan import TimelineScanner
-from asyncflow.dashboard.model import RunBuilder
-from asyncflow.dashboard.sources import read_timeline
 
-from ..unit.test_dashboard_columns import VIEWS, assert_columns, figure
+from ..unit.test_dashboard_columns import VIEWS, assert_same_timeline
 
 
 async def record_run(tmp_path: Path) -> Path:
@@ -66,33 +61,21 @@ async def record_run(tmp_path: Path) -> Path:
     return Path(tel.checkpoint_file)
 
 
-def assert_same(path: Path, chunk: int) -> None:
-    scanned = read_timeline(path, chunk=chunk)
-    assert scanned is not None
-    run = open_source(path).poll()
-    assert_columns(scanned, timeline_of(run))
-    for view in VIEWS:
-        assert figure(scanned, **view) == figure(run, **view), view
-
-
-async def test_a_real_run_reads_the_same_as_columns(tmp_path: Path) -> None:
+async def test_a_real_run_draws_the_same_from_columns(tmp_path: Path) -> None:
     path = await record_run(tmp_path)
     run = open_source(path).poll()
     states = {t.state for t in run.tasks}
     assert states == {"completed", "failed"} and run.blocks and len(run.workflows) == 24
     assert any(t.attempts for t in run.tasks)
-    for chunk in (4096, 20_000, 1 << 22):
-        assert_same(path, chunk)
-    # Both ways were taken: most blocks hold plain lines only.
-    scanner = TimelineScanner(RunBuilder(str(path)))
+    assert any(t.error_type == "DependencyFailureError" for t in run.tasks)
+    assert_same_timeline(run, VIEWS)
+    # A run killed mid-write: tasks still waiting or running, a torn last line.
     lines = path.read_bytes().splitlines(keepends=True)
-    for start in range(0, len(lines), 20):
-        scanner.feed(b"".join(lines[start : start + 20]))
-    assert scanner.blocks["fast"] > scanner.blocks["slow"] > 0
-    # A run killed mid-write: its last line is torn.
     torn = tmp_path / "torn.telemetry.jsonl"
-    torn.write_bytes(b"".join(lines[: len(lines) * 2 // 3]) + lines[len(lines) * 2 // 3][:25])
-    assert_same(torn, 4096)
-    problems = read_timeline(torn, chunk=4096)
-    assert problems is not None and any("incomplete" in p for p in problems.run.problems)
+    cut = len(lines) * 2 // 3
+    torn.write_bytes(b"".join(lines[:cut]) + lines[cut][:25])
+    killed = open_source(torn).poll()
+    assert any("incomplete" in p for p in killed.problems)
+    assert any(t.finished is None for t in killed.tasks)
+    assert_same_timeline(killed, VIEWS)
     assert json.loads(lines[0])["section"] == "header"

@@ -1,84 +1,161 @@
-"""The campaign timeline read as columns is the timeline of the records.
+"""The aggregated campaign timeline drawn from columns is the one drawn record by record.
 
-``CheckpointSource.timeline()`` reads a layout 2 file straight into columns
-(``_scan``), taking most lines by one pattern and the others one by one;
-``timeline_of(run)`` makes the columns of the records the other views read.
-Both must give the same columns and the same figure, whatever the file
-holds and however it is cut into blocks.
+``_columns.timeline_of`` takes a run's records apart into arrays and
+``_webgl`` draws the timeline of many tasks from them. Each part is held to
+its record-by-record counterpart: the rows to ``compute.timeline_rows``,
+the busy slots to ``compute.busy_steps``, the configuration table to
+``compute.configuration``, the critical path to ``paths.critical_path``,
+and the segments to :func:`reference_segments` below, the segments as the
+dashboard drew them before the columns (a loop over the records), on the
+layout 1 fixture, its layout 2 twin, every cut of it (tasks waiting, queued
+and running), a torn last line, and a synthetic run of 600 instances (rows
+sharing a line, a sub-line per type).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import random
+from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import plotly.graph_objects as go
 import plotly.io as pio
 import pytest
 
+from asyncflow.dashboard import _webgl as w
+from asyncflow.dashboard import compute as c
 from asyncflow.dashboard import figures as f
-from asyncflow.dashboard import open_source
-from asyncflow.dashboard._columns import Timeline, timeline_of
-from asyncflow.dashboard._scan import TimelineScanner
-from asyncflow.dashboard.model import RunBuilder
-from asyncflow.dashboard.sources import CheckpointSource, read_timeline
+from asyncflow.dashboard import open_source, paths
+from asyncflow.dashboard._columns import rows_of, timeline_of
+from asyncflow.dashboard._plot import merge_segments, type_colours, typed_array
+from asyncflow.dashboard.model import (
+    STATE_CANCELED,
+    STATE_COMPLETED,
+    STATE_FAILED,
+    STATE_PENDING,
+    STATE_QUEUED,
+    STATE_RUNNING,
+    STATE_WAITING,
+    Run,
+    SpanRecord,
+    status,
+)
 
 from .test_checkpoint_layouts import LAYOUT1, layout2_lines
 
-# Figures drawn from both: aggregated (bar_limit 0) as a large run is, filtered, zoomed.
+_MARKS = {
+    STATE_FAILED: "failed",
+    "dependency-failed": "skipped: a dependency failed",
+    STATE_CANCELED: "canceled",
+}
+
+
+def reference_segments(
+    rows: list[c.Row], run: Run, height: int, window: tuple[float, float] | None
+) -> tuple[list[dict[str, Any]], int]:
+    """The aggregated timeline's traces, computed record by record (x, y and names)."""
+    colours = type_colours(c.workflow_types(run))
+    group = max(1, math.ceil(len(rows) / w.ROW_PIXELS))
+    now = run.rel(run.end)
+    low, high = window if window is not None else (-math.inf, math.inf)
+    pixel = (high - low) / w.PIXELS if window is not None else now / w.PIXELS
+    spans: dict[tuple[int, str], list[tuple[float, float]]] = defaultdict(list)
+    waiting: dict[str, dict[tuple[int, str], list[tuple[float, float]]]] = {
+        STATE_WAITING: defaultdict(list),
+        STATE_QUEUED: defaultdict(list),
+    }
+    marks: dict[str, tuple[list[float], list[float]]] = {s: ([], []) for s in _MARKS}
+    for index, row in enumerate(rows):
+        key = (index // group, row.workflow_type)
+        line = spans[key]
+        for task in row.tasks:
+            span = None
+            if task.started is not None:
+                end = task.finished if task.finished is not None else run.end
+                span = (run.rel(task.started), run.rel(end))
+                if span[1] >= low - pixel and span[0] <= high + pixel:
+                    line.append((span[0], max(span[1], span[0] + pixel)))
+            state = status(task)
+            if state in marks:
+                end = run.rel(task.finished if task.finished is not None else run.end)
+                if low <= end <= high:
+                    marks[state][0].append(end)
+                    marks[state][1].append(index)
+            elif span is None and state in waiting:
+                begin = run.rel(task.resolved if task.resolved is not None else task.created)
+                if now >= low - pixel and begin <= high + pixel:
+                    waiting[state][key].append((begin, max(now, begin + pixel)))
+    kinds = sorted(colours)
+    out: list[dict[str, Any]] = []
+    drawn = 0
+    for state, found in waiting.items():
+        xs, ys, count = merge_segments(found, kinds, group, pixel)
+        if count:
+            drawn += count
+            out.append(
+                {
+                    "x": typed_array([x for v in xs.values() for x in v]),
+                    "y": typed_array([y for v in ys.values() for y in v]),
+                    "legendgroup": state,
+                }
+            )
+    xs, ys, count = merge_segments(spans, kinds, group, pixel)
+    drawn += count
+    out += [
+        {"x": typed_array(xs[k]), "y": typed_array(ys[k]), "legendgroup": k} for k in sorted(xs)
+    ]
+    for state, (mark_x, mark_y) in marks.items():
+        if mark_x:
+            out.append({"x": typed_array(mark_x), "y": typed_array(mark_y), "legendgroup": state})
+    return out, drawn
+
+
+def drawn(traces: list[go.BaseTraceType]) -> list[dict[str, Any]]:
+    return [{k: json.loads(t.to_json())[k] for k in ("x", "y", "legendgroup")} for t in traces]
+
+
+def assert_same_timeline(run: Run, views: list[dict[str, Any]]) -> None:
+    tl = timeline_of(run)
+    all_rows = rows_of(tl)
+    colours = type_colours(c.workflow_types(run))
+    # Configuration, busy slots, capacities, critical path: as the records give them.
+    assert w.configuration(tl, all_rows) == c.configuration(run)
+    for kind in c.KINDS:
+        whole, shown = w.steps(tl, kind, 50)
+        assert whole == c.busy_steps(run, kind)
+        assert shown == c.envelope(c.busy_steps(run, kind), 50)
+    busy = {kind: c.busy_steps(run, kind) for kind in c.KINDS}
+    assert w.capacities(tl, None, busy) == c.capacities(run, None, steps=busy)
+    found = w.critical_path(tl)
+    want = paths.critical_path(run)
+    assert (found[0] if found else None) == want
+    for view in views:
+        types, states = view.get("types"), view.get("states")
+        window = view.get("window")
+        rows = c.timeline_rows(run, types, states)
+        mine = rows_of(tl, types, states)
+        assert mine.keys == [r.key for r in rows]
+        assert mine.types == [r.workflow_type for r in rows]
+        assert mine.starts == [r.start for r in rows]
+        assert [tl.uids[i] for i in mine.tasks] == [t.uid for r in rows for t in r.tasks]
+        if not rows:
+            continue
+        traces, count = w.segment_traces(tl, mine, colours, 640, window)
+        assert (drawn(traces), count) == reference_segments(rows, run, 640, window), view
+
+
 VIEWS: list[dict[str, Any]] = [
     {},
     {"states": ["completed", "running"]},
-    {"states": ["failed", "dependency-failed", "waiting", "queued"]},
-    {"types": ["(no workflow)", ""]},
+    {"states": ["failed", "dependency-failed", "waiting", "queued", "canceled"]},
+    {"types": ["simulate"]},
     {"window": (0.05, 0.4)},
+    {"window": (3.0, 9.0), "states": ["running", "queued", "waiting", "completed"]},
 ]
-
-
-def columns(tl: Timeline) -> dict[str, Any]:
-    """Everything a timeline holds, comparable across the two ways of reading."""
-    used = sorted(set(tl.key_of.tolist()))
-    return {
-        "uids": list(tl.uids),
-        "times": [getattr(tl, k).tolist() for k in ("created", "resolved", "started", "finished")],
-        "status": tl.status.tolist(),
-        "slots": (tl.cpus.tolist(), tl.gpus.tolist(), tl.slots),
-        "rows": [tl.keys[k] for k in tl.key_of.tolist()],
-        "row types": {tl.keys[k]: tl.key_types[k] for k in used},
-        "edges": sorted(zip(tl.edges[0].tolist(), tl.edges[1].tolist(), strict=True)),
-        "run": [
-            getattr(tl.run, k)
-            for k in ("start", "end", "ended", "stopped", "problems", "workflows", "blocks")
-        ]
-        + [tl.run.slot_snapshots, tl.run.priorities, tl.run.samples],
-    }
-
-
-def figure(source: Timeline | Any, **view: Any) -> Any:
-    return json.loads(pio.to_json(f.campaign_figure(source, bar_limit=0, **view), validate=False))
-
-
-def assert_columns(got: Timeline, want: Timeline) -> None:
-    a, b = columns(got), columns(want)
-    for key in b:
-        if key == "times":  # NaN != NaN: compared as arrays
-            for x, y in zip(a[key], b[key], strict=True):
-                assert np.array_equal(x, y, equal_nan=True), key
-        else:
-            assert a[key] == b[key], key
-
-
-def assert_same(
-    path: Path, chunk: int | None = None, views: list[dict[str, Any]] = VIEWS
-) -> Timeline:
-    scanned = read_timeline(path, **({"chunk": chunk} if chunk else {}))
-    assert scanned is not None  # layout 2: read as columns
-    recorded = timeline_of(open_source(path).poll())
-    assert_columns(scanned, recorded)
-    for view in views:
-        assert figure(scanned, **view) == figure(recorded, **view), view
-    return scanned
 
 
 @pytest.fixture
@@ -88,55 +165,109 @@ def layout2(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("chunk", [None, 200, 997])
-def test_the_fixture_run_reads_the_same_as_columns(layout2: Path, chunk: int | None) -> None:
-    """Failures and their cascade, a retried task, a block, slots, cache hits, workflows."""
-    tl = assert_same(layout2, chunk)
-    assert len(tl) == len(open_source(layout2).poll().tasks) > 10
-    assert tl.slots and len(tl.edges[0]) and tl.run.blocks and tl.run.workflows
+def test_the_fixture_run_of_either_layout(layout2: Path) -> None:
+    """Failures and a cascade, a retried task, a block, slots, cache hits, workflows."""
+    for path in (LAYOUT1, layout2):
+        run = open_source(path).poll()
+        assert run.blocks and any(t.slots for t in run.tasks)
+        assert_same_timeline(run, VIEWS)
 
 
-def test_every_cut_of_the_run_reads_the_same(layout2: Path, tmp_path: Path) -> None:
+def test_every_cut_of_the_run_and_a_torn_last_line(layout2: Path, tmp_path: Path) -> None:
     """A live view: tasks waiting, queued and running at every point of the run."""
     lines = layout2_lines()
     cut = tmp_path / "cut.telemetry.jsonl"
     live = 0
-    for k in range(2, len(lines), 2):
-        cut.write_text("".join(lines[:k]))
-        tl = assert_same(cut, 300, VIEWS[:1] if k % 3 else VIEWS[2:3])
-        live += int(np.isnan(tl.finished).sum())
-    assert live > 25
+    for k in range(2, len(lines)):
+        torn = lines[k][: len(lines[k]) // 2]
+        cut.write_text("".join(lines[:k]) + torn)
+        run = open_source(cut).poll()
+        assert any("incomplete" in p for p in run.problems) == bool(torn)
+        assert_same_timeline(run, VIEWS[:1] if k % 3 else VIEWS[2:3])
+        live += sum(t.finished is None for t in run.tasks)
+    assert live > 50
 
 
-def test_a_torn_last_line_and_a_bad_line(layout2: Path) -> None:
-    text = layout2.read_text()
-    layout2.write_text(text + "not json\n" + '{"section":"task","uid":"task.0')
-    tl = assert_same(layout2, 500)
-    assert any("incomplete" in p for p in tl.run.problems)
-    assert any("Skipped 1 line" in p for p in tl.run.problems)
+def synthetic_run(instances: int, seed: int = 7) -> Run:
+    """Chains of four tasks per instance; some failed, cascaded, canceled, unfinished."""
+    rng = random.Random(seed)
+    tasks: list[SpanRecord] = []
+    workflows: list[SpanRecord] = []
+    start, now = 1_000.0, 1_060.0
+    for i in range(instances):
+        kind = ("simulate", "analyze", "train")[i % 3]
+        wf = f"wf-{i:04d}"
+        t = start + rng.uniform(0, 40)
+        workflows.append(
+            SpanRecord(wf, "workflow", kind, wf, kind, created=t, finished=t + 10, span_id=wf)
+        )
+        previous: list[str] = []
+        for j in range(4):
+            uid = f"task.{i:04d}.{j}"
+            created = t + j * 0.01
+            resolved = created + rng.uniform(0, 1)
+            started = resolved + rng.uniform(0, 2)
+            finished: float | None = started + rng.choice([0.0001, 0.5, 3.0])
+            state, error = STATE_COMPLETED, ""
+            roll = rng.random()
+            fields: dict[str, Any] = {"resolved": resolved, "started": started}
+            if roll < 0.05:
+                state, error = STATE_FAILED, "ValueError"
+            elif roll < 0.08:
+                state, error, fields = STATE_FAILED, "DependencyFailureError", {}
+            elif roll < 0.1:
+                state, fields = STATE_CANCELED, {"resolved": resolved}
+            elif roll < 0.13:
+                state, finished, fields = STATE_PENDING, None, {}
+            elif roll < 0.16:
+                state, finished, fields = STATE_PENDING, None, {"resolved": resolved}
+            elif roll < 0.2:
+                state, finished = STATE_RUNNING, None
+            gpus = 1 if kind == "train" else 0
+            slots = (f"gpu:{i % 3}",) if gpus and roll > 0.5 else ()
+            tasks.append(
+                SpanRecord(
+                    uid,
+                    "task",
+                    "step",
+                    wf,
+                    kind,
+                    state=state,
+                    created=created,
+                    finished=finished,
+                    error_type=error,
+                    depends_on=tuple(previous),
+                    gpus=gpus,
+                    slots=slots,
+                    **fields,
+                )
+            )
+            previous = [uid]
+    return Run(tasks=tuple(tasks), workflows=tuple(workflows), start=start, end=now, priorities={})
 
 
-def test_a_layout_1_file_is_read_into_records_first() -> None:
-    assert read_timeline(LAYOUT1) is None
-    tl = CheckpointSource(LAYOUT1).timeline()
-    assert_columns(tl, timeline_of(open_source(LAYOUT1).poll()))
-    assert figure(tl) == figure(open_source(LAYOUT1).poll())
+def test_a_run_of_many_instances_sharing_lines() -> None:
+    run = synthetic_run(600)
+    assert math.ceil(len(c.timeline_rows(run)) / w.ROW_PIXELS) > 1
+    assert {status(t) for t in run.tasks} >= {"waiting", "queued", "running", "canceled"}
+    assert_same_timeline(run, VIEWS)
 
 
-def test_a_small_timeline_is_drawn_as_bars_from_the_records(layout2: Path) -> None:
-    tl = CheckpointSource(layout2).timeline()
-    run = open_source(layout2).poll()
-    bars = f.campaign_figure(tl)
-    assert {t.type for t in bars.data} >= {"bar"}
-    assert pio.to_json(bars) == pio.to_json(f.campaign_figure(run))
+def test_the_figure_of_many_tasks_is_the_aggregated_one() -> None:
+    run = synthetic_run(600)
+    fig = f.campaign_figure(run)
+    assert {t.type for t in fig.data} >= {"scattergl", "table"}
+    assert "aggregated to screen resolution" in fig.layout.title.text
+    layout = json.loads(pio.to_json(fig))["layout"]
+    assert layout["meta"]["rows"] == [r.key for r in c.timeline_rows(run)]
 
 
-def test_each_line_alone_takes_its_own_way(layout2: Path) -> None:
-    """Fed one line a block: plain lines (steps, slots, plain ends, workflow
-    spans) take the fast way, the others the slow one; the same columns."""
-    run = open_source(layout2).poll()
-    scanner = TimelineScanner(RunBuilder(str(layout2)))
-    for line in layout2.read_bytes().splitlines(keepends=True):
-        scanner.feed(line)
-    assert scanner.blocks["fast"] > scanner.blocks["slow"] > 0
-    assert_columns(scanner.timeline(full=lambda: run), timeline_of(run))
+def test_columns_of_mapping_values_match_the_records() -> None:
+    run = synthetic_run(30)
+    tl = timeline_of(run)
+    by_uid: Mapping[str, SpanRecord] = {t.uid: t for t in run.tasks}
+    for i, uid in enumerate(tl.uids):
+        task = by_uid[uid]
+        assert tl.record(i) is task
+        assert tl.cpus[i] == task.slot_count("cpu") and tl.gpus[i] == task.slot_count("gpu")
+        assert math.isnan(tl.started[i]) == (task.started is None)
