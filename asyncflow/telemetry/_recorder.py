@@ -470,13 +470,7 @@ class Recorder:
             row[bisect_left(bounds, ran_for)] += 1
             row[-2] += 1
             row[-1] += ran_for
-            stats = self.run_stats
-            stats[0] += 1
-            stats[1] += ran_for
-            if ran_for < stats[2]:
-                stats[2] = ran_for
-            if ran_for > stats[3]:
-                stats[3] = ran_for
+            self._ran(ran_for)
         # finish_span(), inline, for a task with nothing more to say
         span.status = n.STATUS_OK
         span.status_description = ""
@@ -600,13 +594,7 @@ class Recorder:
             started = rec.t_started
             ran = (t_ns - started) / 1e9 if started else 0.0
             if started:
-                stats = self.run_stats
-                stats[0] += 1
-                stats[1] += ran
-                if ran < stats[2]:
-                    stats[2] = ran
-                if ran > stats[3]:
-                    stats[3] = ran
+                self._ran(ran)
                 shape.active[1] -= 1
             else:
                 shape.active[0] -= 1
@@ -643,6 +631,16 @@ class Recorder:
             owner.pending -= 1
             if owner.closed and owner.pending <= 0:
                 self._end_workflow(owner)
+
+    def _ran(self, seconds: float) -> None:
+        """Count a task that ran for ``seconds`` in ``run_stats``."""
+        stats = self.run_stats
+        stats[0] += 1
+        stats[1] += seconds
+        if seconds < stats[2]:
+            stats[2] = seconds
+        if seconds > stats[3]:
+            stats[3] = seconds
 
     def _enrich(self, rec: LiveSpan) -> None:
         attrs = rec.attributes_dict()
