@@ -477,10 +477,31 @@ class Recorder:
         self.spans_finished += 1
         self.ring.append(span)
         if put is not None:
-            if self.task_spans:
-                wf = span.workflow_id or ""
-                put((TASK_SPAN, uid, span.span_id, span.parent, span.start_ns, shape.id, wf))
-            self._put_end(span, n.STATUS_OK, "", n.EVENT_TASK_COMPLETED, not ran)
+            wf = span.workflow_id or ""
+            if self.task_spans and not span.slots and not span.extra:
+                # records.Completed and, after it, its TaskSpan's fields:
+                # one record for the file and the span
+                put(
+                    (
+                        COMPLETED if ran else INSTANT,
+                        uid,
+                        t_ns,
+                        depends_on,
+                        span.t_resolved,
+                        span.t_queued,
+                        span.t_submitted,
+                        started,
+                        span.span_id,
+                        span.parent,
+                        span.start_ns,
+                        shape.id,
+                        wf,
+                    )
+                )
+            else:
+                if self.task_spans:
+                    put((TASK_SPAN, uid, span.span_id, span.parent, span.start_ns, shape.id, wf))
+                self._put_end(span, n.STATUS_OK, "", n.EVENT_TASK_COMPLETED, not ran)
         if self.span_sink is not None:
             self.span_sink(span_dict(span, self.trace_hex))
         owner = span.owner

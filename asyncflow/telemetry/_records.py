@@ -207,6 +207,11 @@ class Completed(NamedTuple):
     t_started: int
 
 
+# While the telemetry process exports OTLP, a task that completed plainly
+# sends its TaskSpan's fields (all but the kind and uid) after its Completed
+# record's, in that one record, instead of a TaskSpan record before it.
+
+
 class TaskSpan(NamedTuple):
     """What OTLP needs of an ending task beyond its ``Finished`` (or
     ``Completed``) record.

@@ -105,6 +105,9 @@ class SpanAssembler:
         self._shapes[shape.shape] = (span_name, sort, shared_attributes(*sort))
 
     def _completed(self, record: tuple[Any, ...] | list[Any]) -> bytes | None:
+        if len(record) > len(Completed._fields):  # its TaskSpan's fields follow
+            self._ending = TaskSpan(TASK_SPAN, record[1], *record[len(Completed._fields) :])
+            record = record[: len(Completed._fields)]
         created = self._ending
         done = Completed._make(record)
         if (
