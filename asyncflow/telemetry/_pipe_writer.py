@@ -131,7 +131,7 @@ class ProcessCheckpointWriter:
             if otlp is not None:
                 argv.append(json.dumps(otlp, default=str))
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", _WRITER_MODULE, *argv],
+                [*_writer_command(), *argv],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 env=env,
@@ -446,6 +446,24 @@ class Stall:
         if now != self._last:
             self._last, self._since = now, time.monotonic()
         return time.monotonic() - self._since > self._seconds
+
+
+def _writer_command() -> list[str]:
+    """How to start the writer process: its module from this package.
+
+    ``python -m`` puts the current directory first on ``sys.path``: run from
+    a folder that holds another ``asyncflow`` (a clone of another version),
+    the writer would be that one's and could not read this engine's
+    records. ``-P`` (Python 3.11) leaves it out; before 3.11 the command
+    takes it out itself.
+    """
+    if sys.version_info >= (3, 11):
+        return [sys.executable, "-P", "-m", _WRITER_MODULE]
+    start = (
+        "import runpy, sys; del sys.path[0]; "
+        f"runpy.run_module({_WRITER_MODULE!r}, run_name='__main__', alter_sys=True)"
+    )
+    return [sys.executable, "-c", start]
 
 
 def file_size(path: Path) -> int:

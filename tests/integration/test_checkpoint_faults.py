@@ -395,3 +395,48 @@ def test_a_burst_of_task_calls_in_one_loop_turn_queues_a_bounded_number_of_recor
         loop.close()
     created = [line for line in path.read_text().splitlines() if '"task.' in line]
     assert len({line.split('"task.')[1][:6] for line in created}) == tasks  # none lost
+
+
+DECOY_RUN = textwrap.dedent(
+    """
+    import asyncio, sys
+    from asyncflow import NoopExecutionBackend, WorkflowEngine
+
+    async def main():
+        engine = await WorkflowEngine.create(backend=NoopExecutionBackend())
+        await engine.start_telemetry(checkpoint_path=sys.argv[1])
+
+        @engine.function_task
+        async def t(i):
+            return i
+
+        await asyncio.gather(*[t(i) for i in range(50)])
+        await engine.shutdown()
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_the_writer_is_this_packages_whatever_the_current_directory(tmp_path: Path) -> None:
+    """Run from a folder holding another ``asyncflow`` (a clone of another
+    version), the writer process is still this package's: every task is in
+    the file (``python -m`` alone would import the folder's writer)."""
+    decoy = tmp_path / "elsewhere" / "asyncflow" / "telemetry"
+    decoy.mkdir(parents=True)
+    (decoy.parent / "__init__.py").write_text("")
+    (decoy / "__init__.py").write_text("")
+    (decoy / "_writer_main.py").write_text("import sys\nsys.exit(3)\n")
+    script = tmp_path / "run.py"
+    script.write_text(DECOY_RUN)
+    out = tmp_path / "tel"
+    done = subprocess.run(
+        [sys.executable, str(script), str(out)],
+        cwd=decoy.parent.parent,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(task_uids(out)) == 50, done.stderr
