@@ -156,8 +156,10 @@ class Backend(Protocol):
     Any object with these members is a backend: the built-in ones
     (:class:`BaseBackend` subclasses), RHAPSODY's, or your own
     (``docs/backends.md``, "Write your own backend"). Optional class
-    attributes: ``submits_inline`` (see :class:`BaseBackend`) and
-    ``chains_dependencies`` (see :class:`Upstream`).
+    attributes: ``submits_inline`` (see :class:`BaseBackend`),
+    ``chains_dependencies`` (see :class:`Upstream`) and ``reports_inline``
+    (``submit_tasks`` reports every task before it returns, on the loop's
+    thread; declared in the class that defines that ``submit_tasks``).
     """
 
     name: str

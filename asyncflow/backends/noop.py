@@ -28,6 +28,12 @@ class NoopExecutionBackend(BaseBackend):
     dry_run: ClassVar[bool] = True
     """Its results are placeholders: the engine never caches them."""
 
+    reports_inline: ClassVar[bool] = True
+    """Its ``submit_tasks`` reports every task before it returns, on the
+    calling thread (the event loop's): the engine registers a callback that
+    skips the thread check. It holds for this class's ``submit_tasks`` only:
+    a subclass that overrides ``submit_tasks`` does not inherit it."""
+
     def __init__(self, name: str = "default") -> None:
         super().__init__(name)
 

@@ -21,7 +21,7 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from types import CoroutineType
 from typing import IO, TYPE_CHECKING, Any, cast
 
@@ -54,7 +54,14 @@ from . import _graph as g
 from ._command import Command, read_command
 from ._deps import ATOMIC, Found, find_dependencies, substitute
 from ._foreign import Adapter, adapter_for, exact_argv_task, runs_exact_argv
-from ._future import KIND_BLOCK, KIND_EXECUTABLE, KIND_FUNCTION, KIND_PROMPT, TaskFuture
+from ._future import (
+    KIND_BLOCK,
+    KIND_EXECUTABLE,
+    KIND_FUNCTION,
+    KIND_PROMPT,
+    TaskFuture,
+    new_task_future,
+)
 from ._policy import POLICY_KWARGS, RunState, TaskPolicy
 from ._registry import Components, DependencyList
 from ._reports import RESULT_FIELDS, describe_report, report_uid, task_fields
@@ -108,6 +115,8 @@ _NO_METADATA: TaskMetadata = {
     "workflow_name": None,
 }
 _RELEASE = g.RELEASE
+_NOWHERE: _Where = (None, None)
+_future_result = asyncio.Future.result  # outside any block or workflow scope
 
 
 def _validate_graph() -> bool:
@@ -287,7 +296,10 @@ class WorkflowEngine:
                 self._adapters[be.name] = adapter
             if runs_exact_argv(be):
                 self._argv_only.add(be.name)
-            be.register_callback(self.task_callbacks)
+            # A backend that reports each task inside submit_tasks, on the
+            # loop's thread, gets the loop-side handler without the check
+            # of the calling thread.
+            be.register_callback(self._report if _reports_inline(be) else self.task_callbacks)
             with contextlib.suppress(AttributeError, TypeError):
                 be.is_attached = True
                 be.attached_to = [*(getattr(be, "attached_to", None) or []), self.uid]
@@ -406,16 +418,101 @@ class WorkflowEngine:
         Every call is registered (it has a uid, telemetry sees it created);
         a call that cannot run fails its future at once, and the engine goes on.
         """
-        fut: TaskFuture[Any] = TaskFuture(self, self._loop)
         self._counter += 1
-        kind = fut.kind = spec.kind
-        uid = fut.uid = (
-            n.UID_PREFIX_BLOCK if kind == KIND_BLOCK else n.UID_PREFIX_TASK
-        ) + f"{self._counter:06d}"
-        fut.name = spec.name
-        fut._spec = spec
-        fut.target_backend = spec.backend
-        # The engine's own keyword arguments never reach the function.
+        # str.zfill: the same text as f"{n:06d}" for a count, in half the time.
+        number = str(self._counter).zfill(6)
+        uid = (n.UID_PREFIX_BLOCK if spec.kind == KIND_BLOCK else n.UID_PREFIX_TASK) + number
+        fut = new_task_future(self, self._loop, spec, uid)
+        fut.args = args
+        if (
+            kwargs
+            or spec.policy is not None
+            or spec.kind == KIND_BLOCK
+            or self._cache_all
+            or self._block.get() is not None
+            or self._workflow.get() is not None
+        ):
+            where, problem = self._call_options(fut, spec, kwargs)
+        else:  # the common call: positional arguments only, outside any block or scope
+            # No keyword arguments: one shared empty dict, not a new one per
+            # task (backends read it, nobody writes it).
+            fut.kwargs = _NO_KWARGS
+            fut.task_description = spec.task_description.copy()  # checked by the decorator
+            fut.workflow_id = fut.workflow_name = None
+            where, problem = _NOWHERE, None
+        self._tasks[uid] = fut
+        if problem is None and self._closed:
+            problem = EngineShutdownError("engine is shut down")
+        if problem is None and spec.backend is not None and spec.backend not in self._backends:
+            known = ", ".join(repr(name) for name in self._backends)
+            problem = UnknownBackendError(
+                f"task '{spec.name}' is routed to unknown backend {spec.backend!r}; "
+                f"known backends: {known}"
+            )
+        if problem is not None:
+            self._created(fut, where)
+            return self._fail_at_once(fut, problem)
+        # Dependencies: futures anywhere in the arguments. The common case,
+        # futures and plain values as positional arguments, needs no Found.
+        futures: list[Any] | None = None
+        general = foreign = False
+        for item in args:
+            item_type = type(item)
+            if item_type is TaskFuture:
+                if futures is None:
+                    futures = [item]
+                else:
+                    futures.append(item)
+                if item._engine is not self:
+                    foreign = True
+            elif item_type not in ATOMIC:
+                general = True
+                break
+        if kwargs and not general:
+            general = any(type(item) not in ATOMIC for item in kwargs.values())
+        deps: Sequence[Any]
+        if general:
+            found = Found()
+            for item in (*args, *kwargs.values()):
+                if type(item) not in ATOMIC:
+                    find_dependencies(item, found)
+            if found.input_files or found.output_files:
+                fut._files = (found.input_files, found.output_files)
+            deps = found.futures
+        elif futures is None:
+            deps = ()
+        else:
+            if len(futures) > 1:
+                futures = list(dict.fromkeys(futures))  # each future once, in argument order
+            # Every argument a distinct future (the common case): the args
+            # tuple is the dependency list, and _release resolves it with
+            # one map(), without looking at each argument.
+            deps = args if len(futures) == len(args) else futures
+        if self._observer is not None:
+            self._created(fut, where)
+        if not deps and fut._files is None:  # ready now
+            self._graph.add_ready(fut)
+            self._release(fut)
+            return fut
+        if general or foreign:
+            for dep in deps:
+                if not (type(dep) is TaskFuture and dep._engine is self) and dep not in self._graph:
+                    self._track_foreign(dep)
+        fut._deps = deps
+        instructions = self._graph.add(fut, deps, distinct=True)
+        if instructions:
+            self._apply(instructions)
+        if self._chaining and self._can_push_down(fut, args, kwargs):
+            self._push_down(fut)
+        return fut
+
+    def _call_options(
+        self, fut: TaskFuture[Any], spec: TaskSpec, kwargs: dict[str, Any]
+    ) -> tuple[_Where, BaseException | None]:
+        """What a call sets beyond its positional arguments: the engine's keyword
+        arguments (taken out of ``kwargs``), the policy, the description, the
+        block and workflow scope. Returns where the task sits and the problem
+        that fails it, if any."""
         problem: BaseException | None = None
         wf_override = None
         call_td = None
@@ -435,92 +532,31 @@ class WorkflowEngine:
                     policy = self._call_policy(spec, options)
                 except (TypeError, ValueError) as exc:
                     problem = problem or exc
-        if policy is None and self._cache_all and kind in POLICY_KINDS:
+        if policy is None and self._cache_all and spec.kind in POLICY_KINDS:
             policy = _ALL_DEFAULTS
         if policy is not None:
             fut._policy = policy
             fut._run = RunState()
-        fut.args = args
-        # No keyword arguments (the common case): one shared empty dict, not
-        # a new one per task (backends read it, nobody writes it).
         fut.kwargs = kwargs if kwargs else _NO_KWARGS
         td = fut.task_description = (
             {**spec.task_description, **call_td} if call_td else spec.task_description.copy()
         )
         if (
             wf_override is None
-            and kind != KIND_BLOCK
+            and spec.kind != KIND_BLOCK
             and self._block.get() is None
             and self._workflow.get() is None
         ):
             fut.workflow_id = fut.workflow_name = None  # outside any block or scope
-            where: _Where = (None, None)
+            where: _Where = _NOWHERE
         else:
             where = self._set_context(fut, wf_override)
-        self._tasks[uid] = fut
-        if problem is None and td and ("cpus" in td or "gpus" in td):
+        if problem is None and call_td and ("cpus" in td or "gpus" in td):
             try:
                 _check.slot_counts(td)
             except (TypeError, ValueError) as exc:
                 problem = type(exc)(f"task '{spec.name}': {exc}")
-        if problem is None and self._closed:
-            problem = EngineShutdownError("engine is shut down")
-        if problem is None and spec.backend is not None and spec.backend not in self._backends:
-            known = ", ".join(repr(name) for name in self._backends)
-            problem = UnknownBackendError(
-                f"task '{spec.name}' is routed to unknown backend {spec.backend!r}; "
-                f"known backends: {known}"
-            )
-        if problem is not None:
-            self._created(fut, where)
-            return self._fail_at_once(fut, problem)
-        # Dependencies: futures anywhere in the arguments. The common case,
-        # futures and plain values as positional arguments, needs no Found.
-        deps: list[Any] | None = None
-        general = foreign = False
-        for item in args:
-            item_type = type(item)
-            if item_type is TaskFuture:
-                if deps is None:
-                    deps = [item]
-                else:
-                    deps.append(item)
-                if item._engine is not self:
-                    foreign = True
-            elif item_type not in ATOMIC:
-                general = True
-                break
-        if kwargs and not general:
-            general = any(type(item) not in ATOMIC for item in kwargs.values())
-        if general:
-            found = Found()
-            for item in (*args, *kwargs.values()):
-                if type(item) not in ATOMIC:
-                    find_dependencies(item, found)
-            if found.input_files or found.output_files:
-                fut._files = (found.input_files, found.output_files)
-            deps = found.futures
-        elif deps is not None and len(deps) > 1:
-            deps = list(dict.fromkeys(deps))  # each future once, in argument order
-        if self._observer is not None:
-            self._created(fut, where)
-        if not deps and fut._files is None:  # ready now
-            self._graph.add_ready(fut)
-            self._release(fut)
-            return fut
-        if deps is None:
-            deps = []
-        if general or foreign:
-            for dep in deps:
-                if not (type(dep) is TaskFuture and dep._engine is self) and dep not in self._graph:
-                    self._track_foreign(dep)
-        fut._deps = deps
-        instructions = self._graph.add(fut, deps, distinct=True)
-        if instructions:
-            self._apply(instructions)
-        if self._chaining and self._can_push_down(fut, args, kwargs):
-            self._push_down(fut)
-        return fut
+        return where, problem
 
     def _can_push_down(
         self, fut: TaskFuture[Any], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -717,7 +753,18 @@ class WorkflowEngine:
         if fut._tel is not None and self._observer is not None and not plain:
             self._observer.resolved(fut._tel)
         try:
-            if fut._deps:
+            deps = fut._deps
+            if not deps:  # nothing to resolve
+                args, kwargs = fut.args, fut.kwargs
+            elif deps is fut.args:  # every argument is a future (see _call)
+                kwargs = fut.kwargs
+                if len(deps) == 1:
+                    args = (deps[0].result(),)
+                elif len(deps) == 2:
+                    args = (deps[0].result(), deps[1].result())
+                else:
+                    args = tuple(map(_future_result, deps))
+            else:
                 args = fut.args
                 if type(args) is tuple:  # resolve_args(), inline
                     args = tuple(
@@ -733,8 +780,6 @@ class WorkflowEngine:
                 elif args:
                     args = substitute(args)
                 kwargs = substitute(fut.kwargs) if fut.kwargs else fut.kwargs
-            else:
-                args, kwargs = fut.args, fut.kwargs
         except BaseException as exc:  # noqa: BLE001 - a foreign future's result() raised
             if plain and fut._tel is not None and self._observer is not None:
                 self._observer.resolved(fut._tel)
@@ -778,15 +823,19 @@ class WorkflowEngine:
         desc["task_backend_specific_kwargs"] = fut.task_description
         desc["workflow_id"] = fut.workflow_id
         if files is None:
-            if not deps and fut.workflow_name is None:
-                desc["metadata"] = _NO_METADATA  # shared: 184 bytes less per task
-            else:
+            if fut.workflow_name is not None:
                 desc["metadata"] = {
                     "dependencies": DependencyList(deps) if deps else (),
                     "input_files": (),
                     "output_files": (),
                     "workflow_name": fut.workflow_name,
                 }
+            elif deps:
+                meta = _NO_METADATA.copy()  # a copy costs less than a literal
+                meta["dependencies"] = DependencyList(deps)
+                desc["metadata"] = meta
+            else:
+                desc["metadata"] = _NO_METADATA  # shared: 184 bytes less per task
         else:
             desc["metadata"] = {
                 "dependencies": DependencyList(deps) if deps else (),
@@ -900,53 +949,69 @@ class WorkflowEngine:
         """
         try:
             for _ in range(_FLUSH_ROUNDS):
-                self._flush_once()
-                if not self._outbox:
+                outbox = self._outbox
+                if not outbox:
                     self._flush_scheduled = False
                     return
+                # _flush_scheduled stays True: what this round releases waits
+                # in the outbox for the next round instead of scheduling
+                # another callback.
+                self._outbox = {}
+                for name, futs in outbox.items():
+                    self._hand_over(name, futs)
         except BaseException:
             self._flush_scheduled = False
             raise
-        self._loop.call_soon(self._flush)  # more to do: after the others' turn
+        if self._outbox:
+            self._loop.call_soon(self._flush)  # more to do: after the others' turn
+        else:
+            self._flush_scheduled = False
 
-    def _flush_once(self) -> None:
-        # _flush_scheduled stays True: what this round releases waits in the
-        # outbox for the next round instead of scheduling another callback.
-        outbox, self._outbox = self._outbox, {}
+    def _hand_over(self, name: str, futs: list[TaskFuture[Any]]) -> None:
+        """Hand the queued tasks of backend ``name`` over in one ``submit_tasks`` call."""
+        route = self._routes.get(name)
+        if route is None:
+            route = self._routes[name] = self._route(name)
+        backend, implicit, explicit, adapt, argv_only = route
+        implicit = implicit and self.implicit_data
+        special = implicit or explicit or argv_only or adapt is not None
         graph = self._graph
         observer = self._observer
-        for name, futs in outbox.items():
-            route = self._routes.get(name)
-            if route is None:
-                route = self._routes[name] = self._route(name)
-            backend, implicit, explicit, adapt, argv_only = route
-            implicit = implicit and self.implicit_data
-            batch: list[TaskDescription] = []
-            for fut in futs:
-                if fut.done():
-                    continue
-                graph.submitted(fut)
-                tel = fut._tel
-                if (
-                    tel is not None
-                    and observer is not None
-                    and (fut._run is None or fut._run.attempt == 1)
-                ):
-                    observer.submitted(tel)
-                fut._backend = backend
-                desc = fut._desc
-                assert desc is not None
-                if (
-                    fut._pushed
-                    or adapt is not None
+        batch: list[TaskDescription] = []
+        for fut in futs:
+            if fut.done():
+                continue
+            graph.submitted(fut)
+            tel = fut._tel
+            if (
+                tel is not None
+                and observer is not None
+                and (fut._run is None or fut._run.attempt == 1)
+            ):
+                observer.submitted(tel)
+            fut._backend = backend
+            desc = fut._desc
+            assert desc is not None
+            if fut._pushed or (
+                special
+                and (
+                    adapt is not None
                     or (implicit and fut._deps)
                     or (explicit and fut._files)
                     or (argv_only and fut.kind == KIND_EXECUTABLE)
-                ):
-                    desc = self._prepare(name, backend, fut, desc, adapt, implicit, explicit)
-                batch.append(desc)
-            if batch:
-                self._drive(backend, batch)
+                )
+            ):
+                desc = self._prepare(name, backend, fut, desc, adapt, implicit, explicit)
+            batch.append(desc)
+        if not batch:
+            return
+        try:
+            result = backend.submit_tasks(batch)
+        except BaseException as exc:  # noqa: BLE001 - every task of the batch fails
+            self._submit_failed(batch, exc)
+            return
+        if result is not SUBMITTED:  # else handed over already, nothing to await
+            self._drive(backend, batch, result)
 
     def _route(self, name: str) -> _Route:
         """What handing tasks to backend ``name`` needs, looked up once."""
@@ -1023,21 +1088,14 @@ class WorkflowEngine:
         except Exception:
             logger.exception("backend %r failed to link the data of %s", name, fut.uid)
 
-    def _drive(self, backend: Backend, batch: list[TaskDescription]) -> None:
-        """Hand ``batch`` to ``backend.submit_tasks``.
+    def _drive(self, backend: Backend, batch: list[TaskDescription], result: Any) -> None:
+        """See ``batch`` through what ``backend.submit_tasks(batch)`` returned.
 
         The built-in backends' submission is stepped right here, and gets a
         Task only if it suspends. Any other backend's runs in a Task of its
         own, as its author expects (``asyncio.timeout``, ``TaskGroup`` and
         ``current_task()`` need one); any awaitable is accepted.
         """
-        try:
-            result = backend.submit_tasks(batch)
-        except BaseException as exc:  # noqa: BLE001 - every task of the batch fails
-            self._submit_failed(batch, exc)
-            return
-        if result is SUBMITTED:  # handed over already, nothing to await
-            return
         if type(result) is CoroutineType and backend.name in self._inline:
             try:
                 first = result.send(None)
@@ -1080,10 +1138,7 @@ class WorkflowEngine:
                 are ignored.
         """
         if _get_ident() == self._thread_id:
-            try:
-                self._on_state(task, state)
-            except Exception as exc:  # noqa: BLE001 - a backend never sees the engine's errors
-                self._report_failed(task, state, exc)
+            self._report(task, state)
             return
         self._inbox.append((task, state))
         if not self._wakeup_pending:
@@ -1096,12 +1151,15 @@ class WorkflowEngine:
     def _drain_inbox(self) -> None:
         self._wakeup_pending = False
         inbox = self._inbox
+        report = self._report
         while inbox:
-            task, state = inbox.popleft()
-            try:
-                self._on_state(task, state)
-            except Exception as exc:  # noqa: BLE001 - failed to that task, logged once
-                self._report_failed(task, state, exc)
+            report(*inbox.popleft())
+        if self._outbox:
+            # Hand over what these reports released now, as one batch, not
+            # in a flush on the loop's next iteration: a chain on a backend
+            # that reports from its threads saves a loop iteration a link.
+            self._flush_scheduled = True
+            self._flush()
 
     def _report_failed(self, report: Any, state: Any, exc: Exception) -> None:
         """Handling a backend's report raised: fail that task, log once. Never raises.
@@ -1139,6 +1197,36 @@ class WorkflowEngine:
             with contextlib.suppress(Exception):
                 logger.critical("engine failed while handling a bad backend report", exc_info=True)
 
+    def _report(self, report: Any, state: str) -> None:
+        """A backend's report, on the loop's thread. Never raises: a report
+        the engine fails to handle fails its task, logged once."""
+        try:
+            if type(report) is dict and state == STATE_DONE:
+                fut = self._tasks.get(report.get("uid"))  # type: ignore[arg-type]
+                if (
+                    fut is not None
+                    and report is fut._desc
+                    and fut.kind == KIND_FUNCTION
+                    and fut._run is None
+                    and fut._tel is None
+                    and not fut._cancel_requested
+                    and not fut.done()
+                ):
+                    # The common end, telemetry off: what _on_state does for
+                    # it, without the branches that cannot apply.
+                    fut._running = False
+                    fut.set_result(report.get("return_value"))  # type: ignore[union-attr]
+                    for instruction in self._graph.finish(fut, g.DONE):
+                        key = instruction[1]
+                        if instruction[0] == _RELEASE and type(key) is TaskFuture:
+                            self._release(key)
+                        else:
+                            self._apply((instruction,))
+                    return
+            self._on_state(report, state)
+        except Exception as exc:  # noqa: BLE001 - a backend never sees the engine's errors
+            self._report_failed(report, state, exc)
+
     def _on_state(self, report: Any, state: str) -> None:
         # (No typing.cast on this path: it is a call, and this runs per report.)
         task: TaskDescription = report if type(report) is dict else task_fields(report)  # type: ignore[assignment]
@@ -1146,25 +1234,6 @@ class WorkflowEngine:
         if fut is None or fut.done():
             return
         desc = fut._desc
-        if (
-            state == STATE_DONE
-            and task is desc
-            and fut.kind == KIND_FUNCTION
-            and fut._run is None
-            and fut._tel is None
-            and not fut._cancel_requested
-        ):
-            # The common end, telemetry off: what the rest of this method
-            # does for it, without the branches that cannot apply.
-            fut._running = False
-            fut.set_result(task.get("return_value"))
-            for instruction in self._graph.finish(fut, g.DONE):
-                key = instruction[1]
-                if instruction[0] == _RELEASE and type(key) is TaskFuture:
-                    self._release(key)
-                else:
-                    self._apply((instruction,))
-            return
         if task is not desc and desc is not None and state in FINAL_STATES:
             # The backend wrote into a copy or reported an object: the
             # description shows the results all the same.
@@ -1714,6 +1783,17 @@ class WorkflowEngine:
         tel = self.telemetry
         if tel is not None:
             await tel.stop()
+
+
+def _reports_inline(backend: Backend) -> bool:
+    """Whether ``backend`` declares ``reports_inline = True`` next to its
+    ``submit_tasks``: a subclass that overrides ``submit_tasks`` (to report
+    from a thread of its own, say) does not inherit the claim."""
+    for klass in type(backend).__mro__:
+        own = vars(klass)
+        if "submit_tasks" in own:
+            return own.get("reports_inline") is True
+    return False
 
 
 def _stdio_dir(fut: TaskFuture[Any]) -> str | None:

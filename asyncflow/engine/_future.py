@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..telemetry import names as n
@@ -21,11 +22,9 @@ if TYPE_CHECKING:
     from ._policy import RunState, TaskPolicy
     from ._tasks import TaskSpec
 
-__all__ = ["TaskFuture"]
+__all__ = ["TaskFuture", "new_task_future"]
 
 T = TypeVar("T")
-
-_future_init = asyncio.Future.__init__
 
 # Task kinds: the values of the ``asyncflow.task.type`` span attribute.
 KIND_FUNCTION = n.TYPE_FUNCTION
@@ -36,6 +35,8 @@ KIND_BLOCK = n.TYPE_BLOCK
 
 class TaskFuture(asyncio.Future, Generic[T]):  # type: ignore[type-arg]
     """An ``asyncio.Future`` for one task or block of a :class:`WorkflowEngine`.
+
+    Made by :func:`new_task_future`, which sets every field.
 
     Attributes:
         id: the engine-unique number, e.g. ``"000001"``.
@@ -83,22 +84,20 @@ class TaskFuture(asyncio.Future, Generic[T]):  # type: ignore[type-arg]
     _context: contextvars.Context  # blocks only: where the block was called
     _spec: TaskSpec  # the decorator's options (the description's shared keys)
 
-    def __init__(self, engine: WorkflowEngine, loop: asyncio.AbstractEventLoop) -> None:
-        _future_init(self, loop=loop)  # not super(): this runs for every task
-        self._engine = engine
-        self._running = False
-        self._cancel_requested = False
-        self._cancel_msg: Any = None
-        self._desc: TaskDescription | None = None
-        self._backend: Backend | None = None
-        self._body: asyncio.Task[Any] | None = None
-        self._members: list[TaskFuture[Any]] | None = None
-        self._pushed = False  # submitted before its dependencies ended
-        self._deps: list[Any] | tuple[()] = ()
-        self._files: Any = None
-        self._tel: LiveSpan | None = None  # its span, while telemetry observes it
-        self._policy: TaskPolicy | None = None  # retries, timeout, cache (None: none)
-        self._run: RunState | None = None  # their moving parts, with a policy
+    _engine: WorkflowEngine
+    _running: bool
+    _cancel_requested: bool
+    _cancel_msg: Any
+    _desc: TaskDescription | None
+    _backend: Backend | None
+    _body: asyncio.Task[Any] | None
+    _members: list[TaskFuture[Any]] | None
+    _pushed: bool
+    _deps: Sequence[Any]
+    _files: Any
+    _tel: LiveSpan | None
+    _policy: TaskPolicy | None
+    _run: RunState | None
 
     # What the decorator fixed, read from it (three slots less per task).
     @property
@@ -149,3 +148,37 @@ class TaskFuture(asyncio.Future, Generic[T]):  # type: ignore[type-arg]
 
     def __repr__(self) -> str:
         return f"<TaskFuture {self.uid} {self.name!r} {self.state}>"
+
+
+def new_task_future(
+    engine: WorkflowEngine, loop: asyncio.AbstractEventLoop, spec: TaskSpec, uid: str
+) -> TaskFuture[Any]:
+    """The future of one task call, every field set.
+
+    ``TaskFuture`` has no ``__init__`` of its own: a Python ``__init__``
+    (called from C, calling ``Future.__init__`` back) cost a third of
+    making the future, which the engine does for every task.
+    """
+    fut: TaskFuture[Any] = TaskFuture(loop=loop)
+    fut._engine = engine
+    fut._spec = spec
+    fut.uid = uid
+    fut.kind = spec.kind
+    fut.name = spec.name
+    fut.target_backend = spec.backend
+    fut._running = False
+    fut._cancel_requested = False
+    fut._cancel_msg = None
+    fut._desc = None
+    fut._backend = None
+    fut._body = None
+    fut._members = None
+    fut._pushed = False  # submitted before its dependencies ended
+    # Its distinct dependencies; the args tuple itself when every argument
+    # is one (the engine tests ``_deps is args``).
+    fut._deps = ()
+    fut._files = None
+    fut._tel = None  # its span, while telemetry observes it
+    fut._policy = None  # retries, timeout, cache (None: none)
+    fut._run = None  # their moving parts, with a policy
+    return fut

@@ -151,6 +151,21 @@ class Graph:
             raise ValueError(f"node {key!r} added twice")
         if not distinct:
             deps = dict.fromkeys(deps)  # each dependency once, in order
+        elif type(deps) is tuple and len(deps) == 1:
+            # One dependency, unfinished (a chain's link, a fan-out's
+            # branch): straight to WAITING, without the general bookkeeping.
+            dep = deps[0]
+            if states.get(dep, DONE) not in TERMINAL:
+                edges = self._dependents.get(dep)
+                if edges is None:
+                    self._dependents[dep] = [key]
+                else:
+                    edges.append(key)
+                states[key] = WAITING
+                self._waiting[key] = 1
+                if self._validate:
+                    self._check()
+                return []
         # First look, then link: a cancelled dependency leaves no edge behind.
         unfinished: list[Hashable] = []
         failed: Hashable = _NOT_DOOMED
