@@ -41,7 +41,9 @@ class NoopExecutionBackend(BaseBackend):
         """Report every task DONE with a dummy result (before returning)."""
         callback = self._callback
         for task in tasks:
-            if task.get("prompt") is not None:
+            if task.get("function") is not None:  # a function task (checked first: most are)
+                task["return_value"] = DUMMY_OUTPUT
+            elif task.get("prompt") is not None:
                 task["return_value"] = DUMMY_PROMPT_OUTPUT
             elif task.get("executable"):
                 task["stdout"] = DUMMY_OUTPUT

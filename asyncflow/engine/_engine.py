@@ -37,7 +37,6 @@ from ..backends._base import (
     DataLinking,
     StopsTasks,
     TaskDescription,
-    TaskMetadata,
     Upstream,
 )
 from ..errors import (
@@ -67,7 +66,7 @@ from ._registry import Components, DependencyList
 from ._reports import RESULT_FIELDS, describe_report, report_uid, task_fields
 from ._results import failure_of, stdout_file, value_of
 from ._signals import install_signal_handlers, remove_signal_handlers
-from ._tasks import POLICY_KINDS, TaskSpec, make_decorator
+from ._tasks import NO_KWARGS, NO_METADATA, POLICY_KINDS, TaskSpec, make_decorator
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.metrics.export import MetricReader
@@ -104,19 +103,9 @@ _RESULT_KEYS = ("return_value", "stdout", "stderr", "exit_code", "exception", "s
 TIMEOUT_GRACE = 10.0
 _ALL_DEFAULTS = TaskPolicy()
 _get_ident = threading.get_ident
-_NO_KWARGS: dict[str, Any] = {}
-# The metadata of a task without dependencies, files or workflow type: one
-# dict shared by all of them (it describes, nobody writes it). A plain dict,
-# not a read-only proxy: a backend may pickle or deep-copy a description.
-_NO_METADATA: TaskMetadata = {
-    "dependencies": (),
-    "input_files": (),
-    "output_files": (),
-    "workflow_name": None,
-}
 _RELEASE = g.RELEASE
-_NOWHERE: _Where = (None, None)
-_future_result = asyncio.Future.result  # outside any block or workflow scope
+_NOWHERE: _Where = (None, None)  # outside any block or workflow scope
+_future_result = asyncio.Future.result
 
 
 def _validate_graph() -> bool:
@@ -436,7 +425,7 @@ class WorkflowEngine:
         else:  # the common call: positional arguments only, outside any block or scope
             # No keyword arguments: one shared empty dict, not a new one per
             # task (backends read it, nobody writes it).
-            fut.kwargs = _NO_KWARGS
+            fut.kwargs = NO_KWARGS
             fut.task_description = spec.task_description.copy()  # checked by the decorator
             fut.workflow_id = fut.workflow_name = None
             where, problem = _NOWHERE, None
@@ -537,7 +526,7 @@ class WorkflowEngine:
         if policy is not None:
             fut._policy = policy
             fut._run = RunState()
-        fut.kwargs = kwargs if kwargs else _NO_KWARGS
+        fut.kwargs = kwargs if kwargs else NO_KWARGS
         td = fut.task_description = (
             {**spec.task_description, **call_td} if call_td else spec.task_description.copy()
         )
@@ -816,12 +805,16 @@ class WorkflowEngine:
         """The dict the backend gets (kept as the task's description)."""
         deps = fut._deps
         files = fut._files
+        # The template holds the shared values (no keyword arguments, no
+        # workflow, the shared metadata): only what differs is stored.
         desc: TaskDescription = fut._spec.template.copy()  # type: ignore[assignment]
         desc["uid"] = fut.uid
         desc["args"] = args
-        desc["kwargs"] = kwargs
+        if kwargs is not NO_KWARGS:
+            desc["kwargs"] = kwargs
         desc["task_backend_specific_kwargs"] = fut.task_description
-        desc["workflow_id"] = fut.workflow_id
+        if fut.workflow_id is not None:
+            desc["workflow_id"] = fut.workflow_id
         if files is None:
             if fut.workflow_name is not None:
                 desc["metadata"] = {
@@ -831,11 +824,9 @@ class WorkflowEngine:
                     "workflow_name": fut.workflow_name,
                 }
             elif deps:
-                meta = _NO_METADATA.copy()  # a copy costs less than a literal
+                meta = NO_METADATA.copy()  # a copy costs less than a literal
                 meta["dependencies"] = DependencyList(deps)
                 desc["metadata"] = meta
-            else:
-                desc["metadata"] = _NO_METADATA  # shared: 184 bytes less per task
         else:
             desc["metadata"] = {
                 "dependencies": DependencyList(deps) if deps else (),
@@ -1217,8 +1208,8 @@ class WorkflowEngine:
                     fut._running = False
                     fut.set_result(report.get("return_value"))  # type: ignore[union-attr]
                     for instruction in self._graph.finish(fut, g.DONE):
-                        key = instruction[1]
-                        if instruction[0] == _RELEASE and type(key) is TaskFuture:
+                        kind, key, _ = instruction
+                        if kind == _RELEASE and type(key) is TaskFuture:
                             self._release(key)
                         else:
                             self._apply((instruction,))

@@ -14,12 +14,26 @@ from ._future import KIND_BLOCK, KIND_EXECUTABLE, KIND_FUNCTION, KIND_PROMPT, Ta
 from ._policy import Backoff, TaskPolicy, policy_from
 
 if TYPE_CHECKING:
+    from ..backends._base import TaskMetadata
     from ._engine import WorkflowEngine
 
-__all__ = ["TaskDecorator", "TaskSpec", "make_decorator"]
+__all__ = ["NO_KWARGS", "NO_METADATA", "TaskDecorator", "TaskSpec", "make_decorator"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+# The keyword arguments of a call without any: one shared empty dict, not a
+# new one per task (backends read it, nobody writes it).
+NO_KWARGS: dict[str, Any] = {}
+# The metadata of a task without dependencies, files or workflow type: one
+# dict shared by all of them (it describes, nobody writes it). A plain dict,
+# not a read-only proxy: a backend may pickle or deep-copy a description.
+NO_METADATA: TaskMetadata = {
+    "dependencies": (),
+    "input_files": (),
+    "output_files": (),
+    "workflow_name": None,
+}
 
 _DECORATOR_NAMES = {
     KIND_FUNCTION: "function_task",
@@ -77,7 +91,7 @@ class TaskSpec:
             "name": name,
             "function": func if kind == KIND_FUNCTION else None,
             "args": (),
-            "kwargs": None,
+            "kwargs": NO_KWARGS,
             "executable": None,
             "arguments": None,
             "prompt": None,
@@ -86,7 +100,7 @@ class TaskSpec:
             "target_backend": backend,
             "capture_stdio": self.capture_stdio,
             "workflow_id": None,
-            "metadata": None,
+            "metadata": NO_METADATA,
         }
         self.policy: TaskPolicy | None = None
         if options:
