@@ -6,9 +6,16 @@ Python's default threshold (700 allocations) the collector keeps deciding to
 scan all of them, finds nothing to free, and at 100,000 local tasks spends
 more time scanning than the engine spends scheduling (measured: 2.8 of 5.0 s).
 While at least one engine runs, the first threshold is raised (default
-50,000; ``ASYNCFLOW_GC_THRESHOLD``; ``0`` leaves the collector alone), and it
+200,000; ``ASYNCFLOW_GC_THRESHOLD``; ``0`` leaves the collector alone), and it
 is put back when the last engine shuts down, unless something else changed it
 meanwhile. Garbage is still collected, just in larger, rarer steps.
+
+Why 200,000: a task keeps about 3 objects the collector tracks (7 with
+dependencies), so a workflow of up to about 25,000 tasks runs without a
+single collection; past that, each collection scans what the last ones
+left, and a larger threshold means fewer of the costly older-generation
+passes (measured on 100,000 no-op tasks: 6 to 11% faster than with 50,000).
+A pass over 200,000 young objects takes some tens of milliseconds.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ __all__ = ["DEFAULT_THRESHOLD", "engine_started", "engine_stopped"]
 
 logger = logging.getLogger("asyncflow")
 
-DEFAULT_THRESHOLD = 50_000
+DEFAULT_THRESHOLD = 200_000
 ENV = "ASYNCFLOW_GC_THRESHOLD"
 
 _lock = threading.Lock()

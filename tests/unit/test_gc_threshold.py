@@ -50,11 +50,12 @@ async def test_environment_sets_or_turns_it_off(
 
 
 async def test_a_user_setting_is_respected(tmp_path: Path) -> None:
-    gc.set_threshold(100_000, 10, 10)  # higher already: left alone
+    higher = _gc.DEFAULT_THRESHOLD * 2
+    gc.set_threshold(higher, 10, 10)  # higher already: left alone
     engine = await WorkflowEngine.create(dry_run=True, work_dir=tmp_path)
-    assert gc.get_threshold()[0] == 100_000
+    assert gc.get_threshold()[0] == higher
     await engine.shutdown()
-    assert gc.get_threshold()[0] == 100_000
+    assert gc.get_threshold()[0] == higher
     gc.set_threshold(700, 10, 10)
     engine = await WorkflowEngine.create(dry_run=True, work_dir=tmp_path)
     gc.set_threshold(5_000, 10, 10)  # changed while the engine ran: not undone
