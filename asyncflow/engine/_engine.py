@@ -478,7 +478,10 @@ class WorkflowEngine:
             deps = found.futures
         elif not futures:
             deps = ()
-        elif futures == len(args) and (futures == 1 or len(dict.fromkeys(args)) == futures):
+        elif futures == len(args) and (
+            futures == 1
+            or (args[0] is not args[1] if futures == 2 else len(dict.fromkeys(args)) == futures)
+        ):
             # Every argument a distinct future (the common case): the args
             # tuple is the dependency list, and _release resolves it
             # without looking at each argument.

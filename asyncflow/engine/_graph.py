@@ -151,18 +151,37 @@ class Graph:
             raise ValueError(f"node {key!r} added twice")
         if not distinct:
             deps = dict.fromkeys(deps)  # each dependency once, in order
-        elif type(deps) is tuple and len(deps) == 1:
-            # One dependency, unfinished (a chain's link, a fan-out's
-            # branch): straight to WAITING, without the general bookkeeping.
-            dep = deps[0]
-            if states.get(dep, DONE) not in TERMINAL:
-                edges = self._dependents.get(dep)
-                if edges is None:
-                    self._dependents[dep] = [key]
-                else:
-                    edges.append(key)
+        elif type(deps) is tuple:
+            # Every dependency unfinished (a chain's link, a fan-out's
+            # branch, a layer of a DAG): straight to WAITING, without the
+            # general bookkeeping.
+            if len(deps) == 1:
+                dep = deps[0]
+                if states.get(dep, DONE) not in TERMINAL:
+                    edges = self._dependents.get(dep)
+                    if edges is None:
+                        self._dependents[dep] = [key]
+                    else:
+                        edges.append(key)
+                    states[key] = WAITING
+                    self._waiting[key] = 1
+                    if self._validate:
+                        self._check()
+                    return []
+            get = states.get
+            for dep in deps:
+                if get(dep, DONE) in TERMINAL:  # ended, or unknown: see below
+                    break
+            else:
+                dependents = self._dependents
+                for dep in deps:
+                    edges = dependents.get(dep)
+                    if edges is None:
+                        dependents[dep] = [key]
+                    else:
+                        edges.append(key)
                 states[key] = WAITING
-                self._waiting[key] = 1
+                self._waiting[key] = len(deps)
                 if self._validate:
                     self._check()
                 return []
