@@ -157,9 +157,12 @@ class Backend(Protocol):
     (:class:`BaseBackend` subclasses), RHAPSODY's, or your own
     (``docs/backends.md``, "Write your own backend"). Optional class
     attributes: ``submits_inline`` (see :class:`BaseBackend`),
-    ``chains_dependencies`` (see :class:`Upstream`) and ``reports_inline``
-    (``submit_tasks`` reports every task before it returns, on the loop's
-    thread; declared in the class that defines that ``submit_tasks``).
+    ``chains_dependencies`` (see :class:`Upstream`), and two that describe
+    a ``submit_tasks`` and count only in the class that defines it:
+    ``reports_inline = True`` (every task is reported before it returns,
+    on the loop's thread) and ``reads_metadata = False`` (a task's
+    ``metadata`` is never read: the engine makes it only when
+    ``engine.components`` reads the description).
     """
 
     name: str

@@ -13,7 +13,7 @@ import threading
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+from typing import Any, ClassVar
 
 from .. import _check
 from ..resources import (
@@ -63,6 +63,11 @@ class LocalExecutionBackend(BaseBackend):
         kill_grace: seconds between SIGTERM and SIGKILL when a running
             executable is cancelled.
     """
+
+    reads_metadata: ClassVar[bool] = False
+    """A task's ``metadata`` is never read (declared for this class's
+    ``submit_tasks``; a subclass that overrides it does not inherit this):
+    the engine makes it when ``engine.components`` reads the description."""
 
     def __init__(
         self,

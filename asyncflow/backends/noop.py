@@ -28,11 +28,16 @@ class NoopExecutionBackend(BaseBackend):
     dry_run: ClassVar[bool] = True
     """Its results are placeholders: the engine never caches them."""
 
+    # What this class's submit_tasks does (see the Backend protocol); a
+    # subclass that overrides submit_tasks does not inherit these claims.
     reports_inline: ClassVar[bool] = True
-    """Its ``submit_tasks`` reports every task before it returns, on the
-    calling thread (the event loop's): the engine registers a callback that
-    skips the thread check. It holds for this class's ``submit_tasks`` only:
-    a subclass that overrides ``submit_tasks`` does not inherit it."""
+    """Every task is reported before ``submit_tasks`` returns, on the calling
+    thread (the event loop's): the engine registers a callback that skips
+    the thread check."""
+
+    reads_metadata: ClassVar[bool] = False
+    """A task's ``metadata`` is never read: the engine makes it when
+    ``engine.components`` reads the description."""
 
     def __init__(self, name: str = "default") -> None:
         super().__init__(name)

@@ -37,6 +37,7 @@ from ..backends._base import (
     DataLinking,
     StopsTasks,
     TaskDescription,
+    TaskMetadata,
     Upstream,
 )
 from ..errors import (
@@ -105,6 +106,14 @@ _ALL_DEFAULTS = TaskPolicy()
 _get_ident = threading.get_ident
 _RELEASE = g.RELEASE
 _NOWHERE: _Where = (None, None)  # outside any block or workflow scope
+# The metadata of a description handed to a backend that never reads it,
+# until ``engine.components`` reads it (see WorkflowEngine._describe).
+_METADATA_LATER: TaskMetadata = {
+    "dependencies": (),
+    "input_files": (),
+    "output_files": (),
+    "workflow_name": None,
+}
 _future_result = asyncio.Future.result
 _LAST_DIGITS = tuple(f"{i:03d}" for i in range(1000))  # the uid's last three digits
 
@@ -153,6 +162,7 @@ class WorkflowEngine:
         self._chaining: set[str] = set()  # backends that chain dependencies themselves
         self._argv_only: set[str] = set()  # executables must arrive as an exact argv
         self._links: dict[str, tuple[bool, bool]] = {}
+        self._metadata_unread: set[str] = set()  # backends that never read "metadata"
         self.backend: Backend | None = None  # the default backend
         self._default = ""  # its name
         if backend is not None:
@@ -291,7 +301,10 @@ class WorkflowEngine:
             # A backend that reports each task inside submit_tasks, on the
             # loop's thread, gets the loop-side handler without the check
             # of the calling thread.
-            be.register_callback(self._report if _reports_inline(be) else self.task_callbacks)
+            inline = _submission_declares(be, "reports_inline") is True
+            be.register_callback(self._report if inline else self.task_callbacks)
+            if _submission_declares(be, "reads_metadata") is False:
+                self._metadata_unread.add(be.name)
             with contextlib.suppress(AttributeError, TypeError):
                 be.is_attached = True
                 be.attached_to = [*(getattr(be, "attached_to", None) or []), self.uid]
@@ -787,13 +800,13 @@ class WorkflowEngine:
             return
         kind = fut.kind
         if kind == KIND_FUNCTION:
-            desc = self._describe(fut, args, kwargs)
+            name = fut.target_backend or self._default
+            desc = self._describe(fut, args, kwargs, name not in self._metadata_unread)
             if plain:
                 if fut._tel is not None and self._observer is not None:
                     self._observer.ready(fut._tel)
                 # _enqueue(), inline: the way of every function task without
                 # a policy.
-                name = fut.target_backend or self._default
                 batch = self._outbox.get(name)
                 if batch is None:
                     self._outbox[name] = [fut]
@@ -812,10 +825,16 @@ class WorkflowEngine:
             self._evaluate_body(fut, args, kwargs)
 
     # ------------------------------------------------------------------ descriptions
-    def _describe(self, fut: TaskFuture[Any], args: Any, kwargs: Any) -> TaskDescription:
-        """The dict the backend gets (kept as the task's description)."""
-        deps = fut._deps
-        files = fut._files
+    def _describe(
+        self, fut: TaskFuture[Any], args: Any, kwargs: Any, metadata: bool = True
+    ) -> TaskDescription:
+        """The dict the backend gets (kept as the task's description).
+
+        ``metadata=False`` (a backend that never reads it, see
+        ``_metadata_unread``): the metadata of a task with dependencies,
+        files or a workflow type is made when ``engine.components`` reads
+        the description, not for every task.
+        """
         # The template holds the shared values (no keyword arguments, no
         # workflow, the shared metadata): only what differs is stored.
         desc: TaskDescription = fut._spec.template.copy()  # type: ignore[assignment]
@@ -826,33 +845,43 @@ class WorkflowEngine:
         desc["task_backend_specific_kwargs"] = fut.task_description
         if fut.workflow_id is not None:
             desc["workflow_id"] = fut.workflow_id
-        if files is None:
-            if fut.workflow_name is not None:
-                desc["metadata"] = {
-                    "dependencies": DependencyList(deps) if deps else (),
-                    "input_files": (),
-                    "output_files": (),
-                    "workflow_name": fut.workflow_name,
-                }
-            elif deps:
-                meta = NO_METADATA.copy()  # a copy costs less than a literal
-                meta["dependencies"] = DependencyList(deps)
-                desc["metadata"] = meta
-        else:
-            desc["metadata"] = {
-                "dependencies": DependencyList(deps) if deps else (),
-                "input_files": tuple(f.path for f in files[0]),
-                "output_files": tuple(f.filename for f in files[1]),
-                "workflow_name": fut.workflow_name,
-            }
+        if fut._deps or fut._files is not None or fut.workflow_name is not None:
+            desc["metadata"] = self._metadata(fut) if metadata else _METADATA_LATER
         fut._desc = desc
         return desc
+
+    @staticmethod
+    def _metadata(fut: TaskFuture[Any]) -> TaskMetadata:
+        """The metadata of a task with dependencies, files or a workflow type."""
+        deps = fut._deps
+        files = fut._files
+        if files is None:
+            if fut.workflow_name is None:
+                meta = NO_METADATA.copy()  # a copy costs less than a literal
+                meta["dependencies"] = DependencyList(deps)
+                return meta
+            return {
+                "dependencies": DependencyList(deps) if deps else (),
+                "input_files": (),
+                "output_files": (),
+                "workflow_name": fut.workflow_name,
+            }
+        return {
+            "dependencies": DependencyList(deps) if deps else (),
+            "input_files": tuple(f.path for f in files[0]),
+            "output_files": tuple(f.filename for f in files[1]),
+            "workflow_name": fut.workflow_name,
+        }
 
     def _description_of(self, fut: TaskFuture[Any]) -> TaskDescription:
         """``engine.components[uid]["description"]``: what the backend got, or
         would get now (arguments still holding unresolved futures)."""
         desc = fut._desc
-        return desc if desc is not None else self._describe(fut, fut.args, fut.kwargs)
+        if desc is None:
+            return self._describe(fut, fut.args, fut.kwargs)
+        if desc.get("metadata") is _METADATA_LATER:
+            desc["metadata"] = self._metadata(fut)
+        return desc
 
     def _evaluate_body(self, fut: TaskFuture[Any], args: Any, kwargs: Any) -> None:
         """Run an executable or prompt body (on this loop) with resolved values."""
@@ -1787,15 +1816,17 @@ class WorkflowEngine:
             await tel.stop()
 
 
-def _reports_inline(backend: Backend) -> bool:
-    """Whether ``backend`` declares ``reports_inline = True`` next to its
-    ``submit_tasks``: a subclass that overrides ``submit_tasks`` (to report
-    from a thread of its own, say) does not inherit the claim."""
+def _submission_declares(backend: Backend, name: str) -> Any:
+    """The class attribute ``name`` (``reports_inline``, ``reads_metadata``)
+    as declared next to ``backend``'s ``submit_tasks``, or None: it says how
+    that ``submit_tasks`` behaves, so a subclass that overrides
+    ``submit_tasks`` (to report from a thread of its own, say) does not
+    inherit the claim."""
     for klass in type(backend).__mro__:
         own = vars(klass)
         if "submit_tasks" in own:
-            return own.get("reports_inline") is True
-    return False
+            return own.get(name)
+    return None
 
 
 def _stdio_dir(fut: TaskFuture[Any]) -> str | None:
