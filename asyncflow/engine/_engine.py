@@ -67,7 +67,14 @@ from ._registry import Components, DependencyList
 from ._reports import RESULT_FIELDS, describe_report, report_uid, task_fields
 from ._results import failure_of, stdout_file, value_of
 from ._signals import install_signal_handlers, remove_signal_handlers
-from ._tasks import NO_KWARGS, NO_METADATA, POLICY_KINDS, TaskSpec, make_decorator
+from ._tasks import (
+    NO_KWARGS,
+    NO_METADATA,
+    NO_TASK_DESCRIPTION,
+    POLICY_KINDS,
+    TaskSpec,
+    make_decorator,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.metrics.export import MetricReader
@@ -450,7 +457,10 @@ class WorkflowEngine:
             # No keyword arguments: one shared empty dict, not a new one per
             # task (backends read it, nobody writes it).
             fut.kwargs = NO_KWARGS
-            fut.task_description = spec.task_description.copy()  # checked by the decorator
+            # The decorator checked its task_description; a copy per task
+            # unless it is empty (then one shared dict).
+            td = spec.task_description
+            fut.task_description = td.copy() if td else NO_TASK_DESCRIPTION
             fut.workflow_id = fut.workflow_name = None
             where, problem = _NOWHERE, None
         self._tasks[uid] = fut
@@ -552,7 +562,11 @@ class WorkflowEngine:
             fut._run = RunState()
         fut.kwargs = kwargs if kwargs else NO_KWARGS
         td = fut.task_description = (
-            {**spec.task_description, **call_td} if call_td else spec.task_description.copy()
+            {**spec.task_description, **call_td}
+            if call_td
+            else spec.task_description.copy()
+            if spec.task_description
+            else NO_TASK_DESCRIPTION
         )
         if (
             wf_override is None
@@ -842,7 +856,8 @@ class WorkflowEngine:
         desc["args"] = args
         if kwargs is not NO_KWARGS:
             desc["kwargs"] = kwargs
-        desc["task_backend_specific_kwargs"] = fut.task_description
+        if fut.task_description is not NO_TASK_DESCRIPTION:
+            desc["task_backend_specific_kwargs"] = fut.task_description
         if fut.workflow_id is not None:
             desc["workflow_id"] = fut.workflow_id
         if fut._deps or fut._files is not None or fut.workflow_name is not None:
@@ -1073,7 +1088,9 @@ class WorkflowEngine:
             # Each attempt is a new task to the backend (Dask keys by it).
             attempt_uid = fut.uid if run is None else f"{fut.uid}.{run.attempt}"
             desc["task_backend_specific_kwargs"] = adapt(
-                self.uid, attempt_uid, fut.task_description
+                self.uid,
+                attempt_uid,
+                fut.task_description or {},  # not the shared empty one
             )
         if (implicit and fut._deps) or (explicit and fut._files):
             # It declared supports_*_data_linking: it has the hooks.

@@ -17,7 +17,14 @@ if TYPE_CHECKING:
     from ..backends._base import TaskMetadata
     from ._engine import WorkflowEngine
 
-__all__ = ["NO_KWARGS", "NO_METADATA", "TaskDecorator", "TaskSpec", "make_decorator"]
+__all__ = [
+    "NO_KWARGS",
+    "NO_METADATA",
+    "NO_TASK_DESCRIPTION",
+    "TaskDecorator",
+    "TaskSpec",
+    "make_decorator",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -25,6 +32,9 @@ R = TypeVar("R")
 # The keyword arguments of a call without any: one shared empty dict, not a
 # new one per task (backends read it, nobody writes it).
 NO_KWARGS: dict[str, Any] = {}
+# The task_description of a call that gives none, of a task whose decorator
+# declares none: one shared empty dict (backends read it, nobody writes it).
+NO_TASK_DESCRIPTION: dict[str, Any] = {}
 # The metadata of a task without dependencies, files or workflow type: one
 # dict shared by all of them (it describes, nobody writes it). A plain dict,
 # not a read-only proxy: a backend may pickle or deep-copy a description.
@@ -96,7 +106,7 @@ class TaskSpec:
             "arguments": None,
             "prompt": None,
             "is_service": self.service,
-            "task_backend_specific_kwargs": None,
+            "task_backend_specific_kwargs": NO_TASK_DESCRIPTION,
             "target_backend": backend,
             "capture_stdio": self.capture_stdio,
             "workflow_id": None,
