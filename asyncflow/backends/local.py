@@ -311,7 +311,10 @@ class LocalExecutionBackend(BaseBackend):
     def _run_function_task(self, task: TaskDescription) -> None:
         if not self._start(task):
             return
-        token = set_current_slots(task.get("slots") or ())
+        slots = task.get("slots")
+        # Without slots the worker's context already says none (every task
+        # that set some reset them): nothing to set.
+        token = set_current_slots(slots) if slots else None
         try:
             func = task["function"]
             if func is None:
@@ -329,7 +332,8 @@ class LocalExecutionBackend(BaseBackend):
             task["return_value"] = value
             self._finish(task, "DONE")
         finally:
-            reset_current_slots(token)
+            if token is not None:
+                reset_current_slots(token)
 
     def _run_executable_task(self, task: TaskDescription) -> None:
         uid = task["uid"]

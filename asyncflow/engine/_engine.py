@@ -1271,6 +1271,20 @@ class WorkflowEngine:
                         else:
                             self._apply((instruction,))
                     return
+            elif type(report) is dict and state == STATE_RUNNING:
+                fut = self._tasks.get(report.get("uid"))  # type: ignore[arg-type]
+                if (
+                    fut is not None
+                    and report is fut._desc
+                    and fut._run is None
+                    and fut._tel is None
+                    and not fut.done()
+                ):
+                    # A task starts, telemetry off and no policy: what
+                    # _on_state does for it.
+                    if self._graph.started(fut):
+                        fut._running = True
+                    return
             self._on_state(report, state)
         except Exception as exc:  # noqa: BLE001 - a backend never sees the engine's errors
             self._report_failed(report, state, exc)
