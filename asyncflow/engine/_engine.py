@@ -197,6 +197,9 @@ class WorkflowEngine:
             f"asyncflow.block.{self.uid}", default=None
         )
         self._background: set[asyncio.Task[Any]] = set()
+        # Whether a workflow scope or a block body ever ran: until then no
+        # call can be inside one, and a call skips reading the two scopes.
+        self._scoped = False
         self.telemetry: Telemetry | None = None
         self._observer: TaskObserver | None = None
         self._telemetry_starting: asyncio.Future[None] | None = None
@@ -360,6 +363,7 @@ class WorkflowEngine:
         if observer is not None:
             parent = self._telemetry_parent()
             span = observer.workflow_started(wf_id, name, parent.span_id if parent else None)
+        self._scoped = True
         token = self._workflow.set((wf_id, name, self._block.get()))
         error: BaseException | None = None
         try:
@@ -449,8 +453,9 @@ class WorkflowEngine:
             or spec.policy is not None
             or spec.kind == KIND_BLOCK
             or self._cache_all
-            or self._block.get() is not None
-            or self._workflow.get() is not None
+            or (
+                self._scoped and (self._block.get() is not None or self._workflow.get() is not None)
+            )
         ):
             where, problem = self._call_options(fut, spec, kwargs)
         else:  # the common call: positional arguments only, outside any block or scope
@@ -1660,6 +1665,7 @@ class WorkflowEngine:
         # This task runs in a copy of the caller's context, taken when the
         # block was called: setting the block here makes it the parent of
         # every task the body registers.
+        self._scoped = True
         self._block.set(fut)
         return await fut.func(*args, **kwargs)
 
