@@ -94,7 +94,7 @@ logger = logging.getLogger("asyncflow")
 _Scope = tuple[str, "str | None", "TaskFuture[Any] | None"]
 # Where a task was registered: its innermost block (if any) and its scope.
 _Where = tuple["TaskFuture[Any] | None", "_Scope | None"]
-# A backend as _flush_once uses it: the backend, whether it supports implicit
+# A backend as _hand_over uses it: the backend, whether it supports implicit
 # and explicit data linking, its RHAPSODY adapter, whether executables go as
 # an exact argv.
 _Route = tuple[Backend, bool, bool, "Adapter | None", bool]
