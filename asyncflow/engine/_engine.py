@@ -998,6 +998,7 @@ class WorkflowEngine:
         rounds, before the loop gets its turn: a chain does not pay one
         loop iteration per link.
         """
+        spare: dict[str, list[TaskFuture[Any]]] = {}  # the two outboxes take turns
         try:
             for _ in range(_FLUSH_ROUNDS):
                 outbox = self._outbox
@@ -1007,9 +1008,15 @@ class WorkflowEngine:
                 # _flush_scheduled stays True: what this round releases waits
                 # in the outbox for the next round instead of scheduling
                 # another callback.
-                self._outbox = {}
-                for name, futs in outbox.items():
+                self._outbox = spare
+                if len(outbox) == 1:  # one backend (a chain's every round)
+                    name, futs = outbox.popitem()
                     self._hand_over(name, futs)
+                else:
+                    for name, futs in outbox.items():
+                        self._hand_over(name, futs)
+                    outbox.clear()
+                spare = outbox
         except BaseException:
             self._flush_scheduled = False
             raise
