@@ -1268,14 +1268,20 @@ class WorkflowEngine:
                     and report is fut._desc
                     and fut.kind == KIND_FUNCTION
                     and fut._run is None
-                    and fut._tel is None
                     and not fut._cancel_requested
                     and not fut.done()
                 ):
-                    # The common end, telemetry off: what _on_state does for
-                    # it, without the branches that cannot apply.
-                    fut._running = False
-                    fut.set_result(report.get("return_value"))  # type: ignore[union-attr]
+                    # The common end: what _on_state does for it, without
+                    # the branches that cannot apply.
+                    if fut._tel is None:
+                        fut._running = False
+                        fut.set_result(report.get("return_value"))  # type: ignore[union-attr]
+                    else:
+                        reported = fut._running  # else a dry run: it ran for no time
+                        fut._running = False
+                        self._settling(fut)
+                        fut.set_result(report.get("return_value"))  # type: ignore[union-attr]
+                        self._completed_telemetry(fut, reported)
                     for instruction in self._graph.finish(fut, g.DONE):
                         kind, key, _ = instruction
                         if kind == _RELEASE and type(key) is TaskFuture:
