@@ -504,12 +504,8 @@ class Recorder:
                 self._put_end(span, n.STATUS_OK, "", n.EVENT_TASK_COMPLETED, not ran)
         if self.span_sink is not None:
             self.span_sink(span_dict(span, self.trace_hex))
-        owner = span.owner
-        if owner is not None:
-            span.owner = None
-            owner.pending -= 1
-            if owner.closed and owner.pending <= 0:
-                self._end_workflow(owner)
+        if span.owner is not None:
+            self._leave_workflow(span)
 
     def attempt_ended(
         self,
@@ -646,12 +642,18 @@ class Recorder:
                 )
             )
         self.finish_span(rec, status, desc, final)
+        if rec.owner is not None:
+            self._leave_workflow(rec)
+
+    def _leave_workflow(self, rec: LiveSpan) -> None:
+        """A task of a workflow ended: the workflow's span ends with its last
+        task once its scope exited."""
         owner = rec.owner
-        if owner is not None:
-            rec.owner = None
-            owner.pending -= 1
-            if owner.closed and owner.pending <= 0:
-                self._end_workflow(owner)
+        assert owner is not None
+        rec.owner = None
+        owner.pending -= 1
+        if owner.closed and owner.pending <= 0:
+            self._end_workflow(owner)
 
     def _ran(self, seconds: float) -> None:
         """Count a task that ran for ``seconds`` in ``run_stats``."""
