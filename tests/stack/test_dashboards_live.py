@@ -97,15 +97,23 @@ async def resolve_variables(
 
 
 async def campaign(engine: WorkflowEngine, stop: asyncio.Event) -> int:
-    """Simulations and trainings on 2 GPUs, analyses and evaluations after them."""
+    """Simulations and trainings on 2 GPUs, analyses (cached, each retried
+    once) and evaluations after them."""
 
     @engine.function_task
     async def simulate(i: int) -> int:
         await asyncio.sleep(0.03)
         return i
 
-    @engine.function_task
+    tried: set[int] = set()
+
+    # Cached (each call a miss: new arguments) and retried once: its first
+    # attempt fails, so the retry and cache panels have data.
+    @engine.function_task(retries=1, retry_delay=0.0, cache=True)
     async def analyze(x: int) -> int:
+        if x not in tried:
+            tried.add(x)
+            raise RuntimeError(f"analysis of {x} lost its node")
         await asyncio.sleep(0.02)
         return x
 
