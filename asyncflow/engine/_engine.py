@@ -835,7 +835,7 @@ class WorkflowEngine:
                     self._flush_scheduled = True
                     self._loop.call_soon(self._flush)
                 return
-            if fut._policy is not None and self._cached(fut, args, kwargs, None):
+            if self._cached(fut, args, kwargs, None):  # not plain: it has a policy
                 return
             self._enqueue(fut, desc)
         elif kind == KIND_BLOCK:

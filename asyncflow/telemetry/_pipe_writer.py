@@ -153,7 +153,7 @@ class ProcessCheckpointWriter:
         # Records from any thread, in the order they were written. A list:
         # appending is atomic, and taking them all is two C calls (_take).
         self._pending: list[tuple[Any, ...]] = []
-        # write() without its call: the recorder queues six records a task.
+        # write() without its call: the recorder queues four records a task.
         self.put: Callable[[tuple[Any, ...]], None] = self._pending.append
         self._scheduled = False
         self._backlog: deque[list[Any]] = deque()  # [bytes still to send, records]

@@ -67,7 +67,6 @@ logger = logging.getLogger("asyncflow.telemetry")
 # (LiveSpan attribute, engine event, offset of its event id).
 _RESOLVED = ("t_resolved", n.EVENT_TASK_RESOLVED, ID_RESOLVED)
 _QUEUED = ("t_queued", n.EVENT_TASK_QUEUED, ID_QUEUED)
-_SUBMITTED = ("t_submitted", n.EVENT_TASK_SUBMITTED, ID_SUBMITTED)
 
 
 class Recorder:
