@@ -516,12 +516,20 @@ class WorkflowEngine:
             deps = args
         else:  # each future once, in argument order
             deps = list(dict.fromkeys([a for a in args if type(a) is TaskFuture]))
+        if not deps and fut._files is None:  # ready now
+            # A function task without a policy is queued at once: its
+            # telemetry says created, resolved and queued in one call.
+            if self._observer is not None:
+                told = fut.kind == KIND_FUNCTION and fut._policy is None
+                self._created(fut, where, told)
+                self._graph.add_ready(fut)
+                self._release(fut, told)
+            else:
+                self._graph.add_ready(fut)
+                self._release(fut)
+            return fut
         if self._observer is not None:
             self._created(fut, where)
-        if not deps and fut._files is None:  # ready now
-            self._graph.add_ready(fut)
-            self._release(fut)
-            return fut
         if general or foreign:
             for dep in deps:
                 if not (type(dep) is TaskFuture and dep._engine is self) and dep not in self._graph:
@@ -650,14 +658,14 @@ class WorkflowEngine:
             return None, scope
         return block, scope
 
-    def _created(self, fut: TaskFuture[Any], where: _Where) -> None:
+    def _created(self, fut: TaskFuture[Any], where: _Where, ready: bool = False) -> None:
         observer = self._observer
         if observer is None:
             return
         block, scope = where
         parent = block._tel if block is not None else None
         backend = fut.target_backend or self._default
-        fut._tel = observer.task_created(fut, backend, parent, scope[0] if scope else None)
+        fut._tel = observer.task_created(fut, backend, parent, scope[0] if scope else None, ready)
 
     def _settling(self, fut: TaskFuture[Any]) -> None:
         """``fut`` completes now: its telemetry records reach the checkpoint
@@ -677,7 +685,8 @@ class WorkflowEngine:
         span = fut._tel
         if span is not None and self._observer is not None:
             fut._tel = None
-            depends_on = tuple([d.uid for d in fut._deps if type(d) is TaskFuture])
+            deps = fut._deps
+            depends_on = tuple([d.uid for d in deps if type(d) is TaskFuture]) if deps else ()
             self._observer.completed(span, started, depends_on)
 
     def _telemetry_parent(self) -> LiveSpan | None:
@@ -775,8 +784,9 @@ class WorkflowEngine:
             if fut._tel is not None:
                 self._ended(fut, n.RESULT_CANCELED, None)
 
-    def _release(self, fut: TaskFuture[Any]) -> None:
-        """All dependencies of ``fut`` are done: resolve arguments and hand it on."""
+    def _release(self, fut: TaskFuture[Any], told: bool = False) -> None:
+        """All dependencies of ``fut`` are done: resolve arguments and hand it on
+        (``told``: its telemetry said ready when it was created)."""
         if fut.done():
             return
         # A function task without a policy reports resolved and queued in
@@ -813,7 +823,7 @@ class WorkflowEngine:
                     args = substitute(args)
                 kwargs = substitute(fut.kwargs) if fut.kwargs else fut.kwargs
         except BaseException as exc:  # noqa: BLE001 - a foreign future's result() raised
-            if plain and fut._tel is not None and self._observer is not None:
+            if plain and not told and fut._tel is not None and self._observer is not None:
                 self._observer.resolved(fut._tel)
             self._finish_exc(fut, exc)
             return
@@ -822,7 +832,7 @@ class WorkflowEngine:
             name = fut.target_backend or self._default
             desc = self._describe(fut, args, kwargs, name not in self._metadata_unread)
             if plain:
-                if fut._tel is not None and self._observer is not None:
+                if fut._tel is not None and self._observer is not None and not told:
                     self._observer.ready(fut._tel)
                 # _enqueue(), inline: the way of every function task without
                 # a policy.
@@ -1036,6 +1046,8 @@ class WorkflowEngine:
         graph = self._graph
         observer = self._observer
         batch: list[TaskDescription] = []
+        # Telemetry's submitted step, for the whole batch in one call.
+        spans: list[LiveSpan] | None = [] if observer is not None else None
         for fut in futs:
             if fut.done():
                 continue
@@ -1043,10 +1055,10 @@ class WorkflowEngine:
             tel = fut._tel
             if (
                 tel is not None
-                and observer is not None
+                and spans is not None
                 and (fut._run is None or fut._run.attempt == 1)
             ):
-                observer.submitted(tel)
+                spans.append(tel)
             fut._backend = backend
             desc = fut._desc
             assert desc is not None
@@ -1061,6 +1073,9 @@ class WorkflowEngine:
             ):
                 desc = self._prepare(name, backend, fut, desc, adapt, implicit, explicit)
             batch.append(desc)
+        if spans:
+            assert observer is not None
+            observer.submitted_all(spans)
         if not batch:
             return
         try:

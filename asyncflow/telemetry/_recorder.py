@@ -37,6 +37,7 @@ from ._records import (
     ATTEMPT,
     COMPLETED,
     CREATED,
+    CREATED_READY,
     FINISHED,
     ID_ASSIGNED,
     ID_FINAL,
@@ -287,6 +288,7 @@ class Recorder:
         backend: str,
         parent: LiveSpan | None,
         scope_id: str | None,
+        ready: bool = False,
     ) -> LiveSpan:
         owner = self._open_workflows.get(scope_id) if scope_id is not None else None
         if parent is None:
@@ -329,7 +331,7 @@ class Recorder:
             # records.Created
             put(
                 (
-                    CREATED,
+                    CREATED_READY if ready else CREATED,
                     rec.uid,
                     base,
                     rec.start_ns,
@@ -339,8 +341,14 @@ class Recorder:
                     rec.parent,
                 )
             )
+        if ready:  # resolved and queued as it was created: ready(), at its time
+            rec.t_resolved = rec.t_queued = rec.start_ns
         if self.subscribers_active and self.deliver is not None:
-            self.deliver(n.EVENT_TASK_CREATED, rec, rec.start_ns / 1e9, {}, base)
+            seconds = rec.start_ns / 1e9
+            self.deliver(n.EVENT_TASK_CREATED, rec, seconds, {}, base)
+            if ready:
+                self.deliver(n.EVENT_TASK_RESOLVED, rec, seconds, {}, base + ID_RESOLVED)
+                self.deliver(n.EVENT_TASK_QUEUED, rec, seconds, {}, base + ID_QUEUED)
         self._created += 1
         if not self._created & 1023 and self._relieve is not None:
             self._relieve()
@@ -379,6 +387,21 @@ class Recorder:
             self._put((STEP, span.uid, t_ns, ID_SUBMITTED))  # records.Step
         if self.subscribers_active and self.deliver is not None:
             self.deliver(n.EVENT_TASK_SUBMITTED, span, t_ns / 1e9, {}, span.id_base + ID_SUBMITTED)
+
+    def submitted_all(self, spans: list[LiveSpan]) -> None:
+        """``submitted`` for each of ``spans``, handed over in one
+        ``submit_tasks`` call: one clock reading for the batch."""
+        self.submitted_total += len(spans)
+        t_ns = time.time_ns()
+        put = self._put
+        for span in spans:
+            span.t_submitted = t_ns
+            if put is not None:
+                put((STEP, span.uid, t_ns, ID_SUBMITTED))  # records.Step
+        if self.subscribers_active and self.deliver is not None:
+            seconds = t_ns / 1e9
+            for span in spans:
+                self.deliver(n.EVENT_TASK_SUBMITTED, span, seconds, {}, span.id_base + ID_SUBMITTED)
 
     def assigned(self, span: LiveSpan, slots: Iterable[Any]) -> None:
         """A backend gave the task its resource slots (just before it starts)."""
@@ -469,7 +492,13 @@ class Recorder:
             row[bisect_left(bounds, ran_for)] += 1
             row[-2] += 1
             row[-1] += ran_for
-            self._ran(ran_for)
+            stats = self.run_stats  # _ran(), inline
+            stats[0] += 1
+            stats[1] += ran_for
+            if ran_for < stats[2]:
+                stats[2] = ran_for
+            if ran_for > stats[3]:
+                stats[3] = ran_for
         # finish_span(), inline, for a task with nothing more to say
         span.status = n.STATUS_OK
         span.status_description = ""

@@ -30,6 +30,7 @@ __all__ = [
     "ATTEMPT",
     "COMPLETED",
     "CREATED",
+    "CREATED_READY",
     "FINISHED",
     "ID_ASSIGNED",
     "ID_CREATED",
@@ -80,6 +81,9 @@ READY: Final = "R"
 # reports no RUNNING, such as the dry run): it also writes the started line.
 INSTANT: Final = "I"
 COMPLETED: Final = "D"
+# A Created record for a task resolved and queued as it was created (nothing
+# to wait for): it also writes the resolved and queued lines, at its time.
+CREATED_READY: Final = "Q"
 
 # A task's event ids are a block of 8 (``id_base`` is a multiple of 8): its
 # events are ``id_base`` plus these offsets.

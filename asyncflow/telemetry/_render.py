@@ -24,6 +24,7 @@ from ._records import (
     ATTEMPT,
     COMPLETED,
     CREATED,
+    CREATED_READY,
     FINISHED,
     ID_QUEUED,
     ID_RESOLVED,
@@ -125,6 +126,13 @@ class LineRenderer:
             return f'{_TASK}{_text(record[1])},"{n.SPAN_EVENT_STARTED}":{record[2]}}}\n'
         if kind == CREATED:
             return self._created(record)
+        if kind == CREATED_READY:  # records.Created, resolved and queued at its time
+            uid = _text(record[1])
+            return (
+                f"{self._created(record)}"
+                f'{_TASK}{uid},"{n.SPAN_EVENT_RESOLVED}":{record[3]}}}\n'
+                f'{_TASK}{uid},"{n.SPAN_EVENT_QUEUED}":{record[3]}}}\n'
+            )
         if kind in (COMPLETED, INSTANT):  # records.Completed
             uid = _text(record[1])
             started = (

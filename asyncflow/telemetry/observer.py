@@ -70,6 +70,7 @@ class TaskObserver(Protocol):
         backend: str,
         parent: LiveSpan | None,
         scope_id: str | None,
+        ready: bool = False,
     ) -> LiveSpan:
         """A task or block was registered; returns the span handed to later hooks.
 
@@ -78,6 +79,9 @@ class TaskObserver(Protocol):
             backend: the name of the backend it is routed to.
             parent: the span of the block it was created in, if any.
             scope_id: the id of the innermost workflow scope, if any.
+            ready: it is resolved and queued at the same moment (a function
+                task with nothing to wait for): the same as calling
+                ``ready`` next, which the engine then does not.
         """
 
     def resolved(self, span: LiveSpan) -> None:
@@ -92,6 +96,10 @@ class TaskObserver(Protocol):
 
     def submitted(self, span: LiveSpan) -> None:
         """It was handed to its backend's ``submit_tasks``."""
+
+    def submitted_all(self, spans: list[LiveSpan]) -> None:
+        """``submitted`` for each of ``spans``, handed over in one
+        ``submit_tasks`` call (the engine's way: one clock reading)."""
 
     def assigned(self, span: LiveSpan, slots: Iterable[Any]) -> None:
         """A slot-aware backend gave it these slots (just before it starts)."""

@@ -319,26 +319,47 @@ def test_recorder_records_follow_the_declared_layout() -> None:
 
 @pytest.mark.parametrize("ran", [False, True])
 @pytest.mark.parametrize("in_workflow", [False, True])
-def test_completed_is_started_and_task_finished_in_one_call(ran: bool, in_workflow: bool) -> None:
-    """The engine's common way out (``ready`` and ``completed``) records what
-    the single hooks record: the same records, histograms, counts and spans,
-    the first task of a kind and the ones after it."""
+@pytest.mark.parametrize("mode", ["combined", "created ready"])
+def test_completed_is_started_and_task_finished_in_one_call(
+    ran: bool, in_workflow: bool, mode: str
+) -> None:
+    """The engine's common way (``ready`` or ``task_created(ready=True)``,
+    ``submitted_all`` and ``completed``) records what the single hooks
+    record: the same records, events, histograms, counts and spans, the
+    first task of a kind and the ones after it."""
     from asyncflow.telemetry._recorder import Recorder
 
-    def run(combined: bool) -> tuple[Recorder, _Sink]:
+    def run(combined: bool) -> tuple[Recorder, _Sink, list[tuple[str, int]]]:
         recorder = Recorder("sess", "node", 10, None)
         sink = _Sink()
         recorder.attach(sink)
         recorder.task_spans = True
+        events: list[tuple[str, int]] = []
+        # A subscriber's events, up to the end (with one, the end takes the
+        # single hooks' way whatever the engine calls).
+        recorder.subscribers_active = True
+        recorder.deliver = lambda name, rec, t, extra, event_id: events.append(
+            (name, event_id - rec.id_base)
+        )
         workflow = recorder.workflow_started("wf-1", "training", None) if in_workflow else None
+        spans = []
         for _ in range(3):
-            span = recorder.task_created(_Task(), "gpu", None, "wf-1" if in_workflow else None)
-            if combined:
+            ready = combined and mode == "created ready"
+            scope = "wf-1" if in_workflow else None
+            span = recorder.task_created(_Task(), "gpu", None, scope, ready)
+            if combined and not ready:
                 recorder.ready(span)
-            else:
+            elif not combined:
                 recorder.resolved(span)
                 recorder.queued(span)
-            recorder.submitted(span)
+            spans.append(span)
+        if combined:
+            recorder.submitted_all(spans)
+        for span in spans:
+            if not combined:
+                recorder.submitted(span)
+        recorder.subscribers_active = False
+        for span in spans:
             if ran:
                 recorder.started(span)
             if combined:
@@ -349,21 +370,27 @@ def test_completed_is_started_and_task_finished_in_one_call(ran: bool, in_workfl
                 recorder.task_finished(span, names.RESULT_COMPLETED, None, False, ("task.000001",))
         if workflow is not None:
             recorder.workflow_ended(workflow, None)
-        return recorder, sink
+        return recorder, sink, events
 
-    (one, one_sink), (two, two_sink) = run(False), run(True)
+    (one, one_sink, one_events), (two, two_sink, two_events) = run(False), run(True)
+    assert sorted(two_events) == sorted(one_events)
+    assert Counter(offset for _, offset in one_events) == {0: 3, 1: 3, 2: 3, 3: 3}
 
     def kinds(sink: _Sink) -> Counter[str]:
         # A Ready record is a resolved and a queued step; an Instant one a
-        # start and a Completed; a Completed with more fields also a TaskSpan.
+        # start and a Completed; a Completed with more fields also a TaskSpan;
+        # a CreatedReady one a Created and two steps.
         out: Counter[str] = Counter()
         for record in sink.records:
-            out.update({"R": ["E", "E"], "I": ["S", "D"]}.get(record[0], [record[0]]))
+            out.update(
+                {"R": ["E", "E"], "I": ["S", "D"], "Q": ["C", "E", "E"]}.get(record[0], [record[0]])
+            )
             if record[0] in ("D", "I") and len(record) > 8:
                 out.update(["O"])
         return out
 
     assert kinds(two_sink) == kinds(one_sink)
+    assert ("Q" in {r[0] for r in two_sink.records}) == (mode == "created ready")
     assert ("I" in {r[0] for r in two_sink.records}) == (not ran)
     renderer = LineRenderer("sess", "node", one.trace_hex)
     lines = [
@@ -391,3 +418,5 @@ def test_completed_is_started_and_task_finished_in_one_call(ran: bool, in_workfl
             assert span.t_resolved == span.t_queued > 0 and span.t_started >= span.t_submitted
             assert span.end_ns >= span.t_started and span.result == names.RESULT_COMPLETED
             assert span.depends_on == ("task.000001",)
+            if mode == "created ready":  # resolved and queued as it was created
+                assert span.t_resolved == span.start_ns
