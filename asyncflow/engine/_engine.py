@@ -1288,15 +1288,23 @@ class WorkflowEngine:
                 ):
                     # The common end: what _on_state does for it, without
                     # the branches that cannot apply.
-                    if fut._tel is None:
+                    span = fut._tel
+                    observer = self._observer
+                    if span is None or observer is None:
                         fut._running = False
                         fut.set_result(report.get("return_value"))  # type: ignore[union-attr]
-                    else:
+                    else:  # _settling() and _completed_telemetry(), inline
                         reported = fut._running  # else a dry run: it ran for no time
                         fut._running = False
-                        self._settling(fut)
+                        observer.flush_soon()
                         fut.set_result(report.get("return_value"))  # type: ignore[union-attr]
-                        self._completed_telemetry(fut, reported)
+                        fut._tel = None
+                        deps = fut._deps
+                        observer.completed(
+                            span,
+                            reported,
+                            tuple([d.uid for d in deps if type(d) is TaskFuture]) if deps else (),
+                        )
                     for instruction in self._graph.finish(fut, g.DONE):
                         kind, key, _ = instruction
                         if kind == _RELEASE and type(key) is TaskFuture:

@@ -151,6 +151,8 @@ class Recorder:
         # time (started -> ended) of tasks that started: count, total, min, max.
         self.submitted_total = 0
         self.run_stats: list[float] = [0, 0.0, math.inf, 0.0]
+        # The bucket of a task that ran for no time (a dry run's).
+        self._zero_bucket = bisect_left(self.run_duration.bounds, 0.0)
         # User events, as span events of the session span (what OTLP gets).
         self.session_notes: deque[tuple[str, int, dict[str, Any]]] = deque(
             maxlen=n.SESSION_NOTES_KEPT
@@ -466,39 +468,37 @@ class Recorder:
         put = self._put
         uid = span.uid
         bounds = self.task_duration.bounds  # every duration histogram's
-        if ran:
-            started = span.t_started
-            active[1] -= 1
-        else:  # started as it ended (a dry run)
-            span.t_started = started = t_ns
-            active[0] -= 1
-            if span.t_resolved:  # the queue wait phase
-                wait = (t_ns - span.t_resolved) / 1e9
-                row = rows[0]
-                assert row is not None
-                row[bisect_left(bounds, wait)] += 1
-                row[-2] += 1
-                row[-1] += wait
         span.result = n.RESULT_COMPLETED
         span.depends_on = depends_on
         total = (t_ns - span.start_ns) / 1e9
+        at = bisect_left(bounds, total)
         row = rows[1]
-        row[bisect_left(bounds, total)] += 1
+        row[at] += 1
         row[-2] += 1
         row[-1] += total
-        if started:
-            ran_for = (t_ns - started) / 1e9
+        if ran:
+            started = span.t_started
+            active[1] -= 1
+            if started:
+                self._ran_for((t_ns - started) / 1e9, rows[2], bounds)
+        else:  # started as it ended (a dry run): it ran for no time
+            span.t_started = t_ns
+            active[0] -= 1
+            resolved = span.t_resolved
+            if resolved:  # the queue wait phase, the whole time for a task ready at once
+                wait = total if resolved == span.start_ns else (t_ns - resolved) / 1e9
+                queue = rows[0]
+                assert queue is not None
+                queue[at if wait == total else bisect_left(bounds, wait)] += 1
+                queue[-2] += 1
+                queue[-1] += wait
             row = rows[2]
-            row[bisect_left(bounds, ran_for)] += 1
+            row[self._zero_bucket] += 1
             row[-2] += 1
-            row[-1] += ran_for
-            stats = self.run_stats  # _ran(), inline
+            stats = self.run_stats  # _ran(0.0), inline
             stats[0] += 1
-            stats[1] += ran_for
-            if ran_for < stats[2]:
-                stats[2] = ran_for
-            if ran_for > stats[3]:
-                stats[3] = ran_for
+            if stats[2] > 0.0:
+                stats[2] = 0.0
         # finish_span(), inline, for a task with nothing more to say
         span.status = n.STATUS_OK
         span.status_description = ""
@@ -518,7 +518,7 @@ class Recorder:
                         span.t_resolved,
                         span.t_queued,
                         span.t_submitted,
-                        started,
+                        span.t_started,
                         span.span_id,
                         span.parent,
                         span.start_ns,
@@ -682,6 +682,20 @@ class Recorder:
         owner.pending -= 1
         if owner.closed and owner.pending <= 0:
             self._end_workflow(owner)
+
+    def _ran_for(self, seconds: float, row: list[Any], bounds: tuple[float, ...]) -> None:
+        """A task that completed ran for ``seconds``: its run histogram's
+        ``row`` and ``run_stats``."""
+        row[bisect_left(bounds, seconds)] += 1
+        row[-2] += 1
+        row[-1] += seconds
+        stats = self.run_stats  # _ran(), inline
+        stats[0] += 1
+        stats[1] += seconds
+        if seconds < stats[2]:
+            stats[2] = seconds
+        if seconds > stats[3]:
+            stats[3] = seconds
 
     def _ran(self, seconds: float) -> None:
         """Count a task that ran for ``seconds`` in ``run_stats``."""
