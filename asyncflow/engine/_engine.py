@@ -1318,13 +1318,17 @@ class WorkflowEngine:
                     fut is not None
                     and report is fut._desc
                     and fut._run is None
-                    and fut._tel is None
                     and not fut.done()
+                    and (
+                        fut._tel is None or (self._observer is not None and not report.get("slots"))  # type: ignore[union-attr]
+                    )
                 ):
-                    # A task starts, telemetry off and no policy: what
+                    # A task without a policy or slots starts: what
                     # _on_state does for it.
                     if self._graph.started(fut):
                         fut._running = True
+                        if fut._tel is not None:
+                            self._observer.started(fut._tel)  # type: ignore[union-attr]
                     return
             self._on_state(report, state)
         except Exception as exc:  # noqa: BLE001 - a backend never sees the engine's errors
