@@ -16,9 +16,11 @@ attempt's end with ``attempt_ended`` (later attempts report no queued,
 submitted or started again); a cached task reports its lookup with
 ``cached`` (a hit then goes straight to ``task_finished``). Around workflow scopes
 ``workflow_started`` / ``workflow_ended``. The recorder in
-``telemetry/_recorder.py`` implements it. Hooks run on the engine's loop
-and must be cheap and never raise: a task's telemetry is never a reason for
-the task to fail (as trio's ``Instrument`` hooks, they observe, never steer).
+``telemetry/_recorder.py`` implements it (its task steps in
+``_task_steps.py``, a task's end in ``_task_ends.py``, its state in
+``_recorder_base.py``). Hooks run on the engine's loop and must be cheap
+and never raise: a task's telemetry is never a reason for the task to fail
+(as trio's ``Instrument`` hooks, they observe, never steer).
 
 Pure: no SDK, no asyncio, no I/O.
 """

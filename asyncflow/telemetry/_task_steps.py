@@ -1,0 +1,298 @@
+"""The hooks the engine calls at every step of every task: the hot path of telemetry.
+
+:meth:`TaskSteps.completed` is the common way out; anything it does not
+cover takes :meth:`~asyncflow.telemetry._task_ends.TaskEnds.task_finished`.
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_left
+from collections.abc import Iterable
+from typing import Any
+
+from . import names as n
+from ._records import (
+    ASSIGNED,
+    COMPLETED,
+    CREATED,
+    CREATED_READY,
+    ID_ASSIGNED,
+    ID_QUEUED,
+    ID_RESOLVED,
+    ID_STARTED,
+    ID_SUBMITTED,
+    INSTANT,
+    READY,
+    STARTED,
+    STEP,
+    TASK_SPAN,
+)
+from ._spans import LiveSpan, count, span_dict
+from ._task_ends import TaskEnds
+from .observer import TaskInfo
+
+__all__ = ["TaskSteps"]
+
+# The steps before a task starts that the engine reports one by one:
+# (LiveSpan attribute, engine event, offset of its event id).
+# The steps before a task starts that the engine reports one by one:
+# (LiveSpan attribute, engine event, offset of its event id).
+_RESOLVED = ("t_resolved", n.EVENT_TASK_RESOLVED, ID_RESOLVED)
+_QUEUED = ("t_queued", n.EVENT_TASK_QUEUED, ID_QUEUED)
+
+
+class TaskSteps(TaskEnds):
+    """A task's steps from its creation to its common end (``completed``):
+    the engine calls these for every task, so they are written for speed."""
+
+    def task_created(
+        self,
+        task: TaskInfo,
+        backend: str,
+        parent: LiveSpan | None,
+        scope_id: str | None,
+        ready: bool = False,
+    ) -> LiveSpan:
+        owner = self._open_workflows.get(scope_id) if scope_id is not None else None
+        if parent is None:
+            parent = owner
+        td = task.task_description
+        key = (
+            task.name,
+            task.kind,
+            backend or "",
+            task.workflow_name or "",
+            count(td, "cpus", 1) if td else 1,
+            count(td, "gpus", 0) if td else 0,
+        )
+        shape = self._shapes.get(key)
+        if shape is None:
+            shape = self._shape(key)
+        rec = LiveSpan(
+            self._rng.getrandbits(64) or 1,
+            parent.span_id if parent is not None else self.session.span_id,
+            shape.level,
+            shape.span_name,
+        )
+        rec.fut = task
+        rec.shape = shape
+        rec.uid = task.uid
+        rec.workflow_id = task.workflow_id
+        base = rec.id_base = next(self._blocks) << 3
+        if owner is not None:
+            owner.pending += 1
+            rec.owner = owner
+        active = shape.active
+        if active is not None:
+            rec.backend = backend
+            active[0] += 1
+        put = self._put
+        if put is not None:
+            if not shape.sent:
+                put(shape.record())
+                shape.sent = True
+            # records.Created
+            put(
+                (
+                    CREATED_READY if ready else CREATED,
+                    rec.uid,
+                    base,
+                    rec.start_ns,
+                    shape.id,
+                    rec.workflow_id,
+                    rec.span_id,
+                    rec.parent,
+                )
+            )
+        if ready:  # resolved and queued as it was created: ready(), at its time
+            rec.t_resolved = rec.t_queued = rec.start_ns
+        if self.subscribers_active and self.deliver is not None:
+            seconds = rec.start_ns / 1e9
+            self.deliver(n.EVENT_TASK_CREATED, rec, seconds, {}, base)
+            if ready:
+                self.deliver(n.EVENT_TASK_RESOLVED, rec, seconds, {}, base + ID_RESOLVED)
+                self.deliver(n.EVENT_TASK_QUEUED, rec, seconds, {}, base + ID_QUEUED)
+        self._created += 1
+        if not self._created & 1023 and self._relieve is not None:
+            self._relieve()
+        return rec
+
+    def _step(self, rec: LiveSpan, step: tuple[str, str, int]) -> None:
+        """One of the steps before a task starts: resolved, queued, submitted."""
+        attr, event, offset = step
+        t_ns = time.time_ns()
+        setattr(rec, attr, t_ns)
+        if self._put is not None:
+            self._put((STEP, rec.uid, t_ns, offset))  # records.Step
+        if self.subscribers_active and self.deliver is not None:
+            self.deliver(event, rec, t_ns / 1e9, {}, rec.id_base + offset)
+
+    def resolved(self, span: LiveSpan) -> None:
+        self._step(span, _RESOLVED)
+
+    def ready(self, span: LiveSpan) -> None:
+        """``resolved`` and ``queued`` at once (one clock reading)."""
+        span.t_resolved = span.t_queued = t_ns = time.time_ns()
+        if self._put is not None:
+            self._put((READY, span.uid, t_ns))  # records.Ready
+        if self.subscribers_active and self.deliver is not None:
+            base, seconds = span.id_base, t_ns / 1e9
+            self.deliver(n.EVENT_TASK_RESOLVED, span, seconds, {}, base + ID_RESOLVED)
+            self.deliver(n.EVENT_TASK_QUEUED, span, seconds, {}, base + ID_QUEUED)
+
+    def queued(self, span: LiveSpan) -> None:
+        self._step(span, _QUEUED)
+
+    def submitted(self, span: LiveSpan) -> None:
+        self.submitted_total += 1
+        span.t_submitted = t_ns = time.time_ns()  # _step(), inline: every task's
+        if self._put is not None:
+            self._put((STEP, span.uid, t_ns, ID_SUBMITTED))  # records.Step
+        if self.subscribers_active and self.deliver is not None:
+            self.deliver(n.EVENT_TASK_SUBMITTED, span, t_ns / 1e9, {}, span.id_base + ID_SUBMITTED)
+
+    def submitted_all(self, spans: list[LiveSpan]) -> None:
+        """``submitted`` for each of ``spans``, handed over in one
+        ``submit_tasks`` call: one clock reading for the batch."""
+        self.submitted_total += len(spans)
+        t_ns = time.time_ns()
+        put = self._put
+        for span in spans:
+            span.t_submitted = t_ns
+            if put is not None:
+                put((STEP, span.uid, t_ns, ID_SUBMITTED))  # records.Step
+        if self.subscribers_active and self.deliver is not None:
+            seconds = t_ns / 1e9
+            for span in spans:
+                self.deliver(n.EVENT_TASK_SUBMITTED, span, seconds, {}, span.id_base + ID_SUBMITTED)
+
+    def assigned(self, span: LiveSpan, slots: Iterable[Any]) -> None:
+        """A backend gave the task its resource slots (just before it starts)."""
+        span.slots = tuple(str(s) for s in slots)
+        t_ns = time.time_ns()
+        event_id = span.id_base + ID_ASSIGNED
+        fut = span.fut
+        td = fut.task_description if fut is not None else None
+        extra = {
+            "slots": list(span.slots),
+            "cpus": count(td, "cpus", 1),
+            "gpus": count(td, "gpus", 0),
+        }
+        if self._put is not None:
+            self._put((ASSIGNED, span.uid, t_ns, extra))  # records.Assigned
+        if self.subscribers_active and self.deliver is not None:
+            self.deliver(n.EVENT_RESOURCE_ASSIGNED, span, t_ns / 1e9, extra, event_id)
+
+    def started(self, span: LiveSpan) -> None:
+        span.t_started = t_ns = time.time_ns()
+        shape = span.shape
+        if shape is not None and shape.active is not None:  # a task
+            active = shape.active
+            active[0] -= 1
+            active[1] += 1
+            if span.t_resolved:  # the queue wait phase
+                shape.add(0, (t_ns - span.t_resolved) / 1e9)
+        if self._put is not None:
+            self._put((STARTED, span.uid, t_ns))  # records.Started
+        if self.subscribers_active and self.deliver is not None:
+            self.deliver(n.EVENT_TASK_STARTED, span, t_ns / 1e9, {}, span.id_base + ID_STARTED)
+
+    def completed(self, span: LiveSpan, ran: bool, depends_on: tuple[str, ...]) -> None:
+        """``started`` (unless ``ran``: it did) and ``task_finished`` of a
+        task that completed, in one call.
+
+        The way out of nearly every task, so a task's common case is written
+        out here in one body (one clock reading when it did not report
+        running, no call per histogram); anything else takes the two hooks.
+        """
+        shape = span.shape
+        rows = shape.rows if shape is not None else None
+        if (
+            rows is None
+            or shape is None
+            or shape.active is None
+            or rows[1] is None
+            or rows[2] is None
+            or (not ran and rows[0] is None and span.t_resolved)
+            or self.subscribers_active
+            or self.enrichers
+            or self.queue_duration.track
+            or self.task_duration.track
+            or self.run_duration.track
+        ):
+            if not ran:
+                self.started(span)
+            self.task_finished(span, n.RESULT_COMPLETED, None, False, depends_on)
+            return
+        active = shape.active
+        span.end_ns = t_ns = time.time_ns()
+        put = self._put
+        uid = span.uid
+        bounds = self.task_duration.bounds  # every duration histogram's
+        span.result = n.RESULT_COMPLETED
+        span.depends_on = depends_on
+        total = (t_ns - span.start_ns) / 1e9
+        at = bisect_left(bounds, total)
+        row = rows[1]
+        row[at] += 1
+        row[-2] += 1
+        row[-1] += total
+        if ran:
+            started = span.t_started
+            active[1] -= 1
+            if started:
+                self._ran_for((t_ns - started) / 1e9, rows[2], bounds)
+        else:  # started as it ended (a dry run): it ran for no time
+            span.t_started = t_ns
+            active[0] -= 1
+            resolved = span.t_resolved
+            if resolved:  # the queue wait phase, the whole time for a task ready at once
+                wait = total if resolved == span.start_ns else (t_ns - resolved) / 1e9
+                queue = rows[0]
+                assert queue is not None
+                queue[at if wait == total else bisect_left(bounds, wait)] += 1
+                queue[-2] += 1
+                queue[-1] += wait
+            row = rows[2]
+            row[self._zero_bucket] += 1
+            row[-2] += 1
+            stats = self.run_stats  # _ran(0.0), inline
+            stats[0] += 1
+            if stats[2] > 0.0:
+                stats[2] = 0.0
+        # finish_span(), inline, for a task with nothing more to say
+        span.status = n.STATUS_OK
+        span.status_description = ""
+        self.spans_finished += 1
+        self.ring.append(span)
+        if put is not None:
+            wf = span.workflow_id or ""
+            if self.task_spans and not span.slots and not span.extra:
+                # records.Completed and, after it, its TaskSpan's fields:
+                # one record for the file and the span
+                put(
+                    (
+                        COMPLETED if ran else INSTANT,
+                        uid,
+                        t_ns,
+                        depends_on,
+                        span.t_resolved,
+                        span.t_queued,
+                        span.t_submitted,
+                        span.t_started,
+                        span.span_id,
+                        span.parent,
+                        span.start_ns,
+                        shape.id,
+                        wf,
+                    )
+                )
+            else:
+                if self.task_spans:
+                    put((TASK_SPAN, uid, span.span_id, span.parent, span.start_ns, shape.id, wf))
+                self._put_end(span, n.STATUS_OK, "", n.EVENT_TASK_COMPLETED, not ran)
+        if self.span_sink is not None:
+            self.span_sink(span_dict(span, self.trace_hex))
+        if span.owner is not None:
+            self._leave_workflow(span)
