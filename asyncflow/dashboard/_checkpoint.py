@@ -20,7 +20,7 @@ from typing import Any
 
 from asyncflow.telemetry import names as n
 
-from .model import ResourceSample, RunBuilder, task_record
+from .model import ResourceSample, RunBuilder, SpanRecord, task_record
 
 __all__ = ["CheckpointParser", "loads"]
 
@@ -66,6 +66,9 @@ _NOT_JSON, _BLANK = object(), object()
 _TASK_ID = '"task_id":"'
 _CREATED = f'{_EVENT_NAME}{n.EVENT_TASK_CREATED}"'
 _BLOCK_PREFIX = n.UID_PREFIX_BLOCK
+_TASK_LEVELS = (n.LEVEL_TASK, n.LEVEL_BLOCK)
+# The last key of a three-key task line that is not just one more field.
+_NOT_A_STEP = frozenset({n.TL_ENDED, n.TL_ATTEMPT_ENDED, n.TL_UID, n.SECTION})
 
 
 def _task_id(line: str) -> str:
@@ -108,6 +111,7 @@ class CheckpointParser:
         self._live: dict[str, list[str]] = {}
         # Layout 2: the fields of each unfinished task's lines so far.
         self._tasks: dict[str, dict[str, Any]] = {}
+        self._done: list[SpanRecord] = []  # records of tasks ended in this feed
         self._layout2 = False
 
     def _bad(self, line: str) -> None:
@@ -203,12 +207,17 @@ class CheckpointParser:
         A finished task becomes its record at once; its fields are let go.
         """
         live = self._tasks
-        add = self.builder.add_record
+        find = live.get
+        add = self._done.append
+        # Names as locals: this loop runs once per line of the file.
+        uid_key, section_key, task_section = n.TL_UID, n.SECTION, n.SECTION_TASK
+        ended_key, attempt_key = n.TL_ENDED, n.TL_ATTEMPT_ENDED
+        not_a_step = _NOT_A_STEP
         records = 0
         for line in lines:
             try:
                 fields = loads(line)
-                uid = fields[n.TL_UID] if fields[n.SECTION] == n.SECTION_TASK else None
+                uid = fields[uid_key] if fields[section_key] == task_section else None
             except (ValueError, RecursionError):
                 fields = _NOT_JSON if line.strip() else _BLANK
                 uid = None
@@ -221,23 +230,38 @@ class CheckpointParser:
                 self._bad(line)
                 continue
             records += 1
-            task = live.get(uid)
+            task = find(uid)
             if task is None:
                 task = live[uid] = fields
+            elif len(fields) == 3:
+                # One step's time (most lines of a file): that key alone.
+                key, value = fields.popitem()
+                if key not in not_a_step:
+                    task[key] = value
+                    continue
+                fields[key] = value
+                task.update(fields)
             else:
                 task.update(fields)
-            if n.TL_ENDED in fields:
+            if ended_key in fields:
                 del live[uid]
                 try:
                     add(task_record(task))
                 except (TypeError, ValueError, AttributeError):  # a field of the wrong type
                     self._bad(line)
-            elif n.TL_ATTEMPT_ENDED in fields:
+            elif attempt_key in fields:
                 attempts = task.get("attempts")
                 if attempts is None:
                     attempts = task["attempts"] = []
-                attempts.append((fields[n.TL_ATTEMPT_ENDED], fields.get(n.TL_ATTEMPT) or {}))
+                attempts.append((fields[attempt_key], fields.get(n.TL_ATTEMPT) or {}))
         self.records += records
+        self._add_done()
+
+    def _add_done(self) -> None:
+        """Hand the builder the records of the tasks that ended, at once."""
+        if self._done:
+            self.builder.add_records(self._done)
+            self._done.clear()
 
     def _layout2_other(self, record: Any, line: str) -> None:
         """A layout 2 line that is not a task line: header, span, event, metric."""
@@ -253,6 +277,9 @@ class CheckpointParser:
         self.records += 1
         section = record[n.SECTION]
         if section == n.SECTION_SPAN:
+            attrs = record.get("attributes")
+            if isinstance(attrs, dict) and attrs.get(n.LEVEL) in _TASK_LEVELS:
+                self._add_done()  # a task's span after its lines: records in file order
             self.builder.add_span(record)
         elif section == n.SECTION_METRIC:
             self.builder.add_metric_snapshot(record)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import operator
-from collections.abc import Iterable, Mapping
+import sys
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from asyncflow.errors import DependencyFailureError
@@ -258,9 +259,18 @@ def _int(value: Any, default: int) -> int:
         return default
 
 
+_join = "".join
+
+
 def _strings(value: Any) -> tuple[str, ...]:
     if not value:
         return ()
+    if type(value) is list:
+        try:
+            _join(value)  # a TypeError unless every item is a str: a fifth of str() on each
+            return tuple(value)
+        except TypeError:
+            return tuple(map(str, value))
     if isinstance(value, (list, tuple)):
         return tuple(map(str, value))
     if isinstance(value, str) and value:
@@ -336,10 +346,8 @@ def span_record(span: Mapping[str, Any]) -> SpanRecord | None:
         submitted=steps.get("submitted"),
         started=steps.get("started"),
         cache=str(get(n.TASK_CACHE) or ""),
-        cache_source=" ".join(
-            str(v) for v in (get(n.CACHE_SOURCE_SESSION), get(n.CACHE_SOURCE_TASK)) if v
-        ),
-        attempts=tuple(sorted(attempts)),
+        cache_source=_cache_source(attrs),
+        attempts=tuple(sorted(attempts)) if attempts else (),
         kind=_TASK_KINDS.get(str(get(n.TASK_TYPE) or ""), ""),
         failure=failure,
         extra=tuple(sorted((k, _text(attrs[k])) for k in others)) if others else (),
@@ -358,50 +366,84 @@ def task_record(task: Mapping[str, Any]) -> SpanRecord:
     """
     try:
         # A task that went through every step has all of these: one C call.
-        (uid, created, span, parent, backend, workflow_id, name, workflow_name) = _NAMES(task)
-        (kind, cpus, gpus, resolved, queued, submitted, started, end, result) = _STEPS(task)
-    except KeyError:
+        (
+            uid,
+            created,
+            span,
+            parent,
+            backend,
+            workflow_id,
+            name,
+            workflow_name,
+            level,
+            kind,
+            cpus,
+            gpus,
+            resolved,
+            queued,
+            submitted,
+            started,
+            end,
+            result,
+        ) = _EVERY_STEP(task)
+        if (
+            level != n.LEVEL_TASK
+            or type(uid) is not str
+            or type(span) is not str
+            or type(parent) is not str
+        ):
+            return _any_task_record(task)
+        get = task.get
+        slots = get(n.TL_SLOTS)
+        depends_on = get(n.TL_DEPENDS_ON)
+        error_type = get(n.TL_ERROR_TYPE, "")
+        message = get(n.TL_DESCRIPTION, "")
+        # The tuple itself: a named tuple's keyword constructor is a Python
+        # call of its own, a third of this function's time.
+        record: SpanRecord = _new_tuple(
+            SpanRecord,
+            (
+                uid,
+                n.LEVEL_TASK,
+                _intern(name),
+                _intern(workflow_id),
+                _intern(workflow_name),
+                _intern(backend),
+                _KNOWN_RESULTS[result],
+                created / 1e9,
+                resolved / 1e9,
+                queued / 1e9,
+                submitted / 1e9,
+                started / 1e9,
+                end / 1e9,
+                _strings(slots) if slots else (),
+                cpus if type(cpus) is int else _int(cpus, 1),
+                gpus if type(gpus) is int else _int(gpus, 0),
+                error_type if type(error_type) is str else str(error_type),
+                message if type(message) is str else str(message),
+                _strings(depends_on) if depends_on else (),
+                span,
+                parent,
+                "",
+                "",
+                "",
+                (),
+                _TASK_KINDS.get(kind if type(kind) is str else str(kind), ""),
+                "",
+                (),
+            ),
+        )
+    except (KeyError, TypeError):
+        # A step missing, an unknown result, a name that is no string: the
+        # general way decides (and raises for a field of the wrong type).
         return _any_task_record(task)
-    if result not in _KNOWN_RESULTS or task.get(n.TL_LEVEL) != n.LEVEL_TASK:
-        return _any_task_record(task)
-    get = task.get
-    slots = get(n.TL_SLOTS)
-    depends_on = get(n.TL_DEPENDS_ON)
-    record = SpanRecord(
-        uid if type(uid) is str else str(uid),
-        n.LEVEL_TASK,
-        _shared(name),
-        _shared(workflow_id),
-        _shared(workflow_name),
-        _shared(backend),
-        _KNOWN_RESULTS[result],
-        created / 1e9,
-        resolved / 1e9,
-        queued / 1e9,
-        submitted / 1e9,
-        started / 1e9,
-        end / 1e9,
-        _strings(slots) if slots else (),
-        cpus if type(cpus) is int else _int(cpus, 1),
-        gpus if type(gpus) is int else _int(gpus, 0),
-        str(get(n.TL_ERROR_TYPE, "")),
-        str(get(n.TL_DESCRIPTION, "")),
-        _strings(depends_on) if depends_on else (),
-        str(span),
-        str(parent),
-        "",
-        "",
-        "",
-        (),
-        _TASK_KINDS.get(str(kind), ""),
-    )
     extra = get(n.TL_ATTRIBUTES)
     if extra or result == STATE_FAILED or n.TL_ATTEMPT_ENDED in task:
         record = _task_details(task, record, extra if isinstance(extra, Mapping) else {})
     return record
 
 
-_NAMES = operator.itemgetter(
+_EVERY_STEP = operator.itemgetter(
     n.TL_UID,
     n.TL_CREATED,
     n.TL_SPAN,
@@ -410,8 +452,19 @@ _NAMES = operator.itemgetter(
     n.TL_WORKFLOW_ID,
     n.TL_NAME,
     n.TL_WORKFLOW_NAME,
+    n.TL_LEVEL,
+    n.TL_TYPE,
+    n.TL_CPUS,
+    n.TL_GPUS,
+    *n.TL_STEPS,
+    n.TL_ENDED,
+    n.TL_RESULT,
 )
-_STEPS = operator.itemgetter(n.TL_TYPE, n.TL_CPUS, n.TL_GPUS, *n.TL_STEPS, n.TL_ENDED, n.TL_RESULT)
+_new_tuple: Any = tuple.__new__
+# Names, workflow ids and backends repeat from task to task: one string each
+# (a million tasks would otherwise hold four million copies). An interned
+# string lives as long as a record holds it. Raises TypeError for a non-str.
+_intern = sys.intern
 
 
 def _any_task_record(task: Mapping[str, Any]) -> SpanRecord:
@@ -500,9 +553,7 @@ def _task_details(
         )
     if extra:
         changes["cache"] = str(extra.get(n.TASK_CACHE) or "")
-        changes["cache_source"] = " ".join(
-            str(v) for v in (extra.get(n.CACHE_SOURCE_SESSION), extra.get(n.CACHE_SOURCE_TASK)) if v
-        )
+        changes["cache_source"] = _cache_source(extra)
         others = extra.keys() - _KNOWN_ATTRIBUTES
         if others:
             changes["extra"] = tuple(sorted((k, _text(extra[k])) for k in others))
@@ -514,6 +565,14 @@ def _task_details(
     if record.state == STATE_FAILED:
         changes["failure"] = _process_text(extra) + _exception_text(task.get(n.TL_EXCEPTION))
     return record._replace(**changes)
+
+
+def _cache_source(attrs: Mapping[str, Any]) -> str:
+    """``"<session> <task uid>"`` that stored a cache hit's result (``""`` for others)."""
+    session, task = attrs.get(n.CACHE_SOURCE_SESSION), attrs.get(n.CACHE_SOURCE_TASK)
+    if not session and not task:
+        return ""
+    return " ".join(str(v) for v in (session, task) if v)
 
 
 def _attempt(event: Mapping[str, Any]) -> Attempt:
@@ -557,6 +616,12 @@ def _process_text(attrs: Mapping[str, Any]) -> str:
     if tail:
         lines.append(f"stderr (last {n.STDERR_TAIL_BYTES} bytes at most):\n{tail}")
     return "\n".join(lines) + ("\n" if lines else "")
+
+
+_UID = operator.itemgetter(SpanRecord._fields.index("uid"))
+_CREATED = operator.itemgetter(SpanRecord._fields.index("created"))
+_FINISHED_AT = operator.itemgetter(SpanRecord._fields.index("finished"))
+_LEVEL = SpanRecord._fields.index("level")
 
 
 class RunBuilder:
@@ -625,6 +690,38 @@ class RunBuilder:
             record = record._replace(scope=live.scope)
         table[record.uid] = record
         self._finished.add(record.uid)
+
+    def add_records(self, records: Sequence[SpanRecord]) -> None:
+        """Take many records (as :meth:`add_record` on each, in order; times are never NaN).
+
+        Tasks seen for the first time (the bulk of a large file) are taken
+        by whole-list operations; blocks and workflows are kept apart from
+        tasks, so only the order within each kind matters.
+        """
+        tasks = [r for r in records if r[_LEVEL] == n.LEVEL_TASK]
+        if len(tasks) < len(records):
+            for record in records:
+                if record[_LEVEL] != n.LEVEL_TASK:
+                    self.add_record(record)
+        if not tasks:
+            return
+        new = dict(zip(map(_UID, tasks), tasks, strict=True))
+        table = self._tasks
+        if len(new) < len(tasks) or not table.keys().isdisjoint(new):
+            # A uid seen before (its live record, or recorded twice) keeps
+            # what only the earlier record knew: one at a time.
+            for record in tasks:
+                self.add_record(record)
+            return
+        self.version += len(tasks)
+        first = min(map(_CREATED, tasks))
+        if first < self._first:
+            self._first = first
+        ends = [t for t in map(_FINISHED_AT, tasks) if t is not None]
+        if ends and max(ends) > self._last:
+            self._last = max(ends)
+        table.update(new)
+        self._finished.update(new)
 
     def session_bounds(self, start: float, end: float | None = None) -> None:
         """The session's start (the zero of every time axis) and, once it ended, its end."""
