@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import operator
 from collections.abc import Callable, Collection, Sequence
-from itertools import chain, repeat
+from itertools import chain, compress, repeat
 from typing import Any
 
 import numpy as np
@@ -167,38 +167,48 @@ def timeline_of(run: Run) -> Timeline:
     tasks = run.tasks
     count = len(tasks)
 
+    def field(name: str) -> map[Any]:
+        return map(operator.itemgetter(_FIELD[name]), tasks)
+
     def column(name: str) -> list[Any]:
-        return list(map(operator.itemgetter(_FIELD[name]), tasks))
+        return list(field(name))
 
     def times(name: str) -> Floats:
-        values = column(name)
-        return np.fromiter(map(_NOT_REACHED.get, values, values), np.float64, count)
+        try:  # every task reached the step: straight into the array
+            return np.fromiter(field(name), np.float64, count)
+        except TypeError:  # None: a step not reached
+            values = column(name)
+            return np.fromiter(map(_NOT_REACHED.get, values, values), np.float64, count)
 
     created, resolved, started, finished = (
         times(k) for k in ("created", "resolved", "started", "finished")
     )
-    queued, submitted = times("queued"), times("submitted")
     # model.status, by column: a final state as recorded (a failure whose
     # dependency failed is a cascade), else how far the task got.
-    final = np.fromiter(map(_FINAL_CODES.get, column("state"), repeat(-1)), np.int64, count)
+    final = np.fromiter(map(_FINAL_CODES.get, field("state"), repeat(-1)), np.int64, count)
     cascade = np.fromiter(
-        map(operator.eq, column("error_type"), repeat(DEPENDENCY_FAILED_ERROR)), bool, count
+        map(operator.eq, field("error_type"), repeat(DEPENDENCY_FAILED_ERROR)), bool, count
     )
     final[(final == STATUS_CODE[STATE_FAILED]) & cascade] = STATUS_CODE[STATE_DEPENDENCY_FAILED]
-    waiting = np.where(
-        ~np.isnan(started),
-        STATUS_CODE[STATE_RUNNING],
-        np.where(
-            ~(np.isnan(resolved) & np.isnan(queued) & np.isnan(submitted)),
-            STATUS_CODE[STATE_QUEUED],
-            STATUS_CODE[STATE_WAITING],
-        ),
-    )
-    codes = np.where(final >= 0, final, waiting).astype(np.int8)
+    codes = final.astype(np.int8)
+    unfinished = final < 0
+    if unfinished.any():
+        queued, submitted = times("queued"), times("submitted")
+        waiting = np.where(
+            ~np.isnan(started),
+            STATUS_CODE[STATE_RUNNING],
+            np.where(
+                ~(np.isnan(resolved) & np.isnan(queued) & np.isnan(submitted)),
+                STATUS_CODE[STATE_QUEUED],
+                STATUS_CODE[STATE_WAITING],
+            ),
+        )
+        codes[unfinished] = waiting[unfinished]
     # Slots held per kind: assigned ones when known, else what was asked for.
-    cpus = np.fromiter(column("cpus"), np.int64, count)
-    gpus = np.fromiter(column("gpus"), np.int64, count)
-    slots = {i: s for i, s in enumerate(column("slots")) if s}
+    cpus = np.fromiter(field("cpus"), np.int64, count)
+    gpus = np.fromiter(field("gpus"), np.int64, count)
+    held = column("slots")
+    slots = {i: held[i] for i in compress(range(count), held)}
     for i, held in slots.items():
         cpus[i] = sum(1 for s in held if s.startswith(n.KIND_CPU + ":"))
         gpus[i] = sum(1 for s in held if s.startswith(n.KIND_GPU + ":"))
