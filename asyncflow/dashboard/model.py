@@ -386,57 +386,58 @@ def task_record(task: Mapping[str, Any]) -> SpanRecord:
             end,
             result,
         ) = _EVERY_STEP(task)
-        if (
-            level != n.LEVEL_TASK
-            or type(uid) is not str
-            or type(span) is not str
-            or type(parent) is not str
-        ):
-            return _any_task_record(task)
-        get = task.get
-        slots = get(n.TL_SLOTS)
-        depends_on = get(n.TL_DEPENDS_ON)
-        error_type = get(n.TL_ERROR_TYPE, "")
-        message = get(n.TL_DESCRIPTION, "")
-        # The tuple itself: a named tuple's keyword constructor is a Python
-        # call of its own, a third of this function's time.
-        record: SpanRecord = _new_tuple(
-            SpanRecord,
-            (
-                uid,
-                n.LEVEL_TASK,
-                _intern(name),
-                _intern(workflow_id),
-                _intern(workflow_name),
-                _intern(backend),
-                _KNOWN_RESULTS[result],
-                created / 1e9,
-                resolved / 1e9,
-                queued / 1e9,
-                submitted / 1e9,
-                started / 1e9,
-                end / 1e9,
-                _strings(slots) if slots else (),
-                cpus if type(cpus) is int else _int(cpus, 1),
-                gpus if type(gpus) is int else _int(gpus, 0),
-                error_type if type(error_type) is str else str(error_type),
-                message if type(message) is str else str(message),
-                _strings(depends_on) if depends_on else (),
-                span,
-                parent,
-                "",
-                "",
-                "",
-                (),
-                _TASK_KINDS.get(kind if type(kind) is str else str(kind), ""),
-                "",
-                (),
-            ),
-        )
+        name, workflow_id = _intern(name), _intern(workflow_id)
+        workflow_name, backend = _intern(workflow_name), _intern(backend)
+        state = _KNOWN_RESULTS[result]
     except (KeyError, TypeError):
         # A step missing, an unknown result, a name that is no string: the
-        # general way decides (and raises for a field of the wrong type).
+        # general way decides.
         return _any_task_record(task)
+    if level != n.LEVEL_TASK or type(uid) is not str or type(span) is not str:
+        return _any_task_record(task)
+    if type(parent) is not str:
+        return _any_task_record(task)
+    get = task.get
+    slots = get(n.TL_SLOTS)
+    depends_on = get(n.TL_DEPENDS_ON)
+    error_type = get(n.TL_ERROR_TYPE, "")
+    message = get(n.TL_DESCRIPTION, "")
+    # The tuple itself: a named tuple's keyword constructor is a Python call
+    # of its own, a third of this function's time. A time of the wrong type
+    # raises here, as it does the general way.
+    record: SpanRecord = _new_tuple(
+        SpanRecord,
+        (
+            uid,
+            n.LEVEL_TASK,
+            name,
+            workflow_id,
+            workflow_name,
+            backend,
+            state,
+            created / 1e9,
+            resolved / 1e9,
+            queued / 1e9,
+            submitted / 1e9,
+            started / 1e9,
+            end / 1e9,
+            _strings(slots) if slots else (),
+            cpus if type(cpus) is int else _int(cpus, 1),
+            gpus if type(gpus) is int else _int(gpus, 0),
+            error_type if type(error_type) is str else str(error_type),
+            message if type(message) is str else str(message),
+            _strings(depends_on) if depends_on else (),
+            span,
+            parent,
+            "",
+            "",
+            "",
+            (),
+            _TASK_KINDS.get(kind if type(kind) is str else str(kind), ""),
+            "",
+            (),
+        ),
+    )
     extra = get(n.TL_ATTRIBUTES)
     if extra or result == STATE_FAILED or n.TL_ATTEMPT_ENDED in task:
         record = _task_details(task, record, extra if isinstance(extra, Mapping) else {})

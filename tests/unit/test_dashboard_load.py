@@ -130,8 +130,13 @@ def test_a_task_off_the_short_way_is_read_the_general_way(change: dict[str, Any]
         assert task_record(partial) == _any_task_record(partial), key
 
 
-def test_a_time_of_the_wrong_type_still_raises() -> None:
-    task = whole_task("task.000009", **{n.TL_ENDED: "late"})
+@pytest.mark.parametrize(
+    "change",
+    [{n.TL_ENDED: "late"}, {n.SPAN_EVENT_RESOLVED: None}, {n.SPAN_EVENT_STARTED: [1]}],
+)
+def test_a_time_of_the_wrong_type_still_raises(change: dict[str, Any]) -> None:
+    """As before the short way: the line that ends such a task is counted as bad."""
+    task = whole_task("task.000009", **change)
     with pytest.raises(TypeError):
         task_record(task)
 
