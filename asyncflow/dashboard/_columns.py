@@ -186,10 +186,10 @@ def timeline_of(run: Run) -> Timeline:
     # model.status, by column: a final state as recorded (a failure whose
     # dependency failed is a cascade), else how far the task got.
     final = np.fromiter(map(_FINAL_CODES.get, field("state"), repeat(-1)), np.int64, count)
-    cascade = np.fromiter(
-        map(operator.eq, field("error_type"), repeat(DEPENDENCY_FAILED_ERROR)), bool, count
-    )
-    final[(final == STATUS_CODE[STATE_FAILED]) & cascade] = STATUS_CODE[STATE_DEPENDENCY_FAILED]
+    failed = np.flatnonzero(final == STATUS_CODE[STATE_FAILED]).tolist()
+    error_of = operator.itemgetter(_FIELD["error_type"])
+    cascades = [i for i in failed if error_of(tasks[i]) == DEPENDENCY_FAILED_ERROR]
+    final[cascades] = STATUS_CODE[STATE_DEPENDENCY_FAILED]
     codes = final.astype(np.int8)
     unfinished = final < 0
     if unfinished.any():
