@@ -13,11 +13,16 @@ from asyncflow.errors import AsyncFlowError
 
 from .model import Run, RunBuilder
 
-__all__ = ["FetchedSource", "SourceError", "SpanSource", "gc_paused"]
+__all__ = ["PROMOTE_AT", "FetchedSource", "SourceError", "SpanSource", "gc_paused"]
 
 
 class SourceError(AsyncFlowError):
     """A source cannot be read now; the message says why, for the page."""
+
+
+# A read that leaves at least this many young objects hands them to the
+# oldest generation at once (a 100,000-task file leaves about 200,000).
+PROMOTE_AT = 50_000
 
 
 @contextlib.contextmanager
@@ -27,6 +32,15 @@ def gc_paused() -> Iterator[None]:
     Parsing makes a dict per line and keeps a record per task: the collector
     would rescan the growing heap again and again (three times the parse time
     on a 100,000-task file), and none of it is cyclic garbage.
+
+    A large read's objects then go straight to the oldest generation. A
+    record is a named tuple, which the collector never stops tracking:
+    otherwise the first young passes walk every record twice, and the full
+    pass their number sets off a third time, all while the first figure is
+    drawn. Promoted, only the full pass walks them, when other objects set
+    it off (at a million tasks 1.2 s less collection over load and three
+    figures; at 100,000 the same total, later). Objects someone froze
+    (``gc.freeze``) stay as they are.
     """
     enabled = gc.isenabled()
     gc.disable()
@@ -34,6 +48,11 @@ def gc_paused() -> Iterator[None]:
         yield
     finally:
         if enabled:
+            if gc.get_count()[0] >= PROMOTE_AT and not gc.get_freeze_count():
+                # Freezing and thawing moves every tracked object to the
+                # oldest generation in one step, without a pass over them.
+                gc.freeze()
+                gc.unfreeze()
             gc.enable()
 
 

@@ -8,18 +8,23 @@ any task), and the finished tasks of a read are handed to the builder at
 once (``RunBuilder.add_record`` takes one). Each is held here to the way it
 stands in for, on the layout 2 twin of the fixture and on lines made to
 fall off the short way (fields in another order, a line after the end,
-odd types, a uid seen twice, live tasks).
+odd types, a uid seen twice, live tasks). A large read hands its records
+to the collector's oldest generation (``_base.gc_paused``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import random
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from asyncflow.dashboard import _base, open_source
 from asyncflow.dashboard._checkpoint import CheckpointParser
 from asyncflow.dashboard.model import (
     RunBuilder,
@@ -325,3 +330,62 @@ def built(records: list[SpanRecord], *, at_once: bool, live: bool) -> dict[str, 
 )
 def test_records_at_once_are_the_records_one_by_one(live: bool, records: list[SpanRecord]) -> None:
     assert built(records, at_once=True, live=live) == built(records, at_once=False, live=live)
+
+
+# ---------------------------------------------------------------- the collector after a read
+
+
+def many_tasks(path: Path, count: int) -> None:
+    lines = [HEADER]
+    for i in range(count):
+        uid = f"task.{i:06d}"
+        lines += as_lines(
+            created(uid),
+            *(step(uid, key, T0 + k) for k, key in enumerate(n.TL_STEPS)),
+            ended(uid, T0 + 10),
+        )
+    path.write_text("\n".join(lines) + "\n")
+
+
+def in_oldest_generation(obj: object) -> bool:
+    return any(o is obj for o in gc.get_objects(generation=2))
+
+
+@pytest.fixture
+def collector() -> Iterator[None]:
+    """The collector on, nothing frozen (and so again afterwards)."""
+    was_enabled = gc.isenabled()
+    gc.enable()
+    gc.unfreeze()
+    yield
+    gc.unfreeze()
+    if not was_enabled:
+        gc.disable()
+
+
+def test_a_large_read_hands_its_records_to_the_oldest_generation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, collector: None
+) -> None:
+    monkeypatch.setattr(_base, "PROMOTE_AT", 1_000)
+    many_tasks(tmp_path / "run.telemetry.jsonl", 2_000)
+    run = open_source(tmp_path / "run.telemetry.jsonl").poll()
+    assert len(run.tasks) == 2_000 and gc.isenabled()
+    assert gc.is_tracked(run.tasks[-1])  # a named tuple stays tracked...
+    assert in_oldest_generation(run.tasks[-1])  # ...but young passes no longer walk it
+    assert gc.get_freeze_count() == 0
+
+
+def test_a_small_read_or_frozen_objects_are_left_to_the_collector(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, collector: None
+) -> None:
+    many_tasks(tmp_path / "small.telemetry.jsonl", 200)
+    gc.collect()
+    run = open_source(tmp_path / "small.telemetry.jsonl").poll()
+    assert not in_oldest_generation(run.tasks[-1])  # under PROMOTE_AT young objects
+    monkeypatch.setattr(_base, "PROMOTE_AT", 1_000)
+    many_tasks(tmp_path / "large.telemetry.jsonl", 2_000)
+    kept: list[object] = []
+    gc.freeze()  # someone's frozen objects: a read must not thaw them
+    run = open_source(tmp_path / "large.telemetry.jsonl").poll()
+    assert not in_oldest_generation(run.tasks[-1])
+    assert not any(o is kept for g in range(3) for o in gc.get_objects(generation=g))
