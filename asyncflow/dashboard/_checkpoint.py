@@ -207,7 +207,7 @@ class CheckpointParser:
         A finished task becomes its record at once; its fields are let go.
         """
         live = self._tasks
-        find = live.get
+        find: Callable[[Any], dict[str, Any] | None] = live.get
         add = self._done.append
         # Names as locals: this loop runs once per line of the file.
         uid_key, section_key, task_section = n.TL_UID, n.SECTION, n.SECTION_TASK
@@ -218,6 +218,7 @@ class CheckpointParser:
             try:
                 fields = loads(line)
                 uid = fields[uid_key] if fields[section_key] == task_section else None
+                task = find(uid)  # a TypeError for a uid that is a list or an object
             except (ValueError, RecursionError):
                 fields = _NOT_JSON if line.strip() else _BLANK
                 uid = None
@@ -226,23 +227,24 @@ class CheckpointParser:
             if uid is None:
                 self._layout2_other(fields, line)
                 continue
-            if type(uid) is not str:
-                self._bad(line)
-                continue
-            records += 1
-            task = find(uid)
             if task is None:
+                # Only a str uid is ever kept: a task found has one.
+                if type(uid) is not str:
+                    self._bad(line)
+                    continue
                 task = live[uid] = fields
             elif len(fields) == 3:
                 # One step's time (most lines of a file): that key alone.
                 key, value = fields.popitem()
                 if key not in not_a_step:
                     task[key] = value
+                    records += 1
                     continue
                 fields[key] = value
                 task.update(fields)
             else:
                 task.update(fields)
+            records += 1
             if ended_key in fields:
                 del live[uid]
                 try:

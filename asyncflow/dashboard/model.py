@@ -622,7 +622,7 @@ def _process_text(attrs: Mapping[str, Any]) -> str:
 _UID = operator.itemgetter(SpanRecord._fields.index("uid"))
 _CREATED = operator.itemgetter(SpanRecord._fields.index("created"))
 _FINISHED_AT = operator.itemgetter(SpanRecord._fields.index("finished"))
-_LEVEL = SpanRecord._fields.index("level")
+_LEVEL_OF = operator.itemgetter(SpanRecord._fields.index("level"))
 
 
 class RunBuilder:
@@ -699,10 +699,11 @@ class RunBuilder:
         by whole-list operations; blocks and workflows are kept apart from
         tasks, so only the order within each kind matters.
         """
-        tasks = [r for r in records if r[_LEVEL] == n.LEVEL_TASK]
-        if len(tasks) < len(records):
+        tasks = records
+        if operator.countOf(map(_LEVEL_OF, records), n.LEVEL_TASK) < len(records):
+            tasks = [r for r in records if r.level == n.LEVEL_TASK]
             for record in records:
-                if record[_LEVEL] != n.LEVEL_TASK:
+                if record.level != n.LEVEL_TASK:
                     self.add_record(record)
         if not tasks:
             return
@@ -718,7 +719,9 @@ class RunBuilder:
         first = min(map(_CREATED, tasks))
         if first < self._first:
             self._first = first
-        ends = [t for t in map(_FINISHED_AT, tasks) if t is not None]
+        ends = list(map(_FINISHED_AT, tasks))
+        if None in ends:  # tasks still running
+            ends = [t for t in ends if t is not None]
         if ends and max(ends) > self._last:
             self._last = max(ends)
         table.update(new)
