@@ -38,15 +38,8 @@ __all__ = ["RecorderBase"]
 
 class RecorderBase:
     """What the recorder keeps and the spans it ends: ids, the checkpoint
-    writer, the live gauges, the aggregates, workflows.
-
-    Args:
-        session_id: the engine uid.
-        node_id: this host's name.
-        ring_size: how many finished spans stay in memory for ``read_traces``.
-        span_sink: called with each finished span dict when span processors
-            want OpenTelemetry spans (None: nobody does).
-    """
+    writer, the live gauges, the aggregates, workflows. Its arguments are
+    :class:`~asyncflow.telemetry._recorder.Recorder`'s."""
 
     def __init__(
         self,

@@ -182,13 +182,7 @@ class TaskEnds(RecorderBase):
         row[bisect_left(bounds, seconds)] += 1
         row[-2] += 1
         row[-1] += seconds
-        stats = self.run_stats  # _ran(), inline
-        stats[0] += 1
-        stats[1] += seconds
-        if seconds < stats[2]:
-            stats[2] = seconds
-        if seconds > stats[3]:
-            stats[3] = seconds
+        self._ran(seconds)
 
     def _ran(self, seconds: float) -> None:
         """Count a task that ran for ``seconds`` in ``run_stats``."""
