@@ -93,7 +93,8 @@ KILLED_RUN = textwrap.dedent(
     from asyncflow import NoopExecutionBackend, WorkflowEngine
 
     async def main():
-        engine = await WorkflowEngine.create(backend=NoopExecutionBackend())
+        work_dir = os.path.dirname(sys.argv[2])  # the test's, not the checkout
+        engine = await WorkflowEngine.create(backend=NoopExecutionBackend(), work_dir=work_dir)
         await engine.start_telemetry(checkpoint_path=sys.argv[1])
 
         @engine.function_task
@@ -216,9 +217,11 @@ async def test_a_writer_slower_than_the_run_slows_it_and_loses_nothing(
 
 
 @needs_root
-async def test_read_only_directory_fails_start_telemetry_at_once(tmpfs: Any) -> None:
+async def test_read_only_directory_fails_start_telemetry_at_once(
+    tmpfs: Any, tmp_path: Path
+) -> None:
     target = tmpfs(read_only=True)
-    engine = await WorkflowEngine.create(backend=NoopExecutionBackend())
+    engine = await WorkflowEngine.create(backend=NoopExecutionBackend(), work_dir=tmp_path)
     try:
         with pytest.raises(OSError, match="cannot write the checkpoint file") as info:
             await asyncio.wait_for(engine.start_telemetry(checkpoint_path=target), 10)
@@ -230,10 +233,10 @@ async def test_read_only_directory_fails_start_telemetry_at_once(tmpfs: Any) -> 
 
 @needs_root
 async def test_full_disk_is_reported_once_and_writing_resumes_on_a_fresh_line(
-    tmpfs: Any, caplog: pytest.LogCaptureFixture
+    tmpfs: Any, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     target = tmpfs(size="4m")
-    engine = await WorkflowEngine.create(backend=NoopExecutionBackend())
+    engine = await WorkflowEngine.create(backend=NoopExecutionBackend(), work_dir=tmp_path)
     caplog.set_level(logging.WARNING, logger="asyncflow.telemetry")
     tel = await engine.start_telemetry(checkpoint_path=target)
 
@@ -267,7 +270,7 @@ async def test_full_disk_is_reported_once_and_writing_resumes_on_a_fresh_line(
 async def test_deleted_directory_is_reported_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    engine = await WorkflowEngine.create(backend=NoopExecutionBackend())
+    engine = await WorkflowEngine.create(backend=NoopExecutionBackend(), work_dir=tmp_path)
     caplog.set_level(logging.WARNING, logger="asyncflow.telemetry")
     await engine.start_telemetry(checkpoint_path=tmp_path / "tel")
     shutil.rmtree(tmp_path / "tel")

@@ -220,7 +220,8 @@ import asyncio, os, signal, sys
 from asyncflow import NoopExecutionBackend, WorkflowEngine
 
 async def main():
-    engine = await WorkflowEngine.create(backend=NoopExecutionBackend())
+    work_dir = os.path.dirname(sys.argv[3])  # the test's, not the checkout
+    engine = await WorkflowEngine.create(backend=NoopExecutionBackend(), work_dir=work_dir)
     await engine.start_telemetry(otlp_endpoint=sys.argv[1], otlp_protocol=sys.argv[2])
 
     @engine.function_task

@@ -93,7 +93,8 @@ KILLED = textwrap.dedent(
     from asyncflow import NoopExecutionBackend, WorkflowEngine
 
     async def main():
-        engine = await WorkflowEngine.create(backend=NoopExecutionBackend())
+        work_dir = os.path.dirname(sys.argv[1])  # the test's, not the checkout
+        engine = await WorkflowEngine.create(backend=NoopExecutionBackend(), work_dir=work_dir)
         await engine.start_telemetry(checkpoint_path=sys.argv[1])
 
         @engine.function_task
