@@ -3,7 +3,7 @@
 Reading a checkpoint file into records takes three short ways on the bulk
 of a large file: a task line with one step's time sets that field alone
 (``dict.update`` did), a task that went through every step becomes its
-record by one look-up of every field (``model._any_task_record`` handles
+record by one look-up of every field (``_making._any_task_record`` handles
 any task), and the finished tasks of a read are handed to the builder at
 once (``RunBuilder.add_record`` takes one). Each is held here to the way it
 stands in for, on the layout 2 twin of the fixture and on lines made to
@@ -26,13 +26,8 @@ import pytest
 
 from asyncflow.dashboard import _base, open_source
 from asyncflow.dashboard._checkpoint import CheckpointParser
-from asyncflow.dashboard.model import (
-    RunBuilder,
-    SpanRecord,
-    _any_task_record,
-    _strings,
-    task_record,
-)
+from asyncflow.dashboard._making import _any_task_record, _strings
+from asyncflow.dashboard.model import RunBuilder, SpanRecord, task_record
 from asyncflow.telemetry import names as n
 
 from .test_checkpoint_layouts import comparable, layout2_lines
