@@ -144,17 +144,9 @@ class TaskSteps(TaskEnds):
     def queued(self, span: LiveSpan) -> None:
         self._step(span, _QUEUED)
 
-    def submitted(self, span: LiveSpan) -> None:
-        self.submitted_total += 1
-        span.t_submitted = t_ns = time.time_ns()  # _step(), inline: every task's
-        if self._put is not None:
-            self._put((STEP, span.uid, t_ns, ID_SUBMITTED))  # records.Step
-        if self.subscribers_active and self.deliver is not None:
-            self.deliver(n.EVENT_TASK_SUBMITTED, span, t_ns / 1e9, {}, span.id_base + ID_SUBMITTED)
-
     def submitted_all(self, spans: list[LiveSpan]) -> None:
-        """``submitted`` for each of ``spans``, handed over in one
-        ``submit_tasks`` call: one clock reading for the batch."""
+        """``spans`` were handed to their backend in one ``submit_tasks``
+        call: one clock reading for the batch."""
         self.submitted_total += len(spans)
         t_ns = time.time_ns()
         put = self._put

@@ -3,12 +3,15 @@
 The engine holds one :class:`TaskObserver` (or None when telemetry is off)
 and calls it at each transition of a task or block, in this order::
 
-    task_created -> resolved -> queued -> submitted -> [assigned] -> started
-                 -> task_finished
+    task_created -> resolved -> queued -> submitted_all -> [assigned]
+                 -> started -> task_finished
 
-(``ready`` is resolved and queued in one call, ``completed`` started, if
-the task did not report it, and task_finished of a task that completed:
-the engine's common path makes two calls where it would make four.)
+(``task_created(..., ready=True)`` is created, resolved and queued in one
+call for a function task with nothing to wait for, and ``ready`` resolved
+and queued in one call for one whose dependencies just ended;
+``submitted_all`` reports a backend's whole batch at once; ``completed``
+is started, if the task did not report it, and task_finished of a task
+that completed.)
 
 (blocks skip queued and submitted; a task that fails or is cancelled before
 it runs jumps to ``task_finished``). A task with retries reports each
@@ -96,12 +99,9 @@ class TaskObserver(Protocol):
         """``resolved`` and ``queued`` at one moment (a task queued as soon
         as its arguments resolved): the same as calling both."""
 
-    def submitted(self, span: LiveSpan) -> None:
-        """It was handed to its backend's ``submit_tasks``."""
-
     def submitted_all(self, spans: list[LiveSpan]) -> None:
-        """``submitted`` for each of ``spans``, handed over in one
-        ``submit_tasks`` call (the engine's way: one clock reading)."""
+        """They were handed to their backend in one ``submit_tasks`` call
+        (one clock reading for the batch)."""
 
     def assigned(self, span: LiveSpan, slots: Iterable[Any]) -> None:
         """A slot-aware backend gave it these slots (just before it starts)."""

@@ -220,7 +220,7 @@ def test_the_records_give_the_span_the_in_process_path_sends() -> None:
     for span in (plain, failed, after):
         recorder.resolved(span)
         recorder.queued(span)
-        recorder.submitted(span)
+        recorder.submitted_all([span])
     recorder.assigned(failed, ["gpu:0"])
     recorder.started(failed)
     recorder.attempt_ended(failed, 1, failed.t_started, RuntimeError("flaky"), True)

@@ -265,7 +265,7 @@ def test_recorder_records_follow_the_declared_layout() -> None:
     span = observer.task_created(_Task(), "gpu", None, None)
     observer.resolved(span)
     observer.queued(span)
-    observer.submitted(span)
+    observer.submitted_all([span])
     observer.assigned(span, ["gpu:0", "cpu:1"])
     observer.started(span)
     observer.task_finished(span, names.RESULT_COMPLETED, None, False, ("task.000001",))
@@ -357,7 +357,7 @@ def test_completed_is_started_and_task_finished_in_one_call(
             recorder.submitted_all(spans)
         for span in spans:
             if not combined:
-                recorder.submitted(span)
+                recorder.submitted_all([span])  # one by one
         recorder.subscribers_active = False
         for span in spans:
             if ran:
