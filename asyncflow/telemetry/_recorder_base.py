@@ -21,9 +21,10 @@ from typing import Any
 from . import names as n
 from ._aggregate import Counters, Histograms
 from ._records import (
-    COMPLETED,
+    COMPLETED_PACKED,
+    ENDED_INTS,
     FINISHED,
-    INSTANT,
+    INSTANT_PACKED,
     LINE,
     SPAN,
     STARTED,
@@ -34,6 +35,8 @@ from ._spans import LiveSpan, LiveWorkflow, span_dict
 from .redact import describer, redactor
 
 __all__ = ["RecorderBase"]
+
+_ended_ints = ENDED_INTS.pack
 
 
 class RecorderBase:
@@ -279,17 +282,15 @@ class RecorderBase:
             and not rec.slots
             and rec.exception is None
         ):
-            # records.Completed: all a task that completed has to say
+            # records.Completed, packed: all a task that completed has to say
             self._put(
                 (
-                    INSTANT if instant else COMPLETED,
+                    INSTANT_PACKED if instant else COMPLETED_PACKED,
                     rec.uid,
-                    rec.end_ns,
                     rec.depends_on,
-                    rec.t_resolved,
-                    rec.t_queued,
-                    rec.t_submitted,
-                    rec.t_started,
+                    _ended_ints(
+                        rec.end_ns, rec.t_resolved, rec.t_queued, rec.t_submitted, rec.t_started
+                    ),
                 )
             )
         else:

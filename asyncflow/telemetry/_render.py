@@ -32,17 +32,20 @@ from ._records import (
     INSTANT,
     LINE,
     NOTE,
+    PACKED,
     READY,
     SHAPE,
     SPAN,
     STARTED,
     STEP,
+    SUBMITTED_ALL,
     TASK_SPAN,
     Assigned,
     Attempt,
     Finished,
     Shape,
     SpanFields,
+    expand,
 )
 
 __all__ = ["LineRenderer"]
@@ -112,10 +115,16 @@ class LineRenderer:
     def render(self, record: tuple[Any, ...] | list[Any]) -> str:
         """The line of one record, ending in a newline."""
         kind = record[0]
+        if kind in PACKED:
+            record = expand(record)
+            kind = record[0]
         # The four kinds every task has read their fields by position (the
         # named tuples of _records.py cost more than the line).
         if kind == STEP:  # records.Step
             return f'{_TASK}{_text(record[1])},"{_STEP_KEYS[record[3]]}":{record[2]}}}\n'
+        if kind == SUBMITTED_ALL:  # a submitted step for each task, at one time
+            submitted = f',"{n.SPAN_EVENT_SUBMITTED}":{record[1]}}}\n'
+            return "".join([f"{_TASK}{_text(uid)}{submitted}" for uid in record[2]])
         if kind == READY:  # records.Ready: two steps at one moment, a line each
             uid = _text(record[1])
             return (

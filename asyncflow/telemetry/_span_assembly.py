@@ -24,6 +24,7 @@ from ._records import (
     FINISHED,
     INSTANT,
     NOTE,
+    PACKED,
     SHAPE,
     SPAN,
     TASK_SPAN,
@@ -32,6 +33,7 @@ from ._records import (
     Shape,
     SpanFields,
     TaskSpan,
+    expand,
 )
 from ._spans import own_attributes, shared_attributes
 
@@ -73,6 +75,9 @@ class SpanAssembler:
     def add(self, record: tuple[Any, ...] | list[Any]) -> bytes | None:
         """Take one record; returns an encoded span when one finished."""
         kind = record[0]
+        if kind in PACKED:
+            record = expand(record)
+            kind = record[0]
         if kind == TASK_SPAN:
             self._ending = TaskSpan._make(record)
         elif kind in (COMPLETED, INSTANT):

@@ -14,18 +14,21 @@ from typing import Any
 from . import names as n
 from ._records import (
     ASSIGNED,
-    COMPLETED,
-    CREATED,
-    CREATED_READY,
+    COMPLETED_PACKED,
+    CREATED_INTS,
+    CREATED_PACKED,
+    CREATED_READY_PACKED,
+    ENDED_SPAN_INTS,
     ID_ASSIGNED,
     ID_QUEUED,
     ID_RESOLVED,
     ID_STARTED,
     ID_SUBMITTED,
-    INSTANT,
+    INSTANT_PACKED,
     READY,
     STARTED,
     STEP,
+    SUBMITTED_ALL,
     TASK_SPAN,
 )
 from ._spans import LiveSpan, count, span_dict
@@ -34,8 +37,9 @@ from .observer import TaskInfo
 
 __all__ = ["TaskSteps"]
 
-# The steps before a task starts that the engine reports one by one:
-# (LiveSpan attribute, engine event, offset of its event id).
+_created_ints = CREATED_INTS.pack
+_ended_span_ints = ENDED_SPAN_INTS.pack
+
 # The steps before a task starts that the engine reports one by one:
 # (LiveSpan attribute, engine event, offset of its event id).
 _RESOLVED = ("t_resolved", n.EVENT_TASK_RESOLVED, ID_RESOLVED)
@@ -92,17 +96,13 @@ class TaskSteps(TaskEnds):
             if not shape.sent:
                 put(shape.record())
                 shape.sent = True
-            # records.Created
+            # records.Created, packed
             put(
                 (
-                    CREATED_READY if ready else CREATED,
+                    CREATED_READY_PACKED if ready else CREATED_PACKED,
                     rec.uid,
-                    base,
-                    rec.start_ns,
-                    shape.id,
                     rec.workflow_id,
-                    rec.span_id,
-                    rec.parent,
+                    _created_ints(base, rec.start_ns, shape.id, rec.span_id, rec.parent or 0),
                 )
             )
         if ready:  # resolved and queued as it was created: ready(), at its time
@@ -149,11 +149,10 @@ class TaskSteps(TaskEnds):
         call: one clock reading for the batch."""
         self.submitted_total += len(spans)
         t_ns = time.time_ns()
-        put = self._put
         for span in spans:
             span.t_submitted = t_ns
-            if put is not None:
-                put((STEP, span.uid, t_ns, ID_SUBMITTED))  # records.Step
+        if self._put is not None:
+            self._put((SUBMITTED_ALL, t_ns, tuple([span.uid for span in spans])))
         if self.subscribers_active and self.deliver is not None:
             seconds = t_ns / 1e9
             for span in spans:
@@ -262,22 +261,24 @@ class TaskSteps(TaskEnds):
             wf = span.workflow_id or ""
             if self.task_spans and not span.slots and not span.extra:
                 # records.Completed and, after it, its TaskSpan's fields:
-                # one record for the file and the span
+                # one record for the file and the span, packed
                 put(
                     (
-                        COMPLETED if ran else INSTANT,
+                        COMPLETED_PACKED if ran else INSTANT_PACKED,
                         uid,
-                        t_ns,
                         depends_on,
-                        span.t_resolved,
-                        span.t_queued,
-                        span.t_submitted,
-                        span.t_started,
-                        span.span_id,
-                        span.parent,
-                        span.start_ns,
-                        shape.id,
                         wf,
+                        _ended_span_ints(
+                            t_ns,
+                            span.t_resolved,
+                            span.t_queued,
+                            span.t_submitted,
+                            span.t_started,
+                            span.span_id,
+                            span.parent or 0,
+                            span.start_ns,
+                            shape.id,
+                        ),
                     )
                 )
             else:

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import names as n
+from ._records import expand
 from ._render import LineRenderer
 
 if TYPE_CHECKING:
@@ -255,7 +256,8 @@ def _consume(
             batch = marshal.loads(view[done + 4 : done + 4 + size])
         done += 4 + size
         lines: list[str] = []
-        for record in batch:
+        for packed in batch:
+            record = expand(packed)  # once, for the renderer and the spans
             if renderer is not None:
                 try:
                     lines.append(renderer.render(tuple(record)))

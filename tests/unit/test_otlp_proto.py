@@ -228,7 +228,7 @@ def test_the_records_give_the_span_the_in_process_path_sends() -> None:
     recorder.task_finished(plain, n.RESULT_COMPLETED, None, False, ())
     recorder.completed(after, False, ("task.000002",))  # a dry run's way out
     kinds = [r[0] for r in sink.records]
-    assert (kinds.count("D"), kinds.count("I")) == (1, 1)  # plain, and after
+    assert (kinds.count("d"), kinds.count("i")) == (1, 1)  # plain, and after, packed
     try:
         raise RuntimeError("out of memory on gpu:0")
     except RuntimeError as exc:
