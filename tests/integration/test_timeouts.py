@@ -145,9 +145,9 @@ async def test_timeout_counts_from_the_start_not_the_creation(tmp_path: Path) ->
 async def test_thread_function_that_never_awaits_fails_after_the_grace(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from asyncflow.engine import _engine
+    from asyncflow.engine import _attempts
 
-    monkeypatch.setattr(_engine, "TIMEOUT_GRACE", 0.5)
+    monkeypatch.setattr(_attempts, "TIMEOUT_GRACE", 0.5)
     release = tmp_path / "release"
     async with await WorkflowEngine.create(
         backend=await LocalExecutionBackend(), work_dir=tmp_path
