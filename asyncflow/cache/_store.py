@@ -21,6 +21,7 @@ import os
 import pickle
 import sqlite3
 import struct
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -84,27 +85,55 @@ def store_path(directory: str | os.PathLike[str]) -> Path:
 
 @contextlib.contextmanager
 def _opening(path: Path) -> Iterator[None]:
-    """Hold the store file exclusively (``flock``, which SQLite's own locks
-    never see) while it is opened; a missing file is made empty first.
+    """Hold the store's directory exclusively (``flock``) while the store is
+    opened, so that engines opening one new store at once take turns.
 
-    Where the file cannot be opened for that (a read-only directory), the
-    store is opened without the lock: nobody can be creating it there.
+    The lock is on the directory, never on the store file: closing any file
+    descriptor of the store file drops every POSIX lock this process holds on
+    it, SQLite's included (SQLite's "How To Corrupt" 2.2). A connection whose
+    shared lock was dropped that way lets another process's connection think
+    it is the last one: that one then checkpoints and deletes the write-ahead
+    log under the first, whose later commits can be lost.
+
+    Where the directory cannot be opened for that, the store is opened
+    without the lock.
     """
     try:
-        held = open(path, "ab")  # noqa: SIM115 - closed below; appends nothing
+        fd = os.open(path.parent, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         yield
         return
     try:
-        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
-        held.close()  # releases the lock
+        os.close(fd)  # releases the lock
+
+
+# Store files this process has a connection to, with how many. Their header
+# is not read again: closing the descriptor it is read through would drop the
+# locks of those connections (see _opening).
+_CONNECTED: dict[str, int] = {}
+_CONNECTED_LOCK = threading.Lock()
+
+
+def _connected(key: str, change: int) -> int:
+    """Count a connection to the store file ``key`` made (1) or closed (-1);
+    returns how many there were before."""
+    with _CONNECTED_LOCK:
+        before = _CONNECTED.get(key, 0)
+        if before + change > 0:
+            _CONNECTED[key] = before + change
+        else:
+            _CONNECTED.pop(key, None)
+        return before
 
 
 def _check_header(path: Path) -> None:
     """Refuse a file that is not an SQLite database or was cut short."""
     try:
+        if not path.exists():
+            return  # SQLite makes a new database
         with open(path, "rb") as f:
             header = f.read(100)
         size = path.stat().st_size
@@ -147,8 +176,12 @@ class ResultCache:
         # its header and schema, half made until it has.
         if not create and not self.path.exists():
             raise CacheError(f"no result cache at {self.path}")
+        self._key = os.path.realpath(self.path)
         with _opening(self.path):
-            _check_header(self.path)
+            with _CONNECTED_LOCK:
+                checked = _CONNECTED.get(self._key, 0) > 0  # by the open connection
+            if not checked:
+                _check_header(self.path)
             try:
                 self._conn = sqlite3.connect(
                     self.path,
@@ -163,6 +196,8 @@ class ResultCache:
             except BaseException:
                 self._conn.close()
                 raise
+            _connected(self._key, 1)
+        self._closed = False
 
     @classmethod
     def open(cls, directory: str | os.PathLike[str], *, create: bool = True) -> ResultCache:
@@ -328,8 +363,13 @@ class ResultCache:
             raise self._fail(exc) from None
 
     def close(self) -> None:
-        """Close the connection (the WAL is folded back into the file)."""
+        """Close the connection (the WAL is folded back into the file). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             self._conn.close()
         except sqlite3.Error:
             logger.warning("result cache %s did not close cleanly", self.path, exc_info=True)
+        finally:
+            _connected(self._key, -1)  # after the close: its locks are gone now

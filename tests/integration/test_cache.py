@@ -281,3 +281,83 @@ def test_two_processes_write_one_store_at_once(tmp_path: Path) -> None:
     assert len(cache) == 1000  # 0..999, the overlap stored once
     assert {e.name for e in cache.entries()} == {"triple"}
     cache.close()
+
+
+OTHER_CONNECTION = """
+import sys
+from asyncflow.cache import ResultCache
+
+store = ResultCache.open(sys.argv[1])
+store.put_many([("k1", "f", 1, "other", "t1")])
+print("open", flush=True)
+sys.stdin.readline()  # the first process closes its connection meanwhile
+store.put_many([("k2", "f", 2, "other", "t2")])
+store.put_many([("k3", "f", 3, "other", "t3")])
+store.close()
+print("closed", flush=True)
+"""
+
+
+def test_closing_one_process_store_keeps_the_others_write_ahead_log(tmp_path: Path) -> None:
+    """Opening a store never drops SQLite's locks on it: a process that
+    closes its connection while another process's is open is not the last
+    one, so it leaves the write-ahead log to the other, whose later commits
+    all survive. (The store used to be opened under a lock taken on a
+    second descriptor of its file: closing that descriptor dropped the
+    connection's own locks, so the other process's close deleted the log
+    under it, and a result written by one of two engines sharing a store
+    could be lost.)"""
+    first = ResultCache.open(tmp_path)
+    first.put_many([("k0", "f", 0, "first", "t0")])
+    with subprocess.Popen(
+        [sys.executable, "-c", OTHER_CONNECTION, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as other:
+        assert other.stdin is not None and other.stdout is not None
+        try:
+            assert other.stdout.readline().strip() == "open"
+            first.close()
+            wal = tmp_path / f"{FILE_NAME}-wal"
+            assert wal.exists()  # the other connection still uses it
+            other.stdin.write("go\n")
+            other.stdin.flush()
+            assert other.stdout.readline().strip() == "closed"
+            assert other.wait(60) == 0
+        finally:
+            if other.poll() is None:
+                other.kill()
+    store = ResultCache.open(tmp_path, create=False)
+    assert sorted(e.key for e in store.entries()) == ["k0", "k1", "k2", "k3"]
+    store.close()
+
+
+def test_a_store_open_in_this_process_is_not_read_behind_its_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second engine of this process opening the same store does not read
+    its header through a descriptor of its own (closing that would drop the
+    first connection's locks): the open connection vouches for the file."""
+    from asyncflow.cache import _store
+
+    first = ResultCache.open(tmp_path)
+    key = str((tmp_path / FILE_NAME).resolve())
+    assert _store._CONNECTED[key] == 1
+    read: list[Path] = []
+    real = _store._check_header
+
+    def check_header(path: Path) -> None:
+        read.append(path)
+        real(path)
+
+    monkeypatch.setattr(_store, "_check_header", check_header)
+    second = ResultCache.open(tmp_path)
+    assert read == [] and _store._CONNECTED[key] == 2
+    second.close()
+    second.close()  # idempotent: counted once
+    assert _store._CONNECTED[key] == 1
+    first.close()
+    assert key not in _store._CONNECTED
+    ResultCache.open(tmp_path).close()  # nobody holds it: the header is read
+    assert read == [tmp_path / FILE_NAME]
