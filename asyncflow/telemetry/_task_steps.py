@@ -29,6 +29,7 @@ from ._records import (
     STARTED,
     STEP,
     SUBMITTED_ALL,
+    SUBMITTED_PER_RECORD,
     TASK_SPAN,
 )
 from ._spans import LiveSpan, count, span_dict
@@ -151,8 +152,13 @@ class TaskSteps(TaskEnds):
         t_ns = time.time_ns()
         for span in spans:
             span.t_submitted = t_ns
-        if self._put is not None:
-            self._put((SUBMITTED_ALL, t_ns, tuple([span.uid for span in spans])))
+        put = self._put
+        if put is not None:
+            # In pieces: the telemetry process renders a record at a time,
+            # and its memory must not grow with a batch of a million tasks.
+            uids = [span.uid for span in spans]
+            for at in range(0, len(uids), SUBMITTED_PER_RECORD):
+                put((SUBMITTED_ALL, t_ns, tuple(uids[at : at + SUBMITTED_PER_RECORD])))
         if self.subscribers_active and self.deliver is not None:
             seconds = t_ns / 1e9
             for span in spans:

@@ -364,6 +364,33 @@ def test_packed_records_expand_to_the_plain_ones(
         assert expand(record) is record
 
 
+def test_a_large_batch_is_submitted_in_small_records() -> None:
+    """The tasks of one submit_tasks call share a submitted record, a few
+    at a time: the telemetry process renders a frame of records at once,
+    and a frame must hold no more lines for a batch of a million tasks."""
+    from asyncflow.telemetry import _records as r
+    from asyncflow.telemetry._recorder import Recorder
+
+    recorder = Recorder("sess", "node", 10, None)
+    sink = _Sink()
+    recorder.attach(sink)
+    spans = [recorder.task_created(_Task(), "gpu", None, None, True) for _ in range(10)]
+    for number, span in enumerate(spans):
+        span.uid = f"task.{number:06d}"
+    del sink.records[:]
+    recorder.submitted_all(spans)
+    per = r.SUBMITTED_PER_RECORD
+    assert [record[0] for record in sink.records] == [r.SUBMITTED_ALL] * -(-10 // per)
+    assert all(len(record[2]) <= per for record in sink.records)
+    lines = "".join(
+        LineRenderer("sess", "node", recorder.trace_hex).render(x) for x in sink.records
+    )
+    assert [json.loads(line) for line in lines.splitlines()] == [
+        {"section": "task", "uid": span.uid, names.SPAN_EVENT_SUBMITTED: span.t_submitted}
+        for span in spans
+    ]
+
+
 @pytest.mark.parametrize("ran", [False, True])
 @pytest.mark.parametrize("in_workflow", [False, True])
 @pytest.mark.parametrize("mode", ["combined", "created ready"])
