@@ -322,31 +322,39 @@ async def test_a_large_loop_turn_is_written_whole(tmp_path: Path) -> None:
     assert {f.uid for f in futures} == task_uids(tel.checkpoint_file)
 
 
+@contextlib.contextmanager
+def _writer_process(
+    path: Path,
+) -> Iterator[tuple[asyncio.AbstractEventLoop, _pipe_writer.ProcessCheckpointWriter]]:
+    """A writer process for ``path`` on a loop of its own, ready; closed after."""
+    loop = asyncio.new_event_loop()
+    writer = _pipe_writer.ProcessCheckpointWriter(path, ("s", "n", "01" * 16), loop)
+    try:
+        assert writer.wait_ready()
+        yield loop, writer
+    finally:
+        writer.close()
+        loop.close()
+
+
 def test_the_writer_holds_nothing_per_task_and_reports_its_peak_rss(tmp_path: Path) -> None:
     """100,000 tasks created in one loop turn and still running: the writer
     renders them in frames and keeps nothing per task, so its memory stays
     near its start-up size (layout 1's renderer kept each live task: 200 MB)."""
     tasks = 100_000
-    loop = asyncio.new_event_loop()
-    path = tmp_path / f"many{names.CHECKPOINT_SUFFIX}"
-    writer = _pipe_writer.ProcessCheckpointWriter(path, ("s", "n", "01" * 16), loop)
-    try:
-        assert writer.wait_ready()
+    with _writer_process(tmp_path / f"many{names.CHECKPOINT_SUFFIX}") as (loop, writer):
         writer.write((records.SHAPE, 0, "task", "t", "function", "b", "w", 1, 0))
         for i in range(tasks):
             writer.write((records.CREATED, f"task.{i:06d}", i << 3, i, 0, "wf-1", i + 1, 1))
         loop.run_until_complete(asyncio.sleep(0))  # the turn ends: one batch of them all
         assert writer.writer_peak_rss is None  # reported at exit
-    finally:
-        writer.close()
-        loop.close()
-    lines = path.read_text().splitlines()
+    lines = (tmp_path / f"many{names.CHECKPOINT_SUFFIX}").read_text().splitlines()
     assert len(lines) == tasks + 1  # and the header
     assert writer.writer_peak_rss is not None
     assert 0 < writer.writer_peak_rss < 80 * 2**20
 
 
-def test_a_million_task_batch_is_submitted_without_growing_the_writer(tmp_path: Path) -> None:
+def test_a_large_batch_is_submitted_without_growing_the_writer(tmp_path: Path) -> None:
     """The tasks of one submit_tasks call share submitted records a few
     uids at a time: 300,000 tasks handed over at once reach the writer in
     frames of bounded size, so its memory stays near its start-up size (one
@@ -355,11 +363,8 @@ def test_a_million_task_batch_is_submitted_without_growing_the_writer(tmp_path: 
     from asyncflow.telemetry._spans import LiveSpan
 
     tasks = 300_000
-    loop = asyncio.new_event_loop()
     path = tmp_path / f"batch{names.CHECKPOINT_SUFFIX}"
-    writer = _pipe_writer.ProcessCheckpointWriter(path, ("s", "n", "01" * 16), loop)
-    try:
-        assert writer.wait_ready()
+    with _writer_process(path) as (loop, writer):
         recorder = Recorder("s", "n", 10, None)
         recorder.attach(writer)
         spans = []
@@ -369,9 +374,6 @@ def test_a_million_task_batch_is_submitted_without_growing_the_writer(tmp_path: 
             spans.append(span)
         recorder.submitted_all(spans)
         loop.run_until_complete(asyncio.sleep(0))  # the turn ends: all of it in one send
-    finally:
-        writer.close()
-        loop.close()
     lines = path.read_text().splitlines()
     assert len(lines) == tasks + 1  # and the header
     assert json.loads(lines[-1])["uid"] == f"task.{tasks - 1:06d}"
