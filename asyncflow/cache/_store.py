@@ -117,16 +117,14 @@ _CONNECTED: dict[str, int] = {}
 _CONNECTED_LOCK = threading.Lock()
 
 
-def _connected(key: str, change: int) -> int:
-    """Count a connection to the store file ``key`` made (1) or closed (-1);
-    returns how many there were before."""
+def _connected(key: str, change: int) -> None:
+    """Count a connection to the store file ``key`` made (1) or closed (-1)."""
     with _CONNECTED_LOCK:
-        before = _CONNECTED.get(key, 0)
-        if before + change > 0:
-            _CONNECTED[key] = before + change
+        now = _CONNECTED.get(key, 0) + change
+        if now > 0:
+            _CONNECTED[key] = now
         else:
             _CONNECTED.pop(key, None)
-        return before
 
 
 def _check_header(path: Path) -> None:

@@ -257,7 +257,10 @@ def _consume(
         done += 4 + size
         lines: list[str] = []
         for packed in batch:
-            record = expand(packed)  # once, for the renderer and the spans
+            try:
+                record = expand(packed)  # once, for the renderer and the spans
+            except Exception:  # noqa: BLE001 - they skip it and say so, below
+                record = packed
             if renderer is not None:
                 try:
                     lines.append(renderer.render(tuple(record)))

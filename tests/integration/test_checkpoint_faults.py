@@ -381,6 +381,22 @@ def test_a_large_batch_is_submitted_without_growing_the_writer(tmp_path: Path) -
     assert 0 < writer.writer_peak_rss < 80 * 2**20
 
 
+def test_a_bad_packed_record_is_skipped_and_the_rest_written(tmp_path: Path) -> None:
+    """A packed record that does not expand (its integers cut short) is
+    skipped like any bad record: the writer process goes on with the rest."""
+    path = tmp_path / f"bad{names.CHECKPOINT_SUFFIX}"
+    with _writer_process(path) as (loop, writer):
+        writer.write((records.SHAPE, 0, "task", "t", "function", "b", "w", 1, 0))
+        for i in range(3):
+            ints = records.CREATED_INTS.pack(i << 3, i, 0, i + 1, 1)
+            writer.write(
+                (records.CREATED_PACKED, f"task.{i:06d}", "wf-1", ints[:-1] if i == 1 else ints)
+            )
+        loop.run_until_complete(asyncio.sleep(0))
+    uids = [json.loads(line).get("uid") for line in path.read_text().splitlines()[1:]]
+    assert uids == ["task.000000", "task.000002"]
+
+
 def test_a_large_batch_goes_in_frames() -> None:
     batch = [
         (records.STARTED, f"task.{i:06d}", i) for i in range(2 * _pipe_writer.FRAME_RECORDS + 1)
