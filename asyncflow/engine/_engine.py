@@ -403,6 +403,18 @@ class WorkflowEngine(Calls):
         tel = self.telemetry
         if tel is not None:
             await tel.stop()
+        if not skip_execution_backend:
+            # The backends are done with their working directory: if nothing
+            # was written there (a dry run, tasks without files), it goes,
+            # so that runs do not leave an empty directory each behind.
+            session_dir = os.path.join(self.work_dir, self.uid)
+            await self._loop.run_in_executor(None, _remove_if_empty, session_dir)
+
+
+def _remove_if_empty(path: str) -> None:
+    """Remove the directory ``path`` if it is empty (else leave it as it is)."""
+    with contextlib.suppress(OSError):  # not empty, gone already, not ours to remove
+        os.rmdir(path)
 
 
 def _absolute(path: str | os.PathLike[str]) -> str:

@@ -78,6 +78,35 @@ async def test_defaults(
         await dry.shutdown()
 
 
+async def test_an_empty_session_directory_goes_at_shutdown(tmp_path: Path) -> None:
+    # A dry run writes nothing there: no empty directory is left per run.
+    dry = await WorkflowEngine.create(dry_run=True, work_dir=tmp_path, uid="dry")
+
+    @dry.function_task
+    async def step() -> None:
+        return None
+
+    await step()
+    assert (tmp_path / "dry").is_dir()
+    await dry.shutdown()
+    assert not (tmp_path / "dry").exists()
+    # One a task wrote into stays, with what it holds.
+    local = await WorkflowEngine.create(work_dir=tmp_path, uid="local")
+
+    @local.executable_task(capture_stdio=True)
+    async def talk() -> str:
+        return "echo kept"
+
+    out = await talk()
+    await local.shutdown()
+    assert Path(out).read_text() == "kept\n"
+    # Backends left running keep their directory, empty or not.
+    kept = await WorkflowEngine.create(dry_run=True, work_dir=tmp_path, uid="kept")
+    await kept.shutdown(skip_execution_backend=True)
+    assert (tmp_path / "kept").is_dir()
+    await kept.backend.shutdown()
+
+
 async def test_duplicate_backend_names_are_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="duplicate backend name 'x'"):
         await WorkflowEngine.create(
