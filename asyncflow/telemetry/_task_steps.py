@@ -32,13 +32,15 @@ from ._records import (
     SUBMITTED_PER_RECORD,
     TASK_SPAN,
 )
-from ._spans import LiveSpan, count, span_dict
+from ._spans import _NO_ATTRIBUTES, LiveSpan, count, span_dict
 from ._task_ends import TaskEnds
 from .observer import TaskInfo
 
 __all__ = ["TaskSteps"]
 
 _created_ints = CREATED_INTS.pack
+_new_span = object.__new__
+_time_ns = time.time_ns
 _ended_span_ints = ENDED_SPAN_INTS.pack
 
 # The steps before a task starts that the engine reports one by one:
@@ -74,24 +76,37 @@ class TaskSteps(TaskEnds):
         shape = self._shapes.get(key)
         if shape is None:
             shape = self._shape(key)
-        rec = LiveSpan(
-            self._rng.getrandbits(64) or 1,
-            parent.span_id if parent is not None else self.session.span_id,
-            shape.level,
-            shape.span_name,
-        )
-        rec.fut = task
-        rec.shape = shape
+        # LiveSpan(...), inline: every slot set once, to its final value
+        # (no __init__ call, no slot written twice; a test holds it to the
+        # constructor's defaults).
+        rec = _new_span(LiveSpan)
+        rec.span_id = self._rng.getrandbits(64) or 1
+        rec.parent = parent.span_id if parent is not None else self.session.span_id
+        rec.level = shape.level
+        rec.name = shape.span_name
+        start = rec.start_ns = _time_ns()
+        rec.end_ns = rec.t_submitted = rec.t_started = 0
+        if ready:  # resolved and queued as it was created: ready(), at its time
+            rec.t_resolved = rec.t_queued = start
+        else:
+            rec.t_resolved = rec.t_queued = 0
+        base = rec.id_base = next(self._blocks) << 3
+        rec.attributes = _NO_ATTRIBUTES
         rec.uid = task.uid
         rec.workflow_id = task.workflow_id
-        base = rec.id_base = next(self._blocks) << 3
+        rec.fut = task
+        rec.shape = shape
+        rec.result = rec.error_type = rec.status_description = ""
+        rec.exception = rec.extra = rec.attempt_events = None
+        rec.depends_on = rec.slots = ()
+        rec.status = n.STATUS_UNSET
+        active = shape.active
+        rec.backend = backend if active is not None else None
+        if active is not None:
+            active[0] += 1
         if owner is not None:
             owner.pending += 1
-            rec.owner = owner
-        active = shape.active
-        if active is not None:
-            rec.backend = backend
-            active[0] += 1
+        rec.owner = owner
         put = self._put
         if put is not None:
             if not shape.sent:
@@ -103,13 +118,11 @@ class TaskSteps(TaskEnds):
                     CREATED_READY_PACKED if ready else CREATED_PACKED,
                     rec.uid,
                     rec.workflow_id,
-                    _created_ints(base, rec.start_ns, shape.id, rec.span_id, rec.parent or 0),
+                    _created_ints(base, start, shape.id, rec.span_id, rec.parent or 0),
                 )
             )
-        if ready:  # resolved and queued as it was created: ready(), at its time
-            rec.t_resolved = rec.t_queued = rec.start_ns
         if self.subscribers_active and self.deliver is not None:
-            seconds = rec.start_ns / 1e9
+            seconds = start / 1e9
             self.deliver(n.EVENT_TASK_CREATED, rec, seconds, {}, base)
             if ready:
                 self.deliver(n.EVENT_TASK_RESOLVED, rec, seconds, {}, base + ID_RESOLVED)

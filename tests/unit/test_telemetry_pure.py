@@ -254,6 +254,45 @@ class _Sink:
         self.records.append(record)
 
 
+@pytest.mark.parametrize("ready", [False, True])
+@pytest.mark.parametrize("in_workflow", [False, True])
+def test_a_task_span_is_made_as_its_constructor_makes_it(ready: bool, in_workflow: bool) -> None:
+    """``task_created`` builds its span without calling ``LiveSpan()``: every
+    slot is set, and each one it does not give a value of its own holds the
+    constructor's default."""
+    from asyncflow.telemetry._recorder import Recorder
+    from asyncflow.telemetry._spans import LiveSpan
+
+    recorder = Recorder("sess", "node", 10, None)
+    recorder.attach(_Sink())
+    workflow = recorder.workflow_started("wf-1", "training", None) if in_workflow else None
+    span = recorder.task_created(_Task(), "gpu", None, "wf-1" if in_workflow else None, ready)
+    made = LiveSpan(1, 2, names.LEVEL_TASK, "task train")
+    own = {
+        "span_id": span.span_id,
+        "parent": workflow.span_id if workflow is not None else recorder.session.span_id,
+        "level": names.LEVEL_TASK,
+        "name": "task train",
+        "start_ns": span.start_ns,
+        "t_resolved": span.start_ns if ready else 0,
+        "t_queued": span.start_ns if ready else 0,
+        "id_base": span.id_base,
+        "uid": "task.000003",
+        "workflow_id": "wf-1",
+        "backend": "gpu",
+        "owner": workflow,
+    }
+    assert span.span_id and span.start_ns and span.id_base
+    for slot in LiveSpan.__slots__:
+        assert hasattr(span, slot), slot
+        if slot in ("fut", "shape"):
+            continue
+        expected = own[slot] if slot in own else getattr(made, slot)
+        assert getattr(span, slot) == expected, slot
+    assert span.shape is not None and span.shape.name == "train"
+    assert span.fut is not None and span.fut.uid == "task.000003"
+
+
 def test_recorder_records_follow_the_declared_layout() -> None:
     from asyncflow.telemetry import _records as r
     from asyncflow.telemetry._recorder import Recorder
