@@ -18,6 +18,7 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 from . import names as n
+from ._unencodable import TEXT_ERRORS
 
 __all__ = ["SpanEncoder", "encode_value"]
 
@@ -63,7 +64,7 @@ def _field(number: int, payload: bytes) -> bytes:
 
 
 def _text(number: int, value: str) -> bytes:
-    return _field(number, value.encode("utf-8", "surrogatepass"))
+    return _field(number, value.encode("utf-8", TEXT_ERRORS))
 
 
 def encode_value(value: Any) -> bytes | None:

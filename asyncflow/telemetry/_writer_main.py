@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from . import names as n
 from ._records import expand
 from ._render import LineRenderer
+from ._unencodable import LINE_ERRORS
 
 if TYPE_CHECKING:
     from ._otlp_sender import SpanSender
@@ -154,7 +155,7 @@ def main(argv: list[str]) -> int:
         fcntl.flock(fd, fcntl.LOCK_SH)
         renderer = LineRenderer(session_id, node_id, trace_hex)
         out = _Out(fd, path, say)
-        out.add(renderer.header().encode("utf-8"))
+        out.add(renderer.header().encode("utf-8", LINE_ERRORS))
     spans = _otlp(json.loads(argv[6]), trace_hex, say) if len(argv) > 6 else None
     buffer = bytearray()
     say("ready")
@@ -275,7 +276,7 @@ def _consume(
                     if span is not None:
                         spans[1].put(span)
         if lines and out is not None:
-            out.add("".join(lines).encode("utf-8"))
+            out.add("".join(lines).encode("utf-8", LINE_ERRORS))
     del buffer[:done]
 
 

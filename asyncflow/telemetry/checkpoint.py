@@ -35,6 +35,7 @@ from ._pipe_writer import (
     file_size,
 )
 from ._render import LineRenderer
+from ._unencodable import LINE_ERRORS
 
 __all__ = [
     "CheckpointWriter",
@@ -171,7 +172,8 @@ class CheckpointWriter(_Sink):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._renderer = renderer
-        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        # Lone surrogates (bytes of a name that is not UTF-8) written escaped.
+        self._file = open(self.path, "a", encoding="utf-8", errors=LINE_ERRORS)  # noqa: SIM115
         # Readers tell a run whose writer is gone by this lock being free.
         fcntl.flock(self._file.fileno(), fcntl.LOCK_SH)
         self._file.write(renderer.header())

@@ -1,0 +1,90 @@
+"""Text that UTF-8 cannot encode on its way to the checkpoint file and OTLP.
+
+A file name that is not UTF-8 reaches Python as a string with lone
+surrogates (PEP 383), and from there an error message, an event field or a
+span attribute. Encoding one strictly raised: the writer process died and
+the rest of the run never reached the file (the thread writer stopped
+writing for good). Each such character is now written as its escape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from asyncflow import WorkflowEngine, define_event
+from asyncflow.dashboard import open_source
+from asyncflow.telemetry import _pipe_writer, checkpoint, read_checkpoint
+from asyncflow.telemetry._otlp_proto import encode_value
+from asyncflow.telemetry._unencodable import LINE_ERRORS, TEXT_ERRORS
+
+# What os.listdir() gives for the file name b"data-\xff.csv".
+NAME = b"data-\xff.csv".decode("utf-8", "surrogateescape")
+FileSeen = define_event("test.FileSeen", path="")
+
+
+@pytest.mark.parametrize("writer", ["process", "thread"])
+async def test_a_name_that_is_not_utf8_is_written_escaped_and_the_run_goes_on(
+    writer: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if writer == "thread":
+
+        def cannot(*args: Any, **kwargs: Any) -> Any:
+            raise _pipe_writer.NoWriterProcess("the thread writer, for this test")
+
+        monkeypatch.setattr(checkpoint, "ProcessCheckpointWriter", cannot)
+    engine = await WorkflowEngine.create(work_dir=tmp_path)
+    try:
+        tel = await engine.start_telemetry(checkpoint_path=tmp_path / "tel")
+
+        @engine.function_task
+        async def read(name: str) -> None:
+            raise FileNotFoundError(f"no such file: {name}")
+
+        @engine.function_task
+        async def ok(x: int) -> int:
+            return x
+
+        assert await asyncio.gather(*[ok(i) for i in range(3)]) == [0, 1, 2]
+        bad = read(NAME)
+        with pytest.raises(FileNotFoundError):
+            await bad
+        tel.emit(FileSeen(path=NAME))
+        async with engine.workflow_scope(name=f"scan {NAME}"):
+            after = [ok(i) for i in range(3)]
+        assert await asyncio.gather(*after) == [0, 1, 2]
+    finally:
+        await engine.shutdown()
+    file = next((tmp_path / "tel").glob("*.jsonl"))
+    file.read_bytes().decode("utf-8")  # valid UTF-8 from end to end
+    run = open_source(file).poll()
+    assert run.ended
+    states = {t.uid: t.state for t in run.tasks}
+    assert len(states) == 7
+    assert states.pop(bad.uid) == "failed"
+    assert set(states.values()) == {"completed"}
+    failed = next(t for t in run.tasks if t.uid == bad.uid)
+    assert failed.message == "no such file: data-\\xff.csv"
+    assert "data-\\xff.csv" in failed.failure
+    events = [e for e in read_checkpoint(file, ["event"]) if e.get("name") == "test.FileSeen"]
+    assert [e["path"] for e in events] == ["data-\\xff.csv"]
+    workflows = {t.workflow_type for t in run.tasks if t.uid in {f.uid for f in after}}
+    assert workflows == {"scan data-\\xff.csv"}
+
+
+def test_unencodable_text_is_escaped_for_json_lines_and_for_otlp() -> None:
+    import orjson
+
+    text = NAME + "\ud800"  # a surrogateescape byte, and any other lone surrogate
+    assert text.encode("utf-8", TEXT_ERRORS) == b"data-\\xff.csv\\ud800"
+    line = orjson.dumps({"m": "x"}).replace(b"x", text.encode("utf-8", LINE_ERRORS))
+    assert orjson.loads(line) == {"m": "data-\\xff.csv\\ud800"}
+    # An OTLP string attribute is valid UTF-8 too (a collector rejects any other).
+    body = encode_value(text)
+    assert body is not None and b"data-\\xff.csv\\ud800" in body
+    body.decode("utf-8")
+    # Text UTF-8 encodes is encoded as ever.
+    assert "é\u2603".encode("utf-8", LINE_ERRORS) == "é\u2603".encode()
