@@ -420,6 +420,15 @@ class ProcessCheckpointWriter:
             )
             self._proc.kill()
             self._proc.wait()
+        elif self._proc.returncode and not self._broken:
+            # It died on its own (a fault in it, the kernel's OOM killer):
+            # what it had not written is not in the file.
+            logger.error(
+                "checkpoint writer for %s ended with exit status %d: the rest of the run "
+                "may be missing from it",
+                self._what,
+                self._proc.returncode,
+            )
         if self._listener is not None:
             self._listener.join(deadline)  # the process is gone: its output ends
         if self._listener is None or not self._listener.is_alive():

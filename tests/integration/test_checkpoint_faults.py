@@ -397,6 +397,21 @@ def test_a_bad_packed_record_is_skipped_and_the_rest_written(tmp_path: Path) -> 
     assert uids == ["task.000000", "task.000002"]
 
 
+def test_a_writer_that_dies_on_its_own_is_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A writer process that ended by itself (here: a frame it cannot read)
+    has not written the rest of the run: shutdown says so."""
+    caplog.set_level(logging.ERROR, logger="asyncflow")
+    path = tmp_path / f"dead{names.CHECKPOINT_SUFFIX}"
+    with _writer_process(path) as (_loop, writer):
+        os.write(writer._fd, struct.pack("<I", 3) + b"\xff\xff\xff")  # not marshal
+        writer._proc.wait(DEADLINE)  # it reads the frame and dies
+    assert writer._proc.returncode == 1
+    assert "ended with exit status 1" in caplog.text
+    assert "may be missing" in caplog.text
+
+
 def test_a_large_batch_goes_in_frames() -> None:
     batch = [
         (records.STARTED, f"task.{i:06d}", i) for i in range(2 * _pipe_writer.FRAME_RECORDS + 1)
