@@ -31,7 +31,7 @@ from ._records import (
 )
 from ._render import LineRenderer
 from ._shapes import TaskShape
-from ._spans import LiveSpan, LiveWorkflow, span_dict
+from ._spans import LiveSpan, LiveWorkflow, plain_attributes, span_dict
 from .redact import describer, redactor
 
 __all__ = ["RecorderBase"]
@@ -143,9 +143,13 @@ class RecorderBase:
         active = self._active.get(backend)
         if active is None:
             active = self._active[backend] = [0, 0]
+        # Once per kind: its names as plain str (a numpy string would reach
+        # the writer as bytes, see plain_value).
+        name, kind, _, workflow_name, cpus, gpus = key
+        plain = (str(name), str(kind), str(backend), str(workflow_name), cpus, gpus)
         shape = self._shapes[key] = TaskShape(
             len(self._shapes),
-            key,
+            plain,
             active,
             (self.queue_duration, self.task_duration, self.run_duration),
         )
@@ -255,7 +259,7 @@ class RecorderBase:
                             rec.end_ns,
                             status,
                             desc,
-                            rec.attributes_dict(),
+                            plain_attributes(rec.attributes_dict()),
                             rec.span_events(),
                         ),
                     )

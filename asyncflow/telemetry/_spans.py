@@ -15,7 +15,15 @@ if TYPE_CHECKING:
     from ._shapes import TaskShape
     from .observer import TaskInfo
 
-__all__ = ["LiveSpan", "LiveWorkflow", "count", "exception_event", "span_dict"]
+__all__ = [
+    "LiveSpan",
+    "LiveWorkflow",
+    "count",
+    "exception_event",
+    "plain_attributes",
+    "plain_value",
+    "span_dict",
+]
 
 # The lifecycle steps before a task starts, in order: (LiveSpan attribute,
 # span event name). The engine event of each is in the recorder.
@@ -193,6 +201,45 @@ def own_attributes(
         attrs[n.TASK_RESULT] = result
     if error_type:
         attrs[n.ERROR_TYPE] = error_type
+    return attrs
+
+
+def plain_value(value: Any) -> Any:
+    """``value`` as a plain ``str``, ``bool``, ``int``, ``float`` or list of
+    them: what a span attribute can be, and what the checkpoint writer's
+    ``marshal`` carries as itself.
+
+    ``marshal`` writes any object with a memory buffer (a numpy number or
+    array, a numpy string) as its raw bytes, silently: a user's
+    ``np.float64(0.5)`` reached the file as ``"b'\\x00...'"``. Numbers and
+    arrays become what their ``tolist()`` gives; anything else its ``str``.
+    """
+    kind = type(value)
+    if kind is str or kind is int or kind is float or kind is bool or value is None:
+        return value
+    if kind is list or kind is tuple:
+        return [plain_value(v) for v in value]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    tolist = getattr(value, "tolist", None)  # numpy numbers and arrays
+    if callable(tolist):
+        try:
+            return plain_value(tolist())
+        except Exception:  # noqa: BLE001 - not numpy's: its text, below
+            pass
+    for plain in (bool, int, float, str):  # subclasses: an IntEnum, a str subclass
+        if isinstance(value, plain):
+            return plain(value)
+    return str(value)
+
+
+def plain_attributes(attrs: dict[str, Any]) -> dict[str, Any]:
+    """``attrs`` with every value plain (see :func:`plain_value`); the same
+    dict when they all are."""
+    for value in attrs.values():
+        kind = type(value)
+        if not (kind is str or kind is int or kind is float or kind is bool):
+            return {str(k): plain_value(v) for k, v in attrs.items()}
     return attrs
 
 

@@ -18,7 +18,7 @@ from ._records import (
     ID_FINAL,
     TASK_SPAN,
 )
-from ._spans import LiveSpan
+from ._spans import LiveSpan, plain_attributes
 
 __all__ = ["TaskEnds"]
 
@@ -205,6 +205,7 @@ class TaskEnds(RecorderBase):
                 logger.exception("span enricher %r failed and was removed", enrich)
                 continue
             if extra:
+                extra = plain_attributes(dict(extra))
                 attrs.update(extra)
                 added.update(extra)
         if added:

@@ -1,10 +1,14 @@
-"""Text that UTF-8 cannot encode on its way to the checkpoint file and OTLP.
+"""User values on their way to the checkpoint file and OTLP.
 
 A file name that is not UTF-8 reaches Python as a string with lone
 surrogates (PEP 383), and from there an error message, an event field or a
 span attribute. Encoding one strictly raised: the writer process died and
 the rest of the run never reached the file (the thread writer stopped
 writing for good). Each such character is now written as its escape.
+
+A numpy number in a span attribute went to the writer process as its raw
+bytes (``marshal`` writes any object with a memory buffer that way): the
+file held ``"b'\\x00...'"``. Attribute values are now made plain first.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ import pytest
 
 from asyncflow import WorkflowEngine, define_event
 from asyncflow.dashboard import open_source
-from asyncflow.telemetry import _pipe_writer, checkpoint, read_checkpoint
+from asyncflow.telemetry import _pipe_writer, checkpoint, names, read_checkpoint
 from asyncflow.telemetry._otlp_proto import encode_value
+from asyncflow.telemetry._spans import plain_attributes, plain_value
 from asyncflow.telemetry._unencodable import LINE_ERRORS, TEXT_ERRORS
 
 # What os.listdir() gives for the file name b"data-\xff.csv".
@@ -88,3 +93,61 @@ def test_unencodable_text_is_escaped_for_json_lines_and_for_otlp() -> None:
     body.decode("utf-8")
     # Text UTF-8 encodes is encoded as ever.
     assert "é\u2603".encode("utf-8", LINE_ERRORS) == "é\u2603".encode()
+
+
+async def test_numpy_values_in_span_attributes_keep_their_values(tmp_path: Path) -> None:
+    import enum
+
+    import numpy as np
+
+    class Level(enum.IntEnum):
+        HIGH = 2
+
+    engine = await WorkflowEngine.create(dry_run=True, work_dir=tmp_path)
+    try:
+        tel = await engine.start_telemetry(checkpoint_path=tmp_path / "tel")
+        tel.register_span_enricher(
+            lambda task, attrs: {
+                "test.score": np.float64(0.5),
+                "test.n": np.int64(3),
+                "test.shape": np.array([2, 3]),
+                "test.label": np.str_("best"),
+                "test.level": Level.HIGH,
+            }
+        )
+
+        @engine.function_task
+        async def train(x: int) -> int:
+            return x
+
+        with tel.span_scope("prepare", {"test.rows": np.int64(1000)}):
+            pass
+        async with engine.workflow_scope(name=np.str_("simulate")):  # type: ignore[arg-type]
+            await train(1)
+    finally:
+        await engine.shutdown()
+    file = next((tmp_path / "tel").glob("*.jsonl"))
+    spans = {s["name"]: s["attributes"] for s in read_checkpoint(file, ["span"])}
+    assert spans["span prepare"]["test.rows"] == 1000
+    task = spans["task train"]
+    assert task["test.score"] == 0.5 and task["test.n"] == 3
+    assert task["test.shape"] == [2, 3]
+    assert task["test.label"] == "best" and task["test.level"] == 2
+    assert task[names.WORKFLOW_NAME] == "simulate"
+    assert [t.workflow_type for t in open_source(file).poll().tasks] == ["simulate"]
+
+
+def test_plain_values() -> None:
+    import numpy as np
+
+    assert plain_value(np.float64(0.25)) == 0.25 and type(plain_value(np.float64(1))) is float
+    assert plain_value(np.int32(7)) == 7 and type(plain_value(np.int32(7))) is int
+    assert plain_value(np.bool_(True)) is True
+    assert plain_value(np.array([[1, 2], [3, 4]])) == [[1, 2], [3, 4]]
+    assert plain_value((1, "a", np.int64(2))) == [1, "a", 2]
+    assert plain_value(b"ok\xff") == "ok\\xff"
+    assert plain_value({"a": 1}) == "{'a': 1}"
+    assert plain_value(None) is None
+    plain = {"a": 1, "b": "x", "c": 0.5, "d": False}
+    assert plain_attributes(plain) is plain  # nothing to do: the same dict
+    assert plain_attributes({"a": np.int64(1)}) == {"a": 1}
