@@ -209,6 +209,11 @@ def _be_nice() -> None:
 def _finish(out: _Out, path: str, say: Callable[[str], None]) -> None:
     """Write what is held, say what was lost, and close the file."""
     out.flush()
+    if out.torn:
+        # The last write was cut short (a full disk) and will not be written
+        # again: take its start off, so that the file ends with a whole line.
+        with contextlib.suppress(OSError):
+            os.ftruncate(out.fd, os.fstat(out.fd).st_size - out.torn)
     if out.held or out.dropped:
         lost = out.held.count(b"\n") + out.dropped
         say(f"error {path}: {lost} lines could not be written ({out.failed_with})")

@@ -267,6 +267,55 @@ async def test_full_disk_is_reported_once_and_writing_resumes_on_a_fresh_line(
     assert {f.uid for f in before + after} <= task_uids(tel.checkpoint_file)
 
 
+FULL_AT_THE_END = textwrap.dedent(
+    """
+    import asyncio, resource, signal, sys
+    from asyncflow import NoopExecutionBackend, WorkflowEngine
+
+    # A file size limit, inherited by the writer process: a write past it is
+    # cut short, then fails (EFBIG), as on a disk that fills up mid-line.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, resource.RLIM_INFINITY))
+
+    async def main():
+        engine = await WorkflowEngine.create(backend=NoopExecutionBackend(), work_dir=sys.argv[2])
+        await engine.start_telemetry(checkpoint_path=sys.argv[1])
+
+        @engine.function_task
+        async def t(i):
+            return i
+
+        for _ in range(10):
+            await asyncio.gather(*[t(i) for i in range(100)])
+        await engine.shutdown()
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_a_disk_full_to_the_end_leaves_whole_lines(tmp_path: Path) -> None:
+    """The file cannot grow any more until the run ends: what the last write
+    cut short is taken off the end, so the file ends with a whole line (it
+    ended mid-line: its last write was never written again)."""
+    script = tmp_path / "full.py"
+    script.write_text(FULL_AT_THE_END)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "tel"), str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        timeout=DEADLINE * 2,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert b"lines could not be written (EFBIG)" in proc.stderr
+    (file,) = (tmp_path / "tel").glob(f"*{names.CHECKPOINT_SUFFIX}")
+    data = file.read_bytes()
+    assert 30_000 < len(data) <= 40_000
+    assert data.endswith(b"\n")
+    for line in data.decode().splitlines():
+        json.loads(line)
+
+
 async def test_deleted_directory_is_reported_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
