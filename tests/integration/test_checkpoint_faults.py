@@ -139,6 +139,75 @@ def test_sigkill_keeps_every_task_whose_future_completed(tmp_path: Path) -> None
     assert finished <= task_uids(tmp_path / "tel")
 
 
+STALLED_THEN_KILLED = textwrap.dedent(
+    """
+    import asyncio, os, sys
+    from asyncflow import NoopExecutionBackend, WorkflowEngine
+    from asyncflow.telemetry import _pipe_writer
+
+    # The writer stops for longer than the test's pause before it counts
+    # as stalled: a machine however loaded keeps this test's meaning.
+    _pipe_writer.STALL_SECONDS = 60.0
+
+    async def main():
+        work_dir = os.path.dirname(sys.argv[2])
+        engine = await WorkflowEngine.create(backend=NoopExecutionBackend(), work_dir=work_dir)
+        await engine.start_telemetry(checkpoint_path=sys.argv[1])
+
+        @engine.function_task
+        async def t(i):
+            return i
+
+        done = open(sys.argv[2], "w")
+        print("ready", flush=True)
+        sys.stdin.readline()  # the test has stopped the writer
+        while True:
+            futs = [t(i) for i in range(500)]
+            await asyncio.gather(*futs)
+            done.write("".join(f.uid + "\\n" for f in futs))
+            done.flush()
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_sigkill_keeps_completed_tasks_while_the_writer_is_behind(tmp_path: Path) -> None:
+    """The writer is stopped (a slow disk) while the run goes on, then the
+    engine is killed: every task whose future completed is in the file.
+    Futures completed while the writer's records waited in the engine's
+    backlog (beyond the pipe's 1 MiB): thousands of them were lost."""
+    script = tmp_path / "stalled.py"
+    script.write_text(STALLED_THEN_KILLED)
+    done = tmp_path / "done.txt"
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "tel"), str(done)],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        assert proc.stdout.readline() == b"ready\n"
+        (writer,) = writer_processes(proc.pid)
+        writer.suspend()
+        proc.stdin.write(b"go\n")
+        proc.stdin.flush()
+        # The run goes on for a while; with the writer stopped it makes more
+        # records than the pipe holds.
+        time.sleep(1.5)
+    finally:
+        proc.kill()
+        with contextlib.suppress(psutil.NoSuchProcess, NameError):
+            writer.resume()  # it holds the run's stderr: resumed, it ends
+        _, err = proc.communicate(timeout=DEADLINE)  # and closes the pipes
+    assert psutil.wait_procs([writer], timeout=DEADLINE)[1] == []
+    finished = set(done.read_text().split())
+    assert finished, err.decode()
+    assert finished <= task_uids(tmp_path / "tel")
+
+
 # ---------------------------------------------------------------- a stalled writer
 
 
