@@ -108,7 +108,10 @@ class Attempts(Submission):
     ) -> None:
         policy = fut._policy
         if fut._tel is not None and self._observer is not None and policy and policy.retries:
-            self._observer.attempt_ended(fut._tel, run.attempt, run.started_ns, error, retrying)
+            try:
+                self._observer.attempt_ended(fut._tel, run.attempt, run.started_ns, error, retrying)
+            except Exception:  # noqa: BLE001 - a telemetry hook never stops a task
+                self._telemetry_failed("attempt_ended", fut.uid)
 
     def _attempt_failed(
         self, fut: TaskFuture[Any], run: RunState, exc: BaseException, retry: bool = True

@@ -170,7 +170,10 @@ class WorkflowEngine(Calls):
         finally:
             self._workflow.reset(token)
             if span is not None and self._observer is not None:
-                self._observer.workflow_ended(span, error)
+                try:
+                    self._observer.workflow_ended(span, error)
+                except Exception:  # noqa: BLE001 - the scope's own error, if any, propagates
+                    self._telemetry_failed("workflow_ended", wf_id)
 
     # ------------------------------------------------------------------ progress
     def task_counts(self) -> Counts:

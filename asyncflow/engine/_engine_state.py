@@ -123,6 +123,7 @@ class EngineState:
         self._scoped = False
         self.telemetry: Telemetry | None = None
         self._observer: TaskObserver | None = None
+        self._telemetry_broke = False  # a telemetry hook raised (logged once)
         self._telemetry_starting: asyncio.Future[None] | None = None
         self._gc_counted = False  # counted in _gc while it runs (create() only)
         # The result cache: every function/executable task cached (resume= or
@@ -192,6 +193,18 @@ class EngineState:
         if block is not None and scope is not None and scope[2] is block:
             return None, scope
         return block, scope
+
+    def _telemetry_failed(self, hook: str, uid: str) -> None:
+        """A telemetry hook raised (call in its ``except``): logged once, with
+        its traceback; the task and every other one go on as without it."""
+        if not self._telemetry_broke:
+            self._telemetry_broke = True
+            logger.exception(
+                "telemetry failed in %s for %s (later failures are not logged); "
+                "the tasks go on, their telemetry may be incomplete",
+                hook,
+                uid,
+            )
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = self._loop.create_task(coro)

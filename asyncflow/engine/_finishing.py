@@ -72,7 +72,11 @@ class Finishing(EngineState):
         if span is not None and self._observer is not None:
             fut._tel = None
             depends_on = tuple([d.uid for d in fut._deps if type(d) is TaskFuture])
-            self._observer.task_finished(span, result, exc, self._closed, depends_on)
+            # A hook that raised would leave the task's dependents waiting.
+            try:
+                self._observer.task_finished(span, result, exc, self._closed, depends_on)
+            except Exception:  # noqa: BLE001 - a telemetry hook never stops a task
+                self._telemetry_failed("task_finished", fut.uid)
 
     def _completed_telemetry(self, fut: TaskFuture[Any], started: bool) -> None:
         """``fut`` completed: started (unless ``started``) and ended, in one hook."""
@@ -81,7 +85,10 @@ class Finishing(EngineState):
             fut._tel = None
             deps = fut._deps
             depends_on = tuple([d.uid for d in deps if type(d) is TaskFuture]) if deps else ()
-            self._observer.completed(span, started, depends_on)
+            try:
+                self._observer.completed(span, started, depends_on)
+            except Exception:  # noqa: BLE001 - a telemetry hook never stops a task
+                self._telemetry_failed("completed", fut.uid)
 
     def _complete(self, fut: TaskFuture[Any], value: Any, ran: bool = True) -> None:
         """The task succeeded with ``value``: its future, telemetry, dependents.

@@ -133,11 +133,16 @@ class Reporting(Attempts):
                         fut.set_result(report.get("return_value"))  # type: ignore[union-attr]
                         fut._tel = None
                         deps = fut._deps
-                        observer.completed(
-                            span,
-                            reported,
-                            tuple([d.uid for d in deps if type(d) is TaskFuture]) if deps else (),
-                        )
+                        try:
+                            observer.completed(
+                                span,
+                                reported,
+                                tuple([d.uid for d in deps if type(d) is TaskFuture])
+                                if deps
+                                else (),
+                            )
+                        except Exception:  # noqa: BLE001 - a telemetry hook never stops a task
+                            self._telemetry_failed("completed", fut.uid)
                     for instruction in self._graph.finish(fut, g.DONE):
                         kind, key, _ = instruction
                         if kind == _RELEASE and type(key) is TaskFuture:

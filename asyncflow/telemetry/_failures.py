@@ -15,7 +15,7 @@ from asyncflow.errors import ExecutableError
 
 from . import names as n
 
-__all__ = ["MESSAGE_CHARS", "exception_record", "process_attributes"]
+__all__ = ["MESSAGE_CHARS", "error_text", "exception_record", "process_attributes"]
 
 MESSAGE_CHARS = 4096  # the most of an exception message recorded
 
@@ -27,13 +27,22 @@ def _tail(text: str, limit: int) -> str:
     return f"[{len(text) - limit} characters cut]\n" + text[-limit:]
 
 
+def error_text(error: BaseException) -> str:
+    """``str(error)``, or what stands for it when its ``__str__`` is broken
+    (raises, or returns no string: a common slip in user exceptions)."""
+    try:
+        return str(error)
+    except Exception:  # noqa: BLE001 - telemetry never fails a task
+        return f"<{type(error).__name__}: its str() failed>"
+
+
 def exception_record(error: BaseException) -> tuple[str, str, str]:
     """``(type, message, stack trace)`` of ``error``, as the ``exception`` span event has them.
 
     The stack trace keeps its end (where it was raised) when it is too long.
     """
     kind = type(error).__name__
-    message = str(error)
+    message = error_text(error)
     if len(message) > MESSAGE_CHARS:
         message = message[:MESSAGE_CHARS] + f" [{len(message) - MESSAGE_CHARS} characters cut]"
     try:

@@ -20,6 +20,7 @@ from typing import Any
 
 from . import names as n
 from ._aggregate import Counters, Histograms
+from ._failures import error_text
 from ._records import (
     COMPLETED_PACKED,
     ENDED_INTS,
@@ -220,7 +221,7 @@ class RecorderBase:
         error_status = n.STATUS_ERROR
         if error is not None and not isinstance(error, asyncio.CancelledError):
             result, status = n.RESULT_FAILED, error_status
-            desc = self.describe(f"{type(error).__name__}: {error}")
+            desc = self.describe(f"{type(error).__name__}: {error_text(error)}")
             rec.attributes[n.ERROR_TYPE] = type(error).__name__
         elif error is not None:
             result, status, desc = n.RESULT_CANCELED, error_status, "canceled"

@@ -8,10 +8,11 @@ from __future__ import annotations
 import logging
 import time
 from bisect import bisect_left
+from collections.abc import Mapping
 from typing import Any
 
 from . import names as n
-from ._failures import exception_record, process_attributes
+from ._failures import error_text, exception_record, process_attributes
 from ._recorder_base import RecorderBase
 from ._records import (
     ATTEMPT,
@@ -46,7 +47,7 @@ class TaskEnds(RecorderBase):
         if error is not None:
             error_type = type(error).__name__
             attrs[n.ERROR_TYPE] = error_type
-            attrs[n.ATTEMPT_ERROR] = str(error)[:1000]
+            attrs[n.ATTEMPT_ERROR] = error_text(error)[:1000]
         if span.attempt_events is None:
             span.attempt_events = []
         span.attempt_events.append((t_ns, attrs))
@@ -100,7 +101,7 @@ class TaskEnds(RecorderBase):
         elif result == n.RESULT_FAILED:
             error_type = rec.error_type = type(error).__name__ if error is not None else "Error"
             status, final = n.STATUS_ERROR, n.EVENT_TASK_FAILED
-            desc = self.describe(str(error)) if error is not None else "failed"
+            desc = self.describe(error_text(error)) if error is not None else "failed"
             if error is not None:
                 # Secrets out of the traceback and the stderr tail too.
                 kind, message, stack = exception_record(error)
@@ -200,12 +201,17 @@ class TaskEnds(RecorderBase):
         for enrich in list(self.enrichers):
             try:
                 extra = enrich(rec.fut, attrs)
+                if extra is not None and not isinstance(extra, Mapping):
+                    raise TypeError(
+                        f"a span enricher returns a dict or None, not {type(extra).__name__}"
+                    )
+                if extra:
+                    extra = plain_attributes({str(k): v for k, v in extra.items()})
             except Exception:  # an enricher never breaks a task
                 self.enrichers.remove(enrich)
                 logger.exception("span enricher %r failed and was removed", enrich)
                 continue
             if extra:
-                extra = plain_attributes(dict(extra))
                 attrs.update(extra)
                 added.update(extra)
         if added:

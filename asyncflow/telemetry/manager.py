@@ -18,6 +18,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor
 
 from . import names as n
+from ._failures import error_text
 from ._otel import (
     Exporters,
     Instruments,
@@ -286,7 +287,8 @@ class Telemetry:
         try:
             yield rec
         except BaseException as exc:
-            status, desc = n.STATUS_ERROR, self._recorder.describe(f"{type(exc).__name__}: {exc}")
+            status = n.STATUS_ERROR
+            desc = self._recorder.describe(f"{type(exc).__name__}: {error_text(exc)}")
             rec.attributes[n.ERROR_TYPE] = type(exc).__name__
             raise
         finally:

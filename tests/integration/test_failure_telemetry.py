@@ -7,10 +7,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from asyncflow import LocalExecutionBackend, WorkflowEngine
+from asyncflow.errors import DependencyFailureError
 from asyncflow.telemetry import names, read_checkpoint
 
 SECRET = "s3cr3t-token-value-7781"
@@ -165,3 +167,88 @@ async def test_run_time_and_queue_wait_histograms(tmp_path: Path) -> None:
     assert total["sum"] >= run["sum"] + 0.2 - 0.05
     assert queue["sum"] < total["sum"] - run["sum"]
     await engine.shutdown()
+
+
+class BrokenStr(Exception):
+    """A user exception whose ``__str__`` returns None (a common slip)."""
+
+    def __str__(self) -> str:
+        return None  # type: ignore[return-value]
+
+
+async def test_an_exception_whose_str_is_broken_fails_its_task_and_no_more(
+    tmp_path: Path,
+) -> None:
+    """With telemetry on, str() of such an exception raised inside the
+    recorder, and the engine stopped half-way: the dependent of the failed
+    task never ended, a retried task failed with the wrong error and a
+    workflow scope raised a TypeError instead of the user's exception."""
+    engine = await WorkflowEngine.create(backend=await LocalExecutionBackend(), work_dir=tmp_path)
+    try:
+        tel = await engine.start_telemetry(checkpoint_path=tmp_path / "tel")
+
+        @engine.function_task
+        async def load() -> None:
+            raise BrokenStr()
+
+        @engine.function_task
+        async def use(cfg: Any) -> Any:
+            return cfg
+
+        cfg = load()
+        out = use(cfg)
+        with pytest.raises(DependencyFailureError):
+            await asyncio.wait_for(out, 30)
+        with pytest.raises(BrokenStr):
+            await cfg
+        with pytest.raises(BrokenStr):
+            await asyncio.wait_for(load(retries=1, retry_delay=0), 30)
+        with pytest.raises(BrokenStr):
+            async with engine.workflow_scope(name="w"):
+                raise BrokenStr()
+    finally:
+        await engine.shutdown()
+    assert tel.checkpoint_file is not None
+    spans = [
+        s
+        for s in read_checkpoint(tel.checkpoint_file, sections=[names.SECTION_SPAN])
+        if s["attributes"].get(names.TASK_NAME) == "load"
+    ]
+    assert len(spans) == 2
+    for span in spans:
+        assert span["status_description"] == "<BrokenStr: its str() failed>"
+        assert exception_of(span)[names.EXCEPTION_MESSAGE] == "<BrokenStr: its str() failed>"
+
+
+async def test_a_telemetry_hook_that_raises_is_logged_once_and_stops_no_task(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Hooks must never raise; if one does all the same (a bug, a bad
+    enricher), the task ends and its dependents run."""
+    engine = await WorkflowEngine.create(dry_run=True, work_dir=tmp_path)
+    try:
+        tel = await engine.start_telemetry()
+        # An enricher that returns no dict: logged and removed, as one that raises.
+        tel.register_span_enricher(lambda task, attrs: ["team=physics"])
+
+        @engine.function_task
+        async def step(*deps: Any) -> int:
+            return 1
+
+        assert await asyncio.wait_for(step(step()), 30) == "Dummy Output"
+        assert "a span enricher returns a dict or None, not list" in caplog.text
+        observer = engine._observer
+        assert observer is not None
+
+        def broken(*args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("a bug in a hook")
+
+        caplog.clear()
+        for hook in ("completed", "task_finished"):
+            setattr(observer, hook, broken)
+        first = step()
+        assert await asyncio.wait_for(step(first, step(first)), 30) == "Dummy Output"
+    finally:
+        await engine.shutdown()
+    assert caplog.text.count("telemetry failed in completed") == 1
+    assert "a bug in a hook" in caplog.text
