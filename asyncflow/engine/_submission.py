@@ -106,8 +106,13 @@ class Submission(Descriptions):
         """Run an executable or prompt body (on this loop) with resolved values."""
         if fut._run is not None:  # its cache key needs them once the command is known
             fut._run.arguments = (args, kwargs)
-        body = fut.func(*args, **kwargs)
-        task = self._loop.create_task(body)
+        try:
+            task = self._loop.create_task(fut.func(*args, **kwargs))
+        except Exception as exc:  # noqa: BLE001 - e.g. a body that cannot take these arguments
+            # This task fails, as a function task would; the caller (another
+            # task's end, releasing its dependents) goes on with the others.
+            self._finish_exc(fut, exc)
+            return
         fut._body = task
 
         def _done(t: asyncio.Task[Any]) -> None:

@@ -1013,3 +1013,39 @@ async def test_foreign_backends_submit_inside_a_task_of_their_own(tmp_path: Path
             assert backend.seen_task and all(t is not None for t in backend.seen_task)
     finally:
         await engine.shutdown()
+
+
+async def test_a_body_that_cannot_take_its_arguments_fails_its_task_alone(
+    tmp_path: Path,
+) -> None:
+    """An executable or prompt body is called by the engine with the resolved
+    arguments: a TypeError there fails that task only (it escaped, left the
+    task pending for ever and dropped the release of its siblings)."""
+    engine = await WorkflowEngine.create(dry_run=True, work_dir=tmp_path)
+    try:
+
+        @engine.function_task
+        async def produce() -> str:
+            return "hello"
+
+        @engine.executable_task
+        async def echo(word: str) -> str:
+            return f"echo {word}"
+
+        @engine.prompt_task
+        async def ask(word: str) -> str:
+            return f"say {word}"
+
+        @engine.function_task
+        async def consume(word: str) -> str:
+            return word
+
+        p = produce()
+        bad = [echo(p, "extra"), ask(p, "extra"), echo("a", "b")]  # type: ignore[call-arg]
+        good = consume(p)
+        for fut in bad:
+            with pytest.raises(TypeError, match="positional argument"):
+                await asyncio.wait_for(fut, 30)
+        assert await asyncio.wait_for(good, 30) == "Dummy Output"
+    finally:
+        await engine.shutdown()
