@@ -250,9 +250,11 @@ class TaskSteps(TaskEnds):
         row[-1] += total
         if ran:
             started = span.t_started
-            active[1] -= 1
             if started:
+                active[1] -= 1
                 self._ran_for((t_ns - started) / 1e9, rows[2], bounds)
+            else:  # never reported running: a cache hit, a retried dry run
+                active[0] -= 1
         else:  # started as it ended (a dry run): it ran for no time
             span.t_started = t_ns
             active[0] -= 1

@@ -62,6 +62,16 @@ async def test_identical_call_is_a_hit_and_never_runs(tmp_path: Path) -> None:
         }
         assert lookups == {n.CACHE_HIT: 1, n.CACHE_MISS: 2}
         assert engine.task_counts().cached == 1
+        # Hits after the kind ran: nothing is left counted pending or running
+        # (the running count went to -3: a hit was taken off it).
+        assert await asyncio.gather(*[square(3) for _ in range(3)]) == [9, 9, 9]
+        active = {
+            p["attributes"][n.TASK_STATE]: p["value"]
+            for p in tel.read_metrics()
+            if p["name"] == n.METRIC_TASKS_ACTIVE
+        }
+        assert active == {n.STATE_PENDING: 0, n.STATE_RUNNING: 0}
+        assert tel.summary()["tasks"]["running"] == 0
     assert (tmp_path / FILE_NAME).exists()
 
 

@@ -538,3 +538,31 @@ def test_completed_is_started_and_task_finished_in_one_call(
             assert span.depends_on == ("task.000001",)
             if mode == "created ready":  # resolved and queued as it was created
                 assert span.t_resolved == span.start_ns
+
+
+@pytest.mark.parametrize("slow", [False, True])
+def test_a_task_that_never_reported_running_leaves_the_live_counts_at_zero(slow: bool) -> None:
+    """``completed(span, ran=True)`` of a task that never started (a cache
+    hit, a later attempt on a backend that reports no running): it was
+    pending, it is no more. The common way took it off the running count,
+    which went negative; the single hooks' way did it right."""
+    from asyncflow.telemetry._recorder import Recorder
+
+    recorder = Recorder("sess", "node", 10, None)
+    recorder.attach(_Sink())
+    if slow:  # a subscriber: the single hooks' way
+        recorder.subscribers_active = True
+        recorder.deliver = lambda *args: None
+    # One of the kind ran (the common way is open to the kind from then on)...
+    span = recorder.task_created(_Task(), "gpu", None, None, True)
+    recorder.submitted_all([span])
+    recorder.started(span)
+    recorder.completed(span, True, ())
+    for _ in range(3):  # ... then three end that never reported running
+        span = recorder.task_created(_Task(), "gpu", None, None, True)
+        recorder.submitted_all([span])
+        recorder.completed(span, True, ())
+    assert recorder.active_tasks == {
+        (names.STATE_PENDING, "gpu"): 0,
+        (names.STATE_RUNNING, "gpu"): 0,
+    }
