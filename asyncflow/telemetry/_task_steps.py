@@ -178,10 +178,13 @@ class TaskSteps(TaskEnds):
                 self.deliver(n.EVENT_TASK_SUBMITTED, span, seconds, {}, span.id_base + ID_SUBMITTED)
 
     def assigned(self, span: LiveSpan, slots: Iterable[Any]) -> None:
-        """A backend gave the task its resource slots (just before it starts)."""
+        """A backend gave the task its resource slots (just before it starts;
+        again before each later attempt)."""
+        # A later attempt's assignment is an event of its own: a fresh id (the
+        # task's block of ids has one place for it).
+        event_id = self.new_event_id() if span.slots else span.id_base + ID_ASSIGNED
         span.slots = tuple(str(s) for s in slots)
         t_ns = time.time_ns()
-        event_id = span.id_base + ID_ASSIGNED
         fut = span.fut
         td = fut.task_description if fut is not None else None
         extra = {

@@ -341,3 +341,32 @@ async def test_tasks_with_retries_are_never_chained_on_the_backend(
         links.append(link(str(tmp_path / str(i)), links[-1]))
     assert not any(engine._graph.is_pushed_down(f) for f in links)
     assert await asyncio.gather(*links) == list(range(1, 9))
+
+
+async def test_each_attempt_s_slots_are_an_event_of_their_own(tmp_path: Path) -> None:
+    """A retried task on a slot-aware backend is assigned slots before each
+    attempt: each ``asyncflow.ResourceAssigned`` has an event id of its own
+    (all had the task's one id for it)."""
+    engine = await WorkflowEngine.create(
+        backend=await LocalExecutionBackend(cpus=2), work_dir=tmp_path
+    )
+    try:
+        tel = await engine.start_telemetry()
+        seen: list[tuple[str, int]] = []
+        tel.subscribe(lambda ev: seen.append((ev.event_type, ev.event_id)))
+        tries: list[int] = []
+
+        @engine.function_task(retries=2, retry_delay=0)
+        async def flaky() -> str:
+            tries.append(1)
+            if len(tries) < 3:
+                raise ValueError("try again")
+            return "ok"
+
+        assert await flaky() == "ok"
+    finally:
+        await engine.shutdown()
+    assigned = [i for name, i in seen if name == n.EVENT_RESOURCE_ASSIGNED]
+    assert len(assigned) == 3
+    ids = [i for _, i in seen]
+    assert len(ids) == len(set(ids))
