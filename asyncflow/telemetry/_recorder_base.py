@@ -81,6 +81,9 @@ class RecorderBase:
         self._active: dict[str, list[int]] = {}
         self.active_workflows: dict[str, int] = {}
         self._open_workflows: dict[str, LiveWorkflow] = {}
+        # The same, by span id: a scope opened inside another is one of its
+        # members (the outer one ends after it, failed if it failed).
+        self._workflow_spans: dict[int, LiveWorkflow] = {}
         # One TaskShape per kind of task: (name, type, backend, workflow type, cpus, gpus).
         self._shapes: dict[tuple[str, str, str, str, int, int], TaskShape] = {}
         # Aggregates: they never grow with the number of tasks.
@@ -194,6 +197,11 @@ class RecorderBase:
             n.WORKFLOW_NAME: name or "",
         }
         self._open_workflows[wf_id] = rec
+        self._workflow_spans[rec.span_id] = rec
+        owner = self._workflow_spans.get(parent) if parent is not None else None
+        if owner is not None:  # a scope inside a scope: a member of it
+            owner.pending += 1
+            rec.owner = owner
         key = name or ""
         self.active_workflows[key] = self.active_workflows.get(key, 0) + 1
         return rec
@@ -234,6 +242,17 @@ class RecorderBase:
         rec.attributes[n.WORKFLOW_RESULT] = result
         self.workflow_duration.record((name, result), (rec.end_ns - rec.start_ns) / 1e9)
         self.finish_span(rec, status, desc)
+        self._workflow_spans.pop(rec.span_id, None)
+        owner = rec.owner
+        if owner is not None:  # the scope it was opened in ends after it
+            rec.owner = None
+            if result == n.RESULT_FAILED:
+                owner.failed = True
+            elif rec.cut_off:
+                owner.cut_off = True
+            owner.pending -= 1
+            if owner.closed and owner.pending <= 0:
+                self._end_workflow(owner)
 
     # ------------------------------------------------------------------ spans
     def finish_span(self, rec: LiveSpan, status: str, desc: str, final: str | None = None) -> None:

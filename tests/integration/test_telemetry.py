@@ -860,3 +860,48 @@ async def test_telemetry_problems_never_stop_the_run(
     finally:
         await engine.shutdown()
         taken.close()
+
+
+async def test_a_scope_inside_a_scope_is_one_of_its_members(tmp_path: Path) -> None:
+    """The outer workflow's span ends after the inner one, failed when it
+    failed (it ended at its own last task, and said completed)."""
+    release = threading.Event()
+    engine = await WorkflowEngine.create(backend=await LocalExecutionBackend(), work_dir=tmp_path)
+    try:
+        tel = await engine.start_telemetry()
+
+        @engine.function_task
+        async def slow_fail() -> None:
+            release.wait(30)
+            raise ValueError("boom")
+
+        @engine.function_task
+        async def quick() -> int:
+            return 1
+
+        async with engine.workflow_scope(name="outer"):
+            q = quick()
+            async with engine.workflow_scope(name="inner"):
+                s = slow_fail()
+        assert await q == 1
+
+        def ended() -> dict[str, dict[str, Any]]:
+            return {
+                t["name"]: t
+                for t in tel.read_traces()
+                if t["attributes"].get(names.LEVEL) == names.LEVEL_WORKFLOW
+            }
+
+        assert ended() == {}  # both scopes exited; a task of the inner one runs
+        release.set()
+        with pytest.raises(ValueError):
+            await s
+    finally:
+        release.set()
+        await engine.shutdown()
+    spans = ended()
+    task = next(t for t in tel.read_traces() if t["name"] == "task slow_fail")
+    for name in ("workflow outer", "workflow inner"):
+        assert spans[name]["attributes"][names.WORKFLOW_RESULT] == names.RESULT_FAILED
+        assert spans[name]["end_ns"] >= task["end_ns"]
+    assert spans["workflow outer"]["end_ns"] >= spans["workflow inner"]["end_ns"]
