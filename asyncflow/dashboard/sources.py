@@ -17,6 +17,7 @@ reads files and URLs.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -63,6 +64,7 @@ class _Tail:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.identity: tuple[int, int] | None = None
+        self.base = 0
         self._restart()
 
     def _restart(self) -> None:
@@ -71,6 +73,11 @@ class _Tail:
         self.offset = 0
         self.pending = bytearray()
         self.skipping = False  # the current line is no record: drop it up to its newline
+
+    def snapshot(self) -> Run:
+        """The run read so far, its version counted over every run this path held."""
+        run = self.builder.snapshot()
+        return dataclasses.replace(run, version=self.base + run.version) if self.base else run
 
     @property
     def torn(self) -> int:
@@ -86,7 +93,11 @@ class _Tail:
             raise SourceError(f"Cannot read {self.path}: {exc.strerror or exc}") from None
         identity = (stat.st_dev, stat.st_ino)
         if self.identity is not None and (identity != self.identity or stat.st_size < self.offset):
-            self._restart()  # the file was replaced or truncated
+            # The file was replaced or truncated: another run, read from its
+            # start. Its versions go on past the last one of the old run, so
+            # equal versions of this source still hold equal data.
+            self.base += self.builder.version + 1
+            self._restart()
         self.identity = identity
         gone = not _writer_alive(self.path)
         if stat.st_size == self.offset and self.builder.version:
@@ -222,7 +233,7 @@ class CheckpointSource(SpanSource):
         if tail is None:
             tail = self._tails[path] = _Tail(path)
         tail.read()
-        return tail.builder.snapshot()
+        return tail.snapshot()
 
 
 class OtlpFileSource(FetchedSource):

@@ -20,7 +20,9 @@ from typing import Any
 
 import pytest
 
-from asyncflow.dashboard import SourceError, open_source, sources
+from asyncflow import WorkflowEngine
+from asyncflow.dashboard import SourceError, figures, open_source, sources
+from asyncflow.dashboard._board import Dashboard
 from asyncflow.dashboard.sources import (
     CheckpointSource,
     JaegerSource,
@@ -98,6 +100,44 @@ def test_a_replaced_file_is_read_again(recorded: tuple[Path, Path], tmp_path: Pa
     assert len(source.poll().tasks) == task_count()
     live.write_text("")
     assert source.poll().tasks == ()
+
+
+async def run_script(directory: Path, workflow: str) -> Path:
+    """One run of a small script (three tasks in a workflow named ``workflow``); its file."""
+    engine = await WorkflowEngine.create(work_dir=directory)
+    await engine.start_telemetry(checkpoint_path=directory)
+
+    @engine.function_task
+    async def step(i: int) -> int:
+        return i
+
+    async with engine.workflow_scope(name=workflow):
+        futures = [step(i) for i in range(3)]
+    await asyncio.gather(*futures)
+    await engine.shutdown()
+    (path,) = directory.glob(f"*{n.CHECKPOINT_SUFFIX}")
+    return path
+
+
+def test_a_file_replaced_by_another_run_never_repeats_a_version(tmp_path: Path) -> None:
+    """Two runs of one script reach the same number of records: the second, put in
+    place of the first, must not be taken for it (the page caches figures by version)."""
+    first = asyncio.run(run_script(tmp_path / "first", "first"))
+    second = asyncio.run(run_script(tmp_path / "second", "second"))
+    watched = tmp_path / f"latest{n.CHECKPOINT_SUFFIX}"
+    watched.write_bytes(first.read_bytes())
+    board = Dashboard(open_source(watched))
+    old, _ = board.poll()
+    assert old is not None and {t.workflow_type for t in old.tasks} == {"first"}
+    assert "first" in board.draw(figures.summary_figure).to_json()
+    staged = tmp_path / "staged"
+    staged.write_bytes(second.read_bytes())
+    os.replace(staged, watched)  # how a tool puts a new file in place: a new inode
+    new, _ = board.poll()
+    assert new is not None and {t.workflow_type for t in new.tasks} == {"second"}
+    assert new.version > old.version
+    drawn = board.draw(figures.summary_figure)
+    assert drawn.to_json() == figures.summary_figure(new).to_json()
 
 
 def test_empty_and_garbage_files(tmp_path: Path) -> None:
