@@ -172,8 +172,8 @@ def _add_source_arguments(command: argparse.ArgumentParser) -> None:
         "run",
         nargs="?",
         metavar="RUN",
-        help="a checkpoint file (*.telemetry.jsonl), a directory of them (the newest is "
-        "shown), or an OTLP/JSON file",
+        help="a checkpoint file (*.telemetry.jsonl), a directory of them (the run "
+        "that started last is shown), or an OTLP/JSON file",
     )
     where = command.add_mutually_exclusive_group()
     where.add_argument("--jaeger", metavar="URL", help="read from Jaeger v2's query API instead")

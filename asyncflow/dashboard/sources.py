@@ -5,7 +5,8 @@
 with a message meant for the page. Adapters:
 
 - :class:`CheckpointSource`: a checkpoint JSON Lines file, or a directory of
-  them (the newest first), tailed incrementally while a run writes it;
+  them (the run that started last first), tailed incrementally while a run
+  writes it;
 - :class:`OtlpFileSource`: an OTLP/JSON file;
 - :class:`JaegerSource`: Jaeger v2's HTTP query API (``/api/v3``);
 - :class:`TempoSource`: Tempo's HTTP API (TraceQL search, then trace by id).
@@ -20,6 +21,7 @@ import contextlib
 import dataclasses
 import fcntl
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -184,8 +186,30 @@ class _Tail:
             )
 
 
+_HEAD = 64 * 1024  # bytes at a file's start searched for its SessionStarted line
+_Start = tuple[tuple[int, int], float | None]  # a file's (st_dev, st_ino), its session start
+
+
+def _session_start(path: Path) -> float | None:
+    """The time of the ``SessionStarted`` event at the start of ``path``, once written."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_HEAD)
+    except OSError:
+        return None
+    for line in head.split(b"\n")[:-1]:  # whole lines only
+        if n.EVENT_SESSION_STARTED.encode() not in line:
+            continue
+        with contextlib.suppress(LookupError, TypeError, ValueError):  # not such a line
+            record = json.loads(line)
+            if (record[n.SECTION], record["name"]) == (n.SECTION_EVENT, n.EVENT_SESSION_STARTED):
+                t = float(record["event_time"])
+                return t if math.isfinite(t) else None
+    return None
+
+
 class CheckpointSource(SpanSource):
-    """A checkpoint file, or the newest checkpoint file of a directory, read as it grows.
+    """A checkpoint file, or the latest run's file of a directory, read as it grows.
 
     Args:
         path: a ``.telemetry.jsonl`` file or a directory of them.
@@ -196,16 +220,39 @@ class CheckpointSource(SpanSource):
         self.label = str(self.path)
         self._tails: dict[Path, _Tail] = {}
         self._chosen: Path | None = None
+        self._starts: dict[Path, _Start] = {}
 
     def _files(self) -> list[Path]:
+        """The files, the run that started last first (not the file written
+        last: runs writing into one directory at once would take turns)."""
         if not self.path.is_dir():
             return [self.path]
-        files = list(self.path.glob(f"*{n.CHECKPOINT_SUFFIX}"))
-        files.sort(key=lambda p: (p.stat().st_mtime, p.name), reverse=True)
-        return files
+        known, self._starts = self._starts, {}
+        keyed = []
+        for path in self.path.glob(f"*{n.CHECKPOINT_SUFFIX}"):
+            with contextlib.suppress(FileNotFoundError):  # removed since the listing
+                keyed.append((self._started(path, known.get(path)), path))
+        return [path for _, path in sorted(keyed, reverse=True)]
+
+    def _started(self, path: Path, known: _Start | None) -> tuple[float, float, str]:
+        """When the run of ``path`` started, as a sort key that stays put while it writes.
+
+        The epoch second of the file's name (``<session>.<epoch>.telemetry.jsonl``);
+        within a second its ``SessionStarted`` time (a file without one yet
+        started last); then the name. A file named otherwise goes by its
+        ``SessionStarted`` time, else its modification time.
+        """
+        stat = path.stat()
+        identity = (stat.st_dev, stat.st_ino)
+        start = known[1] if known and known[0] == identity else _session_start(path)
+        if start is not None or stat.st_size >= _HEAD:  # either will not change
+            self._starts[path] = (identity, start)
+        epoch = path.name.removesuffix(n.CHECKPOINT_SUFFIX).rpartition(".")[2]
+        first = float(epoch) if epoch.isdigit() else stat.st_mtime if start is None else start
+        return first, math.inf if start is None else start, path.name
 
     def runs(self) -> list[tuple[str, str]]:
-        """The checkpoint files, newest first (a file source has just itself)."""
+        """The checkpoint files, the latest run first (a file source has just itself)."""
         try:
             return [(str(p), p.name) for p in self._files()]
         except OSError:

@@ -12,9 +12,12 @@ import http.server
 import json
 import os
 import socket
+import subprocess
+import sys
 import threading
+import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -231,6 +234,82 @@ def test_a_directory_shows_its_newest_run(recorded: tuple[Path, Path], tmp_path:
     assert source.poll().tasks == ()
     source.select(str(old))
     assert len(source.poll().tasks) == task_count()
+
+
+GATED_RUN = """
+import asyncio, sys
+from pathlib import Path
+from asyncflow import WorkflowEngine
+
+async def main(directory: Path, gate: Path) -> None:
+    engine = await WorkflowEngine.create(work_dir=directory / gate.name)
+    await engine.start_telemetry(checkpoint_path=directory, resource_poll_interval=3600)
+
+    @engine.function_task
+    async def gated(i: int) -> int:
+        while not gate.exists():
+            await asyncio.sleep(0.01)
+        return i
+
+    await asyncio.gather(*(gated(i) for i in range(3)))
+    await engine.shutdown()
+
+asyncio.run(main(Path(sys.argv[1]), Path(sys.argv[2])))
+"""
+
+
+def poll_until(check: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
+    """Poll ``check`` until it returns something true, with a deadline."""
+    deadline = time.monotonic() + timeout
+    while not (found := check()):
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        time.sleep(0.02)
+    return found
+
+
+def test_a_directory_shows_the_run_that_started_last_while_both_write(tmp_path: Path) -> None:
+    """Two real runs write into one directory at once: the one started last is
+    shown, even while the other is the one writing (it used to flip between them)."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(gate: str) -> Path:
+        """Start a run whose tasks wait for the file ``gate``; its checkpoint file."""
+        before = set(runs.glob(f"*{n.CHECKPOINT_SUFFIX}"))
+        args = [sys.executable, "-c", GATED_RUN, str(runs), str(tmp_path / gate)]
+        procs.append(subprocess.Popen(args, env=env))
+
+        def running() -> Path | None:
+            for path in set(runs.glob(f"*{n.CHECKPOINT_SUFFIX}")) - before:
+                if CheckpointSource(path).poll().tasks:  # its tasks are waiting
+                    return path
+            return None
+
+        found: Path = poll_until(running, f"the run gated by {gate} started")
+        return found
+
+    try:
+        first = start("first")
+        second = start("second")
+        source = CheckpointSource(runs)
+        assert Path(source.poll().source) == second
+        (tmp_path / "first").touch()  # the first run finishes: it writes last
+        assert procs[0].wait(60) == 0
+        assert first.stat().st_mtime_ns >= second.stat().st_mtime_ns
+        shown = source.poll()
+        assert Path(shown.source) == second and not shown.ended
+        assert [Path(key) for key, _ in source.runs()] == [second, first]
+        (tmp_path / "second").touch()
+        assert procs[1].wait(60) == 0
+        shown = source.poll()
+        assert Path(shown.source) == second and shown.ended and len(shown.tasks) == 3
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def test_otlp_json_files(recorded: tuple[Path, Path], tmp_path: Path) -> None:
