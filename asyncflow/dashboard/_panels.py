@@ -11,7 +11,7 @@ from plotly.subplots import make_subplots
 from asyncflow.telemetry import names as n
 
 from . import compute as c
-from ._plot import AXIS_TIME, PALETTE, STATUS_COLOURS, TEMPLATE, empty_figure
+from ._plot import AXIS_TIME, PALETTE, STATUS_COLOURS, TEMPLATE, empty_figure, template_text
 from .model import Run, status
 
 __all__ = ["STATE_COLOURS", "summary_figure", "utilisation_figure"]
@@ -64,7 +64,7 @@ def utilisation_figure(
                     mode="lines",
                     line={"shape": "hv", "color": hue, "width": 2},
                     name=f"{label} busy",
-                    hovertemplate=f"%{{x:.3f}} s: %{{y}} busy<extra>{label}</extra>",
+                    hovertemplate=f"%{{x:.3f}} s: %{{y}} busy<extra>{template_text(label)}</extra>",
                 ),
                 row=row,
                 col=1,
@@ -98,7 +98,9 @@ def utilisation_figure(
                     mode="lines+markers",
                     marker_size=4,
                     name=f"{node} {label}",
-                    hovertemplate=f"%{{x:.1f}} s: %{{y:.1f}} {label}<extra>{node}</extra>",
+                    hovertemplate=(
+                        f"%{{x:.1f}} s: %{{y:.1f}} {label}<extra>{template_text(node)}</extra>"
+                    ),
                 ),
                 row=3,
                 col=1,

@@ -42,6 +42,7 @@ __all__ = [
     "merge_segments",
     "slot_label",
     "task_hover",
+    "template_text",
     "type_colours",
     "typed_array",
     "unescape_text",
@@ -282,8 +283,9 @@ def empty_figure(message: str, height: int = 320) -> go.Figure:
 # Plotly renders a subset of HTML in every text it draws (``<a href>``,
 # ``<span style>``, ``<br>``): a task named ``<a href="...">`` would become a
 # live link. Entities are decoded, so escaped text shows as written.
-# Hover texts are not here: their builders write them as a little HTML (line
-# breaks, bold) and escape what they put in (see task_hover).
+# Hover texts and templates are not here: their builders write them as a
+# little HTML (line breaks, bold) and escape what they put in (see task_hover,
+# template_text).
 _TRACE_TEXT = ("name", "text", "customdata", "x", "y", "labels")
 _TABLE_TEXT = ("header", "cells")
 
@@ -291,6 +293,16 @@ _TABLE_TEXT = ("header", "cells")
 def escape_text(text: str) -> str:
     """``text`` as Plotly shows it literally (``&``, ``<`` and ``>`` escaped)."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def template_text(text: str) -> str:
+    """``text`` for a hover or text template, which Plotly shows as written.
+
+    Escaped as :func:`escape_text` does, and ``%`` as its character
+    reference: Plotly fills in a template's ``%{...}`` before it decodes the
+    references, so a ``%{y}`` in a backend's name is not filled in.
+    """
+    return escape_text(text).replace("%", "&#37;")
 
 
 def unescape_text(text: str) -> str:

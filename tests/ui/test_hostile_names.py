@@ -4,12 +4,15 @@ the app and in the report (a real Chromium renders both)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from asyncflow import LocalExecutionBackend, WorkflowEngine
 from asyncflow.cli import main
+from asyncflow.dashboard import open_source
 from asyncflow.telemetry import names as n
 
 from . import records as r
@@ -77,3 +80,69 @@ def test_markup_in_names_is_shown_as_text_in_the_report(browser: Any, tmp_path: 
     links, text = rendered(browser, "body")
     assert links == 0
     assert STYLED in text and LINK in text
+
+
+TEMPLATED = '<a href="https://evil.example/">gpu-%{y}</a>'  # markup and a template field
+
+
+async def run_on_a_hostile_backend(directory: Path) -> Path:
+    """A real run on a backend named ``TEMPLATED``, with two node samples of a
+    host of that name (as another machine's file could hold); its checkpoint file."""
+    backend = await LocalExecutionBackend(cpus=2, name=TEMPLATED)
+    engine = await WorkflowEngine.create(backend=backend, work_dir=directory)
+    await engine.start_telemetry(checkpoint_path=directory)
+
+    @engine.function_task
+    async def step(i: int) -> int:
+        return i
+
+    await asyncio.gather(*(step(i) for i in range(4)))
+    await engine.shutdown()
+    (path,) = directory.glob(f"*{n.CHECKPOINT_SUFFIX}")
+    start = open_source(path).poll().start
+    with path.open("a") as f:
+        for t in (start, start + 0.01):
+            sample = {
+                "section": n.SECTION_EVENT,
+                "name": n.EVENT_RESOURCE_UPDATE,
+                "event_time": t,
+                "node_id": TEMPLATED,
+                "cpu_percent": 50.0,
+                "memory_percent": 40.0,
+            }
+            f.write(json.dumps(sample, separators=(",", ":")) + "\n")
+    return path
+
+
+def test_backend_and_host_names_show_as_written_in_hovers(browser: Any, tmp_path: Path) -> None:
+    """Plotly fills in a hover template, then renders it as a little HTML: a name
+    in one shows as written, ``%{y}`` not filled in, ``<a>`` no link."""
+    report = tmp_path / "report.html"
+    run = asyncio.run(run_on_a_hostile_backend(tmp_path))
+    assert main(["report", str(run), "-o", str(report)]) == 0
+    browser.get(report.as_uri())
+    wait_for(
+        lambda: browser.find_elements("css selector", "#utilisation .scatterlayer .trace"),
+        what="the report's utilisation figure",
+    )
+    traces = browser.execute_script(
+        "return document.getElementById('utilisation').data"
+        ".map(t => [t.name, (t.xaxis || 'x') + (t.yaxis || 'y')]);"
+    )
+    busy = [i for i, (name, _) in enumerate(traces) if name.endswith(" CPU busy")]
+    sampled = [i for i, (name, _) in enumerate(traces) if name.endswith(" CPU %")]
+    assert busy and sampled
+    for index in (busy[0], sampled[0]):
+        hover = browser.execute_script(
+            "const gd = document.getElementById('utilisation');"
+            "Plotly.Fx.unhover(gd);"
+            "Plotly.Fx.hover(gd, [{curveNumber: arguments[0], pointNumber: 0}], arguments[1]);"
+            "const layer = gd.querySelector('.hoverlayer');"
+            "return [layer.querySelectorAll('a').length,"
+            " Array.from(layer.querySelectorAll('text')).map(t => t.textContent)];",
+            index,
+            traces[index][1],
+        )
+        links, texts = hover
+        assert links == 0
+        assert any(TEMPLATED in text for text in texts), texts

@@ -64,3 +64,37 @@ def test_user_strings_are_escaped_once_in_every_figure(tmp_path: Path) -> None:
         seen_hover |= any("&lt;a href" in h and "<br>" in h for h in hovers)
         seen_label |= any("&lt;a href" in o for o in others)
     assert seen_hover and seen_label  # the hostile strings were there, escaped
+
+
+# A name that is markup and holds a Plotly template field.
+TEMPLATED = '<a href="https://evil.example/">gpu-%{y}</a>'
+
+
+def test_backend_and_host_names_reach_hover_templates_as_text(tmp_path: Path) -> None:
+    """A hover template is the builders' own markup and is filled in by Plotly: a
+    backend or host name put in one is escaped there, ``%`` included."""
+    spans: list[dict[str, Any]] = [r.session_span()]
+    for i in range(1, 3):
+        span = r.task_span(f"task.00000{i}", "wf", "type", 0, ["cpu:0"], 1.0 + i, 2.0 + i)
+        span["attributes"][n.BACKEND] = TEMPLATED
+        spans.append(span)
+    spans += [
+        {
+            "section": n.SECTION_EVENT,
+            "name": n.EVENT_RESOURCE_UPDATE,
+            "event_time": r.T0 + t,
+            "node_id": TEMPLATED,
+            "cpu_percent": 50.0,
+            "memory_percent": 40.0,
+        }
+        for t in (1.0, 2.0)
+    ]
+    path = tmp_path / f"hostile{n.CHECKPOINT_SUFFIX}"
+    path.write_text("".join(json.dumps(s) + "\n" for s in spans))
+    fig = figures.utilisation_figure(open_source(path).poll())
+    templates = [t.hovertemplate for t in fig.data if t.hovertemplate]
+    as_text = '&lt;a href="https://evil.example/"&gt;gpu-&#37;{y}&lt;/a&gt;'
+    assert any(f"<extra>{as_text} CPU</extra>" in t for t in templates)  # the backend
+    assert any(f"<extra>{as_text}</extra>" in t for t in templates)  # the host
+    for template in templates:
+        assert "<a " not in template and "gpu-%{y}" not in template
