@@ -336,9 +336,10 @@ def _escape_props(obj: Any, names: Iterable[str]) -> None:
 def escape_figure(fig: go.Figure) -> go.Figure:
     """Escape every text of ``fig`` that can hold user strings; returns ``fig``.
 
-    Trace names, texts, hover texts, custom data, category values, table
-    cells, titles, tick labels and annotations. Hover templates are left
-    alone: they are the builders' own markup, and show the escaped values.
+    Trace names, texts, custom data, category values, table cells, titles
+    and subtitles, tick labels and annotations: all of them plain text,
+    never the builders' markup. Hover texts and templates are left alone:
+    the builders write them as a little HTML and escape what they put in.
     """
     for trace in fig.data:
         _escape_props(trace, _TRACE_TEXT)
@@ -347,6 +348,7 @@ def escape_figure(fig: go.Figure) -> go.Figure:
                 _escape_props(trace[part], ("values",))
     layout = fig.layout
     _escape_props(layout.title, ("text",))
+    _escape_props(layout.title.subtitle, ("text",))
     for key in list(layout):
         if key.startswith(("xaxis", "yaxis")):
             axis = layout[key]

@@ -100,13 +100,19 @@ def slots_figure(run: Run, *, bar_limit: int = LANE_BAR_LIMIT) -> go.Figure:
     title = f"{rows} slot lanes, {count} task spans"
     if lanes.inferred:
         title += " (no slots recorded: lanes packed from the requested cpus and gpus)"
-    if critical is not None:
-        title += f"<br><sup>Critical path: {critical.breakdown()} (outlined)</sup>"
+    path = f"Critical path: {critical.breakdown()} (outlined)" if critical is not None else None
     fig.update_layout(
         template=TEMPLATE,
         barmode="overlay",
         height=top + 200 + 140,
-        title={"text": title, "x": 0.01, "y": 0.99, "yanchor": "top", "font": {"size": 15}},
+        title={
+            "text": title,
+            "subtitle_text": path,  # plain text, drawn smaller under the title
+            "x": 0.01,
+            "y": 0.99,
+            "yanchor": "top",
+            "font": {"size": 15},
+        },
         margin={"l": 10, "r": 10, "t": 90, "b": 50},
         hovermode="closest",
         legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 0.5},

@@ -469,10 +469,17 @@ def _frame(top: int, run: Run, labels: list[str], keys: list[str]) -> go.Figure:
 
 
 def _title(fig: go.Figure, title: str, critical: paths.CriticalPath | None) -> None:
-    if critical is not None:
-        title += f"<br><sup>Critical path: {critical.breakdown()}</sup>"
+    # Plain text in both parts: escape_figure escapes them, and Plotly draws
+    # the subtitle as the smaller second line (no <br><sup> markup to keep).
     fig.update_layout(
-        title={"text": title, "x": 0.01, "y": 0.99, "yanchor": "top", "font": {"size": 15}}
+        title={
+            "text": title,
+            "subtitle_text": f"Critical path: {critical.breakdown()}" if critical else None,
+            "x": 0.01,
+            "y": 0.99,
+            "yanchor": "top",
+            "font": {"size": 15},
+        }
     )
 
 

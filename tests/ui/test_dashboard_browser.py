@@ -101,13 +101,15 @@ def test_campaign_timeline_workflow_gantt_utilisation(
     legend = text_of(browser, "#utilisation-graph .legend")
     assert "GPU busy" in legend and "CPU %" in legend
 
-    # Slot lanes: a row per slot with its tasks, the critical path in the title.
+    # Slot lanes: a row per slot with its tasks, the critical path in the subtitle.
     open_tab(browser, "Slots")
     wait_for(
         lambda: len(elements(browser, "#slots-graph .barlayer .point path")) == task_count(),
         what="a bar per task in the slot lanes",
     )
-    assert "Critical path: makespan" in text_of(browser, "#slots-graph .gtitle")
+    title = text_of(browser, "#slots-graph .gtitle")
+    assert " task spans" in title and "<" not in title, title
+    assert text_of(browser, "#slots-graph .gtitle-subtitle").startswith("Critical path: makespan")
     assert "gpu:0" in text_of(browser, "#slots-graph .ytick")
 
     open_tab(browser, "Summary")

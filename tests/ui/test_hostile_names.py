@@ -82,6 +82,36 @@ def test_markup_in_names_is_shown_as_text_in_the_report(browser: Any, tmp_path: 
     assert STYLED in text and LINK in text
 
 
+def test_titles_show_names_as_written_and_the_critical_path_below(
+    browser: Any, tmp_path: Path
+) -> None:
+    """A title's user strings show as written; the critical path is the smaller
+    line under the timeline's and slot lanes' titles, not ``<br><sup>`` text."""
+    report = tmp_path / "report.html"
+    assert main(["report", str(hostile_run(tmp_path)), "-o", str(report)]) == 0
+    browser.get(report.as_uri())
+    wait_for(
+        lambda: browser.find_elements("css selector", "#slots .gtitle"),
+        what="the report's slot lanes",
+    )
+
+    def text(css: str) -> str:
+        return str(
+            browser.execute_script(
+                "return Array.from(document.querySelectorAll(arguments[0]))"
+                ".map(t => t.textContent).join(' ');",
+                css,
+            )
+        )
+
+    for figure in ("#campaign", "#slots"):
+        title = text(f"{figure} .gtitle")
+        assert "task" in title and "<" not in title, title
+        assert text(f"{figure} .gtitle-subtitle").startswith("Critical path: makespan")
+    assert text("#workflow-0 .gtitle").startswith(f"Workflow wf-1 {LINK}: ")
+    assert browser.execute_script("return document.querySelectorAll('.gtitle a').length;") == 0
+
+
 TEMPLATED = '<a href="https://evil.example/">gpu-%{y}</a>'  # markup and a template field
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from asyncflow.dashboard import figures, open_source
+from asyncflow.dashboard.model import Run
 from asyncflow.telemetry import names as n
 from tests.ui import records as r
 
@@ -35,10 +36,12 @@ def texts(fig: Any) -> tuple[list[str], list[str]]:
         if key.startswith(("xaxis", "yaxis")) and fig.layout[key].ticktext is not None:
             others.extend(str(v) for v in fig.layout[key].ticktext)
     others.append(str(fig.layout.title.text or ""))
+    others.append(str(fig.layout.title.subtitle.text or ""))
     return hovers, others
 
 
-def test_user_strings_are_escaped_once_in_every_figure(tmp_path: Path) -> None:
+def hostile_run(tmp_path: Path) -> Run:
+    """A run whose task names and workflow ids are a link."""
     spans = [r.session_span()]
     spans += [
         r.task_span(
@@ -48,7 +51,11 @@ def test_user_strings_are_escaped_once_in_every_figure(tmp_path: Path) -> None:
     ]
     path = tmp_path / f"hostile{n.CHECKPOINT_SUFFIX}"
     path.write_text("".join(json.dumps(s) + "\n" for s in spans))
-    run = open_source(path).poll()
+    return open_source(path).poll()
+
+
+def test_user_strings_are_escaped_once_in_every_figure(tmp_path: Path) -> None:
+    run = hostile_run(tmp_path)
     wf = next(iter({t.workflow_id for t in run.tasks}))
     built = [
         figures.campaign_figure(run),
@@ -64,6 +71,19 @@ def test_user_strings_are_escaped_once_in_every_figure(tmp_path: Path) -> None:
         seen_hover |= any("&lt;a href" in h and "<br>" in h for h in hovers)
         seen_label |= any("&lt;a href" in o for o in others)
     assert seen_hover and seen_label  # the hostile strings were there, escaped
+
+
+def test_titles_are_text_and_the_critical_path_a_subtitle(tmp_path: Path) -> None:
+    """A title holds user strings escaped and no markup of the builders' own (it
+    was escaped with them: the page showed ``<br><sup>``); the critical path is
+    the subtitle, which Plotly draws as a smaller second line."""
+    run = hostile_run(tmp_path)
+    gantt = figures.gantt_figure(run, f"wf-1 {LINK}")
+    assert gantt.layout.title.text.startswith(f"Workflow wf-1 {figures.escape_text(LINK)}: ")
+    for fig in (figures.campaign_figure(run), figures.slots_figure(run)):
+        title = fig.layout.title
+        assert "<" not in title.text and "&lt;" not in title.text, title.text
+        assert title.subtitle.text.startswith("Critical path: makespan 3.500 s along 1 task")
 
 
 # A name that is markup and holds a Plotly template field.

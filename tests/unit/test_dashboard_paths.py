@@ -101,7 +101,7 @@ def test_the_critical_path_is_drawn_on_the_timeline_and_the_gantt() -> None:
     runs = [x for x in trace.x if x is not None]
     assert runs == pytest.approx([0.5, 2, 2.5, 5, 6, 8], abs=1e-6)
     assert list(trace.x).count(None) == 3  # the runs only, not lines between them
-    assert "Critical path: makespan 8.000 s" in fig.layout.title.text
+    assert fig.layout.title.subtitle.text.startswith("Critical path: makespan 8.000 s")
     gantt = f.gantt_figure(run, "wf-a", critical=paths.critical_path(run).uids)  # type: ignore[union-attr]
     (runs,) = [t for t in gantt.data if t.name == n.PHASE_RUN_TIME]
     outlined = {
@@ -152,7 +152,7 @@ def test_the_slot_lanes_figure() -> None:
     assert list(fig.layout.yaxis.ticktext) == ["cpu:0", "cpu:1"]
     bars = [t for t in fig.data if t.type == "bar"]
     assert sum(len(t.x) for t in bars) == 5
-    assert "Critical path" in fig.layout.title.text
+    assert fig.layout.title.subtitle.text.startswith("Critical path: makespan")
     waiting = next(t for t in fig.data if t.name == "tasks waiting for a slot")
     assert max(waiting.y) == 2
     large = f.slots_figure(dag(), bar_limit=1)
