@@ -282,8 +282,10 @@ def test_a_directory_shows_the_run_that_started_last_while_both_write(tmp_path: 
         procs.append(subprocess.Popen(args, env=env))
 
         def running() -> Path | None:
+            # All three tasks started: the run writes nothing more until its gate opens.
             for path in set(runs.glob(f"*{n.CHECKPOINT_SUFFIX}")) - before:
-                if CheckpointSource(path).poll().tasks:  # its tasks are waiting
+                tasks = CheckpointSource(path).poll().tasks
+                if len(tasks) == 3 and all(t.started is not None for t in tasks):
                     return path
             return None
 
