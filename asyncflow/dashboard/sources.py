@@ -60,7 +60,8 @@ class _Tail:
     ``offset`` is how far the file has been read. The bytes of a last line
     still without its newline (a run writing it, or killed mid-write) are
     kept in ``pending`` until the newline comes, so a line of any length is
-    parsed whole and read from the file only once.
+    parsed whole and read from the file only once. ``base`` is added to the
+    builder's versions: past those of the runs the path held before.
     """
 
     def __init__(self, path: Path) -> None:
