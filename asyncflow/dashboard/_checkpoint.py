@@ -69,6 +69,15 @@ _BLOCK_PREFIX = n.UID_PREFIX_BLOCK
 _TASK_LEVELS = (n.LEVEL_TASK, n.LEVEL_BLOCK)
 # The last key of a three-key task line that is not just one more field.
 _NOT_A_STEP = frozenset({n.TL_ENDED, n.TL_ATTEMPT_ENDED, n.TL_UID, n.SECTION})
+# Task line fields ``n.record_problem`` holds to a type: times and objects.
+_TYPED = frozenset(
+    (
+        *(n.TL_CREATED, *n.TL_STEPS, n.TL_ASSIGNED, n.TL_ATTEMPT_ENDED, n.TL_ENDED),
+        *(n.TL_ATTEMPT, n.TL_ATTRIBUTES, n.TL_EXCEPTION),
+    )
+)
+_TYPED_BUT_CREATED = _TYPED - {n.TL_CREATED}
+_TYPED_BUT_ENDED = _TYPED - {n.TL_ENDED}
 
 
 def _task_id(line: str) -> str:
@@ -90,6 +99,19 @@ def _seconds(t_ns: int) -> float:
     """Epoch nanoseconds as the float a layout 1 event line's nine decimals give."""
     whole, frac = divmod(t_ns, 1_000_000_000)
     return float(f"{whole}.{frac:09d}")
+
+
+def _misshaped(fields: dict[str, Any]) -> bool:
+    """Whether a task line is one ``n.record_problem`` objects to.
+
+    The writer's created and ended lines (a third of a file) carry one time
+    each and mostly no object: those are passed without the general check.
+    """
+    if type(fields.get(n.TL_CREATED)) is int and _TYPED_BUT_CREATED.isdisjoint(fields):
+        return not fields[n.TL_UID]
+    if type(fields.get(n.TL_ENDED)) is int and _TYPED_BUT_ENDED.isdisjoint(fields):
+        return not fields[n.TL_UID]
+    return n.record_problem(fields) is not None
 
 
 def _float(value: Any) -> float | None:
@@ -212,7 +234,7 @@ class CheckpointParser:
         # Names as locals: this loop runs once per line of the file.
         uid_key, section_key, task_section = n.TL_UID, n.SECTION, n.SECTION_TASK
         ended_key, attempt_key = n.TL_ENDED, n.TL_ATTEMPT_ENDED
-        not_a_step = _NOT_A_STEP
+        not_a_step, typed, misshaped = _NOT_A_STEP, _TYPED, _misshaped
         records = 0
         for line in lines:
             try:
@@ -229,20 +251,24 @@ class CheckpointParser:
                 continue
             if task is None:
                 # Only a str uid is ever kept: a task found has one.
-                if type(uid) is not str:
+                if type(uid) is not str or misshaped(fields):
                     self._bad(line)
                     continue
                 task = live[uid] = fields
-            elif len(fields) == 3:
-                # One step's time (most lines of a file): that key alone.
-                key, value = fields.popitem()
-                if key not in not_a_step:
-                    task[key] = value
-                    records += 1
-                    continue
-                fields[key] = value
-                task.update(fields)
             else:
+                if len(fields) == 3:
+                    # One step's time (most lines of a file): that key alone.
+                    # A time is an int; anything else is checked the general
+                    # way, so a wrong line is skipped alone.
+                    key, value = fields.popitem()
+                    if key not in not_a_step and (type(value) is int or key not in typed):
+                        task[key] = value
+                        records += 1
+                        continue
+                    fields[key] = value
+                if misshaped(fields):
+                    self._bad(line)
+                    continue
                 task.update(fields)
             records += 1
             if ended_key in fields:
@@ -299,7 +325,7 @@ class CheckpointParser:
             except (ValueError, RecursionError, TypeError, KeyError):
                 self._bad(line)
                 continue
-            if type(uid) is not str:
+            if type(uid) is not str or n.record_problem(fields) is not None:
                 self._bad(line)
                 continue
             self.records += 1

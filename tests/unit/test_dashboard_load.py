@@ -169,7 +169,10 @@ def test_strings_of_any_value(value: Any, expected: tuple[str, ...]) -> None:
 
 
 class ReferenceParser(CheckpointParser):
-    """The layout 2 loop as it was: ``dict.update`` per line, a record handed over per task."""
+    """The layout 2 loop as it was: ``dict.update`` per line, a record handed over per task.
+
+    A task line ``n.record_problem`` objects to is skipped, as every reader does.
+    """
 
     def _feed_layout2(self, lines: list[str]) -> None:
         live = self._tasks
@@ -186,7 +189,7 @@ class ReferenceParser(CheckpointParser):
                 if fields is not None:
                     self._reference_other(fields, line)
                 continue
-            if type(uid) is not str:
+            if type(uid) is not str or n.record_problem(fields) is not None:
                 self._bad(line)
                 continue
             self.records += 1
@@ -286,6 +289,42 @@ def test_the_fixture_read_in_any_pieces_reads_as_the_update_loop_read_it(seed: i
     cuts = sorted(rng.sample(range(1, len(lines)), 8))
     feeds = [lines[a:b] for a, b in zip([0, *cuts], [*cuts, len(lines)], strict=True)]
     assert read(CheckpointParser, feeds) == read(ReferenceParser, feeds)
+
+
+WRONGLY_SHAPED = [
+    {n.SPAN_EVENT_RESOLVED: "soon"},
+    {n.SPAN_EVENT_STARTED: 1.5},
+    {n.SPAN_EVENT_QUEUED: True},
+    {n.TL_ASSIGNED: 1.5, n.TL_SLOTS: ["cpu:9"]},
+    {n.TL_CREATED: "now", n.TL_NAME: "renamed"},
+    {n.TL_ENDED: 1.5, n.TL_RESULT: n.RESULT_FAILED},
+    {n.TL_ENDED: T0, n.TL_RESULT: n.RESULT_FAILED, n.TL_ATTRIBUTES: ["not", "an", "object"]},
+    {n.TL_ATTEMPT_ENDED: T0, n.TL_ATTEMPT: "first"},
+    {n.TL_UID: ""},
+]
+
+
+@pytest.mark.parametrize("before", [n.TL_CREATED, n.TL_ENDED])
+@pytest.mark.parametrize("fields", WRONGLY_SHAPED)
+def test_a_wrongly_shaped_task_line_is_skipped_alone(fields: dict[str, Any], before: str) -> None:
+    """TELEMETRY.md section 5: the line is skipped and counted; its task keeps its other lines.
+
+    One line inserted into a real run's file, before one of a task's lines:
+    the file reads as it does without that line, and the line is counted.
+    """
+    lines = [line.rstrip("\n") for line in layout2_lines()]
+    at = next(
+        i
+        for i, line in enumerate(lines)
+        if line.startswith('{"section":"task","uid":"task.000001"') and f'"{before}":' in line
+    )
+    bad = as_lines({n.SECTION: n.SECTION_TASK, n.TL_UID: "task.000001", **fields})[0]
+    good = read(CheckpointParser, [lines])
+    assert good["bad"] == (0, "")
+    with_bad = read(CheckpointParser, [[*lines[:at], bad, *lines[at:]]])
+    assert with_bad["runs"] == good["runs"]
+    assert with_bad["bad"] == (1, bad[:60] + ("..." if len(bad) > 60 else ""))
+    assert with_bad["records"] == good["records"]
 
 
 # ---------------------------------------------------------------- add_records
