@@ -94,13 +94,20 @@ def cache_hit_text(r: SpanRecord) -> str:
     return html.escape(f"{r.uid} {r.name}: result from the cache{source}")
 
 
-def cache_hit_marks(x: Sequence[object], y: Sequence[object], text: Sequence[object]) -> go.Scatter:
-    """Hollow diamonds for tasks whose result came from the cache (they never ran)."""
-    return go.Scatter(
+def cache_hit_marks(
+    x: Sequence[object], y: Sequence[object], text: Sequence[object], *, gl: bool = False
+) -> go.Scatter | go.Scattergl:
+    """Hollow diamonds for tasks whose result came from the cache (they never ran).
+
+    ``gl``: a WebGL trace, for the aggregated timeline's WebGL traces.
+    """
+    trace = go.Scattergl if gl else go.Scatter
+    return trace(
         x=list(x),
         y=list(y),
         mode="markers",
         name=CACHE_HIT_NAME,
+        legendgroup=CACHE_HIT_NAME,
         marker={"symbol": "diamond-open", "size": 12, "color": _HIT, "line": {"width": 2}},
         hovertext=list(text),
         hovertemplate="%{hovertext}<extra></extra>",

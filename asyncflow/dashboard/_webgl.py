@@ -13,16 +13,19 @@ import math
 from collections.abc import Mapping
 
 import numpy as np
+import numpy.typing as npt
 import plotly.graph_objects as go
 
 from asyncflow.telemetry import names as n
 
 from . import compute as c
 from . import paths
+from ._attempts import cache_hit_marks, cache_hit_text
 from ._columns import STATUS_CODE, Floats, Ints, Rows, Timeline
 from ._plot import CANCELED, CASCADE, FAILED, QUEUE, WAIT
 from .model import (
     STATE_CANCELED,
+    STATE_COMPLETED,
     STATE_DEPENDENCY_FAILED,
     STATE_FAILED,
     STATE_QUEUED,
@@ -38,6 +41,7 @@ PENDING = {
     STATE_WAITING: ("waiting for dependencies", WAIT),
     STATE_QUEUED: ("queued for a slot or backend", QUEUE),
 }
+NEVER_RAN = f"{STATE_COMPLETED}, never ran"
 MARKS = {
     STATE_FAILED: ("failed", FAILED),
     STATE_DEPENDENCY_FAILED: ("skipped: a dependency failed", CASCADE),
@@ -212,7 +216,42 @@ def segment_traces(
                     hovertemplate=f"%{{x:.3f}} s, instance %{{y}}<extra>{label}</extra>",
                 )
             )
+    never = (status == STATUS_CODE[STATE_COMPLETED]) & ~ran & (ended >= low) & (ended <= high)
+    traces += _never_ran(tl, tasks, row, ended, never)
     return traces, drawn
+
+
+def _never_ran(
+    tl: Timeline, tasks: Ints, row: Ints, ended: Floats, pick: npt.NDArray[np.bool_]
+) -> list[go.BaseTraceType]:
+    """Marks at their end for the ``pick`` tasks: completed ones that never ran.
+
+    As the per-task timeline draws them: a cache hit as a hollow diamond,
+    any other as a cross. Few tasks: their records are read one by one.
+    """
+    at = np.flatnonzero(pick).tolist()
+    if not at:
+        return []
+    records = [tl.record(i) for i in tasks[at].tolist()]
+    hit = np.array([r.cache == n.CACHE_HIT for r in records], dtype=bool)
+    x, y = ended[at], row[at].astype(np.float64)
+    traces: list[go.BaseTraceType] = []
+    if hit.any():
+        text = [cache_hit_text(r) for r, h in zip(records, hit.tolist(), strict=True) if h]
+        traces.append(cache_hit_marks(x[hit].tolist(), y[hit].tolist(), text, gl=True))
+    if not hit.all():
+        traces.append(
+            go.Scattergl(
+                mode="markers",
+                name=NEVER_RAN,
+                legendgroup=STATE_COMPLETED,
+                x=_typed(x[~hit]),
+                y=_typed(y[~hit]),
+                marker={"symbol": "x", "size": 5, "color": CANCELED},
+                hovertemplate=f"%{{x:.3f}} s, instance %{{y}}<extra>{NEVER_RAN}</extra>",
+            )
+        )
+    return traces
 
 
 # ---------------------------------------------------------------- busy slots

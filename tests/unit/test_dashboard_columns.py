@@ -30,6 +30,7 @@ from asyncflow.dashboard import _webgl as w
 from asyncflow.dashboard import compute as c
 from asyncflow.dashboard import figures as f
 from asyncflow.dashboard import open_source, paths
+from asyncflow.dashboard._attempts import CACHE_HIT_NAME
 from asyncflow.dashboard._columns import rows_of, timeline_of
 from asyncflow.dashboard._plot import merge_segments, type_colours, typed_array
 from asyncflow.dashboard.model import (
@@ -44,6 +45,7 @@ from asyncflow.dashboard.model import (
     SpanRecord,
     status,
 )
+from asyncflow.telemetry import names as n
 
 from .test_checkpoint_layouts import LAYOUT1, layout2_lines
 
@@ -69,6 +71,7 @@ def reference_segments(
         STATE_QUEUED: defaultdict(list),
     }
     marks: dict[str, tuple[list[float], list[float]]] = {s: ([], []) for s in _MARKS}
+    never: dict[bool, tuple[list[float], list[float]]] = {True: ([], []), False: ([], [])}
     for index, row in enumerate(rows):
         key = (index // group, row.workflow_type)
         line = spans[key]
@@ -89,6 +92,13 @@ def reference_segments(
                 begin = run.rel(task.resolved if task.resolved is not None else task.created)
                 if now >= low - pixel and begin <= high + pixel:
                     waiting[state][key].append((begin, max(now, begin + pixel)))
+            elif span is None and state == STATE_COMPLETED:
+                # Completed without running: a cache hit, or a cross.
+                end = run.rel(task.finished if task.finished is not None else run.end)
+                if low <= end <= high:
+                    hit = task.cache == n.CACHE_HIT
+                    never[hit][0].append(end)
+                    never[hit][1].append(index)
     kinds = sorted(colours)
     out: list[dict[str, Any]] = []
     drawn = 0
@@ -111,6 +121,14 @@ def reference_segments(
     for state, (mark_x, mark_y) in marks.items():
         if mark_x:
             out.append({"x": typed_array(mark_x), "y": typed_array(mark_y), "legendgroup": state})
+    hit_x, hit_y = never[True]
+    if hit_x:
+        out.append({"x": hit_x, "y": [float(y) for y in hit_y], "legendgroup": CACHE_HIT_NAME})
+    ran_x, ran_y = never[False]
+    if ran_x:
+        out.append(
+            {"x": typed_array(ran_x), "y": typed_array(ran_y), "legendgroup": STATE_COMPLETED}
+        )
     return out, drawn
 
 
@@ -223,6 +241,10 @@ def synthetic_run(instances: int, seed: int = 7) -> Run:
                 state, finished, fields = STATE_PENDING, None, {"resolved": resolved}
             elif roll < 0.2:
                 state, finished = STATE_RUNNING, None
+            elif roll < 0.23:  # completed without running: a result from the cache
+                fields = {"resolved": resolved, "cache": n.CACHE_HIT}
+            elif roll < 0.24:  # completed without running, no cache hit
+                fields = {"resolved": resolved}
             gpus = 1 if kind == "train" else 0
             slots = (f"gpu:{i % 3}",) if gpus and roll > 0.5 else ()
             tasks.append(
@@ -260,6 +282,24 @@ def test_the_figure_of_many_tasks_is_the_aggregated_one() -> None:
     assert "aggregated to screen resolution" in fig.layout.title.text
     layout = json.loads(pio.to_json(fig))["layout"]
     assert layout["meta"]["rows"] == [r.key for r in c.timeline_rows(run)]
+
+
+@pytest.mark.parametrize("instances", [30, 600])
+def test_cache_hits_are_marked_whether_or_not_the_timeline_is_aggregated(instances: int) -> None:
+    """API.md section 10: a result from the cache shows, with every task drawn or aggregated."""
+    run = synthetic_run(instances)
+    hits = [t for t in run.tasks if t.cache == n.CACHE_HIT and t.started is None]
+    assert hits
+    marks = []
+    for bar_limit in (0, 10 * len(run.tasks)):
+        fig = f.campaign_figure(run, bar_limit=bar_limit)
+        assert ("aggregated" in fig.layout.title.text) == (bar_limit == 0)
+        found = [t for t in fig.data if t.name == CACHE_HIT_NAME]
+        assert len(found) == 1
+        marks.append(sorted(zip(found[0].x, found[0].y, found[0].hovertext, strict=True)))
+    assert marks[0] == marks[1]
+    assert len(marks[0]) == len(hits)
+    assert {text.split(" ")[0] for _, _, text in marks[0]} == {t.uid for t in hits}
 
 
 def test_columns_of_mapping_values_match_the_records() -> None:
