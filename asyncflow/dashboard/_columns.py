@@ -62,6 +62,8 @@ class Timeline:
         cpus, gpus: per task, the slots of each kind it holds (assigned ones
             when known, else what it asked for).
         slots: the assigned slots of the tasks that have any.
+        held: when the tasks with recorded attempts held their slots (each
+            attempt's run, ``SpanRecord.held``); other tasks, from started to finished.
         edges: (task, dependency) index pairs, one per dependency among the tasks.
         record: the full record of task ``i`` (for the few drawn one by one).
     """
@@ -79,6 +81,7 @@ class Timeline:
     cpus: Ints
     gpus: Ints
     slots: dict[int, tuple[str, ...]]
+    held: dict[int, tuple[tuple[float, float], ...]]
     edges: tuple[Ints, Ints]
     record: Callable[[int], SpanRecord]
 
@@ -212,6 +215,9 @@ def timeline_of(run: Run) -> Timeline:
     for i, held in slots.items():
         cpus[i] = sum(1 for s in held if s.startswith(n.KIND_CPU + ":"))
         gpus[i] = sum(1 for s in held if s.startswith(n.KIND_GPU + ":"))
+    # Tasks with retries hold their slots per attempt: few, taken one by one.
+    end = run.end
+    attempt_runs = {i: tasks[i].held(end) for i in compress(range(count), field("attempts"))}
     # Rows: each task's workflow instance, each instance's type.
     keys_of_blocks = c.row_key(run)
     known = c._row_types(run, keys_of_blocks)
@@ -252,6 +258,7 @@ def timeline_of(run: Run) -> Timeline:
         cpus=cpus,
         gpus=gpus,
         slots=slots,
+        held=attempt_runs,
         edges=(source[found], target[found]),
         record=tasks.__getitem__,
     )

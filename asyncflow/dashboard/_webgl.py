@@ -260,14 +260,23 @@ def busy_steps(tl: Timeline, kind: str) -> tuple[Floats, Ints]:
     run = tl.run
     count = tl.gpus if kind == n.KIND_GPU else tl.cpus
     pick = ~np.isnan(tl.started) & (count != 0)
+    # A task with recorded attempts holds its slots during each attempt
+    # (SpanRecord.held): few tasks, their (start, end, count) one by one.
+    per_attempt = [i for i in tl.held if pick[i]]
+    pick[per_attempt] = False
+    runs = np.array(
+        [(low, high, count[i]) for i in per_attempt for low, high in tl.held[i]], dtype=np.float64
+    ).reshape(-1, 3)
     finished = tl.finished[pick]
     times = np.concatenate(
         (
             tl.started[pick] - run.start,
             np.where(np.isnan(finished), run.end, finished) - run.start,
+            runs[:, 0] - run.start,
+            runs[:, 1] - run.start,
         )
     )
-    deltas = np.concatenate((count[pick], -count[pick]))
+    deltas = np.concatenate((count[pick], -count[pick], runs[:, 2], -runs[:, 2]))
     until = run.rel(run.end)
     if not len(times):
         return np.array([0.0, until] if until > 0 else [0.0]), np.zeros(

@@ -192,7 +192,8 @@ def busy_steps(run: Run, kind: str, backend: str | None = None) -> Steps:
     """Busy slots of ``kind`` over time: assigned slots when known, else requested counts.
 
     A task holds its slots from ``started`` until ``finished`` (a running one
-    until the latest time seen).
+    until the latest time seen); a task with retries, during each attempt
+    (:meth:`SpanRecord.held`).
     """
     deltas: dict[float, int] = defaultdict(int)
     origin, end = run.start, run.end
@@ -208,7 +209,13 @@ def busy_steps(run: Run, kind: str, backend: str | None = None) -> Steps:
             count = sum(1 for s in slots if s.startswith(prefix))
         else:
             count = task.gpus if gpu else task.cpus if cpu else 0
-        if count:
+        if not count:
+            continue
+        if task.attempts:
+            for low, high in task.held(end):
+                deltas[low - origin] += count
+                deltas[high - origin] -= count
+        else:
             deltas[started - origin] += count
             finished = task.finished
             deltas[(finished if finished is not None else end) - origin] -= count

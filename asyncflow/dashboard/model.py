@@ -139,6 +139,23 @@ class SpanRecord(NamedTuple):
     failure: str = ""  # a failed task's traceback, or its exit status and stderr tail
     extra: tuple[tuple[str, str], ...] = ()  # other span attributes (enrichers)
 
+    def held(self, now: float) -> tuple[tuple[float, float], ...]:
+        """When it held its slots: ``(start, end)`` pairs, epoch seconds.
+
+        Each attempt's own run when its attempts are recorded (between them
+        a task waits out its retry delay and holds nothing), else from
+        ``started`` until ``finished`` (``now`` while it runs); none if it
+        never started.
+        """
+        if self.started is None:
+            return ()
+        end = self.finished if self.finished is not None else now
+        if self.attempts:
+            ran = tuple((a.started, a.ended or end) for a in self.attempts if a.started)
+            if ran:
+                return ran
+        return ((self.started, end),)
+
     def slot_count(self, kind: str) -> int:
         """Slots of ``kind`` it holds: assigned ones when known, else what it asked for."""
         if self.slots:

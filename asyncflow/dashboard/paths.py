@@ -126,25 +126,25 @@ def _kind_order(slot: str) -> tuple[int, str, int]:
 def slot_lanes(run: Run) -> Lanes:
     """The tasks that ran, by the slot they held.
 
-    A task is drawn on each slot it was assigned. When the backend assigned
+    A task is drawn on each slot it was assigned, once per attempt for a
+    task with retries (:meth:`SpanRecord.held`; the slots are the last
+    attempt's: the file does not keep each attempt's). When the backend assigned
     none (it is not resource-aware), lanes are packed from the requested
     ``gpus`` (else ``cpus``): each task takes the lowest free lanes of its
     kind, so the picture shows how many slots the run needed at once.
     """
     now = run.end
     held: dict[str, list[tuple[SpanRecord, float, float]]] = defaultdict(list)
-    unassigned: list[SpanRecord] = []
+    unassigned: list[tuple[SpanRecord, float, float]] = []
     for task in run.tasks:
-        if task.started is None:
-            continue
+        runs = [(task, start, end) for start, end in task.held(now)]
         if task.slots:
-            end = task.finished if task.finished is not None else now
             for slot in task.slots:
-                held[slot].append((task, task.started, end))
+                held[slot] += runs
         else:
-            unassigned.append(task)
+            unassigned += runs
     inferred = bool(unassigned) and not held
-    for slot, spans in _pack(unassigned, now).items():
+    for slot, spans in _pack(unassigned).items():
         held[slot].extend(spans)
     lanes = tuple(
         Lane(slot, tuple(sorted(held[slot], key=lambda s: s[1])))
@@ -154,16 +154,14 @@ def slot_lanes(run: Run) -> Lanes:
 
 
 def _pack(
-    tasks: Iterable[SpanRecord], now: float
+    runs: Iterable[tuple[SpanRecord, float, float]],
 ) -> dict[str, list[tuple[SpanRecord, float, float]]]:
-    """Interval partitioning per kind: each task takes the lowest lanes free at its start."""
+    """Interval partitioning per kind: each run takes the lowest lanes free at its start."""
     out: dict[str, list[tuple[SpanRecord, float, float]]] = defaultdict(list)
     busy: dict[str, list[tuple[float, int]]] = defaultdict(list)  # (free at, lane) heaps
     free: dict[str, list[int]] = defaultdict(list)  # free lanes, a heap
     opened: dict[str, int] = defaultdict(int)
-    for task in sorted(tasks, key=lambda t: (t.started or 0.0, t.uid)):
-        start = task.started or 0.0
-        end = task.finished if task.finished is not None else now
+    for task, start, end in sorted(runs, key=lambda r: (r[1], r[0].uid)):
         kind = n.KIND_GPU if task.gpus else n.KIND_CPU
         count = max(1, task.gpus if task.gpus else task.cpus)
         heap, spare = busy[kind], free[kind]

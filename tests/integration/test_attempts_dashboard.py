@@ -3,11 +3,15 @@ the dashboard, which draws attempts as segments and hits as their own mark."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from asyncflow import LocalExecutionBackend, WorkflowEngine
-from asyncflow.dashboard import open_source
+from asyncflow.dashboard import _webgl as w
+from asyncflow.dashboard import compute as c
+from asyncflow.dashboard import open_source, paths
 from asyncflow.dashboard._attempts import ATTEMPT_FAILED, ATTEMPT_OK, CACHE_HIT_NAME
+from asyncflow.dashboard._columns import timeline_of
 from asyncflow.dashboard.figures import campaign_figure, gantt_figure
 from asyncflow.telemetry import names as n
 
@@ -64,3 +68,47 @@ async def test_attempts_and_hits_reach_the_gantt(tmp_path: Path) -> None:
         assert len(timeline[CACHE_HIT_NAME].x) == 1 and "never ran" not in timeline
         hover = " ".join(traces[ATTEMPT_FAILED].hovertext)
         assert "&lt;b&gt;try 1&lt;/b&gt;" in hover and "<b>" not in hover  # escaped
+
+
+async def test_a_retried_task_holds_its_slot_only_while_an_attempt_runs(tmp_path: Path) -> None:
+    """CAMPAIGN.md: a task starts only when its slots are free. During a retry
+    delay the task holds none: another task runs on the only CPU meanwhile,
+    and the busy slots and the slot lanes show one task at a time."""
+    failed = asyncio.Event()
+    async with await WorkflowEngine.create(
+        backend=await LocalExecutionBackend(cpus=1), work_dir=tmp_path
+    ) as engine:
+        tel = await engine.start_telemetry(checkpoint_path=tmp_path / "run")
+
+        @engine.function_task(retries=1, retry_delay=2.0)
+        async def flaky() -> str:
+            if not failed.is_set():
+                failed.set()
+                raise RuntimeError("first attempt")
+            return "ok"
+
+        @engine.function_task
+        async def other() -> str:
+            return "other"
+
+        retried = flaky()
+        await failed.wait()
+        assert await other() == "other"  # on the only CPU, in flaky's retry delay
+        assert await retried == "ok"
+    assert tel.checkpoint_file is not None
+    run = open_source(Path(tel.checkpoint_file)).poll()
+    by_name = {t.name: t for t in run.tasks}
+    first, second = by_name["flaky"].attempts
+    assert first.ended <= by_name["other"].started <= by_name["other"].finished <= second.started
+    assert c.capacities(run)[n.KIND_CPU] == c.Capacity(1, "recorded")
+    # Busy CPUs, per task and from columns (the aggregated timeline): never two.
+    assert c.busy_steps(run, n.KIND_CPU).peak == 1
+    whole, _ = w.steps(timeline_of(run), n.KIND_CPU, 50)
+    assert whole == c.busy_steps(run, n.KIND_CPU)
+    # The slot lanes: one lane, flaky on it once per attempt, nothing overlapping.
+    (lane,) = paths.slot_lanes(run).lanes
+    assert [(t.name, start, end) for t, start, end in lane.spans] == [
+        ("flaky", first.started, first.ended),
+        ("other", by_name["other"].started, by_name["other"].finished),
+        ("flaky", second.started, second.ended),
+    ]
