@@ -91,7 +91,7 @@ def slots_figure(run: Run, *, bar_limit: int = LANE_BAR_LIMIT) -> go.Figure:
         range=[rows - 0.5, -0.5],
         tickmode="array" if labelled else "auto",
         tickvals=list(range(rows)) if labelled else None,
-        ticktext=[lane.slot for lane in lanes.lanes] if labelled else None,
+        ticktext=[lane.label for lane in lanes.lanes] if labelled else None,
         title_text=None if labelled else f"{rows} slots",
         automargin=True,
     )

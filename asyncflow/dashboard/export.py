@@ -110,14 +110,17 @@ def _by_workflow(run: Run) -> list[dict[str, Any]]:
 def _by_slot(run: Run) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     rows = {t.uid: row for row in c.timeline_rows(run) for t in row.tasks}
-    pids: dict[str, int] = {}
-    for tid, lane in enumerate(paths.slot_lanes(run).lanes, start=1):
+    pids: dict[tuple[str, str], int] = {}
+    lanes = paths.slot_lanes(run)
+    several = len(lanes.backends) > 1
+    for tid, lane in enumerate(lanes.lanes, start=1):
         kind = lane.slot.partition(":")[0]
-        pid = pids.get(kind)
+        pid = pids.get((lane.backend, kind))
         if pid is None:
-            pid = pids[kind] = len(pids) + 1
-            events.append(_meta("process_name", pid, 0, {"name": f"{kind} slots"}))
-        events.append(_meta("thread_name", pid, tid, {"name": lane.slot}))
+            pid = pids[lane.backend, kind] = len(pids) + 1
+            name = f"{lane.backend or '?'} {kind} slots" if several else f"{kind} slots"
+            events.append(_meta("process_name", pid, 0, {"name": name}))
+        events.append(_meta("thread_name", pid, tid, {"name": lane.label}))
         events.append(_meta("thread_sort_index", pid, tid, {"sort_index": tid}))
         for task, start, end in lane.spans:
             row = rows.get(task.uid)

@@ -103,24 +103,36 @@ def critical_path(run: Run) -> CriticalPath | None:
 
 @dataclasses.dataclass(frozen=True)
 class Lane:
-    """One slot (``"gpu:1"``) and the tasks that held it: ``(task, start, end)``."""
+    """One slot of one backend and the tasks that held it: ``(task, start, end)``.
 
+    ``slot`` is the backend's name for it (``"gpu:1"``); ``label`` is what a
+    row shows: the slot, after the backend's name when the run has several
+    backends (``"b gpu:1"``).
+    """
+
+    backend: str
     slot: str
+    label: str
     spans: tuple[tuple[SpanRecord, float, float], ...]
 
 
 @dataclasses.dataclass(frozen=True)
 class Lanes:
-    """Every slot lane of a run; ``inferred``: no slots were recorded, lanes were packed."""
+    """Every slot lane of a run; ``inferred``: no slots were recorded, lanes were packed.
+
+    ``backends``: the backends the lanes belong to, in lane order.
+    """
 
     lanes: tuple[Lane, ...]
     inferred: bool
+    backends: tuple[str, ...] = ()
 
 
-def _kind_order(slot: str) -> tuple[int, str, int]:
+def _lane_order(key: tuple[str, str]) -> tuple[str, int, str, int]:
+    backend, slot = key
     kind, _, index = slot.partition(":")
     order = {n.KIND_GPU: 0, n.KIND_CPU: 1}.get(kind, 2)
-    return order, kind, int(index) if index.isdigit() else -1
+    return backend, order, kind, int(index) if index.isdigit() else -1
 
 
 def slot_lanes(run: Run) -> Lanes:
@@ -132,49 +144,65 @@ def slot_lanes(run: Run) -> Lanes:
     none (it is not resource-aware), lanes are packed from the requested
     ``gpus`` (else ``cpus``): each task takes the lowest free lanes of its
     kind, so the picture shows how many slots the run needed at once.
+
+    Each backend has slots of its own: lanes are per backend and slot, so
+    ``cpu:0`` of one backend and ``cpu:0`` of another are two lanes.
     """
     now = run.end
-    held: dict[str, list[tuple[SpanRecord, float, float]]] = defaultdict(list)
+    held: dict[tuple[str, str], list[tuple[SpanRecord, float, float]]] = defaultdict(list)
     unassigned: list[tuple[SpanRecord, float, float]] = []
     for task in run.tasks:
         runs = [(task, start, end) for start, end in task.held(now)]
         if task.slots:
             for slot in task.slots:
-                held[slot] += runs
+                held[task.backend, slot] += runs
         else:
             unassigned += runs
     inferred = bool(unassigned) and not held
-    for slot, spans in _pack(unassigned).items():
-        held[slot].extend(spans)
+    for key, spans in _pack(unassigned).items():
+        held[key].extend(spans)
+    order = sorted(held, key=_lane_order)
+    backends = tuple(dict.fromkeys(backend for backend, _ in order))
+    several = len(backends) > 1
     lanes = tuple(
-        Lane(slot, tuple(sorted(held[slot], key=lambda s: s[1])))
-        for slot in sorted(held, key=_kind_order)
+        Lane(
+            backend,
+            slot,
+            f"{backend or '?'} {slot}" if several else slot,
+            tuple(sorted(held[backend, slot], key=lambda s: s[1])),
+        )
+        for backend, slot in order
     )
-    return Lanes(lanes, inferred)
+    return Lanes(lanes, inferred, backends)
 
 
 def _pack(
     runs: Iterable[tuple[SpanRecord, float, float]],
-) -> dict[str, list[tuple[SpanRecord, float, float]]]:
-    """Interval partitioning per kind: each run takes the lowest lanes free at its start."""
-    out: dict[str, list[tuple[SpanRecord, float, float]]] = defaultdict(list)
-    busy: dict[str, list[tuple[float, int]]] = defaultdict(list)  # (free at, lane) heaps
-    free: dict[str, list[int]] = defaultdict(list)  # free lanes, a heap
-    opened: dict[str, int] = defaultdict(int)
+) -> dict[tuple[str, str], list[tuple[SpanRecord, float, float]]]:
+    """Interval partitioning per backend and kind: a run takes the lowest lanes free at its start.
+
+    Returns the runs by (backend, slot).
+    """
+    out: dict[tuple[str, str], list[tuple[SpanRecord, float, float]]] = defaultdict(list)
+    # Per (backend, kind): (free at, lane) heaps, free lanes (a heap), lanes opened.
+    busy: dict[tuple[str, str], list[tuple[float, int]]] = defaultdict(list)
+    free: dict[tuple[str, str], list[int]] = defaultdict(list)
+    opened: dict[tuple[str, str], int] = defaultdict(int)
     for task, start, end in sorted(runs, key=lambda r: (r[1], r[0].uid)):
         kind = n.KIND_GPU if task.gpus else n.KIND_CPU
+        group = (task.backend, kind)
         count = max(1, task.gpus if task.gpus else task.cpus)
-        heap, spare = busy[kind], free[kind]
+        heap, spare = busy[group], free[group]
         while heap and heap[0][0] <= start:
             heapq.heappush(spare, heapq.heappop(heap)[1])
         for _ in range(count):
             if spare:
                 lane = heapq.heappop(spare)
             else:
-                lane = opened[kind]
-                opened[kind] += 1
+                lane = opened[group]
+                opened[group] += 1
             heapq.heappush(heap, (end, lane))
-            out[f"{kind}:{lane}"].append((task, start, end))
+            out[task.backend, f"{kind}:{lane}"].append((task, start, end))
     return out
 
 
