@@ -77,6 +77,7 @@ _TYPED = frozenset(
     )
 )
 _TYPED_BUT_CREATED = _TYPED - {n.TL_CREATED}
+_TYPED_BUT_ASSIGNED = _TYPED - {n.TL_ASSIGNED}
 _TYPED_BUT_ENDED = _TYPED - {n.TL_ENDED}
 
 
@@ -104,12 +105,15 @@ def _seconds(t_ns: int) -> float:
 def _misshaped(fields: dict[str, Any]) -> bool:
     """Whether a task line is one ``n.record_problem`` objects to.
 
-    The writer's created and ended lines (a third of a file) carry one time
-    each and mostly no object: those are passed without the general check.
+    The writer's created, assigned and ended lines (the lines of a task but
+    its one-step ones) carry one time each and mostly no object: those pass
+    by that time's type, without the general check.
     """
     if type(fields.get(n.TL_CREATED)) is int and _TYPED_BUT_CREATED.isdisjoint(fields):
         return not fields[n.TL_UID]
     if type(fields.get(n.TL_ENDED)) is int and _TYPED_BUT_ENDED.isdisjoint(fields):
+        return not fields[n.TL_UID]
+    if type(fields.get(n.TL_ASSIGNED)) is int and _TYPED_BUT_ASSIGNED.isdisjoint(fields):
         return not fields[n.TL_UID]
     return n.record_problem(fields) is not None
 
