@@ -348,7 +348,10 @@ class WorkflowEngine(Calls):
 
     # ------------------------------------------------------------------ shutdown
     async def shutdown(self, skip_execution_backend: bool = False) -> None:
-        """Cancel every unfinished task, shut the backends down, stop telemetry.
+        """Cancel this engine's unfinished tasks, shut the backends down, stop telemetry.
+
+        A task of another engine that one of its tasks waits on is left to
+        that engine.
 
         Safe to call twice or concurrently: later calls wait for the first.
 
@@ -374,7 +377,13 @@ class WorkflowEngine(Calls):
     async def _cancel_and_stop(self, skip_execution_backend: bool) -> None:
         """Cancel what is unfinished, stop the backends, then telemetry."""
         remove_signal_handlers(self, self._loop)
-        unfinished = [f for f in self._graph.unfinished() if type(f) is TaskFuture]
+        # Only this engine's tasks: the graph also holds the futures of other
+        # engines this engine's tasks wait on, which their own engine runs
+        # (its graph, its dependents and its telemetry would never hear of a
+        # cancel made here). This engine's tasks waiting on them are its own.
+        unfinished = [
+            f for f in self._graph.unfinished() if type(f) is TaskFuture and f._engine is self
+        ]
         for fut in unfinished:
             if fut.kind == KIND_BLOCK and not fut.done():
                 fut.cancel("engine shut down")
