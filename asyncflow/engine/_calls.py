@@ -171,6 +171,13 @@ class Calls(Reporting):
                     f"not {type(call_td).__name__}"
                 )
                 call_td = None
+            if wf_override is not None and not isinstance(wf_override, str):
+                # The scope's workflow_id takes only a string too.
+                problem = problem or TypeError(
+                    f"workflow_id for '{spec.name}' must be a string, "
+                    f"not {type(wf_override).__name__} {wf_override!r}"
+                )
+                wf_override = None
             options = {k: kwargs.pop(k) for k in POLICY_KWARGS if k in kwargs}
             if options:
                 try:

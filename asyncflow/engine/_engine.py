@@ -152,7 +152,14 @@ class WorkflowEngine(Calls):
 
         Yields:
             The workflow id.
+
+        Raises:
+            TypeError: ``workflow_id`` or ``name`` is neither a string nor None.
         """
+        # Checked here, where the mistake is made: both reach span names,
+        # metric labels and the checkpoint file, which take only text.
+        workflow_id = _text_or_none("workflow_id", workflow_id)
+        name = _text_or_none("name", name)
         wf_id = workflow_id or f"wf-{secrets.token_hex(4)}"
         observer = self._observer
         span: LiveWorkflow | None = None
@@ -421,6 +428,23 @@ class WorkflowEngine(Calls):
             # so that runs do not leave an empty directory each behind.
             session_dir = os.path.join(self.work_dir, self.uid)
             await self._loop.run_in_executor(None, _remove_if_empty, session_dir)
+
+
+def _text_or_none(option: str, value: Any) -> str | None:
+    """``value`` as a plain ``str`` (a subclass made plain), or None.
+
+    Raises:
+        TypeError: anything else, naming ``option`` (a number included:
+            ``str()`` of it is one call away, of an object a surprise).
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(
+            f"workflow_scope() {option} must be a string or None, "
+            f"not {type(value).__name__} {value!r}"
+        )
+    return str(value)
 
 
 def _remove_if_empty(path: str) -> None:

@@ -1,8 +1,8 @@
 """Bad input gets a clear error naming the problem, at construction or call.
 
-Flags take only ``bool``; counts only non-negative ``int``; a uid cannot
-escape its directory; more executables than the open-file limit allows wait
-instead of failing.
+Flags take only ``bool``; counts only non-negative ``int``; workflow ids and
+names only ``str``; a uid cannot escape its directory; more executables than
+the open-file limit allows wait instead of failing.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 
 from asyncflow import LocalExecutionBackend, WorkflowEngine
+
+from .conftest import expected
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -60,6 +62,31 @@ async def test_task_flags_take_only_bool(engine: WorkflowEngine) -> None:
         @engine.executable_task(capture_stdio="false")  # type: ignore[call-overload]
         async def t() -> str:
             return "true"
+
+
+class _Tag(str):
+    """A str subclass (as numpy's strings are)."""
+
+
+@pytest.mark.parametrize(("option", "value"), [("workflow_id", 42), ("name", 5), ("name", b"x")])
+async def test_workflow_ids_and_names_take_only_strings(
+    engine: WorkflowEngine, option: str, value: Any
+) -> None:
+    @engine.function_task
+    async def t() -> int:
+        return 1
+
+    with pytest.raises(TypeError, match=f"workflow_scope\\(\\) {option} must be a string"):
+        async with engine.workflow_scope(**{option: value}):
+            pytest.fail("the scope opened")
+    # A call's workflow_id is held to the same rule: that task fails.
+    with pytest.raises(TypeError, match="workflow_id for 't' must be a string, not int 43"):
+        await t(workflow_id=43)
+    async with engine.workflow_scope(_Tag("wf-tagged"), name=_Tag("tagged")) as wf_id:
+        fut = t()
+    assert type(wf_id) is str and wf_id == "wf-tagged"
+    assert type(fut.workflow_name) is str
+    assert await fut == expected(engine, 1)
 
 
 @pytest.mark.parametrize(
