@@ -1,4 +1,4 @@
-"""Checks of user-supplied options: flags, counts, durations, ports, uids.
+"""Checks of user-supplied options: flags, counts, durations, ports, uids, names.
 
 Strict on purpose: a flag read from a config file as the string ``"false"``
 is truthy, and ``1.7`` CPUs truncated to 1 is a silent lie. Each check
@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["count", "flag", "port", "safe_uid", "seconds", "slot_counts"]
+__all__ = ["count", "flag", "port", "safe_uid", "seconds", "slot_counts", "text_or_none"]
 
 
 def flag(name: str, value: Any) -> bool:
@@ -90,6 +90,20 @@ def safe_uid(name: str, value: Any) -> str:
             f"{name} {value!r} must name a file, not a path: no '/', '\\\\', '..' or NUL, not empty"
         )
     return value
+
+
+def text_or_none(name: str, value: Any) -> str | None:
+    """``value`` as a plain ``str`` (a subclass made plain), or None.
+
+    Raises:
+        TypeError: anything else, a number included (``str()`` of a number
+            is one call away for the caller; of an object, a surprise).
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string or None, not {type(value).__name__} {value!r}")
+    return str(value)
 
 
 def slot_counts(description: Mapping[str, Any]) -> None:

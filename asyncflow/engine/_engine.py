@@ -158,8 +158,8 @@ class WorkflowEngine(Calls):
         """
         # Checked here, where the mistake is made: both reach span names,
         # metric labels and the checkpoint file, which take only text.
-        workflow_id = _text_or_none("workflow_id", workflow_id)
-        name = _text_or_none("name", name)
+        workflow_id = _check.text_or_none("workflow_scope() workflow_id", workflow_id)
+        name = _check.text_or_none("workflow_scope() name", name)
         wf_id = workflow_id or f"wf-{secrets.token_hex(4)}"
         observer = self._observer
         span: LiveWorkflow | None = None
@@ -428,23 +428,6 @@ class WorkflowEngine(Calls):
             # so that runs do not leave an empty directory each behind.
             session_dir = os.path.join(self.work_dir, self.uid)
             await self._loop.run_in_executor(None, _remove_if_empty, session_dir)
-
-
-def _text_or_none(option: str, value: Any) -> str | None:
-    """``value`` as a plain ``str`` (a subclass made plain), or None.
-
-    Raises:
-        TypeError: anything else, naming ``option`` (a number included:
-            ``str()`` of it is one call away, of an object a surprise).
-    """
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise TypeError(
-            f"workflow_scope() {option} must be a string or None, "
-            f"not {type(value).__name__} {value!r}"
-        )
-    return str(value)
 
 
 def _remove_if_empty(path: str) -> None:
