@@ -31,7 +31,7 @@ from .. import _check
 from ..backends._base import Backend
 from ..errors import EngineShutdownError
 from ..telemetry import names as n
-from . import _gc
+from . import _gc, _serving
 from . import _graph as g
 from ._calls import Calls
 from ._future import KIND_BLOCK, TaskFuture
@@ -90,7 +90,9 @@ class WorkflowEngine(Calls):
                 finished (default: ``ASYNCFLOW_RESUME``).
 
         Raises:
-            ValueError: two backends share a name.
+            ValueError: two backends share a name, or a backend serves another
+                engine still (one that has not shut down, or that left
+                tasks running on it with ``skip_execution_backend=True``).
             TypeError: ``cache`` is not a bool.
             CacheError: the campaign directory's store is damaged or foreign.
         """
@@ -115,7 +117,13 @@ class WorkflowEngine(Calls):
                 logger.info("no backend given: using LocalExecutionBackend on threads")
         engine._add_backends(backend)
         session_dir = os.path.join(engine.work_dir, engine.uid)
-        await engine._loop.run_in_executor(None, lambda: os.makedirs(session_dir, exist_ok=True))
+        try:
+            await engine._loop.run_in_executor(
+                None, lambda: os.makedirs(session_dir, exist_ok=True)
+            )
+        except BaseException:
+            _serving.release(engine, list(engine._backends.values()))  # free for another engine
+            raise
         for be in engine._backends.values():
             be._work_dir = session_dir
         install_signal_handlers(engine, engine._loop)
@@ -408,9 +416,18 @@ class WorkflowEngine(Calls):
                 if isinstance(res, BaseException):
                     logger.error("backend %r failed to shut down: %r", be.name, res)
         self._drain_inbox()
+        running: dict[str, set[str]] = {}  # by backend name: the tasks it may still run
         for fut in unfinished:
             if not fut.done():
+                backend = fut._backend
+                if backend is not None and self._graph.state(fut) in _ON_A_BACKEND:
+                    running.setdefault(backend.name, set()).add(fut.uid)
                 self._finish_cancel(fut, "engine shut down")
+        # Another engine may take the backends over now, or, for one that
+        # may still run tasks of this one, once they have ended.
+        reports = list(self._inbox)  # reached this engine after it stopped listening
+        self._inbox.clear()
+        _serving.hand_on(self, self._backends, running if skip_execution_backend else {}, reports)
         reporter, self._progress = self._progress, None
         if reporter is not None:
             await reporter.stop()
@@ -428,6 +445,10 @@ class WorkflowEngine(Calls):
             # so that runs do not leave an empty directory each behind.
             session_dir = os.path.join(self.work_dir, self.uid)
             await self._loop.run_in_executor(None, _remove_if_empty, session_dir)
+
+
+# Graph states of a task handed to a backend that has not reported its end.
+_ON_A_BACKEND = frozenset({g.SUBMITTED, g.RUNNING})
 
 
 def _remove_if_empty(path: str) -> None:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, cast
 from .. import _check
 from ..backends._base import Backend, TaskDescription
 from . import _graph as g
+from . import _serving
 from ._foreign import Adapter, adapter_for, runs_exact_argv
 from ._future import KIND_BLOCK, KIND_EXECUTABLE, KIND_FUNCTION, KIND_PROMPT, TaskFuture
 from ._registry import Components
@@ -156,6 +157,21 @@ class EngineState:
                     f"duplicate backend name {name!r}: give each backend a unique name="
                 )
             names[name] = be
+        # Before any callback is replaced: a backend serving another live
+        # engine would send this engine's reports there, and the other's here.
+        _serving.claim(self, backends)
+        try:
+            self._attach(backends)
+        except BaseException:
+            _serving.release(self, backends)
+            raise
+        self._backends = names
+        self._routes = {}
+        self.backend = backends[0]
+        self._default = backends[0].name
+
+    def _attach(self, backends: list[Backend]) -> None:
+        """Register this engine's callback with ``backends`` and read what they declare."""
         for be in backends:
             if getattr(type(be), "submits_inline", False) is True:
                 self._inline.add(be.name)  # declares it needs no Task of its own
@@ -180,10 +196,6 @@ class EngineState:
                 bool(getattr(be, "supports_implicit_data_linking", False)),
                 bool(getattr(be, "supports_explicit_data_linking", False)),
             )
-        self._backends = names
-        self._routes = {}
-        self.backend = backends[0]
-        self._default = backends[0].name
 
     def _innermost(self) -> tuple[TaskFuture[Any] | None, _Scope | None]:
         """The current block, unless a workflow scope opened inside it is

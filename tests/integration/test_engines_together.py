@@ -7,8 +7,12 @@ time (its one callback and the engines' task uids would mix their reports).
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 from pathlib import Path
+
+import pytest
 
 from asyncflow import LocalExecutionBackend, WorkflowEngine
 
@@ -52,3 +56,81 @@ async def test_shutdown_leaves_the_tasks_of_another_engine_alone(tmp_path: Path)
         release.set()
         await one.shutdown()
         await two.shutdown()
+
+
+async def test_a_backend_serves_one_live_engine_at_a_time(tmp_path: Path) -> None:
+    backend = await LocalExecutionBackend()
+    one = await WorkflowEngine.create(backend=backend, work_dir=tmp_path)
+    with pytest.raises(ValueError, match=f"backend 'default' .*serves engine '{one.uid}'"):
+        await WorkflowEngine.create(backend=backend, work_dir=tmp_path)
+
+    @one.function_task
+    async def first() -> str:
+        return "one's"
+
+    # The refused engine took nothing: the first one still gets its reports.
+    assert await asyncio.wait_for(first(), 10) == "one's"
+    # Once it has shut down (leaving the backend running), the next engine
+    # takes the backend over, its own task.000001 and all.
+    await one.shutdown(skip_execution_backend=True)
+    two = await WorkflowEngine.create(backend=backend, work_dir=tmp_path)
+    try:
+
+        @two.function_task
+        async def second() -> str:
+            return "two's"
+
+        fut = second()
+        assert fut.uid == "task.000001"
+        assert await asyncio.wait_for(fut, 10) == "two's"
+    finally:
+        await two.shutdown()
+
+
+async def test_a_backend_is_handed_on_once_the_tasks_left_on_it_end(tmp_path: Path) -> None:
+    backend = await LocalExecutionBackend()
+    one = await WorkflowEngine.create(backend=backend, work_dir=tmp_path)
+    release = threading.Event()
+
+    @one.function_task
+    async def stuck() -> str:
+        release.wait(30)  # plain code in a thread: cancelling cannot stop it
+        return "one's"
+
+    left = stuck()
+    await wait_until(lambda: left.state == "RUNNING")
+    await one.shutdown(skip_execution_backend=True)
+    assert left.cancelled()
+    # Its end, when it comes, must not reach the next engine's task.000001.
+    with pytest.raises(ValueError, match=r"1 of its tasks ran there \(task\.000001\)"):
+        await WorkflowEngine.create(backend=backend, work_dir=tmp_path)
+    release.set()
+    two = await _create_when_free(backend, tmp_path)
+    try:
+        gate = threading.Event()
+
+        @two.function_task
+        async def mine() -> str:
+            gate.wait(30)
+            return "two's"
+
+        fut = mine()
+        assert fut.uid == left.uid
+        await wait_until(lambda: fut.state == "RUNNING")
+        gate.set()
+        assert await asyncio.wait_for(fut, 10) == "two's"
+    finally:
+        release.set()
+        await two.shutdown()
+
+
+async def _create_when_free(backend: LocalExecutionBackend, tmp_path: Path) -> WorkflowEngine:
+    """An engine on ``backend`` as soon as another engine has handed it on."""
+    deadline = time.monotonic() + 10.0  # catches a hang, not a slow machine
+    while True:
+        try:
+            return await WorkflowEngine.create(backend=backend, work_dir=tmp_path)
+        except ValueError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.005)
