@@ -278,14 +278,6 @@ class ProcessCheckpointWriter:
             batch = _take(self._pending)
             if batch:
                 self._send(batch)
-            if self._backlog:
-                # A future completes right after this flush: its record must
-                # be in the pipe, in the writer's hands, not in this process's
-                # backlog, which a SIGKILL would lose. So the run waits for a
-                # writer that is behind, as long as it takes records; one
-                # stalled for STALL_SECONDS is not waited for (the backlog
-                # stays, and its loss, if any, is counted).
-                self._room_for(0, 0)
 
     def _send(self, batch: list[tuple[Any, ...]]) -> None:
         """One write of a batch to the pipe, or into the backlog.
@@ -319,14 +311,11 @@ class ProcessCheckpointWriter:
         self._backlog_bytes += len(blob) - sent
         self._wake.set()
 
-    def _room_for(self, size: int, limit: int | None = None) -> bool:
-        """Whether ``size`` more bytes fit in the backlog of at most ``limit``
-        bytes (default ``BACKLOG_BYTES``; a frame larger than the whole
-        backlog fits an empty one), handing the writer the backlog here
-        until they do; False once the writer is stalled."""
-        if limit is None:
-            limit = BACKLOG_BYTES
-        while self._backlog and self._backlog_bytes + size > limit:
+    def _room_for(self, size: int) -> bool:
+        """Whether ``size`` more bytes fit in the backlog (a frame larger
+        than the whole backlog fits an empty one), handing the writer the
+        backlog here until they do; False once the writer is stalled."""
+        while self._backlog and self._backlog_bytes + size > BACKLOG_BYTES:
             if self._abandon or self._broken or self._closed:
                 return False
             if time.monotonic() - self._progress_at > STALL_SECONDS:
