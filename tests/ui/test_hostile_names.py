@@ -69,14 +69,16 @@ def test_markup_in_names_is_shown_as_text_in_the_app(
     assert styled == 0
 
 
-def test_markup_in_names_is_shown_as_text_in_the_report(browser: Any, tmp_path: Path) -> None:
+def open_report(browser: Any, tmp_path: Path, selector: str, what: str) -> None:
+    """``asyncflow report`` of the hostile run, open in ``browser`` once ``selector`` shows."""
     report = tmp_path / "report.html"
     assert main(["report", str(hostile_run(tmp_path)), "-o", str(report)]) == 0
     browser.get(report.as_uri())
-    wait_for(
-        lambda: browser.find_elements("css selector", ".js-plotly-plot .barlayer .point path"),
-        what="the report's timeline",
-    )
+    wait_for(lambda: browser.find_elements("css selector", selector), what=what)
+
+
+def test_markup_in_names_is_shown_as_text_in_the_report(browser: Any, tmp_path: Path) -> None:
+    open_report(browser, tmp_path, ".js-plotly-plot .barlayer .point path", "the report's timeline")
     links, text = rendered(browser, "body")
     assert links == 0
     assert STYLED in text and LINK in text
@@ -87,13 +89,7 @@ def test_titles_show_names_as_written_and_the_critical_path_below(
 ) -> None:
     """A title's user strings show as written; the critical path is the smaller
     line under the timeline's and slot lanes' titles, not ``<br><sup>`` text."""
-    report = tmp_path / "report.html"
-    assert main(["report", str(hostile_run(tmp_path)), "-o", str(report)]) == 0
-    browser.get(report.as_uri())
-    wait_for(
-        lambda: browser.find_elements("css selector", "#slots .gtitle"),
-        what="the report's slot lanes",
-    )
+    open_report(browser, tmp_path, "#slots .gtitle", "the report's slot lanes")
 
     def text(css: str) -> str:
         return str(
