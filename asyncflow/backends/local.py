@@ -128,6 +128,10 @@ class LocalExecutionBackend(BaseBackend):
         self._exec_futures: set[Future[Any]] = set()  # executables queued or running
         self._handles: CancelHandles = {}
         self._cancelled: set[str] = set()
+        # Tasks submitted and not yet reported ended: a cancel of any other
+        # uid (one that ended meanwhile) leaves no mark that could cancel a
+        # later task of the same uid (the next engine given this backend).
+        self._live: set[str] = set()
         self._tasks_by_uid: dict[str, TaskDescription] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -177,7 +181,9 @@ class LocalExecutionBackend(BaseBackend):
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         pool = self.resource_pool
+        live = self._live
         for task in tasks:
+            live.add(task["uid"])
             if self._closed:
                 task["exception"] = RuntimeError(
                     f"LocalExecutionBackend {self.name!r} is shut down; "
@@ -276,6 +282,7 @@ class LocalExecutionBackend(BaseBackend):
     def _finish(self, task: TaskDescription, state: str) -> None:
         uid = task["uid"]
         if state != "RUNNING":
+            self._live.discard(uid)  # before the cancel mark: see cancel_task
             self._queued.pop(uid, None)
             if uid in self._cancelled:
                 self._cancelled.discard(uid)
@@ -557,6 +564,12 @@ class LocalExecutionBackend(BaseBackend):
         task will not complete normally.
         """
         self._cancelled.add(uid)
+        if uid not in self._live:
+            # Ended already (or never here): no mark left behind. (Marked
+            # first: a task ending on a worker thread now takes the mark off
+            # after this test, or is seen ended by it.)
+            self._cancelled.discard(uid)
+            return False
         waiter = self._acquiring.get(uid)
         if waiter is not None:  # still waiting for its slots
             waiter.cancel()

@@ -134,3 +134,34 @@ async def _create_when_free(backend: LocalExecutionBackend, tmp_path: Path) -> W
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.005)
+
+
+async def test_a_cancel_that_came_too_late_leaves_no_mark_for_the_next_engine(
+    tmp_path: Path,
+) -> None:
+    """A cancel of a task that had already ended (a late ``cancel_task``)
+    marked its uid cancelled for good: the next engine given the backend
+    had its task of that uid reported cancelled."""
+    backend = await LocalExecutionBackend()
+    first = await WorkflowEngine.create(backend=backend, work_dir=tmp_path)
+
+    @first.function_task
+    async def step() -> str:
+        return "first"
+
+    done = step()
+    assert await done == "first"
+    assert await backend.cancel_task(done.uid) is False  # it ended: nothing to cancel
+    await first.shutdown(skip_execution_backend=True)
+    second = await WorkflowEngine.create(backend=backend, work_dir=tmp_path)
+    try:
+
+        @second.function_task
+        async def again() -> str:
+            return "second"
+
+        same = again()
+        assert same.uid == done.uid
+        assert await asyncio.wait_for(same, 30) == "second"
+    finally:
+        await second.shutdown()
