@@ -18,6 +18,8 @@ from asyncflow import LocalExecutionBackend, WorkflowEngine
 
 from .conftest import wait_until
 
+DEADLINE = 30.0  # seconds: catches a hang, not a loaded machine
+
 
 async def test_shutdown_leaves_the_tasks_of_another_engine_alone(tmp_path: Path) -> None:
     one = await WorkflowEngine.create(backend=await LocalExecutionBackend(), work_dir=tmp_path)
@@ -69,22 +71,12 @@ async def test_a_backend_serves_one_live_engine_at_a_time(tmp_path: Path) -> Non
         return "one's"
 
     # The refused engine took nothing: the first one still gets its reports.
-    assert await asyncio.wait_for(first(), 10) == "one's"
+    assert await asyncio.wait_for(first(), DEADLINE) == "one's"
     # Once it has shut down (leaving the backend running), the next engine
     # takes the backend over, its own task.000001 and all.
     await one.shutdown(skip_execution_backend=True)
     two = await WorkflowEngine.create(backend=backend, work_dir=tmp_path)
-    try:
-
-        @two.function_task
-        async def second() -> str:
-            return "two's"
-
-        fut = second()
-        assert fut.uid == "task.000001"
-        assert await asyncio.wait_for(fut, 10) == "two's"
-    finally:
-        await two.shutdown()
+    await _gets_its_own_result(two, "task.000001")
 
 
 async def test_a_backend_is_handed_on_once_the_tasks_left_on_it_end(tmp_path: Path) -> None:
@@ -118,15 +110,30 @@ async def test_a_backend_is_handed_on_once_the_tasks_left_on_it_end(tmp_path: Pa
         assert fut.uid == left.uid
         await wait_until(lambda: fut.state == "RUNNING")
         gate.set()
-        assert await asyncio.wait_for(fut, 10) == "two's"
+        assert await asyncio.wait_for(fut, DEADLINE) == "two's"
     finally:
         release.set()
         await two.shutdown()
 
 
+async def _gets_its_own_result(engine: WorkflowEngine, uid: str) -> None:
+    """``engine``'s first task has ``uid`` and gets its own result; then it shuts down."""
+    try:
+
+        @engine.function_task
+        async def own() -> str:
+            return engine.uid
+
+        fut = own()
+        assert fut.uid == uid
+        assert await asyncio.wait_for(fut, DEADLINE) == engine.uid
+    finally:
+        await engine.shutdown()
+
+
 async def _create_when_free(backend: LocalExecutionBackend, tmp_path: Path) -> WorkflowEngine:
     """An engine on ``backend`` as soon as another engine has handed it on."""
-    deadline = time.monotonic() + 10.0  # catches a hang, not a slow machine
+    deadline = time.monotonic() + DEADLINE  # catches a hang, not a slow machine
     while True:
         try:
             return await WorkflowEngine.create(backend=backend, work_dir=tmp_path)
@@ -154,14 +161,4 @@ async def test_a_cancel_that_came_too_late_leaves_no_mark_for_the_next_engine(
     assert await backend.cancel_task(done.uid) is False  # it ended: nothing to cancel
     await first.shutdown(skip_execution_backend=True)
     second = await WorkflowEngine.create(backend=backend, work_dir=tmp_path)
-    try:
-
-        @second.function_task
-        async def again() -> str:
-            return "second"
-
-        same = again()
-        assert same.uid == done.uid
-        assert await asyncio.wait_for(same, 30) == "second"
-    finally:
-        await second.shutdown()
+    await _gets_its_own_result(second, done.uid)
