@@ -1,21 +1,24 @@
 """The engine's end of the checkpoint writer process.
 
-Records queue up and go to the writer's pipe in one write at the end of
-any event-loop turn that completes a task's future (the engine asks for it
+Records queue up and go to the writer in one write at the end of any
+event-loop turn that completes a task's future (the engine asks for it
 before it completes the future, see ``flush_soon``), else within a quarter
-second. So a task's records are in the pipe before whoever awaits its future
-runs, and a SIGKILL of the engine loses nothing that finished. The pipe is
-non-blocking: what does not fit waits in a bounded backlog that a thread
-hands on, and what does not fit there is dropped, counted and reported; a
-task never waits for the disk. Closing gives up on a writer that makes no
-progress.
+second. They are written to a spill file the writer process holds open as
+well (a ``memfd`` on Linux: memory, no disk), which it reads behind the
+engine: a task's records are in the writer's hands before whoever awaits
+its future runs, however far behind the writer is, and a SIGKILL of the
+engine loses nothing that finished. The spill is bounded: the writer says
+how far it has read in the file's first bytes, and a run more than
+``BACKLOG_BYTES`` ahead of it waits while it keeps reading and drops (counted,
+reported) once it stalls; a task never waits for the disk. The pipe to the
+writer's standard input carries no data: its end tells the writer that the
+engine closed (or died). Closing gives up on a writer that makes no progress.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import logging
 import marshal
@@ -24,9 +27,9 @@ import select
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,14 +49,17 @@ __all__ = [
 
 logger = logging.getLogger("asyncflow.telemetry")
 
-# What the pipe to the writer holds (the kernel may allow less).
-PIPE_BYTES = 1 << 20
-
-# Bytes of records waiting for a slow (or stopped) writer; beyond, the
-# sender waits for a writer that keeps taking records, and drops them for
-# one that took nothing for STALL_SECONDS.
-BACKLOG_BYTES = 32 << 20
+# Bytes of records written to the spill and not yet read by the writer;
+# beyond, the sender waits for a writer that keeps reading, and drops them
+# for one that read nothing for STALL_SECONDS.
+BACKLOG_BYTES = 64 << 20
 STALL_SECONDS = 2.0
+
+# The spill file's first bytes: where the writer has read up to (a
+# little-endian 64-bit offset), then nothing until the records (a page, so
+# that the writer can free what it has read by whole pages).
+SPILL_START = 4096
+_READ_UP_TO = struct.Struct("<Q")
 
 # Seconds close() waits for a writer that makes no progress (takes nothing,
 # writes nothing) before it gives up on it.
@@ -122,12 +128,24 @@ class ProcessCheckpointWriter:
         self._export_time = EXPORT_TIMEOUT if otlp is not None else 0.0
         fd = _open_for_append(self.path) if self.path is not None else -1
         try:
+            self._spill = _make_spill()
+        except OSError as exc:
+            if fd >= 0:
+                os.close(fd)
+            raise NoWriterProcess(f"no spill file for the writer: {exc}") from exc
+        try:
             package_parent = str(Path(__file__).resolve().parents[2])
             env = dict(os.environ)
             env["PYTHONPATH"] = os.pathsep.join(
                 p for p in (package_parent, env.get("PYTHONPATH", "")) if p
             )
-            argv = [str(os.getpid()), str(fd) if fd >= 0 else "-", str(path or ""), *header]
+            argv = [
+                str(os.getpid()),
+                str(self._spill),
+                str(fd) if fd >= 0 else "-",
+                str(path or ""),
+                *header,
+            ]
             if otlp is not None:
                 argv.append(json.dumps(otlp, default=str))
             self._proc = subprocess.Popen(
@@ -135,36 +153,30 @@ class ProcessCheckpointWriter:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 env=env,
-                pass_fds=(fd,) if fd >= 0 else (),
+                pass_fds=(self._spill, fd) if fd >= 0 else (self._spill,),
                 start_new_session=True,  # a Ctrl-C for the run must not kill its record
             )
         except OSError as exc:
+            os.close(self._spill)
             raise NoWriterProcess(str(exc)) from exc
         finally:
             if fd >= 0:
                 os.close(fd)
-        assert self._proc.stdin is not None
-        self._fd = self._proc.stdin.fileno()
-        os.set_blocking(self._fd, False)
-        # A burst that fits in the pipe is safe from a SIGKILL of this process;
-        # one that does not waits in the backlog. Linux lets a pipe hold 1 MiB.
-        with contextlib.suppress(OSError, AttributeError):
-            fcntl.fcntl(self._fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         # Records from any thread, in the order they were written. A list:
         # appending is atomic, and taking them all is two C calls (_take).
         self._pending: list[tuple[Any, ...]] = []
         # write() without its call: the recorder queues four records a task.
         self.put: Callable[[tuple[Any, ...]], None] = self._pending.append
         self._scheduled = False
-        self._backlog: deque[list[Any]] = deque()  # [bytes still to send, records]
-        self._backlog_bytes = 0
-        self._progress_at = time.monotonic()  # the writer last took bytes
+        self._end = SPILL_START  # where the next frame goes in the spill
+        self._read_up_to = SPILL_START  # what the writer said it has read, last asked
+        self._stalled = False  # the writer read nothing for STALL_SECONDS
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._stopping = False
         self._abandon = False
         self._broken = False
-        self._closed = False  # the pipe is closed: nothing more is sent
+        self._closed = False  # nothing more is sent
         self.dropped = 0
         # The writer process's peak RSS in bytes, as it reports at exit (after close()).
         self.writer_peak_rss: int | None = None
@@ -280,70 +292,63 @@ class ProcessCheckpointWriter:
                 self._send(batch)
 
     def _send(self, batch: list[tuple[Any, ...]]) -> None:
-        """One write of a batch to the pipe, or into the backlog.
+        """Append a batch to the spill, where the writer reads it.
 
-        With the backlog full, it waits while the writer keeps taking
-        records (a writer slower than the run slows the run instead of
-        losing its record) and drops the batch once the writer took nothing
-        for ``STALL_SECONDS`` (a hung disk, a stopped process: the run goes
-        on). Called with the lock held.
+        A run more than ``BACKLOG_BYTES`` ahead of the writer waits while the
+        writer keeps reading (a writer slower than the run slows the run
+        instead of losing its record), and drops the batch once the writer
+        read nothing for ``STALL_SECONDS`` (a hung disk, a stopped process:
+        the run goes on). Called with the lock held.
         """
         if self._broken or self._closed:
             return
         blob = _frame(batch)
-        sent = 0
-        if not self._backlog:
-            try:
-                sent = os.write(self._fd, blob)
-            except BlockingIOError:
-                sent = 0
-            except OSError as exc:  # the writer process is gone
-                self._broke(exc)
-                return
-            if sent:
-                self._progress_at = time.monotonic()
-            if sent == len(blob):
-                return
-        if sent == 0 and not self._room_for(len(blob)):
+        end = self._end + len(blob)
+        # Room: the writer read all but BACKLOG_BYTES of the spill with the
+        # batch (a batch larger than that: all before it).
+        need = min(end - BACKLOG_BYTES, self._end)
+        if self._read_up_to < need and not self._room_for(need):
             self._drop(len(batch))
             return
-        self._backlog.append([blob[sent:], len(batch)])
-        self._backlog_bytes += len(blob) - sent
-        self._wake.set()
+        try:
+            done = 0
+            while done < len(blob):  # a file takes it all, short of an error
+                done += os.pwrite(self._spill, blob[done:], self._end + done)
+        except OSError as exc:  # no memory (or disk) for the spill
+            self._broke(exc)
+            return
+        self._end = end
 
-    def _room_for(self, size: int) -> bool:
-        """Whether ``size`` more bytes fit in the backlog (a frame larger
-        than the whole backlog fits an empty one), handing the writer the
-        backlog here until they do; False once the writer is stalled."""
-        while self._backlog and self._backlog_bytes + size > BACKLOG_BYTES:
+    def _room_for(self, need: int) -> bool:
+        """Wait until the writer has read the spill up to ``need``; False once
+        it read nothing for ``STALL_SECONDS`` (at once while it still reads
+        nothing after that), or is gone, or closing gave up on it."""
+        since = time.monotonic()
+        while True:
+            if self._ask_read_up_to():
+                since = time.monotonic()
+                self._stalled = False
+            if self._read_up_to >= need:
+                return True
             if self._abandon or self._broken or self._closed:
                 return False
-            if time.monotonic() - self._progress_at > STALL_SECONDS:
+            if self._stalled or time.monotonic() - since > STALL_SECONDS:
+                self._stalled = True
                 return False
-            select.select([], [self._fd], [], 0.05)
-            if not self._write_chunk():
+            if self._proc.poll() is not None:
+                self._broke(OSError(f"the writer process ended ({self._proc.returncode})"))
                 return False
-        return True
+            time.sleep(0.01)
 
-    def _write_chunk(self) -> bool:
-        """Write what the pipe takes of the backlog's first chunk (lock held);
-        False if the writer process is gone."""
-        chunk = self._backlog[0]
-        try:
-            sent = os.write(self._fd, chunk[0])
-        except BlockingIOError:
-            return True
-        except OSError as exc:
-            self._broke(exc)
-            return False
-        if sent:
-            self._progress_at = time.monotonic()
-        self._backlog_bytes -= sent
-        if sent == len(chunk[0]):
-            self._backlog.popleft()
-        else:
-            chunk[0] = chunk[0][sent:]
-        return True
+    def _ask_read_up_to(self) -> bool:
+        """Ask the writer where it has read the spill up to (it says so in
+        the spill's first bytes); whether that moved since last asked."""
+        with contextlib.suppress(OSError, struct.error):
+            (read_up_to,) = _READ_UP_TO.unpack(os.pread(self._spill, _READ_UP_TO.size, 0))
+            if read_up_to > self._read_up_to:
+                self._read_up_to = read_up_to
+                return True
+        return False
 
     def _drop(self, count: int) -> None:
         if not self.dropped:
@@ -362,56 +367,43 @@ class ProcessCheckpointWriter:
 
     # ------------------------------------------------------------------ hand-on thread
     def _run(self) -> None:
-        while True:
+        """Hand on records queued by other threads (and by a loop that stopped)."""
+        while not self._stopping:
             self._wake.wait(_THREAD_INTERVAL)
             self._wake.clear()
             self._flush()
-            if not self._push_backlog() or (self._stopping and not self._backlog):
-                return
-
-    def _push_backlog(self) -> bool:
-        """Send the backlog as the pipe takes it; False when told to give up."""
-        while self._backlog:
-            if self._abandon or self._broken or self._closed:
-                return False
-            select.select([], [self._fd], [], 0.1)
-            self._flush()  # what queued meanwhile joins the backlog, or is dropped
-            with self._lock:
-                if self._backlog and not self._write_chunk():
-                    return False
-        return True
 
     # ------------------------------------------------------------------ close
     def close(self, deadline: float = CLOSE_DEADLINE) -> None:
         """Hand on everything queued and finish the file. Idempotent.
 
-        A writer that makes progress (takes records, grows the file) is
-        waited for; one that makes none for ``deadline`` seconds (stopped, or
-        on a hung disk) is given up on and ended.
+        A writer that makes progress (reads the spill, grows the file,
+        exports spans) is waited for; one that makes none for ``deadline``
+        seconds (stopped, or on a hung disk) is given up on and ended.
         """
         if self._stopping:
             return
-        self._flush()
         self._stopping = True
         self._wake.set()
-        stalled = Stall(deadline, lambda: (self._backlog_bytes, self._progress()))
-        while self._thread.is_alive() and not stalled():
-            self._thread.join(0.25)
-        if self._thread.is_alive():  # the writer takes nothing: stopped, or a hung disk
-            self._abandon = True
-            self._thread.join(1.0)
+        self._thread.join()
+        self._flush()
         with self._lock:
             self._closed = True
-            lost = sum(chunk[1] for chunk in self._backlog) + self.dropped
-            self._backlog.clear()
             with contextlib.suppress(OSError):
-                self._proc.stdin.close()  # type: ignore[union-attr]
-        # The process finishes the file, then sends the spans still queued:
-        # an export in flight may take its whole timeout.
-        stalled = Stall(deadline + self._export_time, self._progress)
-        while self._proc.poll() is None and not stalled():
+                self._proc.stdin.close()  # type: ignore[union-attr]  # the writer's cue
+        # The process reads the rest of the spill and finishes the file, then
+        # sends the spans still queued: an export in flight may take its
+        # whole timeout.
+        stalled = Stall(deadline, self._progress)
+        exporting = Stall(deadline + self._export_time, self._progress)
+        while self._proc.poll() is None:
+            # Until it has read the spill, the short deadline; then the export's.
+            self._ask_read_up_to()
+            if stalled() if self._read_up_to < self._end else exporting():
+                break
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proc.wait(0.25)
+        lost = self.dropped
         if self._proc.poll() is None:
             logger.error(
                 "checkpoint writer for %s made no progress for %.0f s: killed it",
@@ -420,6 +412,8 @@ class ProcessCheckpointWriter:
             )
             self._proc.kill()
             self._proc.wait()
+            self._ask_read_up_to()
+            lost += _records_in(self._spill, self._read_up_to, self._end)
         elif self._proc.returncode and not self._broken:
             # It died on its own (a fault in it, the kernel's OOM killer):
             # what it had not written is not in the file.
@@ -429,6 +423,7 @@ class ProcessCheckpointWriter:
                 self._what,
                 self._proc.returncode,
             )
+        os.close(self._spill)
         if self._listener is not None:
             self._listener.join(deadline)  # the process is gone: its output ends
         if self._listener is None or not self._listener.is_alive():
@@ -436,9 +431,13 @@ class ProcessCheckpointWriter:
         if lost:
             logger.error("checkpoint file %s: %d records were not written", self._what, lost)
 
-    def _progress(self) -> tuple[int, int]:
-        """What grows while the process works: the file, the spans exported."""
-        return (file_size(self.path) if self.path is not None else 0, self.otlp_sent)
+    def _progress(self) -> tuple[int, int, int]:
+        """What grows while the process works: what it read, the file, the spans exported."""
+        return (
+            self._read_up_to,
+            file_size(self.path) if self.path is not None else 0,
+            self.otlp_sent,
+        )
 
 
 class Stall:
@@ -490,6 +489,36 @@ def _take(queue: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     taken = queue[:]
     del queue[: len(taken)]
     return taken
+
+
+def _make_spill() -> int:
+    """A file the writer process reads the records from, behind the engine:
+    memory on Linux (``memfd``), else an unnamed temporary file. Its first
+    page is the writer's: where it has read up to."""
+    make = getattr(os, "memfd_create", None)
+    if make is not None:
+        fd: int = make("asyncflow-records", os.MFD_CLOEXEC)
+    else:  # pragma: no cover - not Linux
+        with tempfile.TemporaryFile() as unnamed:
+            fd = os.dup(unnamed.fileno())  # not inheritable, as a dup
+    try:
+        os.pwrite(fd, _READ_UP_TO.pack(SPILL_START), 0)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd  # close-on-exec: ``pass_fds`` hands it to the writer alone
+
+
+def _records_in(spill: int, start: int, end: int) -> int:
+    """How many records the whole frames of ``spill`` between ``start`` and
+    ``end`` hold (what a writer that was ended had not read)."""
+    count = 0
+    with contextlib.suppress(OSError, ValueError, EOFError, struct.error, TypeError):
+        while start + 4 <= end:
+            (size,) = struct.unpack("<I", os.pread(spill, 4, start))
+            count += len(marshal.loads(os.pread(spill, size, start + 4)))
+            start += 4 + size
+    return count
 
 
 def _open_for_append(path: Path) -> int:

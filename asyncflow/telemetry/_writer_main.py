@@ -1,10 +1,14 @@
 """The checkpoint writer process: ``python -m asyncflow.telemetry._writer_main``.
 
-Reads length-prefixed marshal batches of records from standard input,
-renders them and appends the lines to the checkpoint file (an open file
-descriptor it inherits), writing after every batch. Ends at end of input, or
-when the engine's process is gone (forked pool workers may hold the pipe
-open for ever, so end of input alone is not enough).
+Reads length-prefixed marshal batches of records from the spill file the
+engine appends them to (an open file descriptor it inherits, see
+``_pipe_writer``), renders them and appends the lines to the checkpoint file
+(another inherited descriptor), writing after every batch. It says in the
+spill's first bytes how far it has read, and frees what it has read (Linux).
+Ends once the spill is read to its end after the end of standard input (the
+engine closed it, or died), or after the engine's process is gone (forked
+pool workers may hold the pipe open for ever, so end of input alone is not
+enough).
 
 Talks back on standard output, one line each: ``ready``, then ``error
 <cause>`` once per kind of failure and ``resumed <what>`` when writing works
@@ -50,9 +54,19 @@ HELD_BYTES = 16 << 20
 # Seconds between checks of the engine's process and of the file.
 _CHECK_EVERY = 0.5
 
-# After a read smaller than this, wait a little for more (fewer wake-ups).
-_SMALL_READ = 64 * 1024
+# Bytes read from the spill at once.
+_READ_BYTES = 1 << 20
+
+# After a read smaller than _READ_BYTES, look again after _COALESCE seconds;
+# while there is nothing to read, after up to _IDLE seconds (the engine
+# writes once per loop turn: waking for every write would take CPU from it).
 _COALESCE = 0.005
+_IDLE = 0.05
+
+# Read bytes of the spill are freed once this many have gathered.
+_FREE_EVERY = 4 << 20
+
+_SPILL_START = 4096  # the spill's records start after its first page
 
 
 class _Out:
@@ -137,7 +151,7 @@ class _Out:
 
 def main(argv: list[str]) -> int:
     """Run the writer; returns the exit code."""
-    engine_pid, fd_text, path, session_id, node_id, trace_hex = argv[:6]
+    engine_pid, spill_text, fd_text, path, session_id, node_id, trace_hex = argv[:7]
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # finish the record; the pipe ends us
     _be_nice()
     # Given, not read here: the engine may have died while this one started.
@@ -156,36 +170,88 @@ def main(argv: list[str]) -> int:
         renderer = LineRenderer(session_id, node_id, trace_hex)
         out = _Out(fd, path, say)
         out.add(renderer.header().encode("utf-8", LINE_ERRORS))
-    spans = _otlp(json.loads(argv[6]), trace_hex, say) if len(argv) > 6 else None
+    spans = _otlp(json.loads(argv[7]), trace_hex, say) if len(argv) > 7 else None
+    spill = _Spill(int(spill_text))
     buffer = bytearray()
     say("ready")
-    orphaned = False
+    ended = False  # no more records will come: the engine closed the pipe or is gone
+    checked = time.monotonic()
+    wait = _COALESCE
     while True:
-        ready, _, _ = select.select([0], [], [], _CHECK_EVERY)
-        if ready:
-            chunk = os.read(0, 1 << 20)
-            if not chunk:
-                break
+        chunk = spill.read()
+        if chunk:
             buffer += chunk
             _consume(buffer, renderer, out, spans)
-            if len(chunk) < _SMALL_READ:
-                # The engine writes once per loop turn: waking for every write
-                # would take CPU from it. What it writes meanwhile waits in
-                # the pipe, as safe there as here.
-                time.sleep(_COALESCE)
+            spill.done()
+            if len(chunk) == _READ_BYTES:
+                continue
+            wait = _COALESCE
+        elif ended:
+            break  # read to the end after the engine's last write
         else:
+            wait = min(wait * 2, _IDLE)
+        if time.monotonic() - checked > _CHECK_EVERY:
+            checked = time.monotonic()
             if out is not None:
                 out.flush()  # room again after a full disk?
                 out.check_file()
-            if orphaned:
-                break  # the engine is gone and the pipe is empty
-            orphaned = os.getppid() != parent
+            ended = ended or os.getppid() != parent
+        ready, _, _ = select.select([0], [], [], 0 if ended else wait)
+        if ready and not os.read(0, 4096):
+            ended = True  # the engine closed it, or died: read the spill to its end
     if out is not None:
         _finish(out, path, say)
     if spans is not None:
         spans[1].close(_OTLP_CLOSE_DEADLINE)
     say(f"peak_rss {_peak_rss()}")
     return 0
+
+
+class _Spill:
+    """The engine's spill file, read from where this process got to."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.at = _SPILL_START
+        self.freed = _SPILL_START
+        self._punch = _hole_puncher()
+
+    def read(self) -> bytes:
+        chunk = os.pread(self.fd, _READ_BYTES, self.at)
+        self.at += len(chunk)
+        return chunk
+
+    def done(self) -> None:
+        """Tell the engine how far this process has read (the records up to
+        there are its), and free what it read."""
+        os.pwrite(self.fd, struct.pack("<Q", self.at), 0)
+        if self._punch is not None and self.at - self.freed >= _FREE_EVERY:
+            upto = self.at & ~4095
+            if not self._punch(self.fd, self.freed, upto - self.freed):
+                self._punch = None  # not supported here: the memory stays
+            self.freed = upto
+
+
+def _hole_puncher() -> Callable[[int, int, int], bool] | None:
+    """``punch(fd, start, length)``: frees a range of a file's pages
+    (``fallocate`` with ``FALLOC_FL_PUNCH_HOLE``, Linux); None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fallocate = libc.fallocate
+    except (OSError, AttributeError):
+        return None
+    fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+    fallocate.restype = ctypes.c_int
+    keep_size_punch_hole = 0x01 | 0x02
+
+    def punch(fd: int, start: int, length: int) -> bool:
+        return length <= 0 or fallocate(fd, keep_size_punch_hole, start, length) == 0
+
+    return punch
 
 
 # Seconds the spans still queued at the end may go without progress.

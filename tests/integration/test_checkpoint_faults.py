@@ -139,6 +139,85 @@ def test_sigkill_keeps_every_task_whose_future_completed(tmp_path: Path) -> None
     assert finished <= task_uids(tmp_path / "tel")
 
 
+STALLED_THEN_KILLED = textwrap.dedent(
+    """
+    import asyncio, os, sys
+    from asyncflow import NoopExecutionBackend, WorkflowEngine
+    from asyncflow.telemetry import _pipe_writer
+
+    # The writer stops for longer than the test's pause before it counts
+    # as stalled: a machine however loaded keeps this test's meaning.
+    _pipe_writer.STALL_SECONDS = 60.0
+
+    async def main():
+        work_dir = os.path.dirname(sys.argv[2])
+        engine = await WorkflowEngine.create(backend=NoopExecutionBackend(), work_dir=work_dir)
+        await engine.start_telemetry(checkpoint_path=sys.argv[1])
+
+        @engine.function_task
+        async def t(i):
+            return i
+
+        done = open(sys.argv[2], "w")
+        print("ready", flush=True)
+        sys.stdin.readline()  # the test has stopped the writer
+        while True:
+            futs = [t(i) for i in range(500)]
+            await asyncio.gather(*futs)
+            done.write("".join(f.uid + "\\n" for f in futs))
+            done.flush()
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_sigkill_keeps_completed_tasks_while_the_writer_is_behind(tmp_path: Path) -> None:
+    """The writer is stopped (a slow disk) while the run goes on, then the
+    engine is killed: every task whose future completed is in the file.
+    Futures completed while the writer's records waited in the engine's
+    memory (beyond the pipe's 1 MiB) were lost, thousands of them; now they
+    wait in the spill file the writer holds open."""
+    script = tmp_path / "stalled.py"
+    script.write_text(STALLED_THEN_KILLED)
+    done = tmp_path / "done.txt"
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "tel"), str(done)],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        assert proc.stdout.readline() == b"ready\n"
+        (writer,) = writer_processes(proc.pid)
+        writer.suspend()
+        proc.stdin.write(b"go\n")
+        proc.stdin.flush()
+        # The run goes on with the writer stopped until it has made several
+        # times the records a pipe holds (1 MiB: about 15,000 tasks).
+        deadline = time.monotonic() + DEADLINE
+        while _lines(done) < 60_000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        with contextlib.suppress(psutil.NoSuchProcess, NameError):
+            writer.resume()  # it holds the run's stderr: resumed, it ends
+        _, err = proc.communicate(timeout=DEADLINE)  # and closes the pipes
+    assert psutil.wait_procs([writer], timeout=DEADLINE)[1] == []
+    finished = set(done.read_text().split())
+    assert len(finished) >= 60_000, err.decode()
+    assert finished <= task_uids(tmp_path / "tel")
+
+
+def _lines(path: Path) -> int:
+    try:
+        return path.read_bytes().count(b"\n")
+    except OSError:
+        return 0
+
+
 # ---------------------------------------------------------------- a stalled writer
 
 
@@ -411,7 +490,7 @@ def test_a_large_batch_is_submitted_without_growing_the_writer(tmp_path: Path) -
     from asyncflow.telemetry._recorder import Recorder
     from asyncflow.telemetry._spans import LiveSpan
 
-    tasks = 300_000
+    tasks = 400_000
     path = tmp_path / f"batch{names.CHECKPOINT_SUFFIX}"
     with _writer_process(path) as (loop, writer):
         recorder = Recorder("s", "n", 10, None)
@@ -454,7 +533,9 @@ def test_a_writer_that_dies_on_its_own_is_reported(
     caplog.set_level(logging.ERROR, logger="asyncflow")
     path = tmp_path / f"dead{names.CHECKPOINT_SUFFIX}"
     with _writer_process(path) as (_loop, writer):
-        os.write(writer._fd, struct.pack("<I", 3) + b"\xff\xff\xff")  # not marshal
+        frame = struct.pack("<I", 3) + b"\xff\xff\xff"  # not marshal
+        os.pwrite(writer._spill, frame, writer._end)
+        writer._end += len(frame)
         writer._proc.wait(DEADLINE)  # it reads the frame and dies
     assert writer._proc.returncode == 1
     assert "ended with exit status 1" in caplog.text
@@ -558,3 +639,31 @@ def test_the_writer_is_this_packages_whatever_the_current_directory(tmp_path: Pa
     )
     assert done.returncode == 0, done.stderr
     assert len(task_uids(out)) == 50, done.stderr
+
+
+def test_the_spill_is_freed_as_the_writer_reads_it(tmp_path: Path) -> None:
+    """The records the writer has read are freed from the spill (memory on
+    Linux): a run's spill holds what the writer has yet to read, not all it
+    was ever sent."""
+    tasks = 400_000
+    path = tmp_path / f"freed{names.CHECKPOINT_SUFFIX}"
+    with _writer_process(path) as (_loop, writer):
+        writer.write((records.SHAPE, 0, "task", "t", "function", "b", "w", 1, 0))
+        for i in range(tasks):
+            writer.write((records.CREATED, f"task.{i:06d}", i << 3, i, 0, "wf-1", i + 1, 1))
+            if i % 1000 == 999:
+                writer._flush()  # as at the end of a loop turn
+        writer._flush()
+        sent = writer._end
+        assert sent > 16 << 20  # several times what the writer frees at once
+        wait_until_sync(lambda: (writer._ask_read_up_to(), writer._read_up_to == sent)[1])
+        held = os.fstat(writer._spill).st_blocks * 512
+        assert held < 8 << 20, (held, sent)
+    assert path.read_text().count("\n") == tasks + 1
+
+
+def wait_until_sync(check: Any, timeout: float = DEADLINE) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
