@@ -61,10 +61,11 @@ def add_attempts_and_hits(
             seg["x"].append(max(end - attempt.started, 0.0))
             seg["y"].append(i)
             what = f"{attempt.error_type}: {attempt.message}" if attempt.error_type else "succeeded"
+            where = f" on {', '.join(attempt.slots)}" if attempt.slots else ""
             seg["text"].append(
                 html.escape(
                     f"{r.uid} {r.name}: attempt {attempt.number} of {len(r.attempts)}, "
-                    f"{end - attempt.started:.3f} s, {what}"
+                    f"{end - attempt.started:.3f} s{where}, {what}"
                 )
             )
     for name, colour in ((ATTEMPT_FAILED, FAILED), (ATTEMPT_OK, _OK)):

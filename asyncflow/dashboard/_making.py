@@ -367,7 +367,15 @@ def _attempt(event: Mapping[str, Any]) -> Attempt:
         ended=_int(event.get("time_ns"), 0) / 1e9,
         error_type=str(attrs.get(n.ERROR_TYPE) or ""),
         message=str(attrs.get(n.ATTEMPT_ERROR) or ""),
+        slots=_attempt_slots(attrs.get(n.ATTEMPT_SLOTS)),
     )
+
+
+def _attempt_slots(value: Any) -> tuple[str, ...]:
+    """An attempt's recorded slots: a list of names (anything else: none)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(str(s) for s in value)
+    return ()
 
 
 def _text(value: Any) -> str:

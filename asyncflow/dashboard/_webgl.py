@@ -315,7 +315,9 @@ def capacities(
     for kind, cap in found.items():
         if cap.source == "observed" and tl.slots:
             prefix, bound = kind + ":", cap.value
-            for slots in tl.slots.values():
+            # Earlier attempts of a retried task may have run on other slots.
+            earlier = [tl.record(i).all_slots() for i in tl.held]
+            for slots in (*tl.slots.values(), *earlier):
                 for slot in slots:
                     index = slot[len(prefix) :]
                     if slot.startswith(prefix) and index.isdigit():

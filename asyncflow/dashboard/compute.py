@@ -292,7 +292,7 @@ class Capacity:
 def _slot_index_bound(tasks: Iterable[SpanRecord], kind: str) -> int:
     prefix, bound = kind + ":", 0
     for task in tasks:
-        for slot in task.slots:
+        for slot in task.all_slots():
             if slot.startswith(prefix):
                 index = slot[len(prefix) :]
                 if index.isdigit():

@@ -92,6 +92,7 @@ class Attempt(NamedTuple):
     ended: float
     error_type: str = ""
     message: str = ""
+    slots: tuple[str, ...] = ()  # the slots it ran on, when recorded (each attempt its own)
 
 
 class SpanRecord(NamedTuple):
@@ -155,6 +156,29 @@ class SpanRecord(NamedTuple):
             if ran:
                 return ran
         return ((self.started, end),)
+
+    def runs(self, now: float) -> tuple[tuple[float, float, tuple[str, ...]], ...]:
+        """:meth:`held` with the slots of each: ``(start, end, slots)``.
+
+        An attempt that recorded its slots ran on those (a later attempt
+        may run on others); otherwise, and without attempts, on ``slots``.
+        """
+        if self.attempts and self.started is not None:
+            end = self.finished if self.finished is not None else now
+            ran = tuple(
+                (a.started, a.ended or end, a.slots or self.slots)
+                for a in self.attempts
+                if a.started
+            )
+            if ran:
+                return ran
+        return tuple((low, high, self.slots) for low, high in self.held(now))
+
+    def all_slots(self) -> tuple[str, ...]:
+        """Every slot it held, in any attempt."""
+        if not self.attempts:
+            return self.slots
+        return tuple(dict.fromkeys((*self.slots, *(s for a in self.attempts for s in a.slots))))
 
     def slot_count(self, kind: str) -> int:
         """Slots of ``kind`` it holds: assigned ones when known, else what it asked for."""

@@ -139,8 +139,8 @@ def slot_lanes(run: Run) -> Lanes:
     """The tasks that ran, by the slot they held.
 
     A task is drawn on each slot it was assigned, once per attempt for a
-    task with retries (:meth:`SpanRecord.held`; the slots are the last
-    attempt's: the file does not keep each attempt's). When the backend assigned
+    task with retries, each attempt on its own slots when they were recorded
+    (:meth:`SpanRecord.runs`). When the backend assigned
     none (it is not resource-aware), lanes are packed from the requested
     ``gpus`` (else ``cpus``): each task takes the lowest free lanes of its
     kind, so the picture shows how many slots the run needed at once.
@@ -152,6 +152,13 @@ def slot_lanes(run: Run) -> Lanes:
     held: dict[tuple[str, str], list[tuple[SpanRecord, float, float]]] = defaultdict(list)
     unassigned: list[tuple[SpanRecord, float, float]] = []
     for task in run.tasks:
+        if task.attempts:
+            for start, end, slots in task.runs(now):
+                for slot in slots:
+                    held[task.backend, slot].append((task, start, end))
+                if not slots:
+                    unassigned.append((task, start, end))
+            continue
         runs = [(task, start, end) for start, end in task.held(now)]
         if task.slots:
             for slot in task.slots:

@@ -43,6 +43,9 @@ class TaskEnds(RecorderBase):
             n.ATTEMPT_STARTED: started_ns,
             n.ATTEMPT_RETRIED: retrying,
         }
+        if span.slots and started_ns:
+            # Each attempt's own: a later one may run on other slots.
+            attrs[n.ATTEMPT_SLOTS] = list(span.slots)
         error_type = ""
         if error is not None:
             error_type = type(error).__name__

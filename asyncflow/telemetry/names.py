@@ -65,6 +65,7 @@ ATTEMPT_NUMBER: Final = "asyncflow.attempt.number"  # on an attempt span event, 
 ATTEMPT_STARTED: Final = "asyncflow.attempt.started_ns"  # when the attempt started (0: never)
 ATTEMPT_ERROR: Final = "asyncflow.attempt.error"  # the failed attempt's error message
 ATTEMPT_RETRIED: Final = "asyncflow.attempt.retried"  # another attempt follows
+ATTEMPT_SLOTS: Final = "asyncflow.attempt.slots"  # the slots the attempt ran on, when assigned
 
 SPAN_ATTRIBUTES: Final = frozenset(
     {
@@ -98,6 +99,7 @@ ATTEMPT_ATTRIBUTES: Final = (
     ERROR_TYPE,
     ATTEMPT_ERROR,
     ATTEMPT_RETRIED,
+    ATTEMPT_SLOTS,
 )
 
 # Values of TASK_TYPE, TASK_RESULT, TASK_STATE, WORKFLOW_RESULT, SLOT_STATE.

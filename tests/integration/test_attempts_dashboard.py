@@ -4,6 +4,7 @@ the dashboard, which draws attempts as segments and hits as their own mark."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 from asyncflow import LocalExecutionBackend, WorkflowEngine
@@ -112,3 +113,60 @@ async def test_a_retried_task_holds_its_slot_only_while_an_attempt_runs(tmp_path
         ("other", by_name["other"].started, by_name["other"].finished),
         ("flaky", second.started, second.ended),
     ]
+
+
+async def test_each_attempt_is_drawn_on_the_slots_it_ran_on(tmp_path: Path) -> None:
+    """A retried task's second attempt runs on another CPU than its first
+    (another task took the first one during the retry delay): each attempt
+    records its own slots, and the slot lanes draw each attempt on its own
+    (all were drawn on the last attempt's slots), from the checkpoint file
+    and from OTLP/JSON."""
+    # Task bodies run on the backend's threads: thread-safe events.
+    failed, second = threading.Event(), threading.Event()
+    backend = await LocalExecutionBackend(cpus=2)
+    async with await WorkflowEngine.create(backend=backend, work_dir=tmp_path) as engine:
+        tel = await engine.start_telemetry(checkpoint_path=tmp_path / "run")
+
+        @engine.function_task(retries=1, retry_delay=0.5)
+        async def flaky() -> str:
+            if not failed.is_set():
+                failed.set()
+                raise RuntimeError("first attempt")
+            second.set()
+            return "ok"
+
+        @engine.function_task
+        async def blocker() -> str:
+            while not second.is_set():  # holds its CPU until flaky's second attempt runs
+                await asyncio.sleep(0.01)
+            return "done"
+
+        retried = flaky()
+        deadline = asyncio.get_running_loop().time() + 30
+        # The first attempt failed and let go of its CPU.
+        while not failed.is_set() or backend.resource_pool.usage()[n.KIND_CPU][0]:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
+        held = blocker()
+        assert await retried == "ok"
+        assert await held == "done"
+    assert tel.checkpoint_file is not None
+    otlp = tel.export_as_otlp(tmp_path / "run.otlp.json")
+    for path in (Path(tel.checkpoint_file), Path(otlp)):
+        run = open_source(path).poll()
+        by_name = {t.name: t for t in run.tasks}
+        first, last = by_name["flaky"].attempts
+        assert first.slots == by_name["blocker"].slots  # it took the CPU the first let go
+        assert last.slots and last.slots != first.slots
+        assert by_name["flaky"].slots == last.slots  # the span says the last attempt's
+        lanes = {lane.slot: lane for lane in paths.slot_lanes(run).lanes}
+        drawn = {
+            (slot, t.name, start)
+            for slot, lane in lanes.items()
+            for t, start, _ in lane.spans
+            if t.name == "flaky"
+        }
+        assert drawn == {
+            (first.slots[0], "flaky", first.started),
+            (last.slots[0], "flaky", last.started),
+        }
