@@ -61,6 +61,9 @@ STALL_SECONDS = 2.0
 SPILL_START = 4096
 _READ_UP_TO = struct.Struct("<Q")
 
+# A frame's length that says no records follow.
+END_OF_RECORDS = b"\xff\xff\xff\xff"
+
 # Seconds close() waits for a writer that makes no progress (takes nothing,
 # writes nothing) before it gives up on it.
 CLOSE_DEADLINE = 5.0
@@ -388,9 +391,15 @@ class ProcessCheckpointWriter:
         self._thread.join()
         self._flush()
         with self._lock:
+            # The end, said twice: in the spill, after the last records (a
+            # process forked from this one may hold the pipe open), and by
+            # closing the pipe.
+            if not self._broken:
+                with contextlib.suppress(OSError):
+                    os.pwrite(self._spill, END_OF_RECORDS, self._end)
             self._closed = True
             with contextlib.suppress(OSError):
-                self._proc.stdin.close()  # type: ignore[union-attr]  # the writer's cue
+                self._proc.stdin.close()  # type: ignore[union-attr]
         # The process reads the rest of the spill and finishes the file, then
         # sends the spans still queued: an export in flight may take its
         # whole timeout.

@@ -67,6 +67,7 @@ _IDLE = 0.05
 _FREE_EVERY = 4 << 20
 
 _SPILL_START = 4096  # the spill's records start after its first page
+_END_OF_RECORDS = 0xFFFFFFFF  # a frame length: the engine sends no more
 
 
 class _Out:
@@ -181,7 +182,8 @@ def main(argv: list[str]) -> int:
         chunk = spill.read()
         if chunk:
             buffer += chunk
-            _consume(buffer, renderer, out, spans)
+            if _consume(buffer, renderer, out, spans):
+                ended = True  # the engine's end mark: nothing follows
             spill.done()
             if len(chunk) == _READ_BYTES:
                 continue
@@ -312,9 +314,10 @@ def _consume(
     renderer: LineRenderer | None,
     out: _Out | None,
     spans: tuple[SpanAssembler, SpanSender] | None,
-) -> None:
+) -> bool:
     """Render and write every whole frame in ``buffer`` (and hand finished
-    spans to OTLP), and take those frames out of it.
+    spans to OTLP), and take those frames out of it. True at the engine's
+    end mark (a frame length of ``0xffffffff``).
 
     Frame by frame (the engine sends at most ``FRAME_RECORDS`` records in
     one): what this process holds does not grow with the run.
@@ -322,6 +325,9 @@ def _consume(
     done = 0
     while len(buffer) - done >= 4:
         size = struct.unpack_from("<I", buffer, done)[0]
+        if size == _END_OF_RECORDS:
+            del buffer[:]
+            return True
         if len(buffer) - done < 4 + size:
             break
         with memoryview(buffer) as view:  # released before the buffer shrinks
@@ -349,6 +355,7 @@ def _consume(
         if lines and out is not None:
             out.add("".join(lines).encode("utf-8", LINE_ERRORS))
     del buffer[:done]
+    return False
 
 
 def _peak_rss() -> int:

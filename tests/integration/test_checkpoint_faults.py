@@ -667,3 +667,26 @@ def wait_until_sync(check: Any, timeout: float = DEADLINE) -> None:
     while not check():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.01)
+
+
+def test_closing_ends_the_writer_while_another_process_holds_its_pipe(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A process forked from the engine (a pool worker) holds the writer's
+    pipe open, so the writer never sees it end: the end mark in the spill
+    ends it (it was waited for, then killed, as a writer making no progress)."""
+    caplog.set_level(logging.ERROR, logger="asyncflow")
+    path = tmp_path / f"held{names.CHECKPOINT_SUFFIX}"
+    with _writer_process(path) as (_loop, writer):
+        writer.write((records.SHAPE, 0, "task", "t", "function", "b", "w", 1, 0))
+        writer.write((records.CREATED, "task.000001", 8, 1, 0, "wf-1", 1, 1))
+        assert writer._proc.stdin is not None
+        holder = subprocess.Popen(["sleep", "60"], pass_fds=(writer._proc.stdin.fileno(),))
+        try:
+            writer.close()
+        finally:
+            holder.kill()
+            holder.wait()
+    assert writer._proc.returncode == 0
+    assert "made no progress" not in caplog.text
+    assert len(path.read_text().splitlines()) == 2  # the header and the task
