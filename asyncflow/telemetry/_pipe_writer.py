@@ -70,7 +70,7 @@ CLOSE_DEADLINE = 5.0
 
 _WRITER_MODULE = "asyncflow.telemetry._writer_main"
 
-# Records per frame on the pipe: a loop turn that creates a million tasks
+# Records per frame in the spill: a loop turn that creates a million tasks
 # still reaches the writer in pieces it renders one at a time.
 FRAME_RECORDS = 4096
 
@@ -267,7 +267,7 @@ class ProcessCheckpointWriter:
 
     @property
     def queued(self) -> int:
-        """Records queued and not yet sent (nor in the backlog)."""
+        """Records queued and not yet sent (not yet in the spill)."""
         return len(self._pending)
 
     def relieve(self) -> None:

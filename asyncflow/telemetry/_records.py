@@ -124,7 +124,7 @@ ENDED_SPAN_INTS: Final = struct.Struct("<qqqqqQQqI")
 # the time from the task's end record.
 SUBMITTED_ALL: Final = "B"
 # The most uids one SUBMITTED_ALL record carries (a larger batch sends
-# several). Frames on the pipe hold a fixed number of records and the
+# several). Frames in the spill hold a fixed number of records and the
 # telemetry process renders a frame at once: one record for a batch of
 # 100,000 tasks took it from 38 to 64 MB, four uids a record keep a frame
 # within the lines of four thousand CreatedReady records.

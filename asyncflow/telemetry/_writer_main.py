@@ -5,10 +5,10 @@ engine appends them to (an open file descriptor it inherits, see
 ``_pipe_writer``), renders them and appends the lines to the checkpoint file
 (another inherited descriptor), writing after every batch. It says in the
 spill's first bytes how far it has read, and frees what it has read (Linux).
-Ends once the spill is read to its end after the end of standard input (the
-engine closed it, or died), or after the engine's process is gone (forked
-pool workers may hold the pipe open for ever, so end of input alone is not
-enough).
+Ends once the spill is read to its end after the engine's end mark in it,
+the end of standard input (the engine closed it, or died) or the engine's
+process being gone (forked pool workers may hold the pipe open for ever, so
+end of input alone is not enough).
 
 Talks back on standard output, one line each: ``ready``, then ``error
 <cause>`` once per kind of failure and ``resumed <what>`` when writing works
