@@ -75,12 +75,14 @@ class Layout1Records:
         if n.TL_ASSIGNED in line:  # layout 1 wrote it before the task started
             fields = {k: v for k, v in line.items() if k not in _LINE_KEYS}
             task[n.TL_SLOTS] = fields.get(n.TL_SLOTS) or []
+            event_id = fields.pop(n.TL_ASSIGNED_ID, None)  # a later attempt's
             if events:
-                out.append(
-                    self._event(
-                        task, n.EVENT_RESOURCE_ASSIGNED, line[n.TL_ASSIGNED], _ID_ASSIGNED, fields
-                    )
+                event = self._event(
+                    task, n.EVENT_RESOURCE_ASSIGNED, line[n.TL_ASSIGNED], _ID_ASSIGNED, fields
                 )
+                if type(event_id) is int:
+                    event["event_id"] = event_id
+                out.append(event)
         for step, (event, offset) in _STEP_EVENTS.items():
             t = line.get(step)
             if t is not None:

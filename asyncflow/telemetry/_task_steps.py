@@ -182,7 +182,8 @@ class TaskSteps(TaskEnds):
         again before each later attempt)."""
         # A later attempt's assignment is an event of its own: a fresh id (the
         # task's block of ids has one place for it).
-        event_id = self.new_event_id() if span.slots else span.id_base + ID_ASSIGNED
+        later = bool(span.slots)
+        event_id = self.new_event_id() if later else span.id_base + ID_ASSIGNED
         span.slots = tuple(str(s) for s in slots)
         t_ns = time.time_ns()
         fut = span.fut
@@ -193,7 +194,10 @@ class TaskSteps(TaskEnds):
             "gpus": count(td, "gpus", 0),
         }
         if self._put is not None:
-            self._put((ASSIGNED, span.uid, t_ns, extra))  # records.Assigned
+            # A later attempt's line says its event id (readers make the
+            # first one's from the task's block of ids).
+            fields = {**extra, n.TL_ASSIGNED_ID: event_id} if later else extra
+            self._put((ASSIGNED, span.uid, t_ns, fields))  # records.Assigned
         if self.subscribers_active and self.deliver is not None:
             self.deliver(n.EVENT_RESOURCE_ASSIGNED, span, t_ns / 1e9, extra, event_id)
 

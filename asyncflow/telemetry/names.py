@@ -412,6 +412,7 @@ TL_GPUS: Final = "gpus"
 TL_STEPS: Final = (SPAN_EVENT_RESOLVED, SPAN_EVENT_QUEUED, SPAN_EVENT_SUBMITTED, SPAN_EVENT_STARTED)
 TL_ASSIGNED: Final = "assigned"  # with the slots (and cpus, gpus) given
 TL_SLOTS: Final = "slots"
+TL_ASSIGNED_ID: Final = "assigned_id"  # a later attempt's assignment: its own event id
 TL_ATTEMPT_ENDED: Final = "attempt_ended"  # with ``attempt``: that attempt's attributes
 TL_ATTEMPT: Final = "attempt"
 TL_ENDED: Final = "ended"  # the final line: the fields below come with it

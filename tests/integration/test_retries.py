@@ -27,6 +27,7 @@ from asyncflow import (
 )
 from asyncflow.errors import ExecutableError
 from asyncflow.telemetry import names as n
+from asyncflow.telemetry import read_checkpoint
 
 # Counts its runs in the file argv[1]; exits 3 until argv[2] runs happened.
 FLAKY_SCRIPT = (
@@ -351,7 +352,7 @@ async def test_each_attempt_s_slots_are_an_event_of_their_own(tmp_path: Path) ->
         backend=await LocalExecutionBackend(cpus=2), work_dir=tmp_path
     )
     try:
-        tel = await engine.start_telemetry()
+        tel = await engine.start_telemetry(checkpoint_path=tmp_path / "tel")
         seen: list[tuple[str, int]] = []
         tel.subscribe(lambda ev: seen.append((ev.event_type, ev.event_id)))
         tries: list[int] = []
@@ -370,3 +371,12 @@ async def test_each_attempt_s_slots_are_an_event_of_their_own(tmp_path: Path) ->
     assert len(assigned) == 3
     ids = [i for _, i in seen]
     assert len(ids) == len(set(ids))
+    # Read back from the checkpoint file, the same events with the same ids
+    # (the later ones all had the first one's).
+    assert tel.checkpoint_file is not None
+    read = [
+        (e["event_type"], e["event_id"])
+        for e in read_checkpoint(tel.checkpoint_file, sections=["event"])
+        if e.get("task_id") == "task.000001"
+    ]
+    assert [i for name, i in read if name == n.EVENT_RESOURCE_ASSIGNED] == assigned
