@@ -77,12 +77,12 @@ class Layout1Records:
             task[n.TL_SLOTS] = fields.get(n.TL_SLOTS) or []
             event_id = fields.pop(n.TL_ASSIGNED_ID, None)  # a later attempt's
             if events:
-                event = self._event(
+                assigned = self._event(
                     task, n.EVENT_RESOURCE_ASSIGNED, line[n.TL_ASSIGNED], _ID_ASSIGNED, fields
                 )
                 if type(event_id) is int:
-                    event["event_id"] = event_id
-                out.append(event)
+                    assigned["event_id"] = event_id
+                out.append(assigned)
         for step, (event, offset) in _STEP_EVENTS.items():
             t = line.get(step)
             if t is not None:
