@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ._otlp_sender import EXPORT_TIMEOUT
+from ._records import SHAPE
 
 __all__ = [
     "BACKLOG_BYTES",
@@ -63,6 +64,7 @@ _READ_UP_TO = struct.Struct("<Q")
 
 # A frame's length that says no records follow.
 END_OF_RECORDS = b"\xff\xff\xff\xff"
+_END_MARK = 0xFFFFFFFF
 
 # Seconds close() waits for a writer that makes no progress (takes nothing,
 # writes nothing) before it gives up on it.
@@ -174,10 +176,11 @@ class ProcessCheckpointWriter:
         self._end = SPILL_START  # where the next frame goes in the spill
         self._read_up_to = SPILL_START  # what the writer said it has read, last asked
         self._stalled = False  # the writer read nothing for STALL_SECONDS
+        self._stalled_said = False
+        self._close_stall: Stall | None = None  # closing's deadline, once it started
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._stopping = False
-        self._abandon = False
         self._broken = False
         self._closed = False  # nothing more is sent
         self.dropped = 0
@@ -303,7 +306,10 @@ class ProcessCheckpointWriter:
         read nothing for ``STALL_SECONDS`` (a hung disk, a stopped process:
         the run goes on). Called with the lock held.
         """
-        if self._broken or self._closed:
+        if self._closed:
+            return
+        if self._broken:  # the writer is gone: counted, said once
+            self.dropped += len(batch)
             return
         blob = _frame(batch)
         end = self._end + len(blob)
@@ -311,7 +317,10 @@ class ProcessCheckpointWriter:
         # batch (a batch larger than that: all before it).
         need = min(end - BACKLOG_BYTES, self._end)
         if self._read_up_to < need and not self._room_for(need):
-            self._drop(len(batch))
+            if self._broken:
+                self.dropped += len(batch)
+            else:
+                self._drop(batch)
             return
         try:
             done = 0
@@ -319,6 +328,7 @@ class ProcessCheckpointWriter:
                 done += os.pwrite(self._spill, blob[done:], self._end + done)
         except OSError as exc:  # no memory (or disk) for the spill
             self._broke(exc)
+            self.dropped += len(batch)
             return
         self._end = end
 
@@ -333,15 +343,23 @@ class ProcessCheckpointWriter:
                 self._stalled = False
             if self._read_up_to >= need:
                 return True
-            if self._abandon or self._broken or self._closed:
+            if self._broken or self._closed or self._writer_ended():
                 return False
+            closing = self._close_stall
+            if closing is not None and closing():
+                return False  # closing's own deadline, counted from its start
             if self._stalled or time.monotonic() - since > STALL_SECONDS:
                 self._stalled = True
                 return False
-            if self._proc.poll() is not None:
-                self._broke(OSError(f"the writer process ended ({self._proc.returncode})"))
-                return False
             time.sleep(0.01)
+
+    def _writer_ended(self) -> bool:
+        """Whether the writer process ended on its own (then: gone, said once)."""
+        code = self._proc.poll()
+        if code is None:
+            return False
+        self._broke(OSError(f"the writer process ended with exit status {code}"))
+        return True
 
     def _ask_read_up_to(self) -> bool:
         """Ask the writer where it has read the spill up to (it says so in
@@ -353,15 +371,22 @@ class ProcessCheckpointWriter:
                 return True
         return False
 
-    def _drop(self, count: int) -> None:
-        if not self.dropped:
+    def _drop(self, batch: list[tuple[Any, ...]]) -> None:
+        """Drop a batch for a stalled writer, but its kinds' names: later
+        records of a kind are rendered with them, so they are sent again
+        (first) with the next batch."""
+        if not self._stalled_said:
+            self._stalled_said = True
             logger.error(
                 "checkpoint writer for %s took nothing for %.0f s (stalled disk?): "
                 "dropping records; the count is reported at the end",
                 self._what,
                 STALL_SECONDS,
             )
-        self.dropped += count
+        shapes = [r for r in batch if r[0] == SHAPE]
+        if shapes:
+            self._pending[:0] = shapes  # one C call: appends from other threads keep their place
+        self.dropped += len(batch) - len(shapes)
 
     def _broke(self, exc: OSError) -> None:
         if not self._broken:
@@ -370,10 +395,13 @@ class ProcessCheckpointWriter:
 
     # ------------------------------------------------------------------ hand-on thread
     def _run(self) -> None:
-        """Hand on records queued by other threads (and by a loop that stopped)."""
+        """Hand on records queued by other threads (and by a loop that
+        stopped), and notice a writer process that ended on its own."""
         while not self._stopping:
             self._wake.wait(_THREAD_INTERVAL)
             self._wake.clear()
+            if not self._broken:
+                self._writer_ended()
             self._flush()
 
     # ------------------------------------------------------------------ close
@@ -386,6 +414,8 @@ class ProcessCheckpointWriter:
         """
         if self._stopping:
             return
+        # One deadline for it all: the last records' room, then the end.
+        stalled = self._close_stall = Stall(deadline, self._progress)
         self._stopping = True
         self._wake.set()
         self._thread.join()
@@ -403,7 +433,6 @@ class ProcessCheckpointWriter:
         # The process reads the rest of the spill and finishes the file, then
         # sends the spans still queued: an export in flight may take its
         # whole timeout.
-        stalled = Stall(deadline, self._progress)
         exporting = Stall(deadline + self._export_time, self._progress)
         while self._proc.poll() is None:
             # Until it has read the spill, the short deadline; then the export's.
@@ -412,7 +441,6 @@ class ProcessCheckpointWriter:
                 break
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proc.wait(0.25)
-        lost = self.dropped
         if self._proc.poll() is None:
             logger.error(
                 "checkpoint writer for %s made no progress for %.0f s: killed it",
@@ -421,9 +449,7 @@ class ProcessCheckpointWriter:
             )
             self._proc.kill()
             self._proc.wait()
-            self._ask_read_up_to()
-            lost += _records_in(self._spill, self._read_up_to, self._end)
-        elif self._proc.returncode and not self._broken:
+        elif self._proc.returncode:
             # It died on its own (a fault in it, the kernel's OOM killer):
             # what it had not written is not in the file.
             logger.error(
@@ -432,6 +458,10 @@ class ProcessCheckpointWriter:
                 self._what,
                 self._proc.returncode,
             )
+        lost = self.dropped
+        if self._proc.returncode:  # it did not read to the end: what it left
+            self._ask_read_up_to()
+            lost += _records_in(self._spill, self._read_up_to, self._end)
         os.close(self._spill)
         if self._listener is not None:
             self._listener.join(deadline)  # the process is gone: its output ends
@@ -525,7 +555,10 @@ def _records_in(spill: int, start: int, end: int) -> int:
     with contextlib.suppress(OSError, ValueError, EOFError, struct.error, TypeError):
         while start + 4 <= end:
             (size,) = struct.unpack("<I", os.pread(spill, 4, start))
-            count += len(marshal.loads(os.pread(spill, size, start + 4)))
+            if size == _END_MARK:
+                break
+            frame = marshal.loads(os.pread(spill, size, start + 4))
+            count += sum(1 for record in frame if record[0] != SHAPE)
             start += 4 + size
     return count
 

@@ -184,7 +184,7 @@ def main(argv: list[str]) -> int:
             buffer += chunk
             if _consume(buffer, renderer, out, spans):
                 ended = True  # the engine's end mark: nothing follows
-            spill.done()
+            spill.done(len(buffer))
             if len(chunk) == _READ_BYTES:
                 continue
             wait = _COALESCE
@@ -223,12 +223,14 @@ class _Spill:
         self.at += len(chunk)
         return chunk
 
-    def done(self) -> None:
-        """Tell the engine how far this process has read (the records up to
-        there are its), and free what it read."""
-        os.pwrite(self.fd, struct.pack("<Q", self.at), 0)
-        if self._punch is not None and self.at - self.freed >= _FREE_EVERY:
-            upto = self.at & ~4095
+    def done(self, held: int) -> None:
+        """Tell the engine how far this process has taken whole frames (the
+        records up to there are its; ``held`` bytes read after them start a
+        frame not yet whole), and free what it took."""
+        taken = self.at - held
+        os.pwrite(self.fd, struct.pack("<Q", taken), 0)
+        if self._punch is not None and taken - self.freed >= _FREE_EVERY:
+            upto = taken & ~4095
             if not self._punch(self.fd, self.freed, upto - self.freed):
                 self._punch = None  # not supported here: the memory stays
             self.freed = upto

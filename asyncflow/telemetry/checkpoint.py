@@ -34,6 +34,7 @@ from ._pipe_writer import (
     Stall,
     file_size,
 )
+from ._records import SHAPE
 from ._render import LineRenderer
 from ._unencodable import LINE_ERRORS
 
@@ -77,7 +78,8 @@ class _Sink:
     def write(self, record: tuple[Any, ...]) -> None:
         """Queue one record. Never blocks; thread-safe."""
         queue = self._queue
-        if len(queue) >= MAX_QUEUED:
+        # A kind's names are never dropped: its later records need them.
+        if len(queue) >= MAX_QUEUED and record[0] != SHAPE:
             if not self.dropped:
                 logger.error(
                     "checkpoint writer for %s is not keeping up (stalled disk?): dropping "

@@ -690,3 +690,154 @@ def test_closing_ends_the_writer_while_another_process_holds_its_pipe(
     assert writer._proc.returncode == 0
     assert "made no progress" not in caplog.text
     assert len(path.read_text().splitlines()) == 2  # the header and the task
+
+
+# ---------------------------------------------------------------- losses are counted right
+
+
+def _created(i: int) -> tuple[Any, ...]:
+    return (records.CREATED, f"task.{i:06d}", i << 3, i, 0, "wf-1", i + 1, 1)
+
+
+def _lost(caplog: pytest.LogCaptureFixture) -> int:
+    """The number in the 'N records were not written' message (0: none)."""
+    for r in caplog.records:
+        text = r.getMessage()
+        if "records were not written" in text:
+            return int(text.rsplit(": ", 1)[1].split()[0])
+    return 0
+
+
+def test_a_writer_killed_for_no_progress_has_what_it_did_not_read_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The writer stops part-way through the spill (a hung disk) and closing
+    kills it: the records it never took are counted (the count read frames
+    from where the writer said it had read, the middle of a frame: 0)."""
+    caplog.set_level(logging.ERROR, logger="asyncflow")
+    path = tmp_path / f"cut{names.CHECKPOINT_SUFFIX}"
+    total = 300_000
+    with _writer_process(path) as (_loop, writer):
+        writer.write((records.SHAPE, 0, "task", "t", "function", "b", "w", 1, 0))
+        for i in range(total):
+            writer.write(_created(i))
+            if i % 1000 == 999:
+                writer._flush()
+        writer._flush()
+        process = psutil.Process(writer._proc.pid)
+        wait_until_sync(lambda: writer._ask_read_up_to())  # it took its first part
+        process.suspend()
+        writer._ask_read_up_to()
+        assert writer._read_up_to < writer._end  # it stopped part-way
+        writer.close(deadline=1.0)
+    lines = len(path.read_text().splitlines()) - 1  # but the header
+    lost = _lost(caplog)
+    assert lost > 0
+    assert lines + lost >= total  # nothing unaccounted for
+
+
+def test_a_writer_that_dies_mid_run_is_reported_as_gone_not_stalled(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The writer process is killed mid-run: it is said to be gone (not a
+    stalled disk), its exit status is logged at shutdown, and every record
+    sent after its death is counted."""
+    caplog.set_level(logging.ERROR, logger="asyncflow")
+    path = tmp_path / f"gone{names.CHECKPOINT_SUFFIX}"
+    with _writer_process(path) as (_loop, writer):
+        writer.write((records.SHAPE, 0, "task", "t", "function", "b", "w", 1, 0))
+        for i in range(100):
+            writer.write(_created(i))
+        writer._flush()
+        writer._proc.kill()
+        wait_until_sync(lambda: writer._broken)  # noticed without waiting for the bound
+        for i in range(100, 1100):
+            writer.write(_created(i))
+        writer._flush()
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("is gone" in m for m in messages) == 1, messages
+    assert not any("took nothing" in m for m in messages), messages
+    assert any("ended with exit status -9" in m for m in messages), messages
+    lines = max(len(path.read_text().splitlines()) - 1, 0)
+    assert _lost(caplog) >= 1000 and lines + _lost(caplog) >= 1100
+
+
+async def test_a_kind_whose_first_records_were_dropped_is_still_named_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stalled writer's drops took the record of a kind's names with them:
+    every later task of that kind lost its created line and span name for
+    the rest of the run. Names are sent again with the next batch."""
+    monkeypatch.setattr(_pipe_writer, "BACKLOG_BYTES", 256 * 1024)
+    monkeypatch.setattr(_pipe_writer, "STALL_SECONDS", 0.3)
+    engine = await WorkflowEngine.create(backend=NoopExecutionBackend(), work_dir=tmp_path)
+    tel = await engine.start_telemetry(checkpoint_path=tmp_path / "tel")
+    (writer_proc,) = writer_processes()
+    writer = tel._writer
+    try:
+
+        @engine.function_task
+        async def a(i: int) -> int:
+            return i
+
+        @engine.function_task
+        async def b(i: int) -> int:
+            return i
+
+        writer_proc.suspend()
+        while not writer.dropped:  # the writer stalls: batches are dropped
+            await asyncio.wait_for(asyncio.gather(*[a(i) for i in range(1000)]), DEADLINE)
+        for _ in range(10_000):  # until not even one task's records fit
+            dropped = writer.dropped
+            await asyncio.wait_for(a(0), DEADLINE)
+            if writer.dropped > dropped:
+                break
+        dropped = writer.dropped
+        await asyncio.wait_for(asyncio.gather(*[b(i) for i in range(10)]), DEADLINE)
+        assert writer.dropped > dropped  # b's first records, its names among them
+    finally:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            writer_proc.resume()
+    await wait_until(writer._ask_read_up_to, DEADLINE)  # it reads again
+    later = [b(i) for i in range(100)]
+    await asyncio.wait_for(asyncio.gather(*later), DEADLINE)
+    await asyncio.wait_for(engine.shutdown(), DEADLINE)
+    uids = {f.uid for f in later}
+    spans = {
+        r["attributes"][names.TASK_UID]: r
+        for r in read_checkpoint(tel.checkpoint_file, sections=["span"])
+        if r["attributes"].get(names.TASK_UID) in uids
+    }
+    assert len(spans) == 100
+    assert {s["name"] for s in spans.values()} == {"task b"}
+    assert {s["attributes"].get(names.TASK_NAME) for s in spans.values()} == {"b"}
+
+
+def test_closing_waits_for_a_stopped_writer_no_longer_than_its_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spill is at its bound and the writer stops: closing's last records
+    waited STALL_SECONDS for room before closing's own deadline began
+    (shutdown took 7 s, not the documented 5). One deadline covers both."""
+    monkeypatch.setattr(_pipe_writer, "BACKLOG_BYTES", 256 * 1024)
+    monkeypatch.setattr(_pipe_writer, "STALL_SECONDS", 4.0)
+    path = tmp_path / f"deadline{names.CHECKPOINT_SUFFIX}"
+    with _writer_process(path) as (_loop, writer):
+        writer.write((records.SHAPE, 0, "task", "t", "function", "b", "w", 1, 0))
+        process = psutil.Process(writer._proc.pid)
+        process.suspend()
+        i = 0
+        while writer._end - writer._read_up_to < 200 * 1024:  # up to the bound, no wait
+            for _ in range(200):
+                writer.write(_created(i))
+                i += 1
+            writer._flush()
+        assert not writer.dropped
+        for _ in range(5000):  # more than the bound leaves room for
+            writer.write(_created(i))
+            i += 1
+        started = time.monotonic()
+        writer.close(deadline=1.0)
+        took = time.monotonic() - started
+    # 1 s without progress, then the kill; never the 4 s wait for room first.
+    assert took < 4.0, took
