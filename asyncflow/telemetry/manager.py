@@ -621,6 +621,11 @@ async def start(
     if checkpoint_path is not None:
         started = int(time.time())
         file = Path(checkpoint_path) / f"{session_id}.{started}{n.CHECKPOINT_SUFFIX}"
+        while file.exists():
+            # Telemetry restarted within the second it last started: a file
+            # of its own, not the end of the last session's.
+            started += 1
+            file = file.with_name(f"{session_id}.{started}{n.CHECKPOINT_SUFFIX}")
     header = (session_id, node_id, recorder.trace_hex)
     writer = _open_writer(file, header, loop, exporters, bridge, the_resource, recorder)
     if writer is not None:

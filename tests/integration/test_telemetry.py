@@ -752,6 +752,36 @@ async def test_start_after_stop_is_a_new_telemetry(tmp_path: Path) -> None:
     assert len(first.task_spans()) == len(second.task_spans()) == 1
 
 
+async def test_telemetry_restarted_within_a_second_writes_a_file_of_its_own(
+    tmp_path: Path,
+) -> None:
+    """Stopped and started again within the same second, the two sessions of
+    an engine went to the same ``<uid>.<epoch>`` file (two headers, one
+    after the other's end); each now has its own, both read back whole."""
+    engine = await WorkflowEngine.create(dry_run=True, work_dir=tmp_path)
+
+    @engine.function_task
+    async def t() -> None:
+        return None
+
+    try:
+        first = await engine.start_telemetry(checkpoint_path=tmp_path / "t")
+        await t()
+        await first.stop()
+        second = await engine.start_telemetry(checkpoint_path=tmp_path / "t")
+        await t()
+    finally:
+        await engine.shutdown()
+    assert first.checkpoint_file is not None and second.checkpoint_file is not None
+    assert first.checkpoint_file != second.checkpoint_file
+    for tel in (first, second):
+        lines = Path(tel.checkpoint_file).read_text().splitlines()
+        assert sum('"section":"header"' in line for line in lines) == 1
+        spans = read_checkpoint(tel.checkpoint_file, sections=["span"])
+        tasks = [r for r in spans if r["attributes"].get(names.LEVEL) == names.LEVEL_TASK]
+        assert len(tasks) == 1
+
+
 async def test_slow_async_subscriber_cannot_hold_shutdown(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
