@@ -87,30 +87,42 @@ def task_uids(path: Path) -> set[str]:
 
 # ---------------------------------------------------------------- SIGKILL keeps what finished
 
-KILLED_RUN = textwrap.dedent(
+
+def _run_script(body: str, preamble: str = "") -> str:
+    """A script whose ``main()`` starts a no-op engine with the checkpoint
+    file in ``argv[1]``, defines task ``t`` and opens ``done`` (``argv[2]``,
+    where the run writes the uids whose futures completed), then runs
+    ``body`` (at the indentation of ``main``'s body)."""
+    head = textwrap.dedent(
+        """
+        import asyncio, os, signal, sys
+        from asyncflow import NoopExecutionBackend, WorkflowEngine
+        from asyncflow.telemetry import _pipe_writer
+        {preamble}
+        async def main():
+            work_dir = os.path.dirname(sys.argv[2])  # the test's, not the checkout
+            engine = await WorkflowEngine.create(backend=NoopExecutionBackend(), work_dir=work_dir)
+            await engine.start_telemetry(checkpoint_path=sys.argv[1])
+
+            @engine.function_task
+            async def t(i):
+                return i
+
+            done = open(sys.argv[2], "w")
+        """
+    ).format(preamble=textwrap.dedent(preamble))
+    return head + textwrap.indent(textwrap.dedent(body), "    ") + "\nasyncio.run(main())\n"
+
+
+KILLED_RUN = _run_script(
     """
-    import asyncio, os, signal, sys
-    from asyncflow import NoopExecutionBackend, WorkflowEngine
-
-    async def main():
-        work_dir = os.path.dirname(sys.argv[2])  # the test's, not the checkout
-        engine = await WorkflowEngine.create(backend=NoopExecutionBackend(), work_dir=work_dir)
-        await engine.start_telemetry(checkpoint_path=sys.argv[1])
-
-        @engine.function_task
-        async def t(i):
-            return i
-
-        done = open(sys.argv[2], "w")
-        for _ in range(int(sys.argv[3])):
-            futs = [t(i) for i in range(200)]
-            await asyncio.gather(*futs)
-            # The waiter ran: the record of these tasks must be safe by now.
-            done.write("".join(f.uid + "\\n" for f in futs))
-            done.flush()
-        os.kill(os.getpid(), signal.SIGKILL)
-
-    asyncio.run(main())
+    for _ in range(int(sys.argv[3])):
+        futs = [t(i) for i in range(200)]
+        await asyncio.gather(*futs)
+        # The waiter ran: the record of these tasks must be safe by now.
+        done.write("".join(f.uid + "\\n" for f in futs))
+        done.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
     """
 )
 
@@ -139,36 +151,19 @@ def test_sigkill_keeps_every_task_whose_future_completed(tmp_path: Path) -> None
     assert finished <= task_uids(tmp_path / "tel")
 
 
-STALLED_THEN_KILLED = textwrap.dedent(
+STALLED_THEN_KILLED = _run_script(
     """
-    import asyncio, os, sys
-    from asyncflow import NoopExecutionBackend, WorkflowEngine
-    from asyncflow.telemetry import _pipe_writer
-
+    print("ready", flush=True)
+    sys.stdin.readline()  # the test has stopped the writer
+    while True:
+        futs = [t(i) for i in range(500)]
+        await asyncio.gather(*futs)
+        done.write("".join(f.uid + "\\n" for f in futs))
+        done.flush()
+    """,
     # The writer stops for longer than the test's pause before it counts
     # as stalled: a machine however loaded keeps this test's meaning.
-    _pipe_writer.STALL_SECONDS = 60.0
-
-    async def main():
-        work_dir = os.path.dirname(sys.argv[2])
-        engine = await WorkflowEngine.create(backend=NoopExecutionBackend(), work_dir=work_dir)
-        await engine.start_telemetry(checkpoint_path=sys.argv[1])
-
-        @engine.function_task
-        async def t(i):
-            return i
-
-        done = open(sys.argv[2], "w")
-        print("ready", flush=True)
-        sys.stdin.readline()  # the test has stopped the writer
-        while True:
-            futs = [t(i) for i in range(500)]
-            await asyncio.gather(*futs)
-            done.write("".join(f.uid + "\\n" for f in futs))
-            done.flush()
-
-    asyncio.run(main())
-    """
+    preamble="_pipe_writer.STALL_SECONDS = 60.0",
 )
 
 
