@@ -21,13 +21,11 @@ import asyncio
 import contextlib
 import json
 import logging
-import marshal
 import os
 import select
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +34,16 @@ from typing import Any
 
 from ._otlp_sender import EXPORT_TIMEOUT
 from ._records import SHAPE
+from ._spill import (
+    END_OF_RECORDS,
+    FRAME_RECORDS,
+    READ_UP_TO,
+    SPILL_START,
+    dumps,
+    make_spill,
+    records_in,
+)
+from ._spill import frame as _frame
 
 __all__ = [
     "BACKLOG_BYTES",
@@ -56,25 +64,11 @@ logger = logging.getLogger("asyncflow.telemetry")
 BACKLOG_BYTES = 64 << 20
 STALL_SECONDS = 2.0
 
-# The spill file's first bytes: where the writer has read up to (a
-# little-endian 64-bit offset), then nothing until the records (a page, so
-# that the writer can free what it has read by whole pages).
-SPILL_START = 4096
-_READ_UP_TO = struct.Struct("<Q")
-
-# A frame's length that says no records follow.
-END_OF_RECORDS = b"\xff\xff\xff\xff"
-_END_MARK = 0xFFFFFFFF
-
 # Seconds close() waits for a writer that makes no progress (takes nothing,
 # writes nothing) before it gives up on it.
 CLOSE_DEADLINE = 5.0
 
 _WRITER_MODULE = "asyncflow.telemetry._writer_main"
-
-# Records per frame in the spill: a loop turn that creates a million tasks
-# still reaches the writer in pieces it renders one at a time.
-FRAME_RECORDS = 4096
 
 # Records queued before the recorder's relieve() sends them on at once.
 RELIEVE_RECORDS = 8 * FRAME_RECORDS
@@ -133,7 +127,7 @@ class ProcessCheckpointWriter:
         self._export_time = EXPORT_TIMEOUT if otlp is not None else 0.0
         fd = _open_for_append(self.path) if self.path is not None else -1
         try:
-            self._spill = _make_spill()
+            self._spill = make_spill()
         except OSError as exc:
             if fd >= 0:
                 os.close(fd)
@@ -253,7 +247,7 @@ class ProcessCheckpointWriter:
 
     def write_record(self, record: dict[str, Any]) -> None:
         """Queue one record as a JSON line."""
-        self.write(("L", _dumps(record) + "\n"))
+        self.write(("L", dumps(record) + "\n"))
 
     def flush_soon(self) -> None:
         """Send what is queued at the end of this loop turn, before the
@@ -365,7 +359,7 @@ class ProcessCheckpointWriter:
         """Ask the writer where it has read the spill up to (it says so in
         the spill's first bytes); whether that moved since last asked."""
         with contextlib.suppress(OSError, struct.error):
-            (read_up_to,) = _READ_UP_TO.unpack(os.pread(self._spill, _READ_UP_TO.size, 0))
+            (read_up_to,) = READ_UP_TO.unpack(os.pread(self._spill, READ_UP_TO.size, 0))
             if read_up_to > self._read_up_to:
                 self._read_up_to = read_up_to
                 return True
@@ -461,7 +455,7 @@ class ProcessCheckpointWriter:
         lost = self.dropped
         if self._proc.returncode:  # it did not read to the end: what it left
             self._ask_read_up_to()
-            lost += _records_in(self._spill, self._read_up_to, self._end)
+            lost += records_in(self._spill, self._read_up_to, self._end)
         os.close(self._spill)
         if self._listener is not None:
             self._listener.join(deadline)  # the process is gone: its output ends
@@ -530,39 +524,6 @@ def _take(queue: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     return taken
 
 
-def _make_spill() -> int:
-    """A file the writer process reads the records from, behind the engine:
-    memory on Linux (``memfd``), else an unnamed temporary file. Its first
-    page is the writer's: where it has read up to."""
-    make = getattr(os, "memfd_create", None)
-    if make is not None:
-        fd: int = make("asyncflow-records", os.MFD_CLOEXEC)
-    else:  # pragma: no cover - not Linux
-        with tempfile.TemporaryFile() as unnamed:
-            fd = os.dup(unnamed.fileno())  # not inheritable, as a dup
-    try:
-        os.pwrite(fd, _READ_UP_TO.pack(SPILL_START), 0)
-    except OSError:
-        os.close(fd)
-        raise
-    return fd  # close-on-exec: ``pass_fds`` hands it to the writer alone
-
-
-def _records_in(spill: int, start: int, end: int) -> int:
-    """How many records the whole frames of ``spill`` between ``start`` and
-    ``end`` hold (what a writer that was ended had not read)."""
-    count = 0
-    with contextlib.suppress(OSError, ValueError, EOFError, struct.error, TypeError):
-        while start + 4 <= end:
-            (size,) = struct.unpack("<I", os.pread(spill, 4, start))
-            if size == _END_MARK:
-                break
-            frame = marshal.loads(os.pread(spill, size, start + 4))
-            count += sum(1 for record in frame if record[0] != SHAPE)
-            start += 4 + size
-    return count
-
-
 def _open_for_append(path: Path) -> int:
     """Create (or open) the checkpoint file; a clear error if that cannot be done."""
     try:
@@ -573,32 +534,3 @@ def _open_for_append(path: Path) -> int:
             exc.errno, f"cannot write the checkpoint file {path}: {exc.strerror or exc}"
         ) from exc
     return fd  # close-on-exec: ``pass_fds`` hands it to the writer alone
-
-
-def _frame(batch: list[tuple[Any, ...]]) -> bytes:
-    """Length-prefixed marshal frames of at most ``FRAME_RECORDS`` records each."""
-    if len(batch) > FRAME_RECORDS:
-        return b"".join(
-            _frame(batch[i : i + FRAME_RECORDS]) for i in range(0, len(batch), FRAME_RECORDS)
-        )
-    try:
-        blob = marshal.dumps(batch)
-    except ValueError:  # an attribute value marshal cannot carry
-        blob = marshal.dumps([_plain(r) for r in batch])
-    return struct.pack("<I", len(blob)) + blob
-
-
-def _plain(record: tuple[Any, ...]) -> tuple[Any, ...]:
-    """A record whose values marshal can carry (others become strings)."""
-    try:
-        marshal.dumps(record)
-        return record
-    except ValueError:
-        return tuple(json.loads(_dumps(list(record))))
-
-
-_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
-
-
-def _dumps(record: Any) -> str:
-    return _encoder.encode(record)

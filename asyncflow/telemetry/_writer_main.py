@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from . import names as n
 from ._records import expand
 from ._render import LineRenderer
+from ._spill import END_MARK, READ_UP_TO, SPILL_START
 from ._unencodable import LINE_ERRORS
 
 if TYPE_CHECKING:
@@ -65,9 +66,6 @@ _IDLE = 0.05
 
 # Read bytes of the spill are freed once this many have gathered.
 _FREE_EVERY = 4 << 20
-
-_SPILL_START = 4096  # the spill's records start after its first page
-_END_OF_RECORDS = 0xFFFFFFFF  # a frame length: the engine sends no more
 
 
 class _Out:
@@ -214,8 +212,8 @@ class _Spill:
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
-        self.at = _SPILL_START
-        self.freed = _SPILL_START
+        self.at = SPILL_START
+        self.freed = SPILL_START
         self._punch = _hole_puncher()
 
     def read(self) -> bytes:
@@ -228,7 +226,7 @@ class _Spill:
         records up to there are its; ``held`` bytes read after them start a
         frame not yet whole), and free what it took."""
         taken = self.at - held
-        os.pwrite(self.fd, struct.pack("<Q", taken), 0)
+        os.pwrite(self.fd, READ_UP_TO.pack(taken), 0)
         if self._punch is not None and taken - self.freed >= _FREE_EVERY:
             upto = taken & ~4095
             if not self._punch(self.fd, self.freed, upto - self.freed):
@@ -327,7 +325,7 @@ def _consume(
     done = 0
     while len(buffer) - done >= 4:
         size = struct.unpack_from("<I", buffer, done)[0]
-        if size == _END_OF_RECORDS:
+        if size == END_MARK:
             del buffer[:]
             return True
         if len(buffer) - done < 4 + size:
