@@ -39,6 +39,7 @@ from ._spill import (
     FRAME_RECORDS,
     READ_UP_TO,
     SPILL_START,
+    counted,
     dumps,
     make_spill,
     records_in,
@@ -303,7 +304,7 @@ class ProcessCheckpointWriter:
         if self._closed:
             return
         if self._broken:  # the writer is gone: counted, said once
-            self.dropped += len(batch)
+            self.dropped += counted(batch)
             return
         blob = _frame(batch)
         end = self._end + len(blob)
@@ -312,7 +313,7 @@ class ProcessCheckpointWriter:
         need = min(end - BACKLOG_BYTES, self._end)
         if self._read_up_to < need and not self._room_for(need):
             if self._broken:
-                self.dropped += len(batch)
+                self.dropped += counted(batch)
             else:
                 self._drop(batch)
             return
@@ -322,7 +323,7 @@ class ProcessCheckpointWriter:
                 done += os.pwrite(self._spill, blob[done:], self._end + done)
         except OSError as exc:  # no memory (or disk) for the spill
             self._broke(exc)
-            self.dropped += len(batch)
+            self.dropped += counted(batch)
             return
         self._end = end
 
@@ -380,7 +381,7 @@ class ProcessCheckpointWriter:
         shapes = [r for r in batch if r[0] == SHAPE]
         if shapes:
             self._pending[:0] = shapes  # one C call: appends from other threads keep their place
-        self.dropped += len(batch) - len(shapes)
+        self.dropped += counted(batch)
 
     def _broke(self, exc: OSError) -> None:
         if not self._broken:

@@ -19,7 +19,7 @@ import struct
 import tempfile
 from typing import Any
 
-from ._records import SHAPE
+from ._records import NOTE, SHAPE
 
 __all__ = [
     "END_MARK",
@@ -27,6 +27,8 @@ __all__ = [
     "FRAME_RECORDS",
     "READ_UP_TO",
     "SPILL_START",
+    "UNCOUNTED",
+    "counted",
     "dumps",
     "frame",
     "make_spill",
@@ -64,17 +66,27 @@ def make_spill() -> int:
     return fd  # close-on-exec: ``pass_fds`` hands it to the writer alone
 
 
+# Records that are no line of their own: a kind's names (the lines of its
+# tasks are rendered with them) and a session note (for OTLP only). A count
+# of records not written leaves them out.
+UNCOUNTED = frozenset({SHAPE, NOTE})
+
+
+def counted(records: list[tuple[Any, ...]]) -> int:
+    """How many of ``records`` a count of records not written counts."""
+    return sum(1 for record in records if record[0] not in UNCOUNTED)
+
+
 def records_in(spill: int, start: int, end: int) -> int:
-    """How many records (but a kind's names) the frames of ``spill`` between
-    ``start`` and ``end`` hold: what a writer that was ended never took."""
+    """How many counted records the frames of ``spill`` between ``start``
+    and ``end`` hold: what a writer that was ended never took."""
     count = 0
     with contextlib.suppress(OSError, ValueError, EOFError, struct.error, TypeError):
         while start + 4 <= end:
             (size,) = struct.unpack("<I", os.pread(spill, 4, start))
             if size == END_MARK:
                 break
-            records = marshal.loads(os.pread(spill, size, start + 4))
-            count += sum(1 for record in records if record[0] != SHAPE)
+            count += counted(marshal.loads(os.pread(spill, size, start + 4)))
             start += 4 + size
     return count
 

@@ -68,7 +68,7 @@ _IDLE = 0.05
 _FREE_EVERY = 4 << 20
 
 
-class _Out:
+class FileOut:
     """Appends to the checkpoint file; survives a full disk and says so once."""
 
     def __init__(self, fd: int, path: str, say: Callable[[str], None]) -> None:
@@ -160,14 +160,14 @@ def main(argv: list[str]) -> int:
         with contextlib.suppress(OSError):  # nobody listens any more
             os.write(1, (line.replace("\n", " ") + "\n").encode("utf-8", "replace"))
 
-    out: _Out | None = None
+    out: FileOut | None = None
     renderer: LineRenderer | None = None
     if fd_text != "-":
         fd = int(fd_text)
         # Readers tell a run whose writer is gone by this lock being free.
         fcntl.flock(fd, fcntl.LOCK_SH)
         renderer = LineRenderer(session_id, node_id, trace_hex)
-        out = _Out(fd, path, say)
+        out = FileOut(fd, path, say)
         out.add(renderer.header().encode("utf-8", LINE_ERRORS))
     spans = _otlp(json.loads(argv[7]), trace_hex, say) if len(argv) > 7 else None
     spill = _Spill(int(spill_text))
@@ -180,9 +180,10 @@ def main(argv: list[str]) -> int:
         chunk = spill.read()
         if chunk:
             buffer += chunk
-            if _consume(buffer, renderer, out, spans):
+            # Each frame's lines written, the engine is told it is taken.
+            if _consume(buffer, renderer, out, spans, spill.took, spill.at - len(buffer)):
                 ended = True  # the engine's end mark: nothing follows
-            spill.done(len(buffer))
+            spill.free()
             if len(chunk) == _READ_BYTES:
                 continue
             wait = _COALESCE
@@ -200,7 +201,7 @@ def main(argv: list[str]) -> int:
         if ready and not os.read(0, 4096):
             ended = True  # the engine closed it, or died: read the spill to its end
     if out is not None:
-        _finish(out, path, say)
+        finish_file(out, path, say)
     if spans is not None:
         spans[1].close(_OTLP_CLOSE_DEADLINE)
     say(f"peak_rss {_peak_rss()}")
@@ -212,7 +213,8 @@ class _Spill:
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
-        self.at = SPILL_START
+        self.at = SPILL_START  # read up to here
+        self.taken = SPILL_START  # whole frames up to here are written
         self.freed = SPILL_START
         self._punch = _hole_puncher()
 
@@ -221,12 +223,15 @@ class _Spill:
         self.at += len(chunk)
         return chunk
 
-    def done(self, held: int) -> None:
-        """Tell the engine how far this process has taken whole frames (the
-        records up to there are its; ``held`` bytes read after them start a
-        frame not yet whole), and free what it took."""
-        taken = self.at - held
+    def took(self, taken: int) -> None:
+        """Tell the engine that the frames up to ``taken`` are this
+        process's (their lines are written)."""
+        self.taken = taken
         os.pwrite(self.fd, READ_UP_TO.pack(taken), 0)
+
+    def free(self) -> None:
+        """Free the pages of what this process took (once enough gathered)."""
+        taken = self.taken
         if self._punch is not None and taken - self.freed >= _FREE_EVERY:
             upto = taken & ~4095
             if not self._punch(self.fd, self.freed, upto - self.freed):
@@ -274,7 +279,7 @@ def _be_nice() -> None:
             os.nice(increment)
 
 
-def _finish(out: _Out, path: str, say: Callable[[str], None]) -> None:
+def finish_file(out: FileOut, path: str, say: Callable[[str], None]) -> None:
     """Write what is held, say what was lost, and close the file."""
     out.flush()
     if out.torn:
@@ -312,12 +317,16 @@ def _otlp(
 def _consume(
     buffer: bytearray,
     renderer: LineRenderer | None,
-    out: _Out | None,
+    out: FileOut | None,
     spans: tuple[SpanAssembler, SpanSender] | None,
+    took: Callable[[int], None],
+    start: int,
 ) -> bool:
     """Render and write every whole frame in ``buffer`` (and hand finished
     spans to OTLP), and take those frames out of it. True at the engine's
-    end mark (a frame length of ``0xffffffff``).
+    end mark (a frame length of ``0xffffffff``). After each frame,
+    ``took(offset)``: the spill's offset (``buffer`` starts at ``start``)
+    up to which every frame's lines are written.
 
     Frame by frame (the engine sends at most ``FRAME_RECORDS`` records in
     one): what this process holds does not grow with the run.
@@ -326,6 +335,7 @@ def _consume(
     while len(buffer) - done >= 4:
         size = struct.unpack_from("<I", buffer, done)[0]
         if size == END_MARK:
+            took(start + done + 4)
             del buffer[:]
             return True
         if len(buffer) - done < 4 + size:
@@ -354,6 +364,7 @@ def _consume(
                         spans[1].put(span)
         if lines and out is not None:
             out.add("".join(lines).encode("utf-8", LINE_ERRORS))
+        took(start + done)
     del buffer[:done]
     return False
 

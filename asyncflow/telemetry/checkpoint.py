@@ -14,7 +14,6 @@ last line.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import json
 import logging
@@ -36,7 +35,9 @@ from ._pipe_writer import (
 )
 from ._records import SHAPE
 from ._render import LineRenderer
+from ._spill import counted
 from ._unencodable import LINE_ERRORS
+from ._writer_main import FileOut, finish_file
 
 __all__ = [
     "CheckpointWriter",
@@ -108,6 +109,8 @@ class _Sink:
             self._wake.wait(self._interval)
             self._wake.clear()
             self._drain()
+            with self._lock:
+                self._retry()
 
     def _drain(self, timeout: float = -1) -> None:
         if not self._lock.acquire(timeout=timeout):
@@ -118,13 +121,13 @@ class _Sink:
             if not count:
                 return
             batch = [queue.popleft() for _ in range(count)]
-            if self._failed:
-                return
             try:
                 self._hand_on(batch)
-            except (OSError, ValueError) as exc:  # disk full, pipe closed, file closed
-                self._failed = True
-                logger.error("checkpoint file %s: writing stopped: %s", self.path, exc)
+            except (OSError, ValueError) as exc:  # not the disk (that waits): a closed file
+                if not self._failed:
+                    self._failed = True
+                    logger.error("checkpoint file %s: writing failed: %s", self.path, exc)
+                self.dropped += counted(batch)
         finally:
             self._lock.release()
 
@@ -152,6 +155,9 @@ class _Sink:
     def _hand_on(self, batch: list[tuple[Any, ...]]) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def _retry(self) -> None:
+        """Try again what failed (called now and then by the thread)."""
+
     def _finish(self) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
@@ -174,12 +180,14 @@ class CheckpointWriter(_Sink):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._renderer = renderer
-        # Lone surrogates (bytes of a name that is not UTF-8) written escaped.
-        self._file = open(self.path, "a", encoding="utf-8", errors=LINE_ERRORS)  # noqa: SIM115
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         # Readers tell a run whose writer is gone by this lock being free.
-        fcntl.flock(self._file.fileno(), fcntl.LOCK_SH)
-        self._file.write(renderer.header())
-        self._file.flush()
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        # What the writer process does with a full disk, done here: lines
+        # wait (bounded) and are written on a fresh line once there is room.
+        self._out = FileOut(fd, str(self.path), _say)
+        # Lone surrogates (bytes of a name that is not UTF-8) written escaped.
+        self._out.add(renderer.header().encode("utf-8", LINE_ERRORS))
         self._start(flush_interval)
 
     def _hand_on(self, batch: list[tuple[Any, ...]]) -> None:
@@ -190,14 +198,22 @@ class CheckpointWriter(_Sink):
                 lines.append(render(record))
             except Exception:
                 logger.exception("checkpoint file %s: a record could not be rendered", self.path)
-        self._file.write("".join(lines))
-        self._file.flush()
+        self._out.add("".join(lines).encode("utf-8", LINE_ERRORS))
+
+    def _retry(self) -> None:
+        self._out.flush()  # room again after a full disk?
 
     def _finish(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            self._file.flush()
-            os.fsync(self._file.fileno())
-        self._file.close()
+        finish_file(self._out, str(self.path), _say)
+
+
+def _say(line: str) -> None:
+    """Log what the file's writer says, as the writer process's lines are."""
+    kind, _, text = line.partition(" ")
+    if kind == "resumed":
+        logger.warning("checkpoint file: %s", text)
+    else:
+        logger.error("checkpoint file: %s", text)
 
 
 def open_checkpoint(

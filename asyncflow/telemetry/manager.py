@@ -614,18 +614,20 @@ async def start(
     the_resource = make_resource(resource, session_id)
     bridge = SpanBridge(exporters.processors, the_resource)
     node_id = socket.gethostname()
-    recorder = Recorder(session_id, node_id, span_buffer, None)
-    recorder.describe = describer(redact)
-    recorder.redact = redactor(redact)
     file = None
     if checkpoint_path is not None:
         started = int(time.time())
         file = Path(checkpoint_path) / f"{session_id}.{started}{n.CHECKPOINT_SUFFIX}"
         while file.exists():
-            # Telemetry restarted within the second it last started: a file
-            # of its own, not the end of the last session's.
-            started += 1
+            # Telemetry restarted within the second it last started: it
+            # starts in the next second, in a file of its own (the name's
+            # second stays its true start, which readers order runs by).
+            await asyncio.sleep(max(started + 1 - time.time(), 0.0))
+            started = int(time.time())
             file = file.with_name(f"{session_id}.{started}{n.CHECKPOINT_SUFFIX}")
+    recorder = Recorder(session_id, node_id, span_buffer, None)
+    recorder.describe = describer(redact)
+    recorder.redact = redactor(redact)
     header = (session_id, node_id, recorder.trace_hex)
     writer = _open_writer(file, header, loop, exporters, bridge, the_resource, recorder)
     if writer is not None:

@@ -306,13 +306,28 @@ async def test_read_only_directory_fails_start_telemetry_at_once(
 
 
 @needs_root
+@pytest.mark.parametrize("writer", ["process", "thread"])
 async def test_full_disk_is_reported_once_and_writing_resumes_on_a_fresh_line(
-    tmpfs: Any, caplog: pytest.LogCaptureFixture, tmp_path: Path
+    tmpfs: Any,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    writer: str,
 ) -> None:
+    """Also with the thread that writes when no writer process can start:
+    it stopped writing for good at the first failure, and dropped every
+    later record uncounted."""
+    if writer == "thread":
+
+        def no_spill() -> int:
+            raise OSError("no spill here")
+
+        monkeypatch.setattr(_pipe_writer, "make_spill", no_spill)
     target = tmpfs(size="4m")
     engine = await WorkflowEngine.create(backend=NoopExecutionBackend(), work_dir=tmp_path)
     caplog.set_level(logging.WARNING, logger="asyncflow.telemetry")
     tel = await engine.start_telemetry(checkpoint_path=target)
+    assert (writer_processes() != []) == (writer == "process")
 
     @engine.function_task
     async def t(i: int) -> int:
@@ -729,6 +744,50 @@ def test_a_writer_killed_for_no_progress_has_what_it_did_not_read_counted(
     lost = _lost(caplog)
     assert lost > 0
     assert lines + lost >= total  # nothing unaccounted for
+    # Counted twice (written, then said lost): at most the frame it was in.
+    assert lines + lost <= total + _pipe_writer.FRAME_RECORDS
+
+
+def test_the_writer_says_each_frame_taken_once_its_lines_are_written() -> None:
+    """The writer told the engine how far it had read once per 1 MiB read:
+    frames whose lines were written before it was killed were counted lost
+    as well (3.5 frames in the hunt's run). It now says so after each frame."""
+    from asyncflow.telemetry import _spill, _writer_main
+
+    frames = [_spill.frame([_created(i) for i in range(k, k + 3)]) for k in (0, 3, 6)]
+    buffer = bytearray(b"".join(frames) + frames[0][:5])  # and the start of a fourth
+    taken: list[int] = []
+    ended = _writer_main._consume(buffer, None, None, None, taken.append, 1000)
+    assert not ended
+    ends = [1000 + sum(len(f) for f in frames[: i + 1]) for i in range(3)]
+    assert taken == ends
+    assert bytes(buffer) == frames[0][:5]  # the torn one waits for its rest
+    taken.clear()
+    buffer = bytearray(_spill.END_OF_RECORDS)
+    assert _writer_main._consume(buffer, None, None, None, taken.append, 2000)
+    assert taken == [2004]
+
+
+def test_records_that_are_no_line_are_not_counted_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A kind's names and session notes (OTLP only) are no line of the file:
+    sent after the writer died, they were counted as records not written."""
+    caplog.set_level(logging.ERROR, logger="asyncflow")
+    path = tmp_path / f"uncounted{names.CHECKPOINT_SUFFIX}"
+    with _writer_process(path) as (_loop, writer):
+        writer.write((records.SHAPE, 0, "task", "t", "function", "b", "w", 1, 0))
+        writer.write(_created(0))
+        writer._flush()
+        wait_until_sync(lambda: (writer._ask_read_up_to(), writer._read_up_to == writer._end)[1])
+        writer._proc.kill()
+        wait_until_sync(lambda: writer._broken)
+        for kind in range(1, 11):
+            writer.write((records.SHAPE, kind, "task", f"k{kind}", "function", "b", "w", 1, 0))
+            writer.write((records.NOTE, "note", kind, {}))
+            writer.write(_created(kind))
+        writer._flush()
+    assert _lost(caplog) == 10
 
 
 def test_a_writer_that_dies_mid_run_is_reported_as_gone_not_stalled(

@@ -757,7 +757,8 @@ async def test_telemetry_restarted_within_a_second_writes_a_file_of_its_own(
 ) -> None:
     """Stopped and started again within the same second, the two sessions of
     an engine went to the same ``<uid>.<epoch>`` file (two headers, one
-    after the other's end); each now has its own, both read back whole."""
+    after the other's end); the second now starts in the next second, in a
+    file of its own named by its true start, both read back whole."""
     engine = await WorkflowEngine.create(dry_run=True, work_dir=tmp_path)
 
     @engine.function_task
@@ -777,6 +778,14 @@ async def test_telemetry_restarted_within_a_second_writes_a_file_of_its_own(
     for tel in (first, second):
         lines = Path(tel.checkpoint_file).read_text().splitlines()
         assert sum('"section":"header"' in line for line in lines) == 1
+        # The name's second is the session's true start (runs are ordered by it).
+        (started,) = [
+            e["event_time"]
+            for e in read_checkpoint(tel.checkpoint_file, sections=["event"])
+            if e["name"] == "SessionStarted"
+        ]
+        epoch = Path(tel.checkpoint_file).name.removesuffix(names.CHECKPOINT_SUFFIX)
+        assert int(epoch.rpartition(".")[2]) == int(started)
         spans = read_checkpoint(tel.checkpoint_file, sections=["span"])
         tasks = [r for r in spans if r["attributes"].get(names.LEVEL) == names.LEVEL_TASK]
         assert len(tasks) == 1
