@@ -436,6 +436,9 @@ class WorkflowEngine(Calls):
         store, self._store = self._store, None
         if store is not None:
             store.close()
+        starting = self._telemetry_starting
+        if starting is not None:  # a start_telemetry in flight: stop what it starts
+            await asyncio.shield(starting)
         tel = self.telemetry
         if tel is not None:
             await tel.stop()

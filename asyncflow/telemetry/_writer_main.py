@@ -13,7 +13,7 @@ end of input alone is not enough).
 Talks back on standard output, one line each: ``ready``, then ``error
 <cause>`` once per kind of failure and ``resumed <what>`` when writing works
 again (the engine logs them), and ``peak_rss <bytes>`` as it exits. While
-the disk is full, lines wait (up to :data:`HELD_BYTES`) and are written, on
+the disk is full, lines wait (up to ``_file_out.HELD_BYTES``) and are written, on
 a fresh line, once there is room.
 
 With OTLP export on (a seventh argument: the export settings as JSON), it
@@ -25,7 +25,6 @@ lines; the file descriptor may then be ``-`` (no checkpoint file).
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import marshal
@@ -40,6 +39,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import names as n
+from ._file_out import FileOut, finish_file
 from ._records import expand
 from ._render import LineRenderer
 from ._spill import END_MARK, READ_UP_TO, SPILL_START
@@ -49,8 +49,6 @@ if TYPE_CHECKING:
     from ._otlp_sender import SpanSender
     from ._span_assembly import SpanAssembler
 
-# Rendered bytes kept while the file cannot be written; beyond, lines drop.
-HELD_BYTES = 16 << 20
 
 # Seconds between checks of the engine's process and of the file.
 _CHECK_EVERY = 0.5
@@ -66,86 +64,6 @@ _IDLE = 0.05
 
 # Read bytes of the spill are freed once this many have gathered.
 _FREE_EVERY = 4 << 20
-
-
-class FileOut:
-    """Appends to the checkpoint file; survives a full disk and says so once."""
-
-    def __init__(self, fd: int, path: str, say: Callable[[str], None]) -> None:
-        self.fd = fd
-        self.path = path
-        self.say = say
-        self.held = b""  # not written yet: starts at a line start
-        self.torn = 0  # bytes of a line cut short at the end of the file
-        self.dropped = 0
-        self.failed_with: str | None = None
-        self.gone = False
-        stat = os.fstat(fd)
-        self.identity = (stat.st_dev, stat.st_ino)
-
-    def add(self, data: bytes) -> None:
-        if self.failed_with is not None and len(self.held) + len(data) > HELD_BYTES:
-            self.dropped += data.count(b"\n")  # the file cannot take them: bounded
-            return
-        self.held += data
-        self.flush()
-
-    def flush(self) -> None:
-        if not self.held:
-            return
-        if self.torn and not self._cut_torn_line():
-            return
-        data = self.held
-        done = 0
-        while done < len(data):
-            try:
-                done += os.write(self.fd, data[done:])
-            except OSError as exc:
-                # Keep whole lines: the torn one is written again in full.
-                start = data.rfind(b"\n", 0, done) + 1
-                self.torn = done - start
-                self.held = data[start:]
-                self._failed(exc)
-                return
-        self.held = b""
-        if self.failed_with is not None:
-            lost = f"; {self.dropped} lines dropped meanwhile" if self.dropped else ""
-            self.say(f"resumed {self.path}: writing again{lost}")
-            self.failed_with = None
-            self.dropped = 0
-
-    def _cut_torn_line(self) -> bool:
-        """Take the start of a cut line off the end of the file (it is
-        written again whole); else end it, so the next line starts fresh."""
-        try:
-            os.ftruncate(self.fd, os.fstat(self.fd).st_size - self.torn)
-        except OSError:
-            try:
-                os.write(self.fd, b"\n")
-            except OSError as exc:
-                self._failed(exc)
-                return False
-        self.torn = 0
-        return True
-
-    def _failed(self, exc: OSError) -> None:
-        cause = errno.errorcode.get(exc.errno or 0, "") or type(exc).__name__
-        if self.failed_with != cause:
-            self.failed_with = cause
-            self.say(f"error {self.path}: writing stopped: {exc.strerror or exc}")
-
-    def check_file(self) -> None:
-        """Say once if the file was removed (or its directory deleted)."""
-        if self.gone:
-            return
-        try:
-            stat = os.stat(self.path)
-            moved = (stat.st_dev, stat.st_ino) != self.identity
-        except OSError:
-            moved = True
-        if moved:
-            self.gone = True
-            self.say(f"error {self.path}: the file was removed (or its directory); lines are lost")
 
 
 def main(argv: list[str]) -> int:
@@ -170,7 +88,7 @@ def main(argv: list[str]) -> int:
         out = FileOut(fd, path, say)
         out.add(renderer.header().encode("utf-8", LINE_ERRORS))
     spans = _otlp(json.loads(argv[7]), trace_hex, say) if len(argv) > 7 else None
-    spill = _Spill(int(spill_text))
+    spill = _Spill(int(spill_text), out)
     buffer = bytearray()
     say("ready")
     ended = False  # no more records will come: the engine closed the pipe or is gone
@@ -196,6 +114,7 @@ def main(argv: list[str]) -> int:
             if out is not None:
                 out.flush()  # room again after a full disk?
                 out.check_file()
+                spill.took(spill.consumed)  # what was held is written now
             ended = ended or os.getppid() != parent
         ready, _, _ = select.select([0], [], [], 0 if ended else wait)
         if ready and not os.read(0, 4096):
@@ -211,10 +130,12 @@ def main(argv: list[str]) -> int:
 class _Spill:
     """The engine's spill file, read from where this process got to."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, out: FileOut | None) -> None:
         self.fd = fd
+        self.out = out
         self.at = SPILL_START  # read up to here
-        self.taken = SPILL_START  # whole frames up to here are written
+        self.consumed = SPILL_START  # whole frames up to here are rendered
+        self.taken = SPILL_START  # and up to here, their lines are written
         self.freed = SPILL_START
         self._punch = _hole_puncher()
 
@@ -223,11 +144,15 @@ class _Spill:
         self.at += len(chunk)
         return chunk
 
-    def took(self, taken: int) -> None:
-        """Tell the engine that the frames up to ``taken`` are this
-        process's (their lines are written)."""
-        self.taken = taken
-        os.pwrite(self.fd, READ_UP_TO.pack(taken), 0)
+    def took(self, consumed: int) -> None:
+        """The frames up to ``consumed`` are rendered: if their lines are
+        written (none held for a full disk), tell the engine they are this
+        process's. Lines held are not: if this process dies with them, the
+        engine counts them as not written."""
+        self.consumed = consumed
+        if consumed > self.taken and (self.out is None or not self.out.held):
+            self.taken = consumed
+            os.pwrite(self.fd, READ_UP_TO.pack(consumed), 0)
 
     def free(self) -> None:
         """Free the pages of what this process took (once enough gathered)."""
@@ -277,22 +202,6 @@ def _be_nice() -> None:
     if increment > 0:
         with contextlib.suppress(OSError):
             os.nice(increment)
-
-
-def finish_file(out: FileOut, path: str, say: Callable[[str], None]) -> None:
-    """Write what is held, say what was lost, and close the file."""
-    out.flush()
-    if out.torn:
-        # The last write was cut short (a full disk) and will not be written
-        # again: take its start off, so that the file ends with a whole line.
-        with contextlib.suppress(OSError):
-            os.ftruncate(out.fd, os.fstat(out.fd).st_size - out.torn)
-    if out.held or out.dropped:
-        lost = out.held.count(b"\n") + out.dropped
-        say(f"error {path}: {lost} lines could not be written ({out.failed_with})")
-    with contextlib.suppress(OSError):
-        os.fsync(out.fd)
-    os.close(out.fd)
 
 
 def _otlp(

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from . import names as n
+from ._file_out import FileOut, finish_file
 from ._layout import Layout1Records
 from ._pipe_writer import (
     CLOSE_DEADLINE,
@@ -37,7 +38,6 @@ from ._records import SHAPE
 from ._render import LineRenderer
 from ._spill import counted
 from ._unencodable import LINE_ERRORS
-from ._writer_main import FileOut, finish_file
 
 __all__ = [
     "CheckpointWriter",
@@ -72,6 +72,7 @@ class _Sink:
         self._stopping = False
         self._failed = False
         self.dropped = 0
+        self._in_hand = 0  # records of the batch being written
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="asyncflow-checkpoint", daemon=True)
         self._thread.start()
@@ -121,6 +122,7 @@ class _Sink:
             if not count:
                 return
             batch = [queue.popleft() for _ in range(count)]
+            self._in_hand = counted(batch)  # lost if the disk never lets this write end
             try:
                 self._hand_on(batch)
             except (OSError, ValueError) as exc:  # not the disk (that waits): a closed file
@@ -128,6 +130,7 @@ class _Sink:
                     self._failed = True
                     logger.error("checkpoint file %s: writing failed: %s", self.path, exc)
                 self.dropped += counted(batch)
+            self._in_hand = 0
         finally:
             self._lock.release()
 
@@ -143,8 +146,9 @@ class _Sink:
         stalled = Stall(deadline, lambda: (len(self._queue), file_size(self.path)))
         while self._thread.is_alive() and not stalled():
             self._thread.join(0.25)
-        self._drain(deadline)
-        lost = len(self._queue) + self.dropped
+        # A thread stuck on the disk holds the lock: the deadline is spent.
+        self._drain(0 if self._thread.is_alive() else deadline)
+        lost = len(self._queue) + self.dropped + self._in_hand
         if self._thread.is_alive():
             logger.error("checkpoint file %s: the writer thread is stuck; not waiting", self.path)
         else:
@@ -202,6 +206,7 @@ class CheckpointWriter(_Sink):
 
     def _retry(self) -> None:
         self._out.flush()  # room again after a full disk?
+        self._out.check_file()  # said once if the file was removed
 
     def _finish(self) -> None:
         finish_file(self._out, str(self.path), _say)
