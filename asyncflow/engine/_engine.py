@@ -428,6 +428,9 @@ class WorkflowEngine(Calls):
         reports = list(self._inbox)  # reached this engine after it stopped listening
         self._inbox.clear()
         _serving.hand_on(self, self._backends, running if skip_execution_backend else {}, reports)
+        starting = self._telemetry_starting
+        if starting is not None:  # a start_telemetry in flight: stop what it starts
+            await asyncio.shield(starting)
         reporter, self._progress = self._progress, None
         if reporter is not None:
             await reporter.stop()
@@ -436,9 +439,6 @@ class WorkflowEngine(Calls):
         store, self._store = self._store, None
         if store is not None:
             store.close()
-        starting = self._telemetry_starting
-        if starting is not None:  # a start_telemetry in flight: stop what it starts
-            await asyncio.shield(starting)
         tel = self.telemetry
         if tel is not None:
             await tel.stop()

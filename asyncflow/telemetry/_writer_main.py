@@ -121,6 +121,9 @@ def main(argv: list[str]) -> int:
             ended = True  # the engine closed it, or died: read the spill to its end
     if out is not None:
         finish_file(out, path, say)
+        # Every line is now written or counted lost by this process itself:
+        # the engine is told it has all (and waits for the export, below).
+        spill.took(spill.consumed, held=False)
     if spans is not None:
         spans[1].close(_OTLP_CLOSE_DEADLINE)
     say(f"peak_rss {_peak_rss()}")
@@ -144,13 +147,15 @@ class _Spill:
         self.at += len(chunk)
         return chunk
 
-    def took(self, consumed: int) -> None:
+    def took(self, consumed: int, held: bool | None = None) -> None:
         """The frames up to ``consumed`` are rendered: if their lines are
         written (none held for a full disk), tell the engine they are this
         process's. Lines held are not: if this process dies with them, the
         engine counts them as not written."""
         self.consumed = consumed
-        if consumed > self.taken and (self.out is None or not self.out.held):
+        if held is None:
+            held = self.out is not None and bool(self.out.held)
+        if consumed > self.taken and not held:
             self.taken = consumed
             os.pwrite(self.fd, READ_UP_TO.pack(consumed), 0)
 

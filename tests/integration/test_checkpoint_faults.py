@@ -1033,3 +1033,55 @@ def test_a_writer_thread_stuck_on_the_disk_is_given_up_within_its_deadline(
         release.set()
     assert took < 3.5, took  # its deadline (and a poll); the old wait was twice that
     assert _lost(caplog) == 150
+
+
+@needs_root
+async def test_a_full_disk_at_shutdown_does_not_get_the_exporting_writer_killed(
+    tmpfs: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The disk is full as the run ends and the OTLP collector never answers:
+    the writer had said which lines it could not write, but never that it
+    had taken the last frames (their lines were held), so closing gave up on
+    it as making no progress while it exported, killed it, and counted the
+    same loss again as records."""
+    import socket
+    import threading
+
+    target = tmpfs(size="1m")
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:  # a collector that takes connections and never answers
+        with contextlib.suppress(OSError):
+            while True:
+                accepted.append(server.accept()[0])
+
+    threading.Thread(target=accept, daemon=True).start()
+    caplog.set_level(logging.WARNING, logger="asyncflow")
+    try:
+        engine = await WorkflowEngine.create(backend=NoopExecutionBackend(), work_dir=tmp_path)
+        await engine.start_telemetry(
+            checkpoint_path=target,
+            otlp_endpoint=f"http://127.0.0.1:{server.getsockname()[1]}",
+            otlp_protocol="http/protobuf",
+        )
+
+        @engine.function_task
+        async def t(i: int) -> int:
+            return i
+
+        await asyncio.gather(*[t(i) for i in range(100)])
+        with contextlib.suppress(OSError), open(target / "filler", "wb") as f:
+            f.write(b"x" * (8 << 20))  # the disk is full
+        await asyncio.gather(*[t(i) for i in range(1000)])
+        await wait_until(lambda: "No space left" in caplog.text, DEADLINE)
+        await asyncio.wait_for(engine.shutdown(), DEADLINE)
+    finally:
+        server.close()
+        for connection in accepted:
+            connection.close()
+    assert "lines could not be written" in caplog.text  # the writer's own count
+    assert "made no progress" not in caplog.text
+    assert "records were not written" not in caplog.text

@@ -795,16 +795,20 @@ async def test_telemetry_restarted_within_a_second_writes_a_file_of_its_own(
 async def test_shutdown_while_telemetry_starts_stops_what_it_starts(tmp_path: Path) -> None:
     """``shutdown()`` while a ``start_telemetry`` was still starting (here it
     waits for the next second, a restart within one): the telemetry it then
-    started kept running on the shut-down engine, its writer too."""
+    started kept running on the shut-down engine, its writer and progress
+    reporter too."""
     engine = await WorkflowEngine.create(dry_run=True, work_dir=tmp_path)
     await asyncio.sleep(1.02 - time.time() % 1)  # early in a second: the restart falls in it
     first = await engine.start_telemetry(checkpoint_path=tmp_path / "t")
     await first.stop()
-    again = asyncio.ensure_future(engine.start_telemetry(checkpoint_path=tmp_path / "t"))
+    again = asyncio.ensure_future(
+        engine.start_telemetry(checkpoint_path=tmp_path / "t", progress=True)
+    )
     await asyncio.sleep(0.05)  # it waits for the next second now
     await asyncio.wait_for(engine.shutdown(), 30)
     second = await asyncio.wait_for(again, 30)
     assert second.stopped
+    assert engine._progress is None  # its progress reporter was stopped too
     assert second.checkpoint_file is not None
     assert "SessionEnded" in Path(second.checkpoint_file).read_text()
 
