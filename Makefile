@@ -12,14 +12,14 @@ STAMP  := $(VENV)/.installed-dev
 
 DEMO_STAMP := $(VENV)/.installed-demo
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml hatch_build.py asyncflow/dashboard/_scan.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,hpc,dashboard]'
 	touch $(STAMP)
 
 # The demo needs only the dashboard extra, not the test and HPC tools.
-$(DEMO_STAMP): pyproject.toml
+$(DEMO_STAMP): pyproject.toml hatch_build.py asyncflow/dashboard/_scan.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dashboard]'
@@ -27,7 +27,7 @@ $(DEMO_STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-LINT_PATHS := asyncflow tests scripts $(wildcard bench) $(wildcard examples)
+LINT_PATHS := asyncflow tests scripts hatch_build.py $(wildcard bench) $(wildcard examples)
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINT_PATHS)

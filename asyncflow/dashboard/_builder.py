@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from asyncflow.telemetry import names as n
 
@@ -22,6 +22,9 @@ from .model import (
     SlotSnapshot,
     SpanRecord,
 )
+
+if TYPE_CHECKING:
+    from ._finished import Scanned
 
 __all__ = ["RunBuilder"]
 
@@ -54,6 +57,8 @@ class RunBuilder:
         self._last = 0.0
         self._ended = False
         self._writer_gone = False
+        self._scanned: Scanned | None = None
+        self._table: tuple[int, Sequence[SpanRecord]] | None = None
         self.version = 0
 
     # ------------------------------------------------------------------ facts
@@ -133,6 +138,23 @@ class RunBuilder:
             self._last = max(ends)
         table.update(new)
         self._finished.update(new)
+
+    def add_scanned(self, scanned: Scanned) -> None:
+        """Take the tasks of a file the compiled scanner read (``_finished``), once.
+
+        Their records are made when a view asks for them; the builder holds
+        no other task (the reader checks).
+        """
+        self._scanned = scanned
+        self.version += len(scanned.task_rows()) + 1
+        bounds = scanned.bounds()
+        if bounds is not None:
+            self._first = min(self._first, bounds[0])
+            self._last = max(self._last, bounds[1])
+
+    def task_count(self) -> int:
+        """The tasks taken as records (live or finished), not counting scanned ones."""
+        return len(self._tasks)
 
     def session_bounds(self, start: float, end: float | None = None) -> None:
         """The session's start (the zero of every time axis) and, once it ended, its end."""
@@ -275,11 +297,23 @@ class RunBuilder:
             self.version += 1
 
     # ------------------------------------------------------------------ output
+    def _scanned_tasks(self) -> Sequence[SpanRecord]:
+        """The scanned tasks, as one lazy table per version of the run."""
+        if self._table is None or self._table[0] != self.version:
+            from ._finished import TaskTable  # imports numpy: only for scanned files
+
+            assert self._scanned is not None
+            fill = {uid: wf.workflow_type for uid, wf in self._workflows.items()}
+            self._table = (self.version, TaskTable(self._scanned, fill))
+        return self._table[1]
+
     def snapshot(self) -> Run:
         """The run as it stands."""
         workflows = self._workflows
-        tasks = tuple(self._tasks.values())
-        if any(not t.workflow_type and t.workflow_id in workflows for t in tasks):
+        tasks: Sequence[SpanRecord] = tuple(self._tasks.values())
+        if self._scanned is not None:
+            tasks = self._scanned_tasks()
+        elif any(not t.workflow_type and t.workflow_id in workflows for t in tasks):
             tasks = tuple(
                 t._replace(workflow_type=workflows[t.workflow_id].workflow_type)
                 if not t.workflow_type and t.workflow_id in workflows

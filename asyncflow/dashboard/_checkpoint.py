@@ -140,6 +140,10 @@ class CheckpointParser:
         self._done: list[SpanRecord] = []  # records of tasks ended in this feed
         self._layout2 = False
 
+    def open_tasks(self) -> int:
+        """Tasks whose lines were read but not their last one (layout 2)."""
+        return len(self._tasks) + len(self._done)
+
     def _bad(self, line: str) -> None:
         self.bad_lines += 1
         if not self.first_bad:

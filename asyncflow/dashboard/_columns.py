@@ -35,7 +35,7 @@ from .model import (
     SpanRecord,
 )
 
-__all__ = ["Rows", "Timeline", "rows_of", "timeline_of"]
+__all__ = ["Rows", "TaskColumns", "Timeline", "codes_of", "rows_of", "timeline_of"]
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
@@ -161,13 +161,66 @@ _FINAL_CODES = {
 }
 
 
-def timeline_of(run: Run) -> Timeline:
-    """The columns of a run's task records (any source, either checkpoint layout).
+@dataclasses.dataclass(frozen=True, eq=False)
+class TaskColumns:
+    """What a timeline takes from each task, made from records or by a reader.
 
-    A record is a tuple: its fields are taken apart by whole-column
-    operations, not a Python step per task.
+    Attributes:
+        uids: task uids.
+        created, resolved, queued, submitted, started, finished: epoch
+            seconds (NaN: not reached).
+        final: per task, the ``STATUSES`` code of its final state (a
+            failure whose dependency failed is a cascade), -1 while unfinished.
+        cpus, gpus: slots held per kind: assigned ones when known.
+        slots: the assigned slots of the tasks that have any.
+        attempted: the tasks with recorded attempts.
+        workflow_ids, kinds: per task, a code into ``workflow_id_values``
+            (the id it was registered under) and ``kind_values`` (its
+            workflow type); codes numbered in the order tasks first use them.
+        edges: (task, dependency) index pairs, in task order.
+        record: the full record of task ``i``.
     """
-    tasks = run.tasks
+
+    uids: Sequence[str]
+    created: Floats
+    resolved: Floats
+    queued: Floats
+    submitted: Floats
+    started: Floats
+    finished: Floats
+    final: Ints
+    cpus: Ints
+    gpus: Ints
+    slots: dict[int, tuple[str, ...]]
+    attempted: list[int]
+    workflow_ids: Ints
+    workflow_id_values: list[str]
+    kinds: Ints
+    kind_values: list[str]
+    edges: tuple[Ints, Ints]
+    record: Callable[[int], SpanRecord]
+
+
+def codes_of(values: Sequence[str]) -> tuple[Ints, list[str]]:
+    """``values`` as codes, numbered in the order of first use, and the distinct values."""
+    index: dict[str, int] = {}
+    codes = np.fromiter((index.setdefault(v, len(index)) for v in values), np.int64, len(values))
+    return codes, list(index)
+
+
+def timeline_of(run: Run) -> Timeline:
+    """The columns of a run's tasks (any source, either checkpoint layout).
+
+    A reader that made the columns itself (``run.tasks.columns``) gives them;
+    records (tuples) are taken apart by whole-column operations, not a
+    Python step per task.
+    """
+    made = getattr(run.tasks, "columns", None)
+    parts: TaskColumns = made(run) if made is not None else _from_records(run.tasks, run.end)
+    return _timeline(run, parts)
+
+
+def _from_records(tasks: Sequence[SpanRecord], end: float) -> TaskColumns:
     count = len(tasks)
 
     def field(name: str) -> map[Any]:
@@ -183,9 +236,6 @@ def timeline_of(run: Run) -> Timeline:
             values = column(name)
             return np.fromiter(map(_NOT_REACHED.get, values, values), np.float64, count)
 
-    created, resolved, started, finished = (
-        times(k) for k in ("created", "resolved", "started", "finished")
-    )
     # model.status, by column: a final state as recorded (a failure whose
     # dependency failed is a cascade), else how far the task got.
     final = np.fromiter(map(_FINAL_CODES.get, field("state"), repeat(-1)), np.int64, count)
@@ -193,20 +243,6 @@ def timeline_of(run: Run) -> Timeline:
     error_of = operator.itemgetter(_FIELD["error_type"])
     cascades = [i for i in failed if error_of(tasks[i]) == DEPENDENCY_FAILED_ERROR]
     final[cascades] = STATUS_CODE[STATE_DEPENDENCY_FAILED]
-    codes = final.astype(np.int8)
-    unfinished = final < 0
-    if unfinished.any():
-        queued, submitted = times("queued"), times("submitted")
-        waiting = np.where(
-            ~np.isnan(started),
-            STATUS_CODE[STATE_RUNNING],
-            np.where(
-                ~(np.isnan(resolved) & np.isnan(queued) & np.isnan(submitted)),
-                STATUS_CODE[STATE_QUEUED],
-                STATUS_CODE[STATE_WAITING],
-            ),
-        )
-        codes[unfinished] = waiting[unfinished]
     # Slots held per kind: assigned ones when known, else what was asked for.
     cpus = np.fromiter(field("cpus"), np.int64, count)
     gpus = np.fromiter(field("gpus"), np.int64, count)
@@ -215,26 +251,8 @@ def timeline_of(run: Run) -> Timeline:
     for i, held in slots.items():
         cpus[i] = sum(1 for s in held if s.startswith(n.KIND_CPU + ":"))
         gpus[i] = sum(1 for s in held if s.startswith(n.KIND_GPU + ":"))
-    # Tasks with retries hold their slots per attempt: few, taken one by one.
-    end = run.end
-    attempt_runs = {i: tasks[i].held(end) for i in compress(range(count), field("attempts"))}
-    # Rows: each task's workflow instance, each instance's type.
-    keys_of_blocks = c.row_key(run)
-    known = c._row_types(run, keys_of_blocks)
-    key_index: dict[str, int] = {}
-    workflow_ids = column("workflow_id")
-    key_code: dict[str, int] = {}
-    for wf_id in dict.fromkeys(workflow_ids):
-        key = keys_of_blocks.get(wf_id, wf_id) or c.NO_WORKFLOW
-        key_code[wf_id] = key_index.setdefault(key, len(key_index))
-    key_of = np.fromiter(map(key_code.__getitem__, workflow_ids), np.int64, count)
-    names = list(key_index)
-    key_types = [known.get(k, "") for k in names]
-    kinds = column("workflow_type")
-    typed = np.flatnonzero(np.fromiter(map(bool, kinds), bool, count))
-    first_keys, first = np.unique(key_of[typed], return_index=True)
-    for k, i in zip(first_keys.tolist(), typed[first].tolist(), strict=True):
-        key_types[k] = key_types[k] or kinds[i]
+    workflow_ids, workflow_id_values = codes_of(column("workflow_id"))
+    kinds, kind_values = codes_of(column("workflow_type"))
     # Dependencies among the tasks (a uid recorded twice: its last record).
     uids = column("uid")
     index = dict(zip(uids, range(count), strict=True))
@@ -244,21 +262,87 @@ def timeline_of(run: Run) -> Timeline:
     target = np.fromiter(map(index.get, flat, repeat(-1)), np.int64, len(flat))
     source = np.repeat(np.arange(count, dtype=np.int64), lengths)
     found = target >= 0
-    return Timeline(
-        run=run,
+    return TaskColumns(
         uids=uids,
-        keys=names,
-        key_types=key_types,
-        key_of=key_of,
-        created=created,
-        resolved=resolved,
-        started=started,
-        finished=finished,
-        status=codes,
+        created=times("created"),
+        resolved=times("resolved"),
+        queued=times("queued"),
+        submitted=times("submitted"),
+        started=times("started"),
+        finished=times("finished"),
+        final=final,
         cpus=cpus,
         gpus=gpus,
         slots=slots,
-        held=attempt_runs,
+        attempted=list(compress(range(count), field("attempts"))),
+        workflow_ids=workflow_ids,
+        workflow_id_values=workflow_id_values,
+        kinds=kinds,
+        kind_values=kind_values,
         edges=(source[found], target[found]),
         record=tasks.__getitem__,
     )
+
+
+def _timeline(run: Run, parts: TaskColumns) -> Timeline:
+    """The timeline of ``parts``: statuses, rows (workflow instances) and their types."""
+    count = len(parts.uids)
+    final, started = parts.final, parts.started
+    codes = final.astype(np.int8)
+    unfinished = final < 0
+    if unfinished.any():
+        waiting = np.where(
+            ~np.isnan(started),
+            STATUS_CODE[STATE_RUNNING],
+            np.where(
+                ~(np.isnan(parts.resolved) & np.isnan(parts.queued) & np.isnan(parts.submitted)),
+                STATUS_CODE[STATE_QUEUED],
+                STATUS_CODE[STATE_WAITING],
+            ),
+        )
+        codes[unfinished] = waiting[unfinished]
+    # Tasks with retries hold their slots per attempt: few, taken one by one.
+    attempt_runs = {i: parts.record(i).held(run.end) for i in parts.attempted}
+    # Rows: each task's workflow instance, each instance's type.
+    keys_of_blocks = c.row_key(run)
+    known = c._row_types(run, keys_of_blocks)
+    key_index: dict[str, int] = {}
+    key_code = np.zeros(len(parts.workflow_id_values), dtype=np.int64)
+    for code in _first_used(parts.workflow_ids):
+        wf_id = parts.workflow_id_values[code]
+        key = keys_of_blocks.get(wf_id, wf_id) or c.NO_WORKFLOW
+        key_code[code] = key_index.setdefault(key, len(key_index))
+    key_of = key_code[parts.workflow_ids] if count else np.zeros(0, dtype=np.int64)
+    names = list(key_index)
+    key_types = [known.get(k, "") for k in names]
+    named = np.fromiter(map(bool, parts.kind_values), bool, len(parts.kind_values))
+    typed = np.flatnonzero(named[parts.kinds]) if count else np.zeros(0, dtype=np.int64)
+    first_keys, first = np.unique(key_of[typed], return_index=True)
+    for k, i in zip(first_keys.tolist(), typed[first].tolist(), strict=True):
+        key_types[k] = key_types[k] or parts.kind_values[parts.kinds[i]]
+    return Timeline(
+        run=run,
+        uids=parts.uids,
+        keys=names,
+        key_types=key_types,
+        key_of=key_of,
+        created=parts.created,
+        resolved=parts.resolved,
+        started=started,
+        finished=parts.finished,
+        status=codes,
+        cpus=parts.cpus,
+        gpus=parts.gpus,
+        slots=parts.slots,
+        held=attempt_runs,
+        edges=parts.edges,
+        record=parts.record,
+    )
+
+
+def _first_used(codes: Ints) -> list[int]:
+    """The codes in ``codes``, in the order of their first use."""
+    if not len(codes):
+        return []
+    used, first = np.unique(codes, return_index=True)
+    return [int(code) for code in used[np.argsort(first)]]

@@ -13,7 +13,7 @@ Timestamps are seconds since the epoch (floats); figures subtract
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 from asyncflow.errors import DependencyFailureError
@@ -254,7 +254,9 @@ class Run:
 
     Attributes:
         source: where it came from, for titles and messages.
-        tasks, blocks, workflows: the records, in the order first seen.
+        tasks, blocks, workflows: the records, in the order first seen
+            (a finished file's tasks may be a lazy sequence whose records
+            are made when asked for).
         samples: node utilisation samples.
         slot_snapshots: recorded slot occupancy (gives the capacities).
         start: the session start (epoch seconds); time axes count from it.
@@ -268,7 +270,7 @@ class Run:
     """
 
     source: str = ""
-    tasks: tuple[SpanRecord, ...] = ()
+    tasks: Sequence[SpanRecord] = ()
     blocks: tuple[SpanRecord, ...] = ()
     workflows: tuple[SpanRecord, ...] = ()
     samples: tuple[ResourceSample, ...] = ()

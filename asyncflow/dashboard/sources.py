@@ -28,7 +28,7 @@ from typing import Any
 
 from asyncflow.telemetry import names as n
 
-from . import _otlp
+from . import _finished, _otlp
 from ._base import FetchedSource, SourceError, SpanSource, gc_paused
 from ._checkpoint import CheckpointParser
 from ._remote import JaegerSource, TempoSource
@@ -46,6 +46,7 @@ __all__ = [
 
 _CHUNK = 4 * 1024 * 1024  # bytes read per step: bounds the memory a large first read takes
 _PEEK = 256  # bytes of a line's start enough to tell it cannot be a telemetry record
+_HEADER = b'{"section":"header"'  # how a layout 2 file starts
 
 
 def _cannot_be_record(start: bytes) -> bool:
@@ -68,6 +69,7 @@ class _Tail:
         self.path = path
         self.identity: tuple[int, int] | None = None
         self.base = 0
+        self.may_scan = _finished.SCANNER is not None
         self._restart()
 
     def _restart(self) -> None:
@@ -76,6 +78,7 @@ class _Tail:
         self.offset = 0
         self.pending = bytearray()
         self.skipping = False  # the current line is no record: drop it up to its newline
+        self.scanned = False  # read by the compiled scanner (a finished file, at once)
 
     def snapshot(self) -> Run:
         """The run read so far, its version counted over every run this path held."""
@@ -103,7 +106,16 @@ class _Tail:
             self._restart()
         self.identity = identity
         gone = not _writer_alive(self.path)
+        if self.scanned and stat.st_size != self.offset:
+            # A finished file that changed after all: read the Python way, from its start.
+            self.base += self.builder.version + 1
+            self.may_scan = False
+            self._restart()
         if stat.st_size == self.offset and self.builder.version:
+            self.builder.writer_gone(gone)
+            return
+        if gone and self.offset == 0 and self.may_scan and self._scan():
+            self._report(stat.st_size)
             self.builder.writer_gone(gone)
             return
         try:
@@ -122,6 +134,37 @@ class _Tail:
         # After the report: a file that is no checkpoint raised above, and is
         # read (and reported) again at the next poll.
         self.builder.writer_gone(gone)
+
+    def _scan(self) -> bool:
+        """Read a finished layout 2 file with the compiled scanner (``_finished``).
+
+        False when it is no such file or the scanner cannot take it: the
+        builder and parser are as new, for the Python reader.
+        """
+        try:
+            with open(self.path, "rb") as f, gc_paused():
+                if not f.read(len(_HEADER)).startswith(_HEADER):
+                    return False
+                f.seek(0)
+                scanned, others, read, rest = _finished.scan(f)
+                parser, builder = self.parser, self.builder
+                parser.feed([line.decode("utf-8", errors="replace") for line in others])
+                if parser.open_tasks() or builder.task_count():
+                    # Task lines or spans the scanner did not take: the Python
+                    # reader puts them together with the others.
+                    raise _finished.Unreadable("task records outside the scanner")
+                builder.add_records(scanned.blocks())
+                builder.add_scanned(scanned)
+                parser.records += scanned.lines
+        except _finished.Unreadable:
+            self._restart()
+            return False
+        except OSError as exc:
+            raise SourceError(f"Cannot read {self.path}: {exc.strerror or exc}") from None
+        self.offset = read
+        self.scanned = True
+        self._hold(rest)
+        return True
 
     def _take(self, data: bytes) -> None:
         """Parse the lines ``data`` completes; keep the start of a line it leaves open."""

@@ -1,0 +1,393 @@
+"""A finished layout 2 checkpoint file, read by the compiled scanner (``_scan.c``).
+
+Reading a file into a record per task costs several times a bare JSON pass
+over it. Once a run has ended its file no longer changes, so the scanner
+reads its task lines straight into columns (a row per task, an int64 per
+time, a code per repeated string) and the task records are made only when a
+view asks for them (:class:`TaskTable`); the campaign timeline is drawn from
+the columns. Lines of other sections (spans, events, metrics) are few and
+go to the Python reader as before.
+
+The scanner takes only lines as the engine's writer writes them. On any
+other line (:class:`Unreadable`) the caller reads the file the Python way,
+which also reports such lines; so does a file with a task that never ended
+(a killed run: its live view is the Python reader's). Without the compiled
+scanner (no C compiler at install), :data:`SCANNER` is ``None``.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, overload
+
+import numpy as np
+
+from asyncflow.telemetry import names as n
+
+from ._base import gc_paused
+from ._columns import STATUS_CODE, Ints, TaskColumns
+from ._making import _strings, task_record
+from .model import (
+    DEPENDENCY_FAILED_ERROR,
+    FINAL_STATES,
+    STATE_COMPLETED,
+    STATE_DEPENDENCY_FAILED,
+    STATE_FAILED,
+    SpanRecord,
+)
+
+try:
+    import orjson
+
+    from . import _scan
+except ImportError:  # pragma: no cover - built at install; orjson comes with the extra
+    _scan = None  # type: ignore[assignment]
+
+__all__ = ["SCANNER", "Scanned", "TaskTable", "Unreadable", "scan"]
+
+_INTS = (
+    n.TL_CREATED,
+    *n.TL_STEPS,
+    n.TL_ASSIGNED,
+    n.TL_ATTEMPT_ENDED,
+    n.TL_ENDED,
+    n.TL_EVENT_ID,
+    n.TL_ASSIGNED_ID,
+    n.TL_CPUS,
+    n.TL_GPUS,
+)
+_CODES = (
+    n.TL_BACKEND,
+    n.TL_WORKFLOW_ID,
+    n.TL_LEVEL,
+    n.TL_NAME,
+    n.TL_WORKFLOW_NAME,
+    n.TL_TYPE,
+    n.TL_RESULT,
+    n.TL_STATUS,
+    n.TL_ERROR_TYPE,
+    n.TL_DESCRIPTION,
+    n.TL_PARENT,
+    n.TL_SLOTS,
+)
+# The scanner in use: built from this source (its version) and naming its
+# columns as names.py does; a stale build is not used.
+SCANNER = (
+    _scan
+    if _scan is not None and _scan.VERSION == 1 and (_scan.INTS, _scan.CODES) == (_INTS, _CODES)
+    else None
+)
+ABSENT = np.iinfo(np.int64).min  # a field a task has no line with
+_CHUNK = 8 * 1024 * 1024
+
+
+class Unreadable(ValueError):
+    """The scanner cannot take this file: read it the Python way."""
+
+
+def scan(f: io.BufferedIOBase) -> tuple[Scanned, list[bytes], int, bytes]:
+    """Read ``f`` from where it is to its end.
+
+    Returns:
+        the task lines' columns, the other lines (bytes, in file order), the
+        bytes read up to the last newline, and the bytes after it (a last
+        line not yet whole).
+
+    Raises:
+        Unreadable: a task line as the writer never writes one, or a task
+            that never ended.
+    """
+    if SCANNER is None:
+        raise Unreadable("the compiled scanner is not built")
+    scanner = SCANNER.Scanner()
+    others: list[bytes] = []
+    buffer = bytearray(_CHUNK)
+    view = memoryview(buffer)
+    kept = 0  # bytes of a line begun in the last chunk, moved to the buffer's start
+    read = 0
+    while True:
+        if kept == len(buffer):  # a line longer than the buffer: make room
+            view.release()
+            buffer.extend(bytes(len(buffer)))
+            view = memoryview(buffer)
+        got = f.readinto(view[kept:])
+        size = kept + got
+        end = buffer.rfind(b"\n", 0, size) + 1
+        if end:
+            try:
+                others += scanner.feed(view[:end])
+            except ValueError as exc:
+                raise Unreadable(str(exc)) from None
+            buffer[: size - end] = view[end:size]
+            kept = size - end
+        else:
+            kept = size
+        read += end
+        if not got:
+            rest = bytes(buffer[:kept])
+            view.release()
+            return Scanned(scanner.finish()), others, read, rest
+
+
+def _json(raw: bytes) -> Any:
+    """A raw JSON value, decoded as the Python reader decodes its line."""
+    try:
+        return orjson.loads(raw.decode("utf-8", errors="replace"))
+    except (ValueError, RecursionError):
+        raise Unreadable("a task field is not valid JSON") from None
+
+
+class Scanned:
+    """The scanner's columns, decoded: a row per task, in the order first seen."""
+
+    def __init__(self, raw: Mapping[str, Any]) -> None:
+        self.rows: int = raw["rows"]
+        self.lines: int = raw["lines"]
+        self.order = np.frombuffer(raw["order"], np.int32).astype(np.int64)
+        if len(self.order) != self.rows:
+            raise Unreadable("a task that never ended")
+        self.ints = {k: np.frombuffer(b, np.int64) for k, b in zip(_INTS, raw["ints"], strict=True)}
+        self.codes = {
+            k: np.frombuffer(b, np.int32) for k, b in zip(_CODES, raw["codes"], strict=True)
+        }
+        self.values: list[Any] = [_json(v) for v in raw["values"]]
+        self.uids: list[str] = raw["uids"]
+        self.spans: list[str | None] = [
+            _json(s) if isinstance(s, bytes) else s for s in raw["spans"]
+        ]
+        self.depends_on: list[bytes | None] = raw["depends_on"]
+        self.attributes = {r: _json(v) for r, v in raw["attributes"].items()}
+        self.exceptions = {r: _json(v) for r, v in raw["exceptions"].items()}
+        self.attempts: dict[int, list[tuple[int, Any]]] = {}
+        for row, t, attrs in raw["attempts"]:
+            self.attempts.setdefault(row, []).append((t, _json(attrs) if attrs else {}))
+        self.edge_rows = np.frombuffer(raw["edge_rows"], np.int32).astype(np.int64)
+        self.edge_uids = np.frombuffer(raw["edge_uids"], np.int32).astype(np.int64)
+        # Which rows are blocks: a block is a task line's level "block".
+        level = self.codes[n.TL_LEVEL]
+        block_codes = [i for i, v in enumerate(self.values) if v == n.LEVEL_BLOCK]
+        self.is_block = np.isin(level, block_codes) if block_codes else np.zeros(self.rows, bool)
+        self._lists: tuple[dict[str, list[int]], dict[str, list[int]]] | None = None
+
+    def fields(self, row: int) -> dict[str, Any]:
+        """The fields of a task's lines put together, as the Python reader merges them."""
+        if self._lists is None:
+            # Python lists index several times faster than numpy scalars.
+            self._lists = (
+                {k: c.tolist() for k, c in self.ints.items()},
+                {k: c.tolist() for k, c in self.codes.items()},
+            )
+        ints, codes = self._lists
+        task: dict[str, Any] = {n.SECTION: n.SECTION_TASK, n.TL_UID: self.uids[row]}
+        for key, column in ints.items():
+            value = column[row]
+            if value != ABSENT:
+                task[key] = value
+        values = self.values
+        for key, column in codes.items():
+            code = column[row]
+            if code >= 0:
+                task[key] = values[code]
+        span = self.spans[row]
+        if span is not None:
+            task[n.TL_SPAN] = span
+        depends_on = self.depends_on[row]
+        if depends_on is not None:
+            task[n.TL_DEPENDS_ON] = orjson.loads(depends_on)
+        if row in self.attributes:
+            task[n.TL_ATTRIBUTES] = self.attributes[row]
+        if row in self.exceptions:
+            task[n.TL_EXCEPTION] = self.exceptions[row]
+        attempts = self.attempts.get(row)
+        if attempts:
+            task[n.TL_ATTEMPT] = attempts[-1][1]
+            task["attempts"] = list(attempts)
+        return task
+
+    def record(self, row: int) -> SpanRecord:
+        """The record the Python reader makes of a row."""
+        return task_record(self.fields(row))
+
+    def blocks(self) -> list[SpanRecord]:
+        """The records of the blocks, in the order they ended."""
+        return [self.record(r) for r in self.order[self.is_block[self.order]].tolist()]
+
+    def task_rows(self) -> Ints:
+        """The rows of the tasks (not blocks), in the order they ended."""
+        return self.order[~self.is_block[self.order]]
+
+    def bounds(self) -> tuple[float, float] | None:
+        """The first creation and the last end among the tasks (epoch seconds)."""
+        rows = self.task_rows()
+        if not len(rows):
+            return None
+        ended = self.ints[n.TL_ENDED][rows]
+        created = self.ints[n.TL_CREATED][rows]
+        created = np.where(created == ABSENT, ended, created)
+        return int(created.min()) / 1e9, int(ended.max()) / 1e9
+
+
+class TaskTable(Sequence[SpanRecord]):
+    """The task records of a scanned file, made one by one when asked for.
+
+    ``columns(run)`` gives the campaign timeline what it takes without making
+    any record. As ``RunBuilder.snapshot`` does, a task without a workflow
+    type takes its recorded workflow's (``fill``: workflow id -> type).
+    """
+
+    def __init__(self, scanned: Scanned, fill: Mapping[str, str]) -> None:
+        self._scanned = scanned
+        self._rows = scanned.task_rows()
+        self._row_list: list[int] = self._rows.tolist()
+        self._fill = dict(fill)
+        self._records: list[SpanRecord] | None = None
+        self._columns: TaskColumns | None = None
+
+    def __len__(self) -> int:
+        return len(self._row_list)
+
+    def _record(self, i: int) -> SpanRecord:
+        record = self._scanned.record(self._row_list[i])
+        if not record.workflow_type and record.workflow_id in self._fill:
+            record = record._replace(workflow_type=self._fill[record.workflow_id])
+        return record
+
+    @overload
+    def __getitem__(self, i: int) -> SpanRecord: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[SpanRecord]: ...
+    def __getitem__(self, i: int | slice) -> SpanRecord | Sequence[SpanRecord]:
+        if self._records is not None:
+            return self._records[i]
+        if isinstance(i, slice):
+            return [self._record(j) for j in range(len(self))[i]]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError("task index out of range")
+        return self._record(i)
+
+    def __iter__(self) -> Iterator[SpanRecord]:
+        if self._records is None:
+            # All at once, as a read makes them: to the oldest generation.
+            with gc_paused():
+                self._records = [self._record(i) for i in range(len(self))]
+        return iter(self._records)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"<TaskTable of {len(self)} tasks>"
+
+    def columns(self, run: Any) -> TaskColumns:
+        """The timeline's columns of these tasks (``run`` gives nothing needed here)."""
+        if self._columns is None:
+            self._columns = _columns(self._scanned, self._rows, self._fill, self.__getitem__)
+        return self._columns
+
+
+def _seconds(column: np.ndarray[Any, Any], instead: np.ndarray[Any, Any] | None = None) -> Any:
+    """Epoch ns as seconds (``created / 1e9``, as a record has it); NaN where absent."""
+    absent = column == ABSENT
+    if instead is not None:
+        column = np.where(absent, instead, column)
+        absent = column == ABSENT
+    return np.where(absent, np.nan, column.astype(np.float64) / 1e9)
+
+
+def _columns(
+    s: Scanned, rows: Ints, fill: Mapping[str, str], record: Callable[[int], SpanRecord]
+) -> TaskColumns:
+    """What ``_columns._from_records`` takes from the records, from the columns."""
+    count = len(rows)
+    ints = {k: c[rows] for k, c in s.ints.items()}
+    codes = {k: c[rows].astype(np.int64) for k, c in s.codes.items()}
+    # Decoded values as text, shifted by one: code 0 is "no such field".
+    texts = ["", *(v if isinstance(v, str) else "" for v in s.values)]
+
+    def lookup(table: np.ndarray[Any, Any], key: str) -> Any:
+        return table[codes[key] + 1]
+
+    # The state: a known result, else failed for an ERROR status; cascades.
+    final_of = np.array(
+        [-1, *(STATUS_CODE[v] if v in FINAL_STATES else -1 for v in texts[1:])], np.int64
+    )
+    error_status = np.array([t == n.STATUS_ERROR for t in texts], bool)
+    final = lookup(final_of, n.TL_RESULT)
+    other = final < 0
+    final[other] = np.where(
+        lookup(error_status, n.TL_STATUS)[other],
+        STATUS_CODE[STATE_FAILED],
+        STATUS_CODE[STATE_COMPLETED],
+    )
+    cascade = np.array([t == DEPENDENCY_FAILED_ERROR for t in texts], bool)
+    final[(final == STATUS_CODE[STATE_FAILED]) & lookup(cascade, n.TL_ERROR_TYPE)] = STATUS_CODE[
+        STATE_DEPENDENCY_FAILED
+    ]
+    # Slots held per kind: assigned ones when known, else what was asked for.
+    cpus = np.where(ints[n.TL_CPUS] == ABSENT, 1, ints[n.TL_CPUS])
+    gpus = np.where(ints[n.TL_GPUS] == ABSENT, 0, ints[n.TL_GPUS])
+    slot_tuples: list[tuple[str, ...]] = [(), *(_strings(v) for v in s.values)]
+    slot_code = codes[n.TL_SLOTS] + 1
+    held = np.flatnonzero(np.fromiter(map(bool, slot_tuples), bool, len(slot_tuples))[slot_code])
+    slots: dict[int, tuple[str, ...]] = {}
+    if len(held):
+        counts = {
+            kind: np.array([sum(1 for x in t if x.startswith(kind + ":")) for t in slot_tuples])
+            for kind in (n.KIND_CPU, n.KIND_GPU)
+        }
+        cpus[held] = counts[n.KIND_CPU][slot_code[held]]
+        gpus[held] = counts[n.KIND_GPU][slot_code[held]]
+        names = map(slot_tuples.__getitem__, slot_code[held].tolist())
+        slots = dict(zip(held.tolist(), names, strict=True))
+    # Where each row is among the tasks (-1: a block).
+    position = np.full(s.rows, -1, dtype=np.int64)
+    position[rows] = np.arange(count, dtype=np.int64)
+    attempted = sorted(p for p in position[list(s.attempts)].tolist() if p >= 0)
+    # Workflow types: a task without one takes its recorded workflow's.
+    kinds = codes[n.TL_WORKFLOW_NAME] + 1
+    workflow_ids = codes[n.TL_WORKFLOW_ID] + 1
+    if fill:
+        untyped = np.flatnonzero(~np.fromiter(map(bool, texts), bool, len(texts))[kinds])
+        code_of = {t: i for i, t in enumerate(texts)}
+        for wf in np.unique(workflow_ids[untyped]).tolist():
+            if texts[wf] in fill:
+                kind = fill[texts[wf]]
+                code = code_of.get(kind)
+                if code is None:
+                    code = code_of[kind] = len(texts)
+                    texts.append(kind)
+                kinds[untyped[workflow_ids[untyped] == wf]] = code
+    # Dependencies among the tasks, in task order (listed order within one).
+    source, target = position[s.edge_rows], position[s.edge_uids]
+    found = (source >= 0) & (target >= 0)
+    source, target = source[found], target[found]
+    by_task = np.argsort(source, kind="stable")
+    uids = s.uids
+    return TaskColumns(
+        uids=[uids[r] for r in rows.tolist()],
+        created=_seconds(ints[n.TL_CREATED], ints[n.TL_ENDED]),
+        resolved=_seconds(ints[n.SPAN_EVENT_RESOLVED]),
+        queued=_seconds(ints[n.SPAN_EVENT_QUEUED]),
+        submitted=_seconds(ints[n.SPAN_EVENT_SUBMITTED]),
+        started=_seconds(ints[n.SPAN_EVENT_STARTED]),
+        finished=_seconds(ints[n.TL_ENDED]),
+        final=final,
+        cpus=cpus,
+        gpus=gpus,
+        slots=slots,
+        attempted=attempted,
+        workflow_ids=workflow_ids,
+        workflow_id_values=texts,
+        kinds=kinds,
+        kind_values=texts,
+        edges=(source[by_task], target[by_task]),
+        record=record,
+    )

@@ -1,0 +1,12 @@
+from typing import Any
+
+VERSION: int
+INTS: tuple[str, ...]
+CODES: tuple[str, ...]
+
+class Scanner:
+    """Reads the task lines of a layout 2 checkpoint file into columns."""
+
+    def __init__(self) -> None: ...
+    def feed(self, data: bytes | bytearray | memoryview, /) -> list[bytes]: ...
+    def finish(self) -> dict[str, Any]: ...

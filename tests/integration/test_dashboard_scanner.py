@@ -1,0 +1,269 @@
+"""A finished checkpoint file read by the compiled scanner is the run the Python reader reads.
+
+The run is as varied as a campaign gets: CPU and GPU slots, chains in
+workflow instances, blocks, a failure and its cascade, a retried task, a
+cache hit, a failed executable, a cancelled task, tasks outside any
+workflow, and names with quotes, markup, backslashes and non-ASCII text.
+Each file is read twice, by the scanner and with it switched off, and the
+runs, their campaign timelines' columns and the figures must be the same.
+Files the scanner must not take (a killed run, lines the writer never
+writes) are read the Python way, with the same result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import plotly.io as pio
+import pytest
+
+from asyncflow import LocalExecutionBackend, WorkflowEngine
+from asyncflow.dashboard import _finished, figures, open_source, sources
+from asyncflow.dashboard._columns import timeline_of
+from asyncflow.dashboard.model import Run
+
+pytestmark = pytest.mark.skipif(
+    _finished.SCANNER is None and os.environ.get("CI") != "true",
+    reason="the compiled scanner is not built here (no C compiler at install)",
+)
+
+NAMES = ("simulate", 'ana"lyze <i>x</i>', "tr\u00e4nen \u2713 \\ path")
+
+
+async def record_run(tmp_path: Path) -> Path:
+    backend = await LocalExecutionBackend(cpus=2, gpus=2)
+    async with await WorkflowEngine.create(backend=backend, work_dir=tmp_path) as engine:
+        tel = await engine.start_telemetry(
+            checkpoint_path=tmp_path / "run", checkpoint_interval=0.05
+        )
+        tries = {"n": 0}
+
+        @engine.function_task
+        async def step(*_: Any) -> int:
+            return 1
+
+        @engine.function_task
+        async def broken(*_: Any) -> int:
+            raise ValueError('a "quoted" <b>failure</b>\nsecond line \\ and\ta tab')
+
+        @engine.function_task(retries=2)
+        async def flaky() -> int:
+            tries["n"] += 1
+            if tries["n"] < 2:
+                raise RuntimeError("first try fails")
+            return tries["n"]
+
+        @engine.function_task(cache=True)
+        async def stored(x: int) -> int:
+            return x
+
+        @engine.executable_task
+        async def shell() -> str:
+            return f"{sys.executable} -c \"import sys; sys.stderr.write('boom'); sys.exit(3)\""
+
+        @engine.function_task
+        async def slow() -> None:
+            await asyncio.sleep(60)
+
+        @engine.block
+        async def stage(x: Any) -> Any:
+            return await step(step(x))
+
+        pending: list[Any] = []
+        for i in range(12):
+            async with engine.workflow_scope(name=NAMES[i % 3]):
+                previous = step(task_description={"gpus": 1} if i % 2 else {})
+                for _ in range(4):
+                    previous = step(previous)
+                pending.append(previous)
+                if i % 6 == 1:
+                    pending.append(step(broken(previous)))  # a failure and its cascade
+                if i % 6 == 3:
+                    pending.append(stage(previous))
+        pending += [flaky(), stored(1), step(), stage(step()), shell()]
+        await asyncio.gather(*pending, return_exceptions=True)
+        pending = [stored(1)]  # a hit of the first one's result
+        waiting = slow()
+        await asyncio.sleep(0.05)
+        waiting.cancel()
+        await asyncio.gather(*pending, waiting, return_exceptions=True)
+    assert tel.checkpoint_file is not None
+    return Path(tel.checkpoint_file)
+
+
+@pytest.fixture(scope="module")
+def run_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return asyncio.run(record_run(tmp_path_factory.mktemp("scanner")))
+
+
+def read(path: Path, monkeypatch: pytest.MonkeyPatch, scanner: bool) -> tuple[Run, bool]:
+    """The run of ``path``, read with or without the scanner, and whether it scanned."""
+    with monkeypatch.context() as m:
+        if not scanner:
+            m.setattr(_finished, "SCANNER", None)
+        source = open_source(path)
+        run = source.poll()
+        assert isinstance(source, sources.CheckpointSource)
+        scanned = next(iter(source._tails.values())).scanned
+    return run, scanned
+
+
+def comparable(run: Run) -> dict[str, Any]:
+    fields = {f.name: getattr(run, f.name) for f in dataclasses.fields(run)}
+    fields["tasks"] = list(run.tasks)
+    del fields["version"]
+    return fields
+
+
+def assert_same_columns(a: Run, b: Run) -> None:
+    ta, tb = timeline_of(a), timeline_of(b)
+    assert list(ta.uids) == list(tb.uids)
+    assert (ta.keys, ta.key_types) == (tb.keys, tb.key_types)
+    for name in ("key_of", "created", "resolved", "started", "finished", "status", "cpus", "gpus"):
+        np.testing.assert_array_equal(getattr(ta, name), getattr(tb, name), err_msg=name)
+    assert (ta.slots, ta.held) == (tb.slots, tb.held)
+    for x, y in zip(ta.edges, tb.edges, strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert [ta.record(i) for i in range(len(ta))] == [tb.record(i) for i in range(len(tb))]
+
+
+def assert_same_read(path: Path, monkeypatch: pytest.MonkeyPatch, scans: bool) -> Run:
+    fast, scanned = read(path, monkeypatch, scanner=True)
+    slow, parsed = read(path, monkeypatch, scanner=False)
+    assert (scanned, parsed) == (scans, False)
+    assert comparable(fast) == comparable(slow)
+    assert_same_columns(fast, slow)
+    return fast
+
+
+def test_the_scanner_is_built_in_ci() -> None:
+    # make test builds it (hatch_build.py); CI has a compiler.
+    assert _finished.SCANNER is not None
+
+
+def test_a_finished_run_reads_the_same_scanned_or_parsed(
+    run_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = assert_same_read(run_file, monkeypatch, scans=True)
+    tasks = list(run.tasks)
+    assert {t.state for t in tasks} == {"completed", "failed", "canceled"}
+    assert any(t.attempts for t in tasks) and any(t.cache == "hit" for t in tasks)
+    assert any(t.error_type == "DependencyFailureError" for t in tasks)
+    assert any("exit code 3" in t.failure for t in tasks)
+    assert any(s.startswith("gpu:") for t in tasks for s in t.slots)
+    assert {t.workflow_type for t in tasks} >= set(NAMES) and run.blocks
+    assert len(run.workflows) == 12
+    # The figures, drawn from the scanner's columns and from records.
+    slow, _ = read(run_file, monkeypatch, scanner=False)
+    for build in (figures.campaign_figure, figures.utilisation_figure, figures.slots_figure):
+        assert pio.to_json(build(run)) == pio.to_json(build(slow)), build.__name__
+    for bar_limit in (0, 10**6):  # the aggregated and the labelled timeline
+        a = figures.campaign_figure(run, bar_limit=bar_limit)
+        b = figures.campaign_figure(slow, bar_limit=bar_limit)
+        assert pio.to_json(a) == pio.to_json(b)
+
+
+def test_a_torn_last_line_and_lines_that_are_no_records(
+    run_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "odd.telemetry.jsonl"
+    lines = run_file.read_bytes().splitlines(keepends=True)
+    path.write_bytes(
+        b"".join(lines[:5])
+        + b"not json at all\n\n[1, 2]\n"
+        + b"".join(lines[5:])
+        + b'{"section":"event","name":"Sess'
+    )
+    run = assert_same_read(path, monkeypatch, scans=True)
+    assert any("incomplete" in p for p in run.problems)
+    assert any("Skipped 2 line(s)" in p for p in run.problems)
+
+
+def _task_lines(lines: list[bytes]) -> list[int]:
+    return [i for i, line in enumerate(lines) if line.startswith(b'{"section":"task"')]
+
+
+def _edit(lines: list[bytes], how: str) -> list[bytes]:
+    """``lines`` with one change the scanner must decline."""
+    tasks = _task_lines(lines)
+    first, last = tasks[0], tasks[-1]
+    out = list(lines)
+    if how == "killed":  # tasks that never ended
+        return out[: len(out) * 2 // 3]
+    if how == "keys reordered":
+        out[first] = (
+            out[first].replace(b'{"section":"task",', b"{").replace(b"}\n", b',"section":"task"}\n')
+        )
+    elif how == "spaces":
+        out[first] = out[first].replace(b'","', b'", "', 1)
+    elif how == "unknown key":
+        out[first] = out[first].replace(b"}\n", b',"colour":"red"}\n')
+    elif how == "float time":
+        out[last] = out[last].replace(b'"ended":', b'"ended":1.5e0,"x_ended":', 1)
+    elif how == "a line after the end":
+        ended = next(i for i in tasks if b'"ended":' in out[i])
+        uid = out[ended].split(b'"uid":"')[1].split(b'"')[0]
+        out.append(b'{"section":"task","uid":"' + uid + b'","queued":1796536086366365631}\n')
+    elif how == "escaped uid":
+        out[first] = out[first].replace(b'"uid":"', b'"uid":"\\u0074', 1)
+    elif how == "a time of zero":
+        step = next(i for i in tasks if b'"queued":' in out[i])
+        out[step] = out[step].split(b'"queued":')[0] + b'"queued":0}\n'
+    elif how == "a task span line":
+        out.append(
+            b'{"section":"span","name":"task x","span_id":"ab","parent_span_id":"",'
+            b'"start_ns":1,"end_ns":2,"status_code":"OK","status_description":"",'
+            b'"attributes":{"asyncflow.level":"task","asyncflow.task.uid":"task.x"},'
+            b'"events":[]}\n'
+        )
+    return out
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        "killed",
+        "keys reordered",
+        "spaces",
+        "unknown key",
+        "float time",
+        "a line after the end",
+        "escaped uid",
+        "a time of zero",
+        "a task span line",
+    ],
+)
+def test_what_the_writer_never_writes_is_read_the_python_way(
+    run_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    path = tmp_path / "edited.telemetry.jsonl"
+    path.write_bytes(b"".join(_edit(run_file.read_bytes().splitlines(keepends=True), how)))
+    assert_same_read(path, monkeypatch, scans=False)
+
+
+def test_a_file_that_changes_after_it_was_scanned_is_read_again(
+    run_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "grows.telemetry.jsonl"
+    lines = run_file.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines))
+    source = open_source(path)
+    first = source.poll()
+    assert next(iter(source._tails.values())).scanned
+    # Someone appends a task (the writer is gone: the file was thought done).
+    path.write_bytes(
+        path.read_bytes()
+        + b'{"section":"task","uid":"task.late","created":1796536086366335295,'
+        + b'"level":"task","name":"late"}\n'
+    )
+    again = source.poll()
+    assert again.version > first.version
+    assert "task.late" in {t.uid for t in again.tasks}
+    slow, _ = read(path, monkeypatch, scanner=False)
+    assert comparable(again) == comparable(slow)

@@ -1,0 +1,103 @@
+"""The build hook (hatch_build.py) compiles the checkpoint scanner, or leaves the wheel pure.
+
+Run as hatchling runs it, with the real C compiler: a wheel build carries
+the compiled module, an editable one puts it next to its source, and
+without a compiler (or with ``ASYNCFLOW_NO_EXTENSION=1``) the build goes on
+pure Python with a warning.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sysconfig
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SOURCE = Path("asyncflow") / "dashboard" / "_scan.c"
+
+
+def load(path: Path, name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class App:
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+
+    def display_warning(self, message: str) -> None:
+        self.warnings.append(message)
+
+
+def run_hook(root: Path, version: str) -> tuple[dict[str, Any], App]:
+    hook_module = load(ROOT / "hatch_build.py", "asyncflow_hatch_build")
+    app = App()
+    hook = hook_module.ScannerBuildHook(
+        str(root), {}, None, None, str(root / "dist"), "wheel", app=app
+    )
+    build_data: dict[str, Any] = {"force_include": {}}
+    hook.initialize(version, build_data)
+    return build_data, app
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    """A source tree holding just the scanner's source."""
+    (tmp_path / SOURCE.parent).mkdir(parents=True)
+    shutil.copy(ROOT / SOURCE, tmp_path / SOURCE)
+    return tmp_path
+
+
+def check_scanner(path: Path) -> None:
+    scan = load(path, "_scan")
+    scanner = scan.Scanner()
+    header = b'{"section":"header","layout":2}'
+    others = scanner.feed(header + b'\n{"section":"task","uid":"t","ended":5}\n')
+    assert others == [header]
+    assert scanner.finish()["rows"] == 1
+
+
+def test_a_wheel_carries_the_compiled_scanner(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ASYNCFLOW_NO_EXTENSION", raising=False)
+    build_data, app = run_hook(tree, "standard")
+    assert build_data["pure_python"] is False and build_data["infer_tag"] is True
+    ((built, inside),) = build_data["force_include"].items()
+    suffix = sysconfig.get_config_var("EXT_SUFFIX")
+    assert inside == f"asyncflow/dashboard/_scan{suffix}" and not app.warnings
+    check_scanner(Path(built))
+
+
+def test_an_editable_install_builds_it_next_to_its_source(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ASYNCFLOW_NO_EXTENSION", raising=False)
+    build_data, _ = run_hook(tree, "editable")
+    assert build_data["pure_python"] is False and not build_data["force_include"]
+    check_scanner(tree / SOURCE.parent / f"_scan{sysconfig.get_config_var('EXT_SUFFIX')}")
+
+
+@pytest.mark.parametrize("why", ["no compiler", "a compiler that fails", "switched off"])
+def test_without_a_compiler_the_build_goes_on_pure_python(
+    tree: Path, monkeypatch: pytest.MonkeyPatch, why: str
+) -> None:
+    monkeypatch.delenv("ASYNCFLOW_NO_EXTENSION", raising=False)
+    if why == "no compiler":
+        monkeypatch.setenv("CC", str(tree / "no-such-cc"))
+    elif why == "a compiler that fails":
+        monkeypatch.setenv("CC", "false")
+    else:
+        monkeypatch.setenv("ASYNCFLOW_NO_EXTENSION", "1")
+    build_data, app = run_hook(tree, "standard")
+    assert build_data == {"force_include": {}}
+    if why == "switched off":
+        assert not app.warnings
+    else:
+        (warning,) = app.warnings
+        assert "not compiled" in warning and "Python instead" in warning
