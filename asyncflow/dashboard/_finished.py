@@ -79,6 +79,7 @@ SCANNER = (
     else None
 )
 ABSENT = np.iinfo(np.int64).min  # a field a task has no line with
+_Lists = tuple[Mapping[str, Any], Mapping[str, Any]]  # columns, as arrays or lists
 _CHUNK = 8 * 1024 * 1024
 
 
@@ -151,11 +152,12 @@ class Scanned:
         self.codes = {
             k: np.frombuffer(b, np.int32) for k, b in zip(_CODES, raw["codes"], strict=True)
         }
-        self.values: list[Any] = [_json(v) for v in raw["values"]]
+        # Strings without escapes come as str; other values as raw JSON.
+        self.values: list[Any] = [_json(v) if type(v) is bytes else v for v in raw["values"]]
         self.uids: list[str] = raw["uids"]
-        self.spans: list[str | None] = [
-            _json(s) if isinstance(s, bytes) else s for s in raw["spans"]
-        ]
+        self.spans: list[str | None] = raw["spans"]
+        if raw["escaped"]:
+            self.spans = [_json(s) if type(s) is bytes else s for s in self.spans]
         self.depends_on: list[bytes | None] = raw["depends_on"]
         self.attributes = {r: _json(v) for r, v in raw["attributes"].items()}
         self.exceptions = {r: _json(v) for r, v in raw["exceptions"].items()}
@@ -168,22 +170,18 @@ class Scanned:
         level = self.codes[n.TL_LEVEL]
         block_codes = [i for i, v in enumerate(self.values) if v == n.LEVEL_BLOCK]
         self.is_block = np.isin(level, block_codes) if block_codes else np.zeros(self.rows, bool)
-        self._lists: tuple[dict[str, list[int]], dict[str, list[int]]] | None = None
 
-    def fields(self, row: int) -> dict[str, Any]:
-        """The fields of a task's lines put together, as the Python reader merges them."""
-        if self._lists is None:
-            # Python lists index several times faster than numpy scalars.
-            self._lists = (
-                {k: c.tolist() for k, c in self.ints.items()},
-                {k: c.tolist() for k, c in self.codes.items()},
-            )
-        ints, codes = self._lists
+    def fields(self, row: int, columns: _Lists | None = None) -> dict[str, Any]:
+        """The fields of a task's lines put together, as the Python reader merges them.
+
+        ``columns``: :meth:`lists`, when many rows are wanted.
+        """
+        ints, codes = columns if columns is not None else (self.ints, self.codes)
         task: dict[str, Any] = {n.SECTION: n.SECTION_TASK, n.TL_UID: self.uids[row]}
         for key, column in ints.items():
             value = column[row]
             if value != ABSENT:
-                task[key] = value
+                task[key] = int(value)
         values = self.values
         for key, column in codes.items():
             code = column[row]
@@ -205,9 +203,17 @@ class Scanned:
             task["attempts"] = list(attempts)
         return task
 
-    def record(self, row: int) -> SpanRecord:
+    def lists(self) -> _Lists:
+        """The columns as Python lists: they index several times faster than
+        numpy scalars, for making many records (and are let go after)."""
+        return (
+            {k: c.tolist() for k, c in self.ints.items()},
+            {k: c.tolist() for k, c in self.codes.items()},
+        )
+
+    def record(self, row: int, columns: _Lists | None = None) -> SpanRecord:
         """The record the Python reader makes of a row."""
-        return task_record(self.fields(row))
+        return task_record(self.fields(row, columns))
 
     def blocks(self) -> list[SpanRecord]:
         """The records of the blocks, in the order they ended."""
@@ -247,8 +253,8 @@ class TaskTable(Sequence[SpanRecord]):
     def __len__(self) -> int:
         return len(self._row_list)
 
-    def _record(self, i: int) -> SpanRecord:
-        record = self._scanned.record(self._row_list[i])
+    def _record(self, i: int, columns: _Lists | None = None) -> SpanRecord:
+        record = self._scanned.record(self._row_list[i], columns)
         if not record.workflow_type and record.workflow_id in self._fill:
             record = record._replace(workflow_type=self._fill[record.workflow_id])
         return record
@@ -271,8 +277,9 @@ class TaskTable(Sequence[SpanRecord]):
     def __iter__(self) -> Iterator[SpanRecord]:
         if self._records is None:
             # All at once, as a read makes them: to the oldest generation.
+            columns = self._scanned.lists()
             with gc_paused():
-                self._records = [self._record(i) for i in range(len(self))]
+                self._records = [self._record(i, columns) for i in range(len(self))]
         return iter(self._records)
 
     def __eq__(self, other: object) -> bool:
@@ -334,19 +341,24 @@ def _columns(
     # Slots held per kind: assigned ones when known, else what was asked for.
     cpus = np.where(ints[n.TL_CPUS] == ABSENT, 1, ints[n.TL_CPUS])
     gpus = np.where(ints[n.TL_GPUS] == ABSENT, 0, ints[n.TL_GPUS])
-    slot_tuples: list[tuple[str, ...]] = [(), *(_strings(v) for v in s.values)]
     slot_code = codes[n.TL_SLOTS] + 1
-    held = np.flatnonzero(np.fromiter(map(bool, slot_tuples), bool, len(slot_tuples))[slot_code])
+    # The slots of each value used as slots (code 0: none assigned).
+    slot_tuples: dict[int, tuple[str, ...]] = {
+        code: _strings(s.values[code - 1]) for code in np.unique(slot_code).tolist() if code
+    }
+    held = np.flatnonzero(slot_code)
+    held = held[[bool(slot_tuples[code]) for code in slot_code[held].tolist()]]
     slots: dict[int, tuple[str, ...]] = {}
     if len(held):
-        counts = {
-            kind: np.array([sum(1 for x in t if x.startswith(kind + ":")) for t in slot_tuples])
-            for kind in (n.KIND_CPU, n.KIND_GPU)
-        }
-        cpus[held] = counts[n.KIND_CPU][slot_code[held]]
-        gpus[held] = counts[n.KIND_GPU][slot_code[held]]
-        names = map(slot_tuples.__getitem__, slot_code[held].tolist())
-        slots = dict(zip(held.tolist(), names, strict=True))
+        size = len(s.values) + 1
+        for kind, column in ((n.KIND_CPU, cpus), (n.KIND_GPU, gpus)):
+            count_of = np.zeros(size, dtype=np.int64)
+            for code, names in slot_tuples.items():
+                count_of[code] = sum(1 for x in names if x.startswith(kind + ":"))
+            column[held] = count_of[slot_code[held]]
+        slots = dict(
+            zip(held.tolist(), map(slot_tuples.__getitem__, slot_code[held].tolist()), strict=True)
+        )
     # Where each row is among the tasks (-1: a block).
     position = np.full(s.rows, -1, dtype=np.int64)
     position[rows] = np.arange(count, dtype=np.int64)
@@ -360,15 +372,15 @@ def _columns(
         for wf in np.unique(workflow_ids[untyped]).tolist():
             if texts[wf] in fill:
                 kind = fill[texts[wf]]
-                code = code_of.get(kind)
-                if code is None:
-                    code = code_of[kind] = len(texts)
+                found = code_of.get(kind)
+                if found is None:
+                    found = code_of[kind] = len(texts)
                     texts.append(kind)
-                kinds[untyped[workflow_ids[untyped] == wf]] = code
+                kinds[untyped[workflow_ids[untyped] == wf]] = found
     # Dependencies among the tasks, in task order (listed order within one).
     source, target = position[s.edge_rows], position[s.edge_uids]
-    found = (source >= 0) & (target >= 0)
-    source, target = source[found], target[found]
+    among = (source >= 0) & (target >= 0)
+    source, target = source[among], target[among]
     by_task = np.argsort(source, kind="stable")
     uids = s.uids
     return TaskColumns(

@@ -243,6 +243,7 @@ typedef struct {
     PyObject *exceptions; /* dict: row -> raw bytes */
     PyObject *attempts;   /* list of (row, time_ns, raw bytes) */
     Py_ssize_t lines;     /* task lines taken */
+    Py_ssize_t escaped;   /* span ids with escapes (left as raw JSON bytes) */
     Py_ssize_t line_no;   /* lines seen, for messages */
 } Scanner;
 
@@ -510,6 +511,7 @@ static PyObject *take_line(Scanner *self, const char *p, const char *end) {
             PyObject *span = PyUnicode_DecodeUTF8(v + 1, q - v - 2, "replace");
             if (span == NULL) return NULL;
             if (!plain) { /* escapes: Python decodes it as JSON */
+                self->escaped++;
                 Py_DECREF(span);
                 span = PyBytes_FromStringAndSize(v, q - v);
                 if (span == NULL) return NULL;
@@ -604,13 +606,22 @@ static PyObject *vec_bytes(const Vec *v) {
     return PyBytes_FromStringAndSize(v->data ? v->data : "", v->count * v->size);
 }
 
+/* The strings of a table as str (``as_text``), else each raw JSON value as
+ * str when it is a string without escapes (its text), else as bytes. */
 static PyObject *table_list(const Table *t, int as_text) {
     PyObject *out = PyList_New(t->count);
     if (out == NULL) return NULL;
     for (Py_ssize_t i = 0; i < t->count; i++) {
         const char *p = t->arena + t->offsets[i];
-        PyObject *item = as_text ? PyUnicode_DecodeUTF8(p, t->lengths[i], "replace")
-                                 : PyBytes_FromStringAndSize(p, t->lengths[i]);
+        Py_ssize_t n = t->lengths[i];
+        PyObject *item;
+        if (as_text) {
+            item = PyUnicode_DecodeUTF8(p, n, "replace");
+        } else if (n >= 2 && p[0] == '"' && memchr(p + 1, '\\', n - 2) == NULL) {
+            item = PyUnicode_DecodeUTF8(p + 1, n - 2, "replace");
+        } else {
+            item = PyBytes_FromStringAndSize(p, n);
+        }
         if (item == NULL) {
             Py_DECREF(out);
             return NULL;
@@ -640,8 +651,9 @@ static PyObject *scanner_finish(Scanner *self, PyObject *Py_UNUSED(ignored)) {
         PyTuple_SET_ITEM(codes, i, b);
     }
     out = Py_BuildValue(
-        "{s:n,s:n,s:N,s:N,s:O,s:N,s:N,s:N,s:N,s:N,s:O,s:O,s:O,s:O}",
+        "{s:n,s:n,s:n,s:N,s:N,s:O,s:N,s:N,s:N,s:N,s:N,s:O,s:O,s:O,s:O}",
         "rows", self->ended.count,
+        "escaped", self->escaped,
         "lines", self->lines,
         "uids", table_list(&self->uids, 1),
         "values", table_list(&self->values, 0),

@@ -69,7 +69,7 @@ async def record_run(tmp_path: Path) -> Path:
 
         @engine.function_task
         async def slow() -> None:
-            await asyncio.sleep(60)
+            await asyncio.sleep(0.5)
 
         @engine.block
         async def stage(x: Any) -> Any:
@@ -89,9 +89,8 @@ async def record_run(tmp_path: Path) -> Path:
         pending += [flaky(), stored(1), step(), stage(step()), shell()]
         await asyncio.gather(*pending, return_exceptions=True)
         pending = [stored(1)]  # a hit of the first one's result
-        waiting = slow()
-        await asyncio.sleep(0.05)
-        waiting.cancel()
+        waiting = step(slow())  # cancelled while it waits for its dependency
+        assert waiting.cancel()
         await asyncio.gather(*pending, waiting, return_exceptions=True)
     assert tel.checkpoint_file is not None
     return Path(tel.checkpoint_file)
