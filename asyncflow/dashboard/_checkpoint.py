@@ -24,7 +24,7 @@ from .model import ResourceSample, RunBuilder, SpanRecord, task_record
 
 __all__ = ["CheckpointParser", "loads"]
 
-loads: Callable[[str], Any] = json.loads
+loads: Callable[[str | bytes], Any] = json.loads
 try:  # about twice as fast as the standard library on span lines
     import orjson
 
@@ -140,13 +140,11 @@ class CheckpointParser:
         self._done: list[SpanRecord] = []  # records of tasks ended in this feed
         self._layout2 = False
 
-    def open_tasks(self) -> int:
-        """Tasks whose lines were read but not their last one (layout 2)."""
-        return len(self._tasks) + len(self._done)
-
-    def _bad(self, line: str) -> None:
+    def _bad(self, line: str | bytes) -> None:
         self.bad_lines += 1
         if not self.first_bad:
+            if isinstance(line, bytes):
+                line = line.decode("utf-8", errors="replace")
             text = line.strip()
             self.first_bad = text[:60] + ("..." if len(text) > 60 else "")
 
@@ -299,7 +297,32 @@ class CheckpointParser:
             self.builder.add_records(self._done)
             self._done.clear()
 
-    def _layout2_other(self, record: Any, line: str) -> None:
+    def feed_others(self, lines: list[bytes]) -> bool:
+        """The lines of a layout 2 file that the compiled scanner left (``_finished``).
+
+        They are whole and in file order, the header first, and none is a
+        line the scanner took; each is read as :meth:`feed` reads it. Returns
+        False at a task line (one the scanner could not take): the file is
+        then for :meth:`feed` alone.
+        """
+        self._layout2 = True
+        task = n.SECTION_TASK
+        for raw in lines:
+            try:
+                record = loads(raw)
+            except (ValueError, RecursionError):
+                # Not UTF-8 (read with replacements, as feed reads it), or no JSON.
+                line = raw.decode("utf-8", errors="replace")
+                try:
+                    record = loads(line)
+                except (ValueError, RecursionError):
+                    record = _NOT_JSON if line.strip() else _BLANK
+            if type(record) is dict and record.get(n.SECTION) == task:
+                return False
+            self._layout2_other(record, raw)
+        return True
+
+    def _layout2_other(self, record: Any, line: str | bytes) -> None:
         """A layout 2 line that is not a task line: header, span, event, metric."""
         if record is _BLANK:
             return

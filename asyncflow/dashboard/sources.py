@@ -148,8 +148,7 @@ class _Tail:
                 f.seek(0)
                 scanned, others, read, rest = _finished.scan(f)
                 parser, builder = self.parser, self.builder
-                parser.feed([line.decode("utf-8", errors="replace") for line in others])
-                if parser.open_tasks() or builder.task_count():
+                if not parser.feed_others(others) or builder.task_count():
                     # Task lines or spans the scanner did not take: the Python
                     # reader puts them together with the others.
                     raise _finished.Unreadable("task records outside the scanner")
