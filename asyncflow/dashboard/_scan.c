@@ -202,23 +202,36 @@ static int table_is(const Table *t, Py_ssize_t i, const char *p, Py_ssize_t n) {
     return t->lengths[i] == n && memcmp(t->arena + t->offsets[i], p, n) == 0;
 }
 
-/* A growable array of fixed-size items. */
+/* A growable array of fixed-size items, in a bytearray: handed to Python
+ * as it is (numpy reads it in place), not copied. */
 typedef struct {
+    PyObject *array;
     char *data;
     Py_ssize_t count, room, size;
 } Vec;
 
-static int vec_push(Vec *v, const void *item) {
-    if (v->count >= v->room) {
-        Py_ssize_t room = v->room ? v->room * 2 : 4096;
-        char *data = PyMem_Realloc(v->data, room * v->size);
-        if (data == NULL) return -1;
-        v->data = data;
-        v->room = room;
+static int vec_grow(Vec *v) {
+    Py_ssize_t room = v->room ? v->room * 2 : 4096;
+    if (v->array == NULL) {
+        v->array = PyByteArray_FromStringAndSize(NULL, room * v->size);
+        if (v->array == NULL) return -1;
+    } else if (PyByteArray_Resize(v->array, room * v->size) < 0) {
+        return -1;
     }
-    memcpy(v->data + v->count * v->size, item, v->size);
-    v->count++;
+    v->data = PyByteArray_AS_STRING(v->array);
+    v->room = room;
     return 0;
+}
+
+#define VEC_PUSH(v, type, value) \
+    (((v)->count < (v)->room || vec_grow(v) == 0) ? (((type *)(v)->data)[(v)->count++] = (value), 0) : -1)
+
+/* The items as a bytearray of their size (a new reference). */
+static PyObject *vec_take(Vec *v) {
+    if (v->array == NULL) return PyByteArray_FromStringAndSize(NULL, 0);
+    if (PyByteArray_Resize(v->array, v->count * v->size) < 0) return NULL;
+    Py_INCREF(v->array);
+    return v->array;
 }
 
 typedef struct {
@@ -245,18 +258,19 @@ typedef struct {
     Py_ssize_t lines;     /* task lines taken */
     Py_ssize_t escaped;   /* span ids with escapes (left as raw JSON bytes) */
     Py_ssize_t line_no;   /* lines seen, for messages */
+    int finished;         /* its columns were handed over: no more lines */
 } Scanner;
 
 static void scanner_dealloc(Scanner *self) {
     table_free(&self->uids);
     table_free(&self->values);
     table_free(&self->missing);
-    for (int i = 0; i < N_INTS; i++) PyMem_Free(self->ints[i].data);
-    for (int i = 0; i < N_CODES; i++) PyMem_Free(self->codes[i].data);
-    PyMem_Free(self->ended.data);
-    PyMem_Free(self->order.data);
-    PyMem_Free(self->edge_rows.data);
-    PyMem_Free(self->edge_uids.data);
+    for (int i = 0; i < N_INTS; i++) Py_XDECREF(self->ints[i].array);
+    for (int i = 0; i < N_CODES; i++) Py_XDECREF(self->codes[i].array);
+    Py_XDECREF(self->ended.array);
+    Py_XDECREF(self->order.array);
+    Py_XDECREF(self->edge_rows.array);
+    Py_XDECREF(self->edge_uids.array);
     Py_XDECREF(self->spans);
     Py_XDECREF(self->depends_on);
     Py_XDECREF(self->attributes);
@@ -376,14 +390,11 @@ static const char *skip_nested(const char *p, const char *end) {
 }
 
 static int push_row(Scanner *self) {
-    int64_t absent = ABSENT;
-    int32_t none = -1;
-    uint8_t no = 0;
     for (int i = 0; i < N_INTS; i++)
-        if (vec_push(&self->ints[i], &absent) < 0) return -1;
+        if (VEC_PUSH(&self->ints[i], int64_t, ABSENT) < 0) return -1;
     for (int i = 0; i < N_CODES; i++)
-        if (vec_push(&self->codes[i], &none) < 0) return -1;
-    if (vec_push(&self->ended, &no) < 0) return -1;
+        if (VEC_PUSH(&self->codes[i], int32_t, -1) < 0) return -1;
+    if (VEC_PUSH(&self->ended, uint8_t, 0) < 0) return -1;
     if (PyList_Append(self->spans, Py_None) < 0) return -1;
     if (PyList_Append(self->depends_on, Py_None) < 0) return -1;
     return 0;
@@ -412,7 +423,8 @@ static int take_depends(Scanner *self, int32_t row, const char *p, const char *e
             continue;
         }
         int32_t uid32 = (int32_t)uid;
-        if (vec_push(&self->edge_rows, &row) < 0 || vec_push(&self->edge_uids, &uid32) < 0)
+        if (VEC_PUSH(&self->edge_rows, int32_t, row) < 0 ||
+            VEC_PUSH(&self->edge_uids, int32_t, uid32) < 0)
             return -1;
         p = after;
         if (*p == ']') return 1;
@@ -557,15 +569,16 @@ static PyObject *take_line(Scanner *self, const char *p, const char *end) {
     }
     if (ends) {
         ((uint8_t *)self->ended.data)[row] = 1;
-        if (vec_push(&self->order, &row) < 0) return PyErr_NoMemory();
+        if (VEC_PUSH(&self->order, int32_t, row) < 0) return NULL;
     }
     self->lines++;
     Py_RETURN_NONE;
 }
 
 static PyObject *scanner_feed(Scanner *self, PyObject *arg) {
-    if (self->spans == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "the Scanner was not initialised");
+    if (self->spans == NULL || self->finished) {
+        PyErr_SetString(PyExc_RuntimeError, "a Scanner takes lines after it was initialised, "
+                                            "before it finished");
         return NULL;
     }
     Py_buffer view;
@@ -602,10 +615,6 @@ failed:
     return NULL;
 }
 
-static PyObject *vec_bytes(const Vec *v) {
-    return PyBytes_FromStringAndSize(v->data ? v->data : "", v->count * v->size);
-}
-
 /* The strings of a table as str (``as_text``), else each raw JSON value as
  * str when it is a string without escapes (its text), else as bytes. */
 static PyObject *table_list(const Table *t, int as_text) {
@@ -631,22 +640,23 @@ static PyObject *table_list(const Table *t, int as_text) {
     return out;
 }
 
-/* Everything read, as a dict of Python objects (columns as raw bytes). */
+/* Everything read, as a dict of Python objects (columns as bytearrays). */
 static PyObject *scanner_finish(Scanner *self, PyObject *Py_UNUSED(ignored)) {
-    if (self->spans == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "the Scanner was not initialised");
+    if (self->spans == NULL || self->finished) {
+        PyErr_SetString(PyExc_RuntimeError, "a Scanner finishes once, after it was initialised");
         return NULL;
     }
+    self->finished = 1;
     PyObject *ints = PyTuple_New(N_INTS), *codes = PyTuple_New(N_CODES);
     PyObject *out = NULL;
     if (ints == NULL || codes == NULL) goto done;
     for (int i = 0; i < N_INTS; i++) {
-        PyObject *b = vec_bytes(&self->ints[i]);
+        PyObject *b = vec_take(&self->ints[i]);
         if (b == NULL) goto done;
         PyTuple_SET_ITEM(ints, i, b);
     }
     for (int i = 0; i < N_CODES; i++) {
-        PyObject *b = vec_bytes(&self->codes[i]);
+        PyObject *b = vec_take(&self->codes[i]);
         if (b == NULL) goto done;
         PyTuple_SET_ITEM(codes, i, b);
     }
@@ -658,9 +668,9 @@ static PyObject *scanner_finish(Scanner *self, PyObject *Py_UNUSED(ignored)) {
         "uids", table_list(&self->uids, 1),
         "values", table_list(&self->values, 0),
         "spans", self->spans,
-        "order", vec_bytes(&self->order),
-        "edge_rows", vec_bytes(&self->edge_rows),
-        "edge_uids", vec_bytes(&self->edge_uids),
+        "order", vec_take(&self->order),
+        "edge_rows", vec_take(&self->edge_rows),
+        "edge_uids", vec_take(&self->edge_uids),
         "ints", ints,
         "codes", codes,
         "depends_on", self->depends_on,
