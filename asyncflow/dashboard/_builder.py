@@ -153,8 +153,8 @@ class RunBuilder:
             self._last = max(self._last, bounds[1])
 
     def task_count(self) -> int:
-        """The tasks taken as records (live or finished), not counting scanned ones."""
-        return len(self._tasks)
+        """The tasks and blocks taken as records (live or finished), not counting scanned ones."""
+        return len(self._tasks) + len(self._finished)
 
     def session_bounds(self, start: float, end: float | None = None) -> None:
         """The session's start (the zero of every time axis) and, once it ended, its end."""
@@ -297,29 +297,29 @@ class RunBuilder:
             self.version += 1
 
     # ------------------------------------------------------------------ output
-    def _scanned_tasks(self) -> Sequence[SpanRecord]:
-        """The scanned tasks, as one lazy table per version of the run."""
+    def _scanned_tasks(self, live: Sequence[SpanRecord]) -> Sequence[SpanRecord]:
+        """The scanned tasks, then ``live`` ones, as one lazy table per version of the run."""
         if self._table is None or self._table[0] != self.version:
             from ._finished import TaskTable  # imports numpy: only for scanned files
 
             assert self._scanned is not None
             fill = {uid: wf.workflow_type for uid, wf in self._workflows.items()}
-            self._table = (self.version, TaskTable(self._scanned, fill))
+            self._table = (self.version, TaskTable(self._scanned, fill, live))
         return self._table[1]
 
     def snapshot(self) -> Run:
         """The run as it stands."""
         workflows = self._workflows
         tasks: Sequence[SpanRecord] = tuple(self._tasks.values())
-        if self._scanned is not None:
-            tasks = self._scanned_tasks()
-        elif any(not t.workflow_type and t.workflow_id in workflows for t in tasks):
+        if any(not t.workflow_type and t.workflow_id in workflows for t in tasks):
             tasks = tuple(
                 t._replace(workflow_type=workflows[t.workflow_id].workflow_type)
                 if not t.workflow_type and t.workflow_id in workflows
                 else t
                 for t in tasks
             )
+        if self._scanned is not None:
+            tasks = self._scanned_tasks(tasks)
         first = self._first if self._first != float("inf") else 0.0
         start = self._start if self._start is not None else first
         return Run(

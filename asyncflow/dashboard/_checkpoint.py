@@ -322,6 +322,11 @@ class CheckpointParser:
             self._layout2_other(record, raw)
         return True
 
+    def hold_open_tasks(self, tasks: dict[str, dict[str, Any]]) -> None:
+        """Take the fields of tasks whose last line has not come (a killed run,
+        read by the scanner), as :meth:`feed` would hold them for :meth:`flush`."""
+        self._tasks.update(tasks)
+
     def _layout2_other(self, record: Any, line: str | bytes) -> None:
         """A layout 2 line that is not a task line: header, span, event, metric."""
         if record is _BLANK:

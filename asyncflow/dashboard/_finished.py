@@ -26,7 +26,7 @@ import numpy as np
 from asyncflow.telemetry import names as n
 
 from ._base import gc_paused
-from ._columns import STATUS_CODE, Ints, TaskColumns
+from ._columns import STATUS_CODE, Ints, TaskColumns, _from_records
 from ._making import _strings, task_record
 from .model import (
     DEPENDENCY_FAILED_ERROR,
@@ -146,8 +146,6 @@ class Scanned:
         self.rows: int = raw["rows"]
         self.lines: int = raw["lines"]
         self.order = np.frombuffer(raw["order"], np.int32).astype(np.int64)
-        if len(self.order) != self.rows:
-            raise Unreadable("a task that never ended")
         self.ints = {k: np.frombuffer(b, np.int64) for k, b in zip(_INTS, raw["ints"], strict=True)}
         self.codes = {
             k: np.frombuffer(b, np.int32) for k, b in zip(_CODES, raw["codes"], strict=True)
@@ -223,6 +221,16 @@ class Scanned:
         """The rows of the tasks (not blocks), in the order they ended."""
         return self.order[~self.is_block[self.order]]
 
+    def open_tasks(self) -> dict[str, dict[str, Any]]:
+        """The tasks that never ended (a killed run), as the Python reader
+        holds them: uid -> their lines' fields, in the order first seen."""
+        if len(self.order) == self.rows:
+            return {}
+        ended = np.zeros(self.rows, dtype=bool)
+        ended[self.order] = True
+        columns = self.lists()
+        return {self.uids[r]: self.fields(r, columns) for r in np.flatnonzero(~ended).tolist()}
+
     def bounds(self) -> tuple[float, float] | None:
         """The first creation and the last end among the tasks (epoch seconds)."""
         rows = self.task_rows()
@@ -237,23 +245,31 @@ class Scanned:
 class TaskTable(Sequence[SpanRecord]):
     """The task records of a scanned file, made one by one when asked for.
 
-    ``columns(run)`` gives the campaign timeline what it takes without making
-    any record. As ``RunBuilder.snapshot`` does, a task without a workflow
-    type takes its recorded workflow's (``fill``: workflow id -> type).
+    The tasks that ended, in the order they did, then ``live``: the records
+    of tasks that never ended (a killed run), as the Python reader makes
+    them. ``columns(run)`` gives the campaign timeline what it takes
+    without making any record of the first. As ``RunBuilder.snapshot``
+    does, a task without a workflow type takes its recorded workflow's
+    (``fill``: workflow id -> type).
     """
 
-    def __init__(self, scanned: Scanned, fill: Mapping[str, str]) -> None:
+    def __init__(
+        self, scanned: Scanned, fill: Mapping[str, str], live: Sequence[SpanRecord] = ()
+    ) -> None:
         self._scanned = scanned
         self._rows = scanned.task_rows()
         self._row_list: list[int] = self._rows.tolist()
         self._fill = dict(fill)
+        self._live = tuple(live)
         self._records: list[SpanRecord] | None = None
         self._columns: TaskColumns | None = None
 
     def __len__(self) -> int:
-        return len(self._row_list)
+        return len(self._row_list) + len(self._live)
 
     def _record(self, i: int, columns: _Lists | None = None) -> SpanRecord:
+        if i >= len(self._row_list):
+            return self._live[i - len(self._row_list)]
         record = self._scanned.record(self._row_list[i], columns)
         if not record.workflow_type and record.workflow_id in self._fill:
             record = record._replace(workflow_type=self._fill[record.workflow_id])
@@ -296,8 +312,47 @@ class TaskTable(Sequence[SpanRecord]):
     def columns(self, run: Any) -> TaskColumns:
         """The timeline's columns of these tasks (``run`` gives nothing needed here)."""
         if self._columns is None:
-            self._columns = _columns(self._scanned, self._rows, self._fill, self.__getitem__)
+            made = _columns(self._scanned, self._rows, self._fill, self.__getitem__)
+            if self._live:
+                made = _join(made, _from_records(self._live, run.end), self.__getitem__)
+            self._columns = made
         return self._columns
+
+
+def _join(a: TaskColumns, b: TaskColumns, record: Callable[[int], SpanRecord]) -> TaskColumns:
+    """The columns of ``a``'s tasks, then ``b``'s (whose tasks depend on none)."""
+    offset = len(a.uids)
+
+    def merged(
+        codes_a: Ints, values_a: list[str], codes_b: Ints, values_b: list[str]
+    ) -> tuple[Ints, list[str]]:
+        values = list(values_a)
+        index = {v: i for i, v in enumerate(values)}
+        remap = np.array([index.setdefault(v, len(index)) for v in values_b], dtype=np.int64)
+        values += list(index)[len(values) :]
+        return np.concatenate([codes_a, remap[codes_b] if len(codes_b) else codes_b]), values
+
+    workflow_ids, workflow_id_values = merged(
+        a.workflow_ids, a.workflow_id_values, b.workflow_ids, b.workflow_id_values
+    )
+    kinds, kind_values = merged(a.kinds, a.kind_values, b.kinds, b.kind_values)
+    names = ("created", "resolved", "queued", "submitted", "started", "finished", "final")
+    joined = {
+        name: np.concatenate([getattr(a, name), getattr(b, name)])
+        for name in (*names, "cpus", "gpus")
+    }
+    return TaskColumns(
+        uids=[*a.uids, *b.uids],
+        **joined,
+        slots={**a.slots, **{i + offset: s for i, s in b.slots.items()}},
+        attempted=[*a.attempted, *(i + offset for i in b.attempted)],
+        workflow_ids=workflow_ids,
+        workflow_id_values=workflow_id_values,
+        kinds=kinds,
+        kind_values=kind_values,
+        edges=a.edges,
+        record=record,
+    )
 
 
 def _seconds(column: np.ndarray[Any, Any], instead: np.ndarray[Any, Any] | None = None) -> Any:

@@ -155,12 +155,14 @@ class _Tail:
                 builder.add_records(scanned.blocks())
                 builder.add_scanned(scanned)
                 parser.records += scanned.lines
+                parser.hold_open_tasks(scanned.open_tasks())
+                parser.flush()  # a killed run's unfinished tasks, as feed leaves them
         except _finished.Unreadable:
             self._restart()
             return False
         except OSError as exc:
             raise SourceError(f"Cannot read {self.path}: {exc.strerror or exc}") from None
-        self.offset = read
+        self.offset = read + len(rest)  # all of it read, a last line not yet whole held
         self.scanned = True
         self._hold(rest)
         return True
