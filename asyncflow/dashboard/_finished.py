@@ -10,9 +10,9 @@ go to the Python reader as before.
 
 The scanner takes only lines as the engine's writer writes them. On any
 other line (:class:`Unreadable`) the caller reads the file the Python way,
-which also reports such lines; so does a file with a task that never ended
-(a killed run: its live view is the Python reader's). Without the compiled
-scanner (no C compiler at install), :data:`SCANNER` is ``None``.
+which also reports such lines. The tasks of a killed run that never ended
+go to the Python reader's live view (``Scanned.open_tasks``). Without the
+compiled scanner (no C compiler at install), :data:`SCANNER` is ``None``.
 """
 
 from __future__ import annotations
