@@ -9,8 +9,7 @@ import plotly.graph_objects as go
 
 from asyncflow.telemetry import names as n
 
-from . import compute as c
-from . import paths
+from . import _choices as ch
 from ._attempts import add_attempts_and_hits
 from ._plot import (
     AXIS_TIME,
@@ -48,11 +47,11 @@ def gantt_figure(
         limit: draw at most this many tasks (the first created).
         critical: uids of the tasks on the critical path (``None``: the run's).
     """
-    records = c.workflow_records(run, key)
+    records = ch.instance_records(run, key)
     if not records:
         return empty_figure(f"No tasks in workflow {key!r}.")
     if critical is None:
-        path = paths.critical_path(run)
+        path = ch.critical_path(run)
         critical = path.uids if path is not None else frozenset()
     total = len(records)
     records = records[:limit]
@@ -68,7 +67,7 @@ def gantt_figure(
     dep_x: list[float | None] = []
     dep_y: list[float | None] = []
     outside: dict[int, list[str]] = {}
-    where = next((r.label for r in c.timeline_rows(run) if r.key == key), key)
+    where = next((r.label for r in ch.instances(run)[1] if r.key == key), key)
     for i, r in enumerate(records):
         end = r.finished if r.finished is not None else now
         ready = r.resolved if r.resolved is not None else (r.started or end)

@@ -17,6 +17,7 @@ import dash
 import plotly.graph_objects as go
 from dash import ALL, Input, Output, State, dcc, html
 
+from . import _choices as ch
 from . import compute as c
 from . import figures as f
 from ._base import SpanSource
@@ -24,7 +25,6 @@ from ._board import Dashboard, campaign, preload
 from ._panel import TASK_LINK, task_link, task_panel
 from ._plot import clock_axes
 from .model import (
-    STATE_FAILED,
     STATE_QUEUED,
     STATE_RUNNING,
     STATE_WAITING,
@@ -53,7 +53,7 @@ def _messages(run: Run | None, error: str) -> list[Any]:
 def _chips(run: Run | None) -> list[Any]:
     if run is None:
         return []
-    counts = c.count_states(run.tasks)
+    counts = ch.state_counts(run)
     chips = [("tasks", len(run.tasks))] + [(s, counts[s]) for s in STATUSES if counts[s]]
     live = not run.ended and (
         counts[STATE_RUNNING] or counts[STATE_QUEUED] or counts[STATE_WAITING]
@@ -100,7 +100,7 @@ def _linked(uid: str) -> Any:
     return task_link(uid) if uid else uid
 
 
-def _instances(shown: list[c.Row], chosen: Any) -> tuple[list[dict[str, str]], Any]:
+def _instances(shown: list[ch.Instance], chosen: Any) -> tuple[list[dict[str, str]], Any]:
     """The instance dropdown's options and value: the first instances, and the chosen one.
 
     Without a (valid) choice, the first failed instance is chosen, else the first.
@@ -108,7 +108,7 @@ def _instances(shown: list[c.Row], chosen: Any) -> tuple[list[dict[str, str]], A
     listed = shown[:OPTION_LIMIT]
     keys = {r.key: r for r in shown}
     if chosen not in keys:
-        failed = (r for r in listed if any(t.state == STATE_FAILED for t in r.tasks))
+        failed = (r for r in listed if r.failed)
         first = next(failed, listed[0] if listed else None)
         chosen = first.key if first is not None else None
     if chosen is not None and all(r.key != chosen for r in listed):
@@ -273,9 +273,8 @@ def _callbacks(app: dash.Dash, board: Dashboard) -> None:
         run = board.run
         if run is None:
             return [], [], None
-        rows = c.timeline_rows(run)
-        kinds = [{"label": t or c.NO_WORKFLOW, "value": t} for t in c.workflow_types(run, rows)]
-        shown = rows if not types and not states else c.timeline_rows(run, types, states)
+        names, shown = ch.instances(run, types or None, states or None)
+        kinds = [{"label": t or c.NO_WORKFLOW, "value": t} for t in names]
         return (kinds, *_instances(shown, chosen))
 
     @app.callback(
@@ -291,7 +290,7 @@ def _callbacks(app: dash.Dash, board: Dashboard) -> None:
         run = board.run
         if run is None or not click:
             return dash.no_update, dash.no_update, dash.no_update
-        shown = c.timeline_rows(run, types or None, states or None)
+        _, shown = ch.instances(run, types or None, states or None)
         point = click["points"][0]
         custom = point.get("customdata")
         index = round(point.get("y", -1))

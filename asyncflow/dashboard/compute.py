@@ -642,9 +642,11 @@ def notices(run: Run) -> list[str]:
             else "No tasks recorded yet: the page updates as the run goes on."
         )
         return out
-    final = [t for t in tasks if t.state in FINAL_STATES]
-    failed = [t for t in final if t.state == STATE_FAILED]
-    if final and len(failed) == len(final) and len(final) == len(tasks):
+    from ._choices import state_counts  # counted from columns when a reader made them
+
+    counts = state_counts(run)
+    if counts[STATE_FAILED] + counts[STATE_DEPENDENCY_FAILED] == len(tasks):
+        failed = list(tasks)  # every task failed
         kinds = Counter(t.error_type or "(unknown)" for t in failed)
         detail = ", ".join(f"{k} x{c}" for k, c in kinds.most_common(5))
         out.append(f"Every task of this run failed ({len(failed)}): {detail}.")

@@ -24,7 +24,9 @@ import plotly.io as pio
 import pytest
 
 from asyncflow import LocalExecutionBackend, WorkflowEngine
-from asyncflow.dashboard import _finished, figures, open_source, sources
+from asyncflow.dashboard import _choices as ch
+from asyncflow.dashboard import _finished, figures, open_source, paths, sources
+from asyncflow.dashboard import compute as c
 from asyncflow.dashboard._columns import timeline_of
 from asyncflow.dashboard.model import Run
 
@@ -141,6 +143,32 @@ def assert_same_read(path: Path, monkeypatch: pytest.MonkeyPatch, scans: bool) -
     return fast
 
 
+def assert_same_page(fast: Run, slow: Run) -> None:
+    """The page's chips, notices, menus and instance records, the same from
+    columns as from records, without making the scanned tasks' records."""
+    assert isinstance(fast.tasks, _finished.TaskTable)
+    assert ch.state_counts(fast) == c.count_states(slow.tasks)
+    assert c.notices(fast) == c.notices(slow)
+    filters: list[tuple[Any, Any]] = [(None, None), (None, ["failed", "completed"])]
+    filters += [([NAMES[1]], None), ([NAMES[0], NAMES[2]], ["running", "waiting"])]
+    for types, states in filters:
+        kinds, shown = ch.instances(fast, types, states)
+        rows = c.timeline_rows(slow, types, states)
+        assert kinds == c.workflow_types(slow)
+        assert [(i.key, i.label) for i in shown] == [(r.key, r.label) for r in rows]
+        assert [i.failed for i in shown] == [
+            any(t.state == "failed" for t in r.tasks) for r in rows
+        ]
+        assert (kinds, shown) == ch.instances(slow, types, states)
+    for key in [r.key for r in c.timeline_rows(slow)][:8]:
+        assert ch.instance_records(fast, key) == c.workflow_records(slow, key)
+    assert ch.critical_path(fast) == paths.critical_path(slow)
+    for key in [r.key for r in c.timeline_rows(slow)][:3]:
+        a, b = figures.gantt_figure(fast, key), figures.gantt_figure(slow, key)
+        assert pio.to_json(a) == pio.to_json(b)
+    assert fast.tasks._records is None  # no record made of every task
+
+
 def test_the_scanner_is_built_in_ci() -> None:
     # make test builds it (hatch_build.py); CI has a compiler.
     assert _finished.SCANNER is not None
@@ -150,6 +178,9 @@ def test_a_finished_run_reads_the_same_scanned_or_parsed(
     run_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run = assert_same_read(run_file, monkeypatch, scans=True)
+    assert_same_page(
+        read(run_file, monkeypatch, scanner=True)[0], read(run_file, monkeypatch, scanner=False)[0]
+    )
     tasks = list(run.tasks)
     assert {t.state for t in tasks} == {"completed", "failed", "canceled"}
     assert any(t.attempts for t in tasks) and any(t.cache == "hit" for t in tasks)
@@ -253,8 +284,9 @@ def test_a_killed_run_reads_the_same_scanned_or_parsed(
     at = int(len(lines) * cut)
     path.write_bytes(b"".join(lines[:at]) + lines[at][:30])
     run = assert_same_read(path, monkeypatch, scans=True)
-    assert any(t.finished is None for t in run.tasks) and any(t.finished for t in run.tasks)
     slow, _ = read(path, monkeypatch, scanner=False)
+    assert_same_page(read(path, monkeypatch, scanner=True)[0], slow)
+    assert any(t.finished is None for t in run.tasks) and any(t.finished for t in run.tasks)
     for build in (figures.campaign_figure, figures.utilisation_figure, figures.slots_figure):
         assert pio.to_json(build(run)) == pio.to_json(build(slow)), build.__name__
     assert pio.to_json(figures.campaign_figure(run, bar_limit=0)) == pio.to_json(
