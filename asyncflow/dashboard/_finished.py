@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from itertools import repeat
 from typing import Any, overload
 
 import numpy as np
@@ -29,6 +30,7 @@ from ._base import gc_paused
 from ._columns import STATUS_CODE, Ints, TaskColumns, _from_records
 from ._making import _strings, task_record
 from .model import (
+    _TASK_KINDS,
     DEPENDENCY_FAILED_ERROR,
     FINAL_STATES,
     STATE_COMPLETED,
@@ -79,6 +81,19 @@ SCANNER = (
     else None
 )
 ABSENT = np.iinfo(np.int64).min  # a field a task has no line with
+# What task_record's plain way takes (a task with all of these): the rest is its.
+_EVERY_INT = (n.TL_CREATED, *n.TL_STEPS, n.TL_ENDED, n.TL_CPUS, n.TL_GPUS)
+_EVERY_CODE = (
+    n.TL_PARENT,
+    n.TL_BACKEND,
+    n.TL_WORKFLOW_ID,
+    n.TL_NAME,
+    n.TL_WORKFLOW_NAME,
+    n.TL_LEVEL,
+    n.TL_TYPE,
+    n.TL_RESULT,
+)
+_PLAIN_RESULTS = frozenset(FINAL_STATES) - {STATE_FAILED}
 _Lists = tuple[Mapping[str, Any], Mapping[str, Any]]  # columns, as arrays or lists
 _CHUNK = 8 * 1024 * 1024
 
@@ -213,6 +228,94 @@ class Scanned:
         """The record the Python reader makes of a row."""
         return task_record(self.fields(row, columns))
 
+    def records(self, rows: Ints) -> list[SpanRecord]:
+        """The records of ``rows``, at once.
+
+        A plain task (every step reached, no failure, attempt or extra
+        attribute: most of a campaign) is the tuple ``task_record`` makes of
+        it, put together column by column; the others are ``task_record``'s.
+        """
+        if not len(rows):
+            return []
+        ints = {k: c[rows] for k, c in self.ints.items()}
+        codes = {k: c[rows] for k, c in self.codes.items()}
+        values = self.values
+        result = codes[n.TL_RESULT]
+        plain_result = np.zeros(len(values) + 1, dtype=bool)  # shifted: code -1 at 0
+        level_task = np.zeros(len(values) + 1, dtype=bool)
+        for code, value in enumerate(values, start=1):
+            plain_result[code] = type(value) is str and value in _PLAIN_RESULTS
+            level_task[code] = value == n.LEVEL_TASK
+        plain = plain_result[result + 1] & level_task[codes[n.TL_LEVEL] + 1]
+        for key in _EVERY_INT:
+            plain &= ints[key] != ABSENT
+        for key in _EVERY_CODE:
+            plain &= codes[key] >= 0
+        plain &= ints[n.TL_ATTEMPT_ENDED] == ABSENT
+        row_list = rows.tolist()
+        spans = self.spans
+        odd = set(self.attributes) | {r for r in row_list if spans[r] is None}
+        if odd:
+            plain &= np.fromiter((r not in odd for r in row_list), bool, len(row_list))
+        out: list[Any] = [None] * len(row_list)
+        chosen = np.flatnonzero(plain)
+        if len(chosen):
+            at = chosen.tolist()
+            picked = [row_list[i] for i in at]
+
+            def text(key: str) -> list[Any]:
+                return [values[c] for c in codes[key][chosen].tolist()]
+
+            def seconds(key: str) -> list[float]:
+                made: list[float] = (ints[key][chosen].astype(np.float64) / 1e9).tolist()
+                return made
+
+            def optional(key: str) -> list[Any]:
+                return [values[c] if c >= 0 else "" for c in codes[key][chosen].tolist()]
+
+            slot_code = codes[n.TL_SLOTS][chosen].tolist()
+            slot_names = {c: _strings(values[c]) for c in set(slot_code) if c >= 0}
+            deps = self.depends_on
+            columns = zip(
+                [self.uids[r] for r in picked],
+                repeat(n.LEVEL_TASK),
+                text(n.TL_NAME),
+                text(n.TL_WORKFLOW_ID),
+                text(n.TL_WORKFLOW_NAME),
+                text(n.TL_BACKEND),
+                text(n.TL_RESULT),
+                seconds(n.TL_CREATED),
+                seconds(n.SPAN_EVENT_RESOLVED),
+                seconds(n.SPAN_EVENT_QUEUED),
+                seconds(n.SPAN_EVENT_SUBMITTED),
+                seconds(n.SPAN_EVENT_STARTED),
+                seconds(n.TL_ENDED),
+                [slot_names.get(c, ()) for c in slot_code],
+                ints[n.TL_CPUS][chosen].tolist(),
+                ints[n.TL_GPUS][chosen].tolist(),
+                optional(n.TL_ERROR_TYPE),
+                optional(n.TL_DESCRIPTION),
+                [
+                    _strings(orjson.loads(d)) if d is not None else ()
+                    for d in map(deps.__getitem__, picked)
+                ],
+                [spans[r] for r in picked],
+                text(n.TL_PARENT),
+                repeat(""),
+                repeat(""),
+                repeat(""),
+                repeat(()),
+                [_TASK_KINDS.get(v, "") for v in text(n.TL_TYPE)],
+                repeat(""),
+                repeat(()),
+                strict=False,
+            )
+            for i, record in zip(at, map(SpanRecord._make, columns), strict=True):
+                out[i] = record
+        for i in np.flatnonzero(~plain).tolist():
+            out[i] = self.record(row_list[i])
+        return out
+
     def blocks(self) -> list[SpanRecord]:
         """The records of the blocks, in the order they ended."""
         return [self.record(r) for r in self.order[self.is_block[self.order]].tolist()]
@@ -293,9 +396,17 @@ class TaskTable(Sequence[SpanRecord]):
     def __iter__(self) -> Iterator[SpanRecord]:
         if self._records is None:
             # All at once, as a read makes them: to the oldest generation.
-            columns = self._scanned.lists()
             with gc_paused():
-                self._records = [self._record(i, columns) for i in range(len(self))]
+                made = self._scanned.records(self._rows)
+                fill = self._fill
+                if fill:
+                    made = [
+                        r._replace(workflow_type=fill[r.workflow_id])
+                        if not r.workflow_type and r.workflow_id in fill
+                        else r
+                        for r in made
+                    ]
+                self._records = [*made, *self._live]
         return iter(self._records)
 
     def __eq__(self, other: object) -> bool:
