@@ -300,7 +300,7 @@ class RunBuilder:
     def _scanned_tasks(self, live: Sequence[SpanRecord]) -> Sequence[SpanRecord]:
         """The scanned tasks, then ``live`` ones, as one lazy table per version of the run."""
         if self._table is None or self._table[0] != self.version:
-            from ._finished import TaskTable  # imports numpy: only for scanned files
+            from ._table import TaskTable  # imports numpy: only for scanned files
 
             assert self._scanned is not None
             fill = {uid: wf.workflow_type for uid, wf in self._workflows.items()}

@@ -25,7 +25,7 @@ import pytest
 
 from asyncflow import LocalExecutionBackend, WorkflowEngine
 from asyncflow.dashboard import _choices as ch
-from asyncflow.dashboard import _finished, figures, open_source, paths, sources
+from asyncflow.dashboard import _finished, _table, figures, open_source, paths, sources
 from asyncflow.dashboard import compute as c
 from asyncflow.dashboard._columns import timeline_of
 from asyncflow.dashboard.model import Run
@@ -146,7 +146,7 @@ def assert_same_read(path: Path, monkeypatch: pytest.MonkeyPatch, scans: bool) -
 def assert_same_page(fast: Run, slow: Run) -> None:
     """The page's chips, notices, menus and instance records, the same from
     columns as from records, without making the scanned tasks' records."""
-    assert isinstance(fast.tasks, _finished.TaskTable)
+    assert isinstance(fast.tasks, _table.TaskTable)
     assert ch.state_counts(fast) == c.count_states(slow.tasks)
     assert c.notices(fast) == c.notices(slow)
     filters: list[tuple[Any, Any]] = [(None, None), (None, ["failed", "completed"])]
