@@ -1,4 +1,4 @@
-"""The campaign timeline. Pure: a run in, a plotly figure out."""
+"""The campaign timeline. Pure: a run in, a plotly figure out (built as data, see ``_frame``)."""
 
 from __future__ import annotations
 
@@ -8,24 +8,21 @@ from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from asyncflow.telemetry import names as n
 
+from . import _frame as fr
 from . import _webgl as w
 from . import compute as c
 from . import paths
 from ._attempts import cache_hit_marks, cache_hit_text
 from ._columns import Rows, Timeline, rows_of, timeline_of
+from ._frame import LABELLED_ROWS, Trace
 from ._plot import (
-    AXIS_TIME,
     CANCELED,
     CASCADE,
-    CPU_COLOUR,
     FAILED,
-    GPU_COLOUR,
     QUEUE,
-    TEMPLATE,
     WAIT,
     empty_figure,
     slot_label,
@@ -53,7 +50,6 @@ __all__ = [
 
 BAR_LIMIT = 2_000  # more tasks than this are drawn as WebGL line segments, not SVG bars
 MAX_STEPS = c.ENVELOPE_POINTS
-LABELLED_ROWS = 40  # rows named on the axis; beyond, the hover says which
 
 
 def _run_span(task: SpanRecord, run: Run) -> tuple[float, float] | None:
@@ -193,7 +189,7 @@ _OUTLINE = {STATE_FAILED: FAILED, STATE_DEPENDENCY_FAILED: CASCADE, STATE_CANCEL
 
 def _critical_trace(
     critical: paths.CriticalPath, where: Mapping[str, tuple[int, str, str]], run: Run
-) -> go.Scatter:
+) -> Trace:
     """The critical path over the timeline: each task's run drawn dark, joined in order.
 
     ``where``: uid -> (row number, row key, row label) of the path's tasks shown.
@@ -215,98 +211,18 @@ def _critical_trace(
         custom += [[task.uid, task.name or "?", status(task), key, task.error_type]] * 3
         text = f"critical path: {critical.breakdown()}<br>" + task_hover(task, run, label)
         hover += [text, text, text]
-    return go.Scatter(
-        x=xs,
-        y=ys,
-        mode="lines+markers",
-        name="critical path",
-        line={"color": "#111111", "width": 3},
-        marker={"size": 5, "color": "#111111"},
-        customdata=custom,
-        hovertext=hover,
-        hovertemplate="%{hovertext}<extra></extra>",
-    )
-
-
-def _busy(
-    fig: go.Figure,
-    run: Run,
-    busy: Mapping[str, c.Steps],
-    drawn: Mapping[str, c.Steps],
-    caps: Mapping[str, c.Capacity],
-) -> None:
-    """The busy-slot panel: ``busy`` per kind, ``drawn`` its envelope, ``caps`` the capacities."""
-    end = run.rel(run.end)
-    shown = [k for k in c.KINDS if busy[k].peak or caps[k].value]
-    for kind, colour in ((n.KIND_GPU, GPU_COLOUR), (n.KIND_CPU, CPU_COLOUR)):
-        if kind not in shown:
-            continue
-        # CPUs take the right axis only beside GPUs: an overlaying axis with
-        # nothing under it would cover the whole figure and take its clicks.
-        secondary = kind == n.KIND_CPU and n.KIND_GPU in shown
-        steps = drawn[kind]
-        cap = caps[kind]
-        label = kind.upper()
-        fig.add_trace(
-            go.Scatter(
-                x=steps.times,
-                y=steps.values,
-                mode="lines",
-                line={"shape": "hv", "color": colour, "width": 2},
-                name=f"{label} busy",
-                legendgroup="busy",
-                hovertemplate=f"%{{x:.3f}} s: %{{y}} {label} busy<extra></extra>",
-            ),
-            row=2,
-            col=1,
-            secondary_y=secondary,
-        )
-        fig.add_trace(
-            go.Scatter(
-                x=[0.0, max(end, steps.times[-1])],
-                y=[cap.value, cap.value],
-                mode="lines",
-                line={"dash": "dash", "color": colour, "width": 1.5},
-                name=f"{label} capacity ({cap.source})",
-                legendgroup="busy",
-                hovertemplate=f"{label} capacity {cap.value} ({cap.source})<extra></extra>",
-            ),
-            row=2,
-            col=1,
-            secondary_y=secondary,
-        )
-        # Different headroom per axis keeps the two capacity lines apart.
-        headroom = 1.35 if secondary else 1.12
-        top = max(cap.value, steps.peak, 1) * headroom
-        axis = {
-            "title_text": f"{label} busy slots",
-            "range": [0, top],
-            "dtick": max(1, math.ceil(top / 5)),
-            "showgrid": not secondary,
-        }
-        fig.update_yaxes(axis, row=2, col=1, secondary_y=secondary)
-
-
-def _config_table(rows: list[c.TypeConfig]) -> go.Table:
-    columns = [
-        [r.workflow_type for r in rows],
-        [r.instances for r in rows],
-        [r.tasks for r in rows],
-        [r.cpus for r in rows],
-        [r.gpus for r in rows],
-        [r.priority for r in rows],
-        [", ".join(r.depends_on) or "-" for r in rows],
-    ]
-    return go.Table(
-        columnwidth=[1.5, 0.9, 0.9, 0.6, 0.6, 0.6, 1.3],
-        header={
-            "values": ["type", "n", "tasks", "cpus", "gpus", "prio", "after"],
-            "fill_color": "#EEF1F5",
-            "align": "left",
-            "font": {"size": 11},
-        },
-        cells={"values": columns, "align": "left", "font": {"size": 11}, "height": 24},
-    )
+    return {
+        "customdata": custom,
+        "hovertemplate": "%{hovertext}<extra></extra>",
+        "hovertext": hover,
+        "line": {"color": "#111111", "width": 3},
+        "marker": {"color": "#111111", "size": 5},
+        "mode": "lines+markers",
+        "name": "critical path",
+        "x": xs,
+        "y": ys,
+        "type": "scatter",
+    }
 
 
 def campaign_figure(
@@ -368,24 +284,23 @@ def _aggregated(
             if r >= 0:
                 where[task.uid] = (r, rows.keys[r], rows.label(r))
         traces.append(_critical_trace(critical, where, run))
-    busy: dict[str, c.Steps] = {}
+    peaks: dict[str, int] = {}
     shown: dict[str, c.Steps] = {}
     for kind in c.KINDS:
-        busy[kind], shown[kind] = w.steps(tl, kind, max_steps)
-    caps = w.capacities(tl, capacity, busy)
+        peaks[kind], shown[kind] = w.steps(tl, kind, max_steps)
+    caps = w.capacities(tl, capacity, peaks)
     labels = [rows.label(i) for i in range(len(rows))] if len(rows) <= LABELLED_ROWS else []
-    fig = _frame(top, run, labels, rows.keys)
-    for trace in traces:
-        fig.add_trace(trace, row=1, col=1)
-    fig.add_trace(_config_table(w.configuration(tl, all_rows)), row=1, col=2)
-    _busy(fig, run, busy, shown, caps)
+    layout, panels = fr.frame(top, labels, rows.keys)
+    data = [fr.placed(trace, panels.timeline) for trace in traces]
+    data.append(fr.config_table(w.configuration(tl, all_rows), panels))
+    data += fr.busy_traces(layout, panels, run.rel(run.end), peaks, shown, caps)
     title = f"{len(rows.tasks)} tasks in {len(rows)} workflow instances"
     title += f" (aggregated to screen resolution: {drawn} segments; WebGL)"
     if window is not None:
-        fig.update_xaxes(range=list(window), row=1, col=1)
+        layout[fr.axis_key(panels.timeline[0])]["range"] = list(window)
         title += f"; zoomed to {window[0]:.3f}-{window[1]:.3f} s"
-    _title(fig, title, critical)
-    return fig
+    fr.title(layout, title, f"Critical path: {critical.breakdown()}" if critical else None)
+    return fr.figure(data, layout)
 
 
 def _labelled(
@@ -403,7 +318,9 @@ def _labelled(
     colours = type_colours(c.workflow_types(run, all_rows))
     count = sum(len(r.tasks) for r in rows)
     top = max(260, min(1100, 60 + 24 * len(rows)))
-    traces = _bars(rows, run, colours)
+    layout, panels = fr.frame(top, [r.label for r in rows], [r.key for r in rows])
+    bars = _bars(rows, run, colours)
+    data = [fr.placed(trace.to_plotly_json(), panels.timeline) for trace in bars]
     critical = paths.critical_path(run)
     if critical is not None:
         wanted = critical.uids
@@ -413,74 +330,16 @@ def _labelled(
             for t in row.tasks
             if t.uid in wanted
         }
-        traces.append(_critical_trace(critical, where, run))
+        data.append(fr.placed(_critical_trace(critical, where, run), panels.timeline))
     busy = {kind: c.busy_steps(run, kind) for kind in c.KINDS}
     shown = {kind: c.envelope(busy[kind], max_steps) for kind in c.KINDS}
     caps = c.capacities(run, capacity, steps=busy)
-    fig = _frame(top, run, [r.label for r in rows], [r.key for r in rows])
-    for trace in traces:
-        fig.add_trace(trace, row=1, col=1)
-    fig.add_trace(_config_table(c.configuration(run, all_rows)), row=1, col=2)
-    _busy(fig, run, busy, shown, caps)
-    _title(fig, f"{count} tasks in {len(rows)} workflow instances", critical)
-    return fig
-
-
-def _frame(top: int, run: Run, labels: list[str], keys: list[str]) -> go.Figure:
-    """The figure's panels and axes, before any trace."""
-    fig = make_subplots(
-        rows=2,
-        cols=2,
-        column_widths=[0.74, 0.26],
-        row_heights=[top, 240],
-        specs=[
-            [{"type": "xy"}, {"type": "table", "rowspan": 2}],
-            [{"type": "xy", "secondary_y": True}, None],
-        ],
-        vertical_spacing=0.08 if top < 400 else 0.05,
-        horizontal_spacing=0.02,
-        subplot_titles=("Workflow instances", "Configuration", "Busy slots"),
-    )
-    labelled = len(keys) <= LABELLED_ROWS
-    fig.update_yaxes(
-        row=1,
-        col=1,
-        range=[len(keys) - 0.5, -0.5],
-        tickmode="array" if labelled else "auto",
-        tickvals=list(range(len(keys))) if labelled else None,
-        ticktext=labels if labelled else None,
-        title_text=None if labelled else f"{len(keys)} workflow instances",
-        automargin=True,
-    )
-    fig.update_xaxes(matches="x", row=2, col=1, title_text=AXIS_TIME)
-    fig.update_xaxes(showticklabels=True, row=1, col=1, rangemode="tozero")
-    fig.update_layout(
-        template=TEMPLATE,
-        height=top + 240 + 130,
-        barmode="overlay",
-        legend={"x": 0.755, "y": 0.0, "xanchor": "left", "yanchor": "bottom"},
-        margin={"l": 10, "r": 10, "t": 70, "b": 50},
-        uniformtext={"minsize": 8, "mode": "hide"},
-        hovermode="closest",
-        meta={"rows": keys},
-        uirevision="campaign",  # a live refresh keeps the user's zoom
-    )
-    return fig
-
-
-def _title(fig: go.Figure, title: str, critical: paths.CriticalPath | None) -> None:
-    # Plain text in both parts: escape_figure escapes them, and Plotly draws
-    # the subtitle as the smaller second line (no <br><sup> markup to keep).
-    fig.update_layout(
-        title={
-            "text": title,
-            "subtitle_text": f"Critical path: {critical.breakdown()}" if critical else None,
-            "x": 0.01,
-            "y": 0.99,
-            "yanchor": "top",
-            "font": {"size": 15},
-        }
-    )
+    data.append(fr.config_table(c.configuration(run, all_rows), panels))
+    peaks = {kind: busy[kind].peak for kind in c.KINDS}
+    data += fr.busy_traces(layout, panels, run.rel(run.end), peaks, shown, caps)
+    subtitle = f"Critical path: {critical.breakdown()}" if critical else None
+    fr.title(layout, f"{count} tasks in {len(rows)} workflow instances", subtitle)
+    return fr.figure(data, layout)
 
 
 def _valid_window(window: tuple[float, float] | None) -> tuple[float, float] | None:

@@ -1,20 +1,24 @@
 """The aggregated campaign timeline from columns: segments, busy slots, configuration, path.
 
 Pure: a :class:`~asyncflow.dashboard._columns.Timeline` in, numbers and
-plotly traces out. Every function here gives what its record-by-record
-counterpart in ``compute``, ``paths`` and ``_plot`` gives for the same run,
-by whole-array operations: a million tasks cost no Python loop per task.
+traces (Plotly's JSON, see ``_frame``) out. Every function here gives what
+its record-by-record counterpart in ``compute``, ``paths`` and ``_plot``
+gives for the same run, by whole-array operations: a million tasks cost no
+Python loop per task, and only a handful of task records are read (the
+critical path's, the retried tasks', those that completed without running).
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import math
 from collections.abc import Mapping
+from itertools import chain
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import plotly.graph_objects as go
 
 from asyncflow.telemetry import names as n
 
@@ -32,7 +36,18 @@ from .model import (
     STATE_WAITING,
 )
 
-__all__ = ["busy_steps", "capacities", "configuration", "critical_path", "segment_traces"]
+__all__ = [
+    "busy_steps",
+    "capacities",
+    "configuration",
+    "critical_path",
+    "envelope",
+    "segment_traces",
+    "slot_bounds",
+    "steps",
+]
+
+Trace = dict[str, Any]
 
 PIXELS = 1_500  # large timelines are aggregated to this many pixels of time...
 ROW_PIXELS = 160  # ...and this many lines of instances (a few pixels each, a sub-line per type)
@@ -114,7 +129,7 @@ def segment_traces(
     colours: Mapping[str, str],
     height: int,
     window: tuple[float, float] | None = None,
-) -> tuple[list[go.BaseTraceType], int]:
+) -> tuple[list[Trace], int]:
     """The aggregated timeline's traces from columns, and the number of segments drawn."""
     run = tl.run
     line_rows = max(1, math.ceil(len(rows) / ROW_PIXELS))
@@ -144,7 +159,7 @@ def segment_traces(
     row_pairs = (np.arange(len(rows)) // line_rows) * width_types + row_type
     _, at = np.unique(row_pairs, return_index=True)
     span_groups = row_pairs[np.sort(at)]
-    traces: list[go.BaseTraceType] = []
+    traces: list[Trace] = []
     drawn = 0
     kinds = sorted(colours)
     sub_lines = len(kinds) if line_rows > 1 else 1
@@ -172,15 +187,16 @@ def segment_traces(
         drawn += len(found)
         xy = _xy(groups_of(order), found, lo, hi, kinds, line_rows)
         traces.append(
-            go.Scattergl(
-                mode="lines",
-                name=label,
-                legendgroup=state,
-                x=_typed(np.concatenate([v[0] for v in xy.values()])),
-                y=_typed(np.concatenate([v[1] for v in xy.values()])),
-                line={"color": colour, "width": max(1.0, width / 3)},
-                hovertemplate=f"%{{x:.3f}} s, instance %{{y:.0f}}<extra>{label}</extra>",
-            )
+            {
+                "hovertemplate": f"%{{x:.3f}} s, instance %{{y:.0f}}<extra>{label}</extra>",
+                "legendgroup": state,
+                "line": {"color": colour, "width": max(1.0, width / 3)},
+                "mode": "lines",
+                "name": label,
+                "x": _typed(np.concatenate([v[0] for v in xy.values()])),
+                "y": _typed(np.concatenate([v[1] for v in xy.values()])),
+                "type": "scattergl",
+            }
         )
     s0, s1 = started[ran], ended[ran]
     keep = (s1 >= low - pixel) & (s0 <= high + pixel)
@@ -191,39 +207,44 @@ def segment_traces(
     drawn += len(found)
     xy = _xy(groups_of(span_groups), found, lo, hi, kinds, line_rows)
     traces += [
-        go.Scattergl(
-            mode="lines",
-            name=wf_type or c.NO_WORKFLOW,
-            legendgroup=wf_type,
-            x=_typed(xy[wf_type][0]),
-            y=_typed(xy[wf_type][1]),
-            line={"color": colours[wf_type], "width": width},
-            hovertemplate="%{x:.3f} s, instance %{y:.0f}<extra>%{fullData.name}</extra>",
-        )
+        {
+            "hovertemplate": "%{x:.3f} s, instance %{y:.0f}<extra>%{fullData.name}</extra>",
+            "legendgroup": wf_type,
+            "line": {"color": colours[wf_type], "width": width},
+            "mode": "lines",
+            "name": wf_type or c.NO_WORKFLOW,
+            "x": _typed(xy[wf_type][0]),
+            "y": _typed(xy[wf_type][1]),
+            "type": "scattergl",
+        }
         for wf_type in sorted(xy)
     ]
     for state, (label, colour) in MARKS.items():
         pick = (status == STATUS_CODE[state]) & (ended >= low) & (ended <= high)
         if pick.any():
-            traces.append(
-                go.Scattergl(
-                    mode="markers",
-                    name=label,
-                    legendgroup=state,
-                    x=_typed(ended[pick]),
-                    y=_typed(row[pick].astype(np.float64)),
-                    marker={"symbol": "x", "size": 5, "color": colour},
-                    hovertemplate=f"%{{x:.3f}} s, instance %{{y}}<extra>{label}</extra>",
-                )
-            )
+            traces.append(_crosses(label, state, colour, ended[pick], row[pick]))
     never = (status == STATUS_CODE[STATE_COMPLETED]) & ~ran & (ended >= low) & (ended <= high)
     traces += _never_ran(tl, tasks, row, ended, never)
     return traces, drawn
 
 
+def _crosses(label: str, group: str, colour: str, x: Floats, y: npt.NDArray[Any]) -> Trace:
+    """Crosses at ``x`` (seconds) on rows ``y``: tasks that ended so."""
+    return {
+        "hovertemplate": f"%{{x:.3f}} s, instance %{{y}}<extra>{label}</extra>",
+        "legendgroup": group,
+        "marker": {"color": colour, "size": 5, "symbol": "x"},
+        "mode": "markers",
+        "name": label,
+        "x": _typed(x),
+        "y": _typed(y.astype(np.float64)),
+        "type": "scattergl",
+    }
+
+
 def _never_ran(
     tl: Timeline, tasks: Ints, row: Ints, ended: Floats, pick: npt.NDArray[np.bool_]
-) -> list[go.BaseTraceType]:
+) -> list[Trace]:
     """Marks at their end for the ``pick`` tasks: completed ones that never ran.
 
     As the per-task timeline draws them: a cache hit as a hollow diamond,
@@ -235,22 +256,13 @@ def _never_ran(
     records = [tl.record(i) for i in tasks[at].tolist()]
     hit = np.array([r.cache == n.CACHE_HIT for r in records], dtype=bool)
     x, y = ended[at], row[at].astype(np.float64)
-    traces: list[go.BaseTraceType] = []
+    traces: list[Trace] = []
     if hit.any():
         text = [cache_hit_text(r) for r, h in zip(records, hit.tolist(), strict=True) if h]
-        traces.append(cache_hit_marks(x[hit].tolist(), y[hit].tolist(), text, gl=True))
+        marks = cache_hit_marks(x[hit].tolist(), y[hit].tolist(), text, gl=True)
+        traces.append(marks.to_plotly_json())
     if not hit.all():
-        traces.append(
-            go.Scattergl(
-                mode="markers",
-                name=NEVER_RAN,
-                legendgroup=STATE_COMPLETED,
-                x=_typed(x[~hit]),
-                y=_typed(y[~hit]),
-                marker={"symbol": "x", "size": 5, "color": CANCELED},
-                hovertemplate=f"%{{x:.3f}} s, instance %{{y}}<extra>{NEVER_RAN}</extra>",
-            )
-        )
+        traces.append(_crosses(NEVER_RAN, STATE_COMPLETED, CANCELED, x[~hit], y[~hit]))
     return traces
 
 
@@ -295,35 +307,71 @@ def busy_steps(tl: Timeline, kind: str) -> tuple[Floats, Ints]:
     return out_t, out_v
 
 
-def steps(tl: Timeline, kind: str, max_points: int) -> tuple[c.Steps, c.Steps]:
-    """The busy steps of ``kind`` and their envelope of at most about ``max_points``."""
-    times, values = busy_steps(tl, kind)
-    whole = c.Steps(times.tolist(), values.tolist())
-    if len(times) <= max_points or max_points < 2:
-        return whole, whole
-    first, last = times[0], times[-1]
+def envelope(times: Floats, values: Ints, max_points: int) -> c.Steps:
+    """``compute.envelope`` of the steps ``times``, ``values``, by whole-array operations."""
+    count = len(times)
+    if count <= max_points or max_points < 2:
+        return c.Steps(times.tolist(), values.tolist())
+    first, last = float(times[0]), float(times[-1])
     width = (last - first) / (max_points - 1) or 1.0
-    bins = ((times - first) / width).astype(np.int64).tolist()
-    return whole, c.envelope(whole, max_points, bins=bins)
+    bins = ((times - first) / width).astype(np.int64)  # non-decreasing: the times are sorted
+    # A bin's peak: the steps starting in it, and the step before them, which
+    # holds into it (unless every step started in an earlier bin).
+    start = np.searchsorted(bins, np.arange(max_points))
+    peaks = np.zeros(max_points, dtype=np.int64)
+    held = (start > 0) & (start < count)
+    peaks[held] = values[start[held] - 1]
+    firsts = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])
+    inside = np.maximum.reduceat(values, firsts)
+    at = bins[firsts]
+    kept = at < max_points
+    at, inside = at[kept], inside[kept]
+    peaks[at] = np.maximum(peaks[at], inside)
+    np.maximum(peaks, 0, out=peaks)
+    return c.Steps((first + np.arange(max_points) * width).tolist(), peaks.tolist())
+
+
+def steps(tl: Timeline, kind: str, max_points: int) -> tuple[int, c.Steps]:
+    """The most slots of ``kind`` busy at once, and its busy steps as drawn.
+
+    Drawn: :func:`envelope` of at most about ``max_points`` steps.
+    """
+    times, values = busy_steps(tl, kind)
+    return int(values.max()), envelope(times, values, max_points)
+
+
+def slot_bounds(tl: Timeline) -> dict[str, int]:
+    """Per kind, the highest slot index held by a task (in any attempt), plus one.
+
+    ``compute`` finds it in every record; here from the assigned slots of
+    every task (few distinct strings) and the records of the retried tasks
+    only, whose earlier attempts may have run on other slots.
+    """
+    held = set(chain.from_iterable(tl.slots.values()))
+    for i in tl.held:
+        held.update(tl.record(i).all_slots())
+    bounds: dict[str, int] = {}
+    for slot in held:
+        kind, colon, index = slot.partition(":")
+        if colon and index.isdigit():
+            bounds[kind] = max(bounds.get(kind, 0), int(index) + 1)
+    return bounds
 
 
 def capacities(
-    tl: Timeline, given: Mapping[str, int] | None, busy: Mapping[str, c.Steps]
+    tl: Timeline, given: Mapping[str, int] | None, peaks: Mapping[str, int]
 ) -> dict[str, c.Capacity]:
-    """``compute.capacities`` (all backends) from columns."""
-    found = c.capacities(tl.run, given, steps=busy)
-    for kind, cap in found.items():
-        if cap.source == "observed" and tl.slots:
-            prefix, bound = kind + ":", cap.value
-            # Earlier attempts of a retried task may have run on other slots.
-            earlier = [tl.record(i).all_slots() for i in tl.held]
-            for slots in (*tl.slots.values(), *earlier):
-                for slot in slots:
-                    index = slot[len(prefix) :]
-                    if slot.startswith(prefix) and index.isdigit():
-                        bound = max(bound, int(index) + 1)
-            found[kind] = c.Capacity(bound, "observed")
-    return found
+    """``compute.capacities`` (all backends) from columns.
+
+    Args:
+        tl: the timeline.
+        given: capacities to use when the run recorded none.
+        peaks: per kind, the most slots busy at once (:func:`steps`).
+    """
+    bounds = functools.cache(lambda: slot_bounds(tl))  # only for a capacity observed
+    return c.capacities(
+        tl.run, given, observed=lambda kind: max(peaks[kind], bounds().get(kind, 0))
+    )
 
 
 # ---------------------------------------------------------------- configuration

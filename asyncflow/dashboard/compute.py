@@ -9,7 +9,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 from collections import Counter, defaultdict
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 
 from asyncflow.telemetry import names as n
 
@@ -305,6 +305,8 @@ def capacities(
     given: Mapping[str, int] | None = None,
     backend: str | None = None,
     steps: Mapping[str, Steps] | None = None,
+    *,
+    observed: Callable[[str], int] | None = None,
 ) -> dict[str, Capacity]:
     """Capacity per resource kind (of one backend, or summed over all).
 
@@ -317,6 +319,8 @@ def capacities(
         given: capacities to use when the run recorded none.
         backend: one backend's (``None``: all summed).
         steps: the :func:`busy_steps` per kind, when already at hand.
+        observed: the last of these per kind, when the caller knows it
+            without the task records (the timeline's columns).
     """
     latest: dict[tuple[str, str], int] = {}
     for snap in run.slot_snapshots:
@@ -329,6 +333,8 @@ def capacities(
             out[kind] = Capacity(sum(recorded), "recorded")
         elif given and given.get(kind):
             out[kind] = Capacity(int(given[kind]), "given")
+        elif observed is not None:
+            out[kind] = Capacity(observed(kind), "observed")
         else:
             tasks = [t for t in run.tasks if backend is None or t.backend == backend]
             used = steps[kind] if steps is not None else busy_steps(run, kind, backend)

@@ -71,8 +71,8 @@ def test_the_capacity_seen_counts_an_earlier_attempt_s_slot() -> None:
     run = Run(source="test", tasks=(retried(),), start=9.0, end=13.0, ended=True)
     assert c.capacities(run)[n.KIND_GPU] == c.Capacity(4, "observed")
     tl = timeline_of(run)
-    busy = {kind: w.steps(tl, kind, 50)[0] for kind in c.KINDS}
-    assert w.capacities(tl, None, busy)[n.KIND_GPU] == c.Capacity(4, "observed")
+    peaks = {kind: w.steps(tl, kind, 50)[0] for kind in c.KINDS}
+    assert w.capacities(tl, None, peaks)[n.KIND_GPU] == c.Capacity(4, "observed")
 
 
 def test_an_attempt_s_hover_says_where_it_ran() -> None:

@@ -22,7 +22,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import plotly.graph_objects as go
 import plotly.io as pio
 import pytest
 
@@ -132,8 +131,9 @@ def reference_segments(
     return out, drawn
 
 
-def drawn(traces: list[go.BaseTraceType]) -> list[dict[str, Any]]:
-    return [{k: json.loads(t.to_json())[k] for k in ("x", "y", "legendgroup")} for t in traces]
+def drawn(traces: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """x, y and legend group of each trace, as its JSON gives them."""
+    return [{k: json.loads(json.dumps(t))[k] for k in ("x", "y", "legendgroup")} for t in traces]
 
 
 def assert_same_timeline(run: Run, views: list[dict[str, Any]]) -> None:
@@ -143,11 +143,15 @@ def assert_same_timeline(run: Run, views: list[dict[str, Any]]) -> None:
     # Configuration, busy slots, capacities, critical path: as the records give them.
     assert w.configuration(tl, all_rows) == c.configuration(run)
     for kind in c.KINDS:
-        whole, shown = w.steps(tl, kind, 50)
-        assert whole == c.busy_steps(run, kind)
-        assert shown == c.envelope(c.busy_steps(run, kind), 50)
+        times, values = w.busy_steps(tl, kind)
+        whole = c.busy_steps(run, kind)
+        assert c.Steps(times.tolist(), values.tolist()) == whole
+        for points in (2, 7, 50):
+            assert w.steps(tl, kind, points) == (whole.peak, c.envelope(whole, points))
     busy = {kind: c.busy_steps(run, kind) for kind in c.KINDS}
-    assert w.capacities(tl, None, busy) == c.capacities(run, None, steps=busy)
+    peaks = {kind: steps.peak for kind, steps in busy.items()}
+    for given in (None, {"gpu": 3}):
+        assert w.capacities(tl, given, peaks) == c.capacities(run, given, steps=busy)
     found = w.critical_path(tl)
     want = paths.critical_path(run)
     assert (found[0] if found else None) == want
