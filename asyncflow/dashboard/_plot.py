@@ -7,6 +7,7 @@ import base64
 import datetime
 import html
 import math
+import operator
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -310,26 +311,33 @@ def unescape_text(text: str) -> str:
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
+_NUMBERS = frozenset({int, float, bool, type(None)})
+
+
 def _escaped(value: Any) -> Any:
+    """``value`` with every string in it escaped; ``value`` itself when none needed it."""
     if isinstance(value, str):
         return escape_text(value) if ("<" in value or ">" in value or "&" in value) else value
     if isinstance(value, (list, tuple)):
-        return [_escaped(v) for v in value]
+        # Most arrays of a figure are numbers: told at C speed, not walked.
+        if _NUMBERS.issuperset(map(type, value)):
+            return value
+        escaped = [_escaped(v) for v in value]
+        return value if all(map(operator.is_, escaped, value)) else escaped
     if getattr(value, "dtype", None) is not None and value.dtype.kind in "OU":
-        return _escaped(value.tolist())
+        listed = value.tolist()
+        escaped = _escaped(listed)
+        return value if escaped is listed else escaped
     return value  # numbers, typed arrays, None
 
 
 def _escape_props(obj: Any, names: Iterable[str]) -> None:
     for name in names:
-        try:
-            value = obj[name]
-        except (KeyError, ValueError):  # not a property of this trace type
+        if name not in obj:  # not a property of this trace type
             continue
-        if value is None:
-            continue
+        value = obj[name]
         escaped = _escaped(value)
-        if escaped != (value.tolist() if hasattr(value, "tolist") else value):
+        if escaped is not value:
             obj[name] = escaped
 
 

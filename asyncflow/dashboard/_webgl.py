@@ -294,8 +294,15 @@ def busy_steps(tl: Timeline, kind: str) -> tuple[Floats, Ints]:
         return np.array([0.0, until] if until > 0 else [0.0]), np.zeros(
             2 if until > 0 else 1, dtype=np.int64
         )
-    unique, inverse = np.unique(times, return_inverse=True)
-    level = np.cumsum(np.bincount(inverse, weights=deltas)).round().astype(np.int64)
+    # The level after every change, kept at the last change of each time. A
+    # stable sort: the times come as a few sorted runs, which it merges.
+    order = np.argsort(times, kind="stable")
+    times = times[order]
+    level = np.cumsum(deltas[order]).round().astype(np.int64)
+    last = np.empty(len(times), dtype=bool)
+    last[-1] = True
+    np.not_equal(times[1:], times[:-1], out=last[:-1])
+    unique, level = times[last], level[last]
     # As compute.level_over_time: changes at or before time 0 count at 0.
     after = unique > 0
     head = level[~after][-1:] if (~after).any() else np.zeros(1, dtype=np.int64)

@@ -8,7 +8,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import plotly.graph_objects as go
+
 from asyncflow.dashboard import figures, open_source
+from asyncflow.dashboard._plot import escape_figure
 from asyncflow.dashboard.model import Run
 from asyncflow.telemetry import names as n
 from tests.ui import records as r
@@ -118,3 +121,31 @@ def test_backend_and_host_names_reach_hover_templates_as_text(tmp_path: Path) ->
     assert any(f"<extra>{as_text}</extra>" in t for t in templates)  # the host
     for template in templates:
         assert "<a " not in template and "gpu-%{y}" not in template
+
+
+def test_arrays_mixing_numbers_and_text_are_escaped_and_number_arrays_kept() -> None:
+    """Arrays of numbers are passed over without a walk (the figures' largest);
+    any string among numbers, in nested lists or in a table's columns is
+    still escaped."""
+    numbers = [0.5, 1, None, True]
+    fig = go.Figure(
+        [
+            go.Scatter(
+                x=numbers,
+                y=(1.0, 2.0, 3.0, 4.0),
+                text=["<b>x</b>", "plain", None, "1"],
+                customdata=[1, "<b>x</b>", None, 2.5, [0, "a&b"], [1, "plain"]],
+                name="<i>type</i>",
+            ),
+            go.Table(cells={"values": [[1, 2], ["<s>", "ok"]]}, header={"values": ["n", "&"]}),
+        ]
+    )
+    escape_figure(fig)
+    scatter, table = fig.data
+    assert list(scatter.x) == numbers and list(scatter.y) == [1.0, 2.0, 3.0, 4.0]
+    assert list(scatter.text) == ["&lt;b&gt;x&lt;/b&gt;", "plain", None, "1"]
+    custom = [list(v) if isinstance(v, (list, tuple)) else v for v in scatter.customdata]
+    assert custom == [1, "&lt;b&gt;x&lt;/b&gt;", None, 2.5, [0, "a&amp;b"], [1, "plain"]]
+    assert scatter.name == "&lt;i&gt;type&lt;/i&gt;"
+    assert [list(v) for v in table.cells.values] == [[1, 2], ["&lt;s&gt;", "ok"]]
+    assert list(table.header.values) == ["n", "&amp;"]
