@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 
 from asyncflow.telemetry import names as n
 
+from . import _busy as b
 from . import _frame as fr
 from . import _webgl as w
 from . import compute as c
@@ -287,8 +288,8 @@ def _aggregated(
     peaks: dict[str, int] = {}
     shown: dict[str, c.Steps] = {}
     for kind in c.KINDS:
-        peaks[kind], shown[kind] = w.steps(tl, kind, max_steps)
-    caps = w.capacities(tl, capacity, peaks)
+        peaks[kind], shown[kind] = b.steps(tl, kind, max_steps)
+    caps = b.capacities(tl, capacity, peaks)
     labels = [rows.label(i) for i in range(len(rows))] if len(rows) <= LABELLED_ROWS else []
     layout, panels = fr.frame(top, labels, rows.keys)
     data = [fr.placed(trace, panels.timeline) for trace in traces]

@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 from asyncflow import LocalExecutionBackend, WorkflowEngine
-from asyncflow.dashboard import _webgl as w
+from asyncflow.dashboard import _busy as b
 from asyncflow.dashboard import compute as c
 from asyncflow.dashboard import open_source, paths
 from asyncflow.dashboard._attempts import ATTEMPT_FAILED, ATTEMPT_OK, CACHE_HIT_NAME
@@ -104,7 +104,7 @@ async def test_a_retried_task_holds_its_slot_only_while_an_attempt_runs(tmp_path
     assert c.capacities(run)[n.KIND_CPU] == c.Capacity(1, "recorded")
     # Busy CPUs, per task and from columns (the aggregated timeline): never two.
     assert c.busy_steps(run, n.KIND_CPU).peak == 1
-    times, values = w.busy_steps(timeline_of(run), n.KIND_CPU)
+    times, values = b.busy_steps(timeline_of(run), n.KIND_CPU)
     assert c.Steps(times.tolist(), values.tolist()) == c.busy_steps(run, n.KIND_CPU)
     # The slot lanes: one lane, flaky on it once per attempt, nothing overlapping.
     (lane,) = paths.slot_lanes(run).lanes

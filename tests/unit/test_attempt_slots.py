@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from asyncflow.dashboard import _webgl as w
+from asyncflow.dashboard import _busy as b
 from asyncflow.dashboard import compute as c
 from asyncflow.dashboard._attempts import add_attempts_and_hits
 from asyncflow.dashboard._columns import timeline_of
@@ -71,8 +71,8 @@ def test_the_capacity_seen_counts_an_earlier_attempt_s_slot() -> None:
     run = Run(source="test", tasks=(retried(),), start=9.0, end=13.0, ended=True)
     assert c.capacities(run)[n.KIND_GPU] == c.Capacity(4, "observed")
     tl = timeline_of(run)
-    peaks = {kind: w.steps(tl, kind, 50)[0] for kind in c.KINDS}
-    assert w.capacities(tl, None, peaks)[n.KIND_GPU] == c.Capacity(4, "observed")
+    peaks = {kind: b.steps(tl, kind, 50)[0] for kind in c.KINDS}
+    assert b.capacities(tl, None, peaks)[n.KIND_GPU] == c.Capacity(4, "observed")
 
 
 def test_an_attempt_s_hover_says_where_it_ran() -> None:

@@ -25,6 +25,7 @@ from typing import Any
 import plotly.io as pio
 import pytest
 
+from asyncflow.dashboard import _busy as b
 from asyncflow.dashboard import _webgl as w
 from asyncflow.dashboard import compute as c
 from asyncflow.dashboard import figures as f
@@ -143,15 +144,15 @@ def assert_same_timeline(run: Run, views: list[dict[str, Any]]) -> None:
     # Configuration, busy slots, capacities, critical path: as the records give them.
     assert w.configuration(tl, all_rows) == c.configuration(run)
     for kind in c.KINDS:
-        times, values = w.busy_steps(tl, kind)
+        times, values = b.busy_steps(tl, kind)
         whole = c.busy_steps(run, kind)
         assert c.Steps(times.tolist(), values.tolist()) == whole
         for points in (2, 7, 50):
-            assert w.steps(tl, kind, points) == (whole.peak, c.envelope(whole, points))
+            assert b.steps(tl, kind, points) == (whole.peak, c.envelope(whole, points))
     busy = {kind: c.busy_steps(run, kind) for kind in c.KINDS}
     peaks = {kind: steps.peak for kind, steps in busy.items()}
     for given in (None, {"gpu": 3}):
-        assert w.capacities(tl, given, peaks) == c.capacities(run, given, steps=busy)
+        assert b.capacities(tl, given, peaks) == c.capacities(run, given, steps=busy)
     found = w.critical_path(tl)
     want = paths.critical_path(run)
     assert (found[0] if found else None) == want

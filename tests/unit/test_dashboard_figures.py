@@ -13,7 +13,7 @@ pytest.importorskip("plotly", reason="needs the dashboard extra")
 
 import numpy as np
 
-from asyncflow.dashboard import _webgl as w
+from asyncflow.dashboard import _busy
 from asyncflow.dashboard import compute as c
 from asyncflow.dashboard import figures as f
 from asyncflow.dashboard.model import RunBuilder
@@ -318,4 +318,4 @@ def test_envelope_is_each_bins_peak(changes: list[tuple[float, int]], max_points
     assert c.envelope(steps, max_points) == _envelope_by_steps(steps, max_points)
     # The aggregated timeline's, from arrays.
     arrays = np.array(times, dtype=np.float64), np.array(values, dtype=np.int64)
-    assert w.envelope(*arrays, max_points) == _envelope_by_steps(steps, max_points)
+    assert _busy.envelope(*arrays, max_points) == _envelope_by_steps(steps, max_points)
