@@ -60,6 +60,20 @@ def _typed(values: Floats) -> dict[str, str]:
     return {"dtype": "f4", "bdata": base64.b64encode(data).decode()}
 
 
+def _type_codes(types: list[str]) -> tuple[list[str], Ints]:
+    """The distinct ``types``, sorted, and each one's index among them."""
+    names = sorted(set(types))
+    code = {t: i for i, t in enumerate(names)}
+    return names, np.fromiter(map(code.__getitem__, types), np.int64, len(types))
+
+
+def _span(values: Ints) -> str:
+    """``compute._span_of`` the values: ``"-"``, ``"2"`` or ``"1-4"``, from their bounds."""
+    if not len(values):
+        return "-"
+    return c._span_of((int(values.min()), int(values.max())))
+
+
 def _merge(group: Ints, lo: Floats, hi: Floats, pixel: float) -> tuple[Ints, Floats, Floats]:
     """Pieces merged per group where less than a pixel apart (``_plot.merge_segments``).
 
@@ -132,10 +146,8 @@ def segment_traces(
         pixel = now / PIXELS
     tasks, row = rows.tasks, rows.row
     line = row // line_rows
-    type_code = {t: i for i, t in enumerate(sorted(set(rows.types)))}
-    row_type = np.array([type_code[t] for t in rows.types], dtype=np.int64)
+    names, row_type = _type_codes(rows.types)
     kind_of = row_type[row] if len(row) else row
-    names = sorted(type_code, key=type_code.__getitem__)
     width_types = len(names)
     started = tl.started[tasks] - run.start
     finished = tl.finished[tasks]
@@ -259,17 +271,15 @@ def _never_ran(
 # ---------------------------------------------------------------- configuration
 def configuration(tl: Timeline, rows: Rows) -> list[c.TypeConfig]:
     """``compute.configuration`` from columns (``rows``: the unfiltered rows)."""
-    names = sorted(set(rows.types))
-    code = {t: i for i, t in enumerate(names)}
-    row_type = np.array([code[t] for t in rows.types], dtype=np.int64)
+    names, row_type = _type_codes(rows.types)
     task_type = np.full(len(tl), -1, dtype=np.int64)
     task_type[rows.tasks] = row_type[rows.row]
     src, dst = tl.edges
     pairs = set()
     if len(src):
         width = len(names) + 1  # codes from -1 (a task in no row) up
-        found = np.unique((task_type[src] + 1) * width + task_type[dst] + 1)
-        pairs = {(int(p) // width - 1, int(p) % width - 1) for p in found.tolist()}
+        seen = np.bincount((task_type[src] + 1) * width + task_type[dst] + 1)
+        pairs = {(int(p) // width - 1, int(p) % width - 1) for p in np.flatnonzero(seen).tolist()}
     out = []
     instances = np.bincount(row_type, minlength=len(names))
     for i, wf_type in enumerate(names):
@@ -281,8 +291,8 @@ def configuration(tl: Timeline, rows: Rows) -> list[c.TypeConfig]:
                 workflow_type=wf_type or c.NO_WORKFLOW,
                 instances=int(instances[i]),
                 tasks=int(mine.sum()),
-                cpus=c._span_of(np.unique(tl.cpus[mine]).tolist()),
-                gpus=c._span_of(np.unique(tl.gpus[mine]).tolist()),
+                cpus=_span(tl.cpus[mine]),
+                gpus=_span(tl.gpus[mine]),
                 priority="-" if priority is None else str(priority),
                 depends_on=tuple(sorted(d or c.NO_WORKFLOW for d in deps)),
             )
