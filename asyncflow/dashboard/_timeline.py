@@ -257,6 +257,7 @@ def campaign_figure(
         rows = all_rows if types is None and states is None else rows_of(tl, types, states)
         if len(rows.tasks) > bar_limit:
             return _aggregated(tl, all_rows, rows, capacity, max_steps, window)
+        return _few_of_many(tl, all_rows, rows, capacity, max_steps)
     return _labelled(run, types, states, capacity, max_steps)
 
 
@@ -316,13 +317,77 @@ def _labelled(
     rows = all_rows if types is None and states is None else c.timeline_rows(run, types, states)
     if not rows:
         return empty_figure("No tasks to show" + (" for these filters." if run.tasks else " yet."))
-    colours = type_colours(c.workflow_types(run, all_rows))
+    busy = {kind: c.busy_steps(run, kind) for kind in c.KINDS}
+    return _bar_figure(
+        run,
+        rows,
+        colours=type_colours(c.workflow_types(run, all_rows)),
+        critical=paths.critical_path(run),
+        peaks={kind: busy[kind].peak for kind in c.KINDS},
+        shown={kind: c.envelope(busy[kind], max_steps) for kind in c.KINDS},
+        caps=c.capacities(run, capacity, steps=busy),
+        config=c.configuration(run, all_rows),
+    )
+
+
+def _few_of_many(
+    tl: Timeline,
+    all_rows: Rows,
+    rows: Rows,
+    capacity: Mapping[str, int] | None,
+    max_steps: int,
+) -> go.Figure:
+    """A few tasks of many (filtered): :func:`_labelled`, reading only the shown tasks' records.
+
+    The rest (busy slots, capacities, table, critical path) comes from the
+    columns, as for the aggregated timeline.
+    """
+    if not len(rows):
+        return empty_figure("No tasks to show for these filters.")
+    ends = np.searchsorted(rows.row, np.arange(len(rows) + 1)).tolist()
+    shown_rows = [
+        c.Row(
+            rows.keys[r],
+            rows.types[r],
+            rows.starts[r],
+            tuple(tl.record(i) for i in rows.tasks[ends[r] : ends[r + 1]].tolist()),
+        )
+        for r in range(len(rows))
+    ]
+    peaks: dict[str, int] = {}
+    shown: dict[str, c.Steps] = {}
+    for kind in c.KINDS:
+        peaks[kind], shown[kind] = b.steps(tl, kind, max_steps)
+    found = w.critical_path(tl)
+    return _bar_figure(
+        tl.run,
+        shown_rows,
+        colours=type_colours(all_rows.types),
+        critical=found[0] if found is not None else None,
+        peaks=peaks,
+        shown=shown,
+        caps=b.capacities(tl, capacity, peaks),
+        config=w.configuration(tl, all_rows),
+    )
+
+
+def _bar_figure(
+    run: Run,
+    rows: list[c.Row],
+    *,
+    colours: Mapping[str, str],
+    critical: paths.CriticalPath | None,
+    peaks: Mapping[str, int],
+    shown: Mapping[str, c.Steps],
+    caps: Mapping[str, c.Capacity],
+    config: list[c.TypeConfig],
+) -> go.Figure:
+    """The figure of :func:`_labelled`: ``rows`` as bars, the rest as found by the caller."""
     count = sum(len(r.tasks) for r in rows)
     top = max(260, min(1100, 60 + 24 * len(rows)))
     layout, panels = fr.frame(top, [r.label for r in rows], [r.key for r in rows])
     bars = _bars(rows, run, colours)
     data = [fr.placed(trace.to_plotly_json(), panels.timeline) for trace in bars]
-    critical = paths.critical_path(run)
     if critical is not None:
         wanted = critical.uids
         where = {
@@ -332,11 +397,7 @@ def _labelled(
             if t.uid in wanted
         }
         data.append(fr.placed(_critical_trace(critical, where, run), panels.timeline))
-    busy = {kind: c.busy_steps(run, kind) for kind in c.KINDS}
-    shown = {kind: c.envelope(busy[kind], max_steps) for kind in c.KINDS}
-    caps = c.capacities(run, capacity, steps=busy)
-    data.append(fr.config_table(c.configuration(run, all_rows), panels))
-    peaks = {kind: busy[kind].peak for kind in c.KINDS}
+    data.append(fr.config_table(config, panels))
     data += fr.busy_traces(layout, panels, run.rel(run.end), peaks, shown, caps)
     subtitle = f"Critical path: {critical.breakdown()}" if critical else None
     fr.title(layout, f"{count} tasks in {len(rows)} workflow instances", subtitle)

@@ -2,8 +2,9 @@
 
 A reader that gives a run's timeline as columns gives it a lazy task
 sequence: taking the tasks one by one would cost what the columns save. The
-figure is built here from runs whose ``tasks`` refuse iteration and allow
-only a handful of look-ups, and compared with ``tests/data/campaign_figure.json``:
+figure of many tasks (aggregated, or a few of them left by a filter) is
+built here from runs whose ``tasks`` refuse iteration and allow only a
+handful of look-ups, and compared with ``tests/data/campaign_figure.json``:
 the JSON of the same figures as the code before this change drew them
 (commit a18a1d7, the tasks read record by record), without the template,
 which is plotly's own (compared with plotly's).
@@ -190,6 +191,14 @@ LABELLED: dict[str, dict[str, Any]] = {
     "given capacity": {"capacity": {"gpu": 6, "cpu": 16}},
 }
 
+# Filters that leave a few tasks of a run of many: bars again, for those tasks.
+FEW_LIMIT = 60
+FEW_OF_MANY: dict[str, dict[str, Any]] = {
+    "states": VIEWS["states"],
+    "one type": {"types": [TYPES[1]], "capacity": {"gpu": 6}},
+    "nothing": {"types": ["nothing"]},
+}
+
 
 def figure_json(fig: go.Figure) -> dict[str, Any]:
     """The figure's JSON as Dash sends it, without plotly's template."""
@@ -209,6 +218,9 @@ def drawn_before() -> dict[str, Any]:
     run = hostile_run(RUNS["few rows"][0])
     for view, options in LABELLED.items():
         out[f"labelled: {view}"] = figure_json(figures.campaign_figure(run, **options))
+    for view, options in FEW_OF_MANY.items():
+        fig = figures.campaign_figure(run, bar_limit=FEW_LIMIT, **options)
+        out[f"few of many: {view}"] = figure_json(fig)
     return out
 
 
@@ -234,12 +246,12 @@ class LazyTasks(Sequence[SpanRecord]):
         return self._tasks[index]
 
 
-def lazy(run: Run, allowed: int) -> tuple[Run, Timeline, LazyTasks]:
+def lazy(run: Run, allowed: int) -> tuple[Run, Timeline]:
     """``run`` with lazy tasks, and its timeline whose records come from them."""
     tl = timeline_of(run)
     tasks = LazyTasks(run.tasks, allowed)
     lazy_run = dataclasses.replace(run, tasks=tasks)  # type: ignore[arg-type]
-    return lazy_run, dataclasses.replace(tl, run=lazy_run, record=tasks.__getitem__), tasks
+    return lazy_run, dataclasses.replace(tl, run=lazy_run, record=tasks.__getitem__)
 
 
 @pytest.fixture(scope="module")
@@ -264,10 +276,9 @@ def test_the_figure_from_columns_is_the_one_drawn_from_records(
     assert retried and never_ran and handful < len(run.tasks) / 4
     template = json.loads(pio.to_json(go.Figure(layout={"template": TEMPLATE})))
     for view, options in VIEWS.items():
-        lazy_run, tl, tasks = lazy(run, handful)
+        lazy_run, tl = lazy(run, handful)
         monkeypatch.setattr(_timeline, "timeline_of", lambda _run, tl=tl: tl)
         fig = figures.campaign_figure(lazy_run, bar_limit=10, **options)
-        assert tasks.allowed >= 0
         assert figure_json(fig) == before[f"{name}: {view}"], view
         shipped = json.loads(pio.to_json(fig, validate=False))["layout"]["template"]
         assert shipped == template["layout"]["template"]
@@ -279,6 +290,24 @@ def test_the_labelled_figure_is_the_one_drawn_before(before: dict[str, Any]) -> 
     for view, options in LABELLED.items():
         fig = figures.campaign_figure(run, **options)
         assert figure_json(fig) == before[f"labelled: {view}"], view
+
+
+def test_a_few_tasks_of_many_are_drawn_from_their_records_alone(
+    before: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A filter that leaves up to ``bar_limit`` tasks of a larger run: a bar per
+    task, from those tasks' records; the rest from the columns."""
+    run = hostile_run(RUNS["few rows"][0])
+    assert len(run.tasks) > FEW_LIMIT
+    critical = paths.critical_path(run)
+    assert critical is not None
+    retried = sum(bool(t.attempts) for t in run.tasks)
+    for view, options in FEW_OF_MANY.items():
+        lazy_run, tl = lazy(run, FEW_LIMIT + len(critical.tasks) + retried)
+        monkeypatch.setattr(_timeline, "timeline_of", lambda _run, tl=tl: tl)
+        fig = figures.campaign_figure(lazy_run, bar_limit=FEW_LIMIT, **options)
+        assert figure_json(fig) == before[f"few of many: {view}"], view
+    assert not any(t.type == "scattergl" for t in fig.data)
 
 
 @pytest.mark.parametrize("bar_limit", [10, _timeline.BAR_LIMIT])
