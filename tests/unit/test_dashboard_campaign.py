@@ -176,7 +176,13 @@ def hostile_run(instances: int, *, snapshots: bool = False) -> Run:
     )
 
 
-RUNS = {"few rows": (24, False), "many rows": (170, False), "recorded slots": (60, True)}
+# Instances, recorded slot snapshots, and the busy steps' points (fewer than
+# the steps: their envelope, and a smaller data file).
+RUNS = {
+    "few rows": (24, False, _timeline.MAX_STEPS),
+    "many rows": (170, False, 50),
+    "recorded slots": (60, True, 50),
+}
 VIEWS: dict[str, dict[str, Any]] = {
     "all": {},
     "types": {"types": [TYPES[1], TYPES[2]]},
@@ -188,7 +194,6 @@ VIEWS: dict[str, dict[str, Any]] = {
 LABELLED: dict[str, dict[str, Any]] = {
     "all": {},
     "states": {"states": ["failed", "dependency-failed", "queued", "waiting", "canceled"]},
-    "given capacity": {"capacity": {"gpu": 6, "cpu": 16}},
 }
 
 # Filters that leave a few tasks of a run of many: bars again, for those tasks.
@@ -210,10 +215,10 @@ def figure_json(fig: go.Figure) -> dict[str, Any]:
 def drawn_before() -> dict[str, Any]:
     """What the data file holds: every view of every run, from the records."""
     out = {}
-    for name, (instances, snapshots) in RUNS.items():
+    for name, (instances, snapshots, points) in RUNS.items():
         run = hostile_run(instances, snapshots=snapshots)
         for view, options in VIEWS.items():
-            fig = figures.campaign_figure(run, bar_limit=10, **options)
+            fig = figures.campaign_figure(run, bar_limit=10, max_steps=points, **options)
             out[f"{name}: {view}"] = figure_json(fig)
     run = hostile_run(RUNS["few rows"][0])
     for view, options in LABELLED.items():
@@ -264,7 +269,7 @@ def before() -> dict[str, Any]:
 def test_the_figure_from_columns_is_the_one_drawn_from_records(
     name: str, before: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    instances, snapshots = RUNS[name]
+    instances, snapshots, points = RUNS[name]
     run = hostile_run(instances, snapshots=snapshots)
     # A handful: the critical path's tasks, the retried ones, those that completed
     # without running (their marks say whether the cache gave the result).
@@ -278,7 +283,7 @@ def test_the_figure_from_columns_is_the_one_drawn_from_records(
     for view, options in VIEWS.items():
         lazy_run, tl = lazy(run, handful)
         monkeypatch.setattr(_timeline, "timeline_of", lambda _run, tl=tl: tl)
-        fig = figures.campaign_figure(lazy_run, bar_limit=10, **options)
+        fig = figures.campaign_figure(lazy_run, bar_limit=10, max_steps=points, **options)
         assert figure_json(fig) == before[f"{name}: {view}"], view
         shipped = json.loads(pio.to_json(fig, validate=False))["layout"]["template"]
         assert shipped == template["layout"]["template"]
@@ -317,10 +322,10 @@ def test_plotly_checking_the_figure_changes_nothing(bar_limit: int) -> None:
     Plotly's checks reject a property or value it does not know and coerce
     the values it keeps; the figure's data must be what they would have made.
     """
-    for instances, snapshots in RUNS.values():
+    for instances, snapshots, points in RUNS.values():
         run = hostile_run(instances, snapshots=snapshots)
         for options in VIEWS.values():
-            fig = figures.campaign_figure(run, bar_limit=bar_limit, **options)
+            fig = figures.campaign_figure(run, bar_limit=bar_limit, max_steps=points, **options)
             checked = go.Figure(fig.to_plotly_json())  # raises on anything plotly rejects
             assert json.loads(pio.to_json(checked)) == json.loads(pio.to_json(fig)), options
 
