@@ -9,8 +9,10 @@ next to its source; a wheel carries it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
+import shutil
 import subprocess
 import sysconfig
 import tempfile
@@ -28,24 +30,30 @@ class ScannerBuildHook(BuildHookInterface):
     PLUGIN_NAME = "custom"
 
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
-        if self.target_name != "wheel" or os.environ.get("ASYNCFLOW_NO_EXTENSION") == "1":
+        if self.target_name != "wheel":
             return
         root = Path(self.root)
         name = "_scan" + str(sysconfig.get_config_var("EXT_SUFFIX") or ".so")
+        in_place = root / SOURCE.parent / name
         if version == "editable":
-            target = root / SOURCE.parent / name
-        else:
-            target = Path(tempfile.mkdtemp(prefix="asyncflow-build-")) / name
+            # A module left from an earlier build would be used as it is.
+            in_place.unlink(missing_ok=True)
+        if os.environ.get("ASYNCFLOW_NO_EXTENSION") == "1":
+            return
+        built = Path(tempfile.mkdtemp(prefix="asyncflow-build-")) / name
+        # The module carries its source's hash: one built from another source is not used.
+        digest = hashlib.sha256((root / SOURCE).read_bytes()).hexdigest()
         compiler = shlex.split(os.environ.get("CC") or "cc")
         command = [
             *compiler,
             "-O2",
             "-shared",
             "-fPIC",
+            f'-DSCAN_SOURCE="{digest}"',
             f"-I{sysconfig.get_paths()['include']}",
             str(root / SOURCE),
             "-o",
-            str(target),
+            str(built),
         ]
         try:
             subprocess.run(command, check=True, capture_output=True, text=True, timeout=300)
@@ -58,5 +66,7 @@ class ScannerBuildHook(BuildHookInterface):
             return
         build_data["pure_python"] = False
         build_data["infer_tag"] = True
-        if version != "editable":
-            build_data["force_include"][str(target)] = str(SOURCE.parent / name)
+        if version == "editable":
+            shutil.move(built, in_place)
+        else:
+            build_data["force_include"][str(built)] = str(SOURCE.parent / name)

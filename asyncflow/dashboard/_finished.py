@@ -17,9 +17,11 @@ compiled scanner (no C compiler at install), :data:`SCANNER` is ``None``.
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections.abc import Mapping
 from itertools import repeat
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -69,13 +71,25 @@ _CODES = (
     n.TL_PARENT,
     n.TL_SLOTS,
 )
-# The scanner in use: built from this source (its version) and naming its
-# columns as names.py does; a stale build is not used.
-SCANNER = (
-    _scan
-    if _scan is not None and _scan.VERSION == 1 and (_scan.INTS, _scan.CODES) == (_INTS, _CODES)
-    else None
-)
+
+
+# The scanner in use: built from this source (its version and the hash of
+# _scan.c beside it) and naming its columns as names.py does; a module left
+# from another source is not used.
+def _current(module: Any) -> bool:
+    source = Path(module.__file__).with_name("_scan.c")
+    try:
+        digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    except OSError:  # installed without its source: its version says enough
+        digest = module.SOURCE
+    return bool(
+        module.VERSION == 1
+        and digest == module.SOURCE
+        and (module.INTS, module.CODES) == (_INTS, _CODES)
+    )
+
+
+SCANNER = _scan if _scan is not None and _current(_scan) else None
 ABSENT = np.iinfo(np.int64).min  # a field a task has no line with
 # What task_record's plain way takes (a task with all of these): the rest is its.
 _EVERY_INT = (n.TL_CREATED, *n.TL_STEPS, n.TL_ENDED, n.TL_CPUS, n.TL_GPUS)
@@ -179,6 +193,7 @@ class Scanned:
         level = self.codes[n.TL_LEVEL]
         block_codes = [i for i, v in enumerate(self.values) if v == n.LEVEL_BLOCK]
         self.is_block = np.isin(level, block_codes) if block_codes else np.zeros(self.rows, bool)
+        self.open_rows: dict[str, int] = {}  # uid -> row of a task that never ended
 
     def fields(self, row: int, columns: _Lists | None = None) -> dict[str, Any]:
         """The fields of a task's lines put together, as the Python reader merges them.
@@ -328,7 +343,8 @@ class Scanned:
         ended = np.zeros(self.rows, dtype=bool)
         ended[self.order] = True
         columns = self.lists()
-        return {self.uids[r]: self.fields(r, columns) for r in np.flatnonzero(~ended).tolist()}
+        self.open_rows = {self.uids[r]: r for r in np.flatnonzero(~ended).tolist()}
+        return {uid: self.fields(r, columns) for uid, r in self.open_rows.items()}
 
     def bounds(self) -> tuple[float, float] | None:
         """The first creation and the last end among the tasks (epoch seconds)."""

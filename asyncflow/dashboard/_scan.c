@@ -17,6 +17,9 @@
 #include <string.h>
 
 #define SCAN_VERSION 1
+#ifndef SCAN_SOURCE /* the SHA-256 of this file, given by the build hook */
+#define SCAN_SOURCE ""
+#endif
 #define ABSENT INT64_MIN
 #define RECENT 4096
 
@@ -337,6 +340,15 @@ static const char *skip_string(const char *p, const char *end, int *plain) {
     }
 }
 
+/* Whether ``p[0:n]`` is ASCII. Uids must be: the Python reader decodes a line
+ * with replacements, so two uids that differ only in bytes that are not
+ * UTF-8 would be one task to it and two rows here. The engine's are ASCII. */
+static int ascii(const char *p, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++)
+        if ((unsigned char)p[i] >= 0x80) return 0;
+    return 1;
+}
+
 /* Keys by a hash of their length and first and last bytes (open addressing). */
 #define KEY_SLOTS 128
 static signed char KEY_AT[KEY_SLOTS];
@@ -409,7 +421,7 @@ static int take_depends(Scanner *self, int32_t row, const char *p, const char *e
         if (*p != '"') return 0;
         int plain;
         const char *after = skip_string(p, end, &plain);
-        if (after == NULL || !plain || after - p < 3) return 0;
+        if (after == NULL || !plain || after - p < 3 || !ascii(p + 1, after - p - 2)) return 0;
         int added;
         Py_ssize_t uid = table_get(&self->uids, p + 1, after - p - 2, 0, &added);
         if (uid == -2) {
@@ -437,7 +449,8 @@ static int take_depends(Scanner *self, int32_t row, const char *p, const char *e
 static PyObject *take_line(Scanner *self, const char *p, const char *end) {
     int plain, added;
     const char *q = skip_string(p - 1, end, &plain);
-    if (q == NULL || !plain || q - p < 2) return refuse(self, "task uid is not a plain string");
+    if (q == NULL || !plain || q - p < 2 || !ascii(p, q - p - 1))
+        return refuse(self, "task uid is not a plain ASCII string");
     Py_ssize_t n = q - p - 1;
     uint64_t h = hash_bytes(p, n);
     int32_t row = self->recent[h & (RECENT - 1)].row;
@@ -520,6 +533,9 @@ static PyObject *take_line(Scanner *self, const char *p, const char *end) {
             }
             ((int32_t *)self->codes[key->field].data)[row] = (int32_t)code;
         } else if (key->field == K_SPAN) {
+            /* Once a task (a value replaced unread would never be checked). */
+            if (PyList_GET_ITEM(self->spans, row) != Py_None)
+                return refuse(self, "a span id twice for one task");
             PyObject *span = PyUnicode_DecodeUTF8(v + 1, q - v - 2, "replace");
             if (span == NULL) return NULL;
             if (!plain) { /* escapes: Python decodes it as JSON */
@@ -539,13 +555,20 @@ static PyObject *take_line(Scanner *self, const char *p, const char *end) {
             if (raw == NULL) return NULL;
             if (PyList_SetItem(self->depends_on, row, raw) < 0) return NULL;
         } else if (key->field == K_ATTEMPT) {
+            if (attempt != NULL) return refuse(self, "an attempt twice on one line");
             attempt = v;
             attempt_end = q;
         } else {
             PyObject *raw = PyBytes_FromStringAndSize(v, q - v);
             PyObject *at = PyLong_FromLong(row);
             PyObject *into = key->field == K_ATTRIBUTES ? self->attributes : self->exceptions;
-            int failed = raw == NULL || at == NULL || PyDict_SetItem(into, at, raw) < 0;
+            int seen = at != NULL ? PyDict_Contains(into, at) : -1;
+            if (seen == 1) {
+                Py_XDECREF(raw);
+                Py_DECREF(at);
+                return refuse(self, "attributes or an exception twice for one task");
+            }
+            int failed = seen < 0 || raw == NULL || at == NULL || PyDict_SetItem(into, at, raw) < 0;
             Py_XDECREF(raw);
             Py_XDECREF(at);
             if (failed) return NULL;
@@ -738,7 +761,8 @@ PyMODINIT_FUNC PyInit__scan(void) {
     if (PyModule_AddObject(m, "Scanner", (PyObject *)&ScannerType) < 0 ||
         PyModule_AddObject(m, "INTS", field_names(0)) < 0 ||
         PyModule_AddObject(m, "CODES", field_names(1)) < 0 ||
-        PyModule_AddIntConstant(m, "VERSION", SCAN_VERSION) < 0) {
+        PyModule_AddIntConstant(m, "VERSION", SCAN_VERSION) < 0 ||
+        PyModule_AddStringConstant(m, "SOURCE", SCAN_SOURCE) < 0) {
         Py_DECREF(&ScannerType);
         Py_DECREF(m);
         return NULL;

@@ -1,6 +1,7 @@
 from typing import Any
 
 VERSION: int
+SOURCE: str
 INTS: tuple[str, ...]
 CODES: tuple[str, ...]
 

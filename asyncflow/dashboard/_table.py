@@ -107,7 +107,10 @@ class TaskTable(Sequence[SpanRecord]):
     def columns(self, run: Any) -> TaskColumns:
         """The timeline's columns of these tasks (``run`` gives nothing needed here)."""
         if self._columns is None:
-            made = _columns(self._scanned, self._rows, self._fill, self.__getitem__)
+            scanned = self._scanned
+            # Rows of the tasks that never ended, at their places after the others.
+            live = {scanned.open_rows[r.uid]: i for i, r in enumerate(self._live)}
+            made = _columns(scanned, self._rows, self._fill, self.__getitem__, live)
             if self._live:
                 made = _join(made, _from_records(self._live, run.end), self.__getitem__)
             self._columns = made
@@ -115,17 +118,25 @@ class TaskTable(Sequence[SpanRecord]):
 
 
 def _join(a: TaskColumns, b: TaskColumns, record: Callable[[int], SpanRecord]) -> TaskColumns:
-    """The columns of ``a``'s tasks, then ``b``'s (whose tasks depend on none)."""
+    """The columns of ``a``'s tasks, then ``b``'s (whose tasks depend on none; ``a``'s
+    edges already count them)."""
     offset = len(a.uids)
 
     def merged(
         codes_a: Ints, values_a: list[str], codes_b: Ints, values_b: list[str]
     ) -> tuple[Ints, list[str]]:
         values = list(values_a)
-        index = {v: i for i, v in enumerate(values)}
-        remap = np.array([index.setdefault(v, len(index)) for v in values_b], dtype=np.int64)
-        values += list(index)[len(values) :]
-        return np.concatenate([codes_a, remap[codes_b] if len(codes_b) else codes_b]), values
+        index: dict[str, int] = {}
+        for i, v in enumerate(values):  # a value may come twice (texts of other values)
+            index.setdefault(v, i)
+        remap = []
+        for v in values_b:
+            if v not in index:
+                index[v] = len(values)
+                values.append(v)
+            remap.append(index[v])
+        codes = np.asarray(remap, dtype=np.int64)[codes_b] if len(codes_b) else codes_b
+        return np.concatenate([codes_a, codes]), values
 
     workflow_ids, workflow_id_values = merged(
         a.workflow_ids, a.workflow_id_values, b.workflow_ids, b.workflow_id_values
@@ -160,9 +171,17 @@ def _seconds(column: np.ndarray[Any, Any], instead: np.ndarray[Any, Any] | None 
 
 
 def _columns(
-    s: Scanned, rows: Ints, fill: Mapping[str, str], record: Callable[[int], SpanRecord]
+    s: Scanned,
+    rows: Ints,
+    fill: Mapping[str, str],
+    record: Callable[[int], SpanRecord],
+    live: Mapping[int, int],
 ) -> TaskColumns:
-    """What ``_columns._from_records`` takes from the records, from the columns."""
+    """What ``_columns._from_records`` takes from the records, from the columns.
+
+    ``live``: the rows of tasks that never ended -> their place among the
+    records after ``rows``' (a task that ended may have depended on one).
+    """
     count = len(rows)
     ints = {k: c[rows] for k, c in s.ints.items()}
     codes = {k: c[rows].astype(np.int64) for k, c in s.codes.items()}
@@ -227,8 +246,12 @@ def _columns(
                     found = code_of[kind] = len(texts)
                     texts.append(kind)
                 kinds[untyped[workflow_ids[untyped] == wf]] = found
-    # Dependencies among the tasks, in task order (listed order within one).
-    source, target = position[s.edge_rows], position[s.edge_uids]
+    # Dependencies among the tasks, in task order (listed order within one):
+    # from the tasks that ended to any task.
+    reached = position.copy()
+    if live:
+        reached[list(live)] = count + np.fromiter(live.values(), np.int64, len(live))
+    source, target = position[s.edge_rows], reached[s.edge_uids]
     among = (source >= 0) & (target >= 0)
     source, target = source[among], target[among]
     by_task = np.argsort(source, kind="stable")

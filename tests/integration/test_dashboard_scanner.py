@@ -314,3 +314,103 @@ def test_a_file_that_changes_after_it_was_scanned_is_read_again(
     assert "task.late" in {t.uid for t in again.tasks}
     slow, _ = read(path, monkeypatch, scanner=False)
     assert comparable(again) == comparable(slow)
+
+
+# ---------------------------------------------------------------- hand-written files
+# Found by a bug hunt: each read the same both ways, and whether the scanner takes it.
+
+HEADER = b'{"section":"header","layout":2,"session_id":"s","node_id":"vm","trace_id":"t"}\n'
+T0 = 1796583140425583383
+
+
+def _task(uid: bytes, end: bytes = b"", created: bytes = b"") -> list[bytes]:
+    """A finished task's lines, as the writer writes them."""
+    head = b'{"section":"task","uid":"' + uid + b'",'
+    return [
+        head
+        + b'"created":%d,"id":1,"span":"ab","parent":"cd","backend":"default",' % T0
+        + b'"workflow_id":"wf-1","level":"task","name":"step","workflow_name":"w",'
+        + b'"type":"function","cpus":1,"gpus":0'
+        + created
+        + b"}\n",
+        *(head + b'"%s":%d}\n' % (step.encode(), T0 + k) for k, step in enumerate(STEPS, 1)),
+        head + b'"ended":%d,"result":"completed","status":"OK"' % (T0 + 5) + end + b"}\n",
+    ]
+
+
+STEPS = ("resolved", "queued", "submitted", "started")
+_WORKFLOW_SPAN = (
+    b'{"section":"span","name":"workflow beta","span_id":"aa","parent_span_id":"",'
+    b'"start_ns":%d,"end_ns":%d,"status_code":"UNSET","status_description":"",'
+    b'"attributes":{"asyncflow.level":"workflow","asyncflow.workflow_id":"wf-2",'
+    b'"asyncflow.workflow.name":"beta","asyncflow.workflow.result":"completed"},'
+    b'"events":[]}\n' % (T0, T0 + 9)
+)
+HAND_WRITTEN: dict[str, tuple[list[bytes], bool]] = {
+    # Uids that differ only in bytes that are not UTF-8 are one task to the
+    # Python reader (it reads them with replacements): the scanner declines.
+    "a uid not UTF-8": (
+        [*_task(b"task.x\xff")[:-1], _task(b"task.x\xfe")[-1]],
+        False,
+    ),
+    "a dependency's uid not UTF-8": (
+        [*_task(b"task.1"), *_task(b"task.2", b',"depends_on":["task.1","x\xff"]')],
+        False,
+    ),
+    # A value the scanner checks only when it is read must not be replaced unread.
+    "an exception twice on a line": (
+        _task(b"task.1", b',"exception":{"x":[}},"exception":{}'),
+        False,
+    ),
+    "attributes on two lines": (
+        _task(b"task.1", b',"attributes":{"a":tru}', b',"attributes":{"ok":1}'),
+        False,
+    ),
+    "a span id twice": (
+        [
+            _task(b"task.1")[0].replace(b'"span":"ab"', b'"span":"\\q"'),
+            b'{"section":"task","uid":"task.1","span":"ab"}\n',
+            *_task(b"task.1")[1:],
+        ],
+        False,
+    ),
+    # A killed run: a task that ended (cancelled) depended on one still running.
+    "a dependency on a task that never ended": (
+        [
+            _task(b"task.1")[0],
+            _task(b"task.1")[4],
+            _task(b"task.2")[0],
+            b'{"section":"task","uid":"task.2","ended":%d,"result":"canceled",' % (T0 + 6)
+            + b'"status":"UNSET","depends_on":["task.1"]}\n',
+        ],
+        True,
+    ),
+    # A killed run: a task that never ended takes its type from its workflow's
+    # span, in a file whose values hold one text twice ("" for the slots).
+    "an unfinished task typed by its workflow": (
+        [
+            _task(b"task.1", created=b',"slots":["cpu:0"],"assigned":%d' % (T0 + 1))[0],
+            _task(b"task.1")[-1],
+            _task(b"task.2")[0]
+            .replace(b'"workflow_id":"wf-1"', b'"workflow_id":"wf-2"')
+            .replace(b',"workflow_name":"w"', b""),
+            _WORKFLOW_SPAN,
+        ],
+        True,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(HAND_WRITTEN))
+def test_hand_written_files_read_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    lines, scans = HAND_WRITTEN[case]
+    path = tmp_path / "hand.telemetry.jsonl"
+    path.write_bytes(HEADER + b"".join(lines))
+    run = assert_same_read(path, monkeypatch, scans=scans)
+    assert run.tasks
+    if scans:
+        assert_same_page(
+            read(path, monkeypatch, scanner=True)[0], read(path, monkeypatch, scanner=False)[0]
+        )

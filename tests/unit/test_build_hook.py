@@ -101,3 +101,33 @@ def test_without_a_compiler_the_build_goes_on_pure_python(
     else:
         (warning,) = app.warnings
         assert "not compiled" in warning and "Python instead" in warning
+
+
+def test_a_failed_rebuild_leaves_no_module_from_an_older_source(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An editable install whose source changed and whose rebuild cannot compile
+    must not leave the old module to be used."""
+    monkeypatch.delenv("ASYNCFLOW_NO_EXTENSION", raising=False)
+    run_hook(tree, "editable")
+    module = tree / SOURCE.parent / f"_scan{sysconfig.get_config_var('EXT_SUFFIX')}"
+    assert module.exists()
+    (tree / SOURCE).write_text((tree / SOURCE).read_text() + "\n/* changed */\n")
+    monkeypatch.setenv("CC", "false")
+    build_data, app = run_hook(tree, "editable")
+    assert build_data == {"force_include": {}} and app.warnings
+    assert not module.exists()
+
+
+def test_a_module_built_from_another_source_is_not_used(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from asyncflow.dashboard import _finished
+
+    monkeypatch.delenv("ASYNCFLOW_NO_EXTENSION", raising=False)
+    run_hook(tree, "editable")
+    path = tree / SOURCE.parent / f"_scan{sysconfig.get_config_var('EXT_SUFFIX')}"
+    module = load(path, "_scan")
+    assert _finished._current(module)  # its source beside it, unchanged
+    (tree / SOURCE).write_text((tree / SOURCE).read_text() + "\n/* changed */\n")
+    assert not _finished._current(module)
