@@ -339,13 +339,6 @@ def _task(uid: bytes, end: bytes = b"", created: bytes = b"") -> list[bytes]:
 
 
 STEPS = ("resolved", "queued", "submitted", "started")
-_WORKFLOW_SPAN = (
-    b'{"section":"span","name":"workflow beta","span_id":"aa","parent_span_id":"",'
-    b'"start_ns":%d,"end_ns":%d,"status_code":"UNSET","status_description":"",'
-    b'"attributes":{"asyncflow.level":"workflow","asyncflow.workflow_id":"wf-2",'
-    b'"asyncflow.workflow.name":"beta","asyncflow.workflow.result":"completed"},'
-    b'"events":[]}\n' % (T0, T0 + 9)
-)
 HAND_WRITTEN: dict[str, tuple[list[bytes], bool]] = {
     # Uids that differ only in bytes that are not UTF-8 are one task to the
     # Python reader (it reads them with replacements): the scanner declines.
@@ -363,7 +356,7 @@ HAND_WRITTEN: dict[str, tuple[list[bytes], bool]] = {
         False,
     ),
     "attributes on two lines": (
-        _task(b"task.1", b',"attributes":{"a":tru}', b',"attributes":{"ok":1}'),
+        _task(b"task.1", b',"attributes":{"ok":1}', b',"attributes":{"a":tru}'),
         False,
     ),
     "a span id twice": (
@@ -385,16 +378,15 @@ HAND_WRITTEN: dict[str, tuple[list[bytes], bool]] = {
         ],
         True,
     ),
-    # A killed run: a task that never ended takes its type from its workflow's
-    # span, in a file whose values hold one text twice ("" for the slots).
-    "an unfinished task typed by its workflow": (
+    # A killed run's task that never ended, of a type no task that ended has,
+    # in a file whose values hold one text twice ("" stands for the slots).
+    "an unfinished task of a type of its own": (
         [
             _task(b"task.1", created=b',"slots":["cpu:0"],"assigned":%d' % (T0 + 1))[0],
             _task(b"task.1")[-1],
             _task(b"task.2")[0]
             .replace(b'"workflow_id":"wf-1"', b'"workflow_id":"wf-2"')
-            .replace(b',"workflow_name":"w"', b""),
-            _WORKFLOW_SPAN,
+            .replace(b'"workflow_name":"w"', b'"workflow_name":"gamma"'),
         ],
         True,
     ),
@@ -414,3 +406,33 @@ def test_hand_written_files_read_the_same(
         assert_same_page(
             read(path, monkeypatch, scanner=True)[0], read(path, monkeypatch, scanner=False)[0]
         )
+
+
+def test_joined_columns_keep_each_text_when_one_comes_twice() -> None:
+    """A killed run's columns joined: the scanner's texts may hold one text twice."""
+    from asyncflow.dashboard._columns import TaskColumns
+    from asyncflow.dashboard._table import _join
+
+    def columns(uids: list[str], codes: list[int], texts: list[str]) -> TaskColumns:
+        count = len(uids)
+        nothing = np.full(count, np.nan)
+        return TaskColumns(
+            uids=uids,
+            **dict.fromkeys(("created", "resolved", "queued", "submitted", "started"), nothing),
+            finished=nothing,
+            final=np.full(count, -1),
+            cpus=np.ones(count, dtype=np.int64),
+            gpus=np.zeros(count, dtype=np.int64),
+            slots={},
+            attempted=[],
+            workflow_ids=np.asarray(codes, dtype=np.int64),
+            workflow_id_values=texts,
+            kinds=np.asarray(codes, dtype=np.int64),
+            kind_values=texts,
+            edges=(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)),
+            record=lambda i: None,  # type: ignore[arg-type,return-value]
+        )
+
+    joined = _join(columns(["a", "b"], [1, 2], ["", "x", ""]), columns(["c"], [0], ["new"]), id)  # type: ignore[arg-type]
+    assert [joined.kind_values[k] for k in joined.kinds.tolist()] == ["x", "", "new"]
+    assert [joined.workflow_id_values[k] for k in joined.workflow_ids.tolist()] == ["x", "", "new"]
