@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import names as n
-from ._aggregate import Counters, Histograms
+from ._aggregate import Counters, Histograms, consistent
 from ._failures import error_text
 from ._records import (
     COMPLETED_PACKED,
@@ -141,6 +141,17 @@ class RecorderBase:
             out[(n.STATE_PENDING, backend)] = pending
             out[(n.STATE_RUNNING, backend)] = running
         return out
+
+    def run_totals(self) -> list[float]:
+        """``run_stats`` with the instant tasks whose totals are not counted
+        in yet (any thread)."""
+        instant = [s.instant for s in list(self._shapes.values()) if s.instant is not None]
+        stats, held = consistent(self.run_stats, instant)
+        count = sum(map(len, held))
+        if count:
+            stats[0] += count
+            stats[2] = min(stats[2], 0.0)
+        return stats
 
     def _shape(self, key: tuple[str, str, str, str, int, int]) -> TaskShape:
         backend = key[2]

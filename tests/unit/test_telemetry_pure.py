@@ -527,7 +527,7 @@ def test_completed_is_started_and_task_finished_in_one_call(
             for p in getattr(one, attribute).points()
         ], attribute
         assert [p["count"] for p in getattr(two, attribute).points()] == [3]
-    assert two.run_stats[0] == one.run_stats[0] == 3
+    assert two.run_totals()[0] == one.run_totals()[0] == 3
     assert two.active_tasks == one.active_tasks == {("pending", "gpu"): 0, ("running", "gpu"): 0}
     assert two.spans_finished == one.spans_finished
     assert [s.status for s in two.ring] == [s.status for s in one.ring]
