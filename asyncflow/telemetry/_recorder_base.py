@@ -40,6 +40,10 @@ __all__ = ["RecorderBase"]
 _ended_ints = ENDED_INTS.pack
 
 
+def _no_writer() -> None:
+    """``flush_soon`` without a checkpoint writer: nothing to send."""
+
+
 class RecorderBase:
     """What the recorder keeps and the spans it ends: ids, the checkpoint
     writer, the live gauges, the aggregates, workflows. Its arguments are
@@ -59,6 +63,11 @@ class RecorderBase:
         self.trace_hex = f"{self.trace_id:032x}"
         self.writer: Any = None
         self._put: Callable[[tuple[Any, ...]], None] | None = None
+        # The engine is about to complete a future: this loop turn's records
+        # go to the checkpoint writer before that future's waiters run. The
+        # writer's own method once one is attached (called for every task
+        # that ends: one call, not two).
+        self.flush_soon: Callable[[], None] = _no_writer
         # The writer's relieve(), called every 1,024 created tasks: a burst
         # of task calls in one loop turn queues a bounded number of records.
         self._relieve: Callable[[], None] | None = None
@@ -130,6 +139,7 @@ class RecorderBase:
         self.writer = writer
         self._put = getattr(writer, "put", writer.write)
         self._relieve = getattr(writer, "relieve", None)
+        self.flush_soon = getattr(writer, "flush_soon", _no_writer)
         for shape in self._shapes.values():  # a new writer knows no kind yet
             shape.sent = False
 
@@ -169,12 +179,6 @@ class RecorderBase:
             (self.queue_duration, self.task_duration, self.run_duration),
         )
         return shape
-
-    def flush_soon(self) -> None:
-        """The engine is about to complete a future: this loop turn's records
-        go to the checkpoint writer before that future's waiters run."""
-        if self.writer is not None:
-            self.writer.flush_soon()
 
     # ------------------------------------------------------------------ ids and events
     def new_span(self, parent: int | None, level: str, name: str) -> LiveSpan:
