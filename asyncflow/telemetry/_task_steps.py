@@ -26,7 +26,10 @@ from ._records import (
     ID_STARTED,
     ID_SUBMITTED,
     INSTANT_PACKED,
+    INSTANT_READY_PACKED,
     READY,
+    READY_ENDED_INTS,
+    READY_ENDED_SPAN_INTS,
     STARTED,
     STEP,
     SUBMITTED_ALL,
@@ -43,6 +46,8 @@ _created_ints = CREATED_INTS.pack
 _new_span = object.__new__
 _time_ns = time.time_ns
 _ended_span_ints = ENDED_SPAN_INTS.pack
+_ready_ints = READY_ENDED_INTS.pack
+_ready_span_ints = READY_ENDED_SPAN_INTS.pack
 
 # The steps before a task starts that the engine reports one by one:
 # (LiveSpan attribute, engine event, offset of its event id).
@@ -250,7 +255,8 @@ class TaskSteps(TaskEnds):
         span.result = n.RESULT_COMPLETED
         span.depends_on = depends_on
         start = span.start_ns
-        if not ran and span.t_resolved == start:
+        ready_instant = not ran and span.t_resolved == start
+        if ready_instant:
             # Ready as it was created and ran for no time (a dry run): its
             # total is all the histograms need, counted in bulk.
             span.t_started = t_ns
@@ -302,7 +308,35 @@ class TaskSteps(TaskEnds):
         self.ring.append(span)
         if put is not None:
             wf = span.workflow_id or ""
-            if self.task_spans and not span.slots and not span.extra:
+            if ready_instant and not span.slots and not span.extra:
+                # records.Instant, without the times its start and end say
+                if self.task_spans:
+                    put(
+                        (
+                            INSTANT_READY_PACKED,
+                            uid,
+                            depends_on,
+                            wf,
+                            _ready_span_ints(
+                                t_ns,
+                                span.t_submitted,
+                                start,
+                                span.span_id,
+                                span.parent or 0,
+                                shape.id,
+                            ),
+                        )
+                    )
+                else:
+                    put(
+                        (
+                            INSTANT_READY_PACKED,
+                            uid,
+                            depends_on,
+                            _ready_ints(t_ns, span.t_submitted, start),
+                        )
+                    )
+            elif self.task_spans and not span.slots and not span.extra:
                 # records.Completed and, after it, its TaskSpan's fields:
                 # one record for the file and the span, packed
                 put(
