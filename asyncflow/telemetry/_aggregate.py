@@ -104,7 +104,8 @@ class Histograms:
     def _row_now(self, key: tuple[str, ...], row: list[Any]) -> list[Any]:
         """A copy of ``row`` with the values its InstantTotals hold and have
         not counted into it yet (any thread)."""
-        instant = self.instant.get(key)
+        # A copy: the loop's thread may add a kind's totals meanwhile.
+        instant = list(self.instant.get(key) or ())
         if not instant:
             return list(row)
         copy, held = consistent(row, [totals for totals, _ in instant])
