@@ -441,8 +441,9 @@ def test_a_large_batch_is_submitted_in_small_records() -> None:
 @pytest.mark.parametrize("ran", [False, True])
 @pytest.mark.parametrize("in_workflow", [False, True])
 @pytest.mark.parametrize("mode", ["combined", "created ready"])
+@pytest.mark.parametrize("task_spans", [True, False])
 def test_completed_is_started_and_task_finished_in_one_call(
-    ran: bool, in_workflow: bool, mode: str
+    ran: bool, in_workflow: bool, mode: str, task_spans: bool
 ) -> None:
     """The engine's common way (``ready`` or ``task_created(ready=True)``,
     ``submitted_all`` and ``completed``) records what the single hooks
@@ -454,7 +455,7 @@ def test_completed_is_started_and_task_finished_in_one_call(
         recorder = Recorder("sess", "node", 10, None)
         sink = _Sink()
         recorder.attach(sink)
-        recorder.task_spans = True
+        recorder.task_spans = task_spans  # with OTLP on: the span's fields too
         events: list[tuple[str, int]] = []
         # A subscriber's events, up to the end (with one, the end takes the
         # single hooks' way whatever the engine calls).
