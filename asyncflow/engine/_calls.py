@@ -128,9 +128,15 @@ class Calls(Reporting):
         if not deps and fut._files is None:  # ready now
             # A function task without a policy is queued at once: its
             # telemetry says created, resolved and queued in one call.
-            if self._observer is not None:
+            observer = self._observer
+            if observer is not None:
                 told = fut.kind == KIND_FUNCTION and fut._policy is None
-                self._created(fut, where, told)
+                if where is _NOWHERE:  # _created(), inline: outside any block or scope
+                    fut._tel = observer.task_created(
+                        fut, fut.target_backend or self._default, None, None, told
+                    )
+                else:
+                    self._created(fut, where, told)
                 self._graph.add_ready(fut)
                 self._release(fut, told)
             else:

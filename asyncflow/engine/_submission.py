@@ -41,7 +41,7 @@ class Submission(Descriptions):
         # A function task without a policy reports resolved and queued in
         # one call (ready) once it is queued; every other task now.
         plain = fut.kind == KIND_FUNCTION and fut._policy is None
-        if fut._tel is not None and self._observer is not None and not plain:
+        if not plain and fut._tel is not None and self._observer is not None:
             self._observer.resolved(fut._tel)
         try:
             deps = fut._deps
@@ -81,7 +81,7 @@ class Submission(Descriptions):
             name = fut.target_backend or self._default
             desc = self._describe(fut, args, kwargs, name not in self._metadata_unread)
             if plain:
-                if fut._tel is not None and self._observer is not None and not told:
+                if not told and fut._tel is not None and self._observer is not None:
                     self._observer.ready(fut._tel)
                 # _enqueue(), inline: the way of every function task without
                 # a policy.

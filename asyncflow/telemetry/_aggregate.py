@@ -11,11 +11,17 @@ path. Pure logic: no I/O, no SDK import.
 
 from __future__ import annotations
 
-from bisect import bisect_left
+import time
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
+from itertools import repeat
+from operator import truediv
 from typing import Any
 
-__all__ = ["Counters", "Histograms"]
+__all__ = ["FOLD_AT", "Counters", "Histograms", "InstantTotals", "consistent"]
+
+# Values an InstantTotals holds before the loop's thread counts them into rows.
+FOLD_AT = 4096
 
 
 class Histograms:
@@ -27,7 +33,7 @@ class Histograms:
         bounds: the bucket upper bounds (values ``<= bound`` fall in it).
     """
 
-    __slots__ = ("bounds", "labels", "name", "pending", "series", "track")
+    __slots__ = ("bounds", "instant", "labels", "name", "pending", "series", "track")
 
     def __init__(self, name: str, labels: Sequence[str], bounds: Sequence[float]) -> None:
         self.name = name
@@ -41,6 +47,9 @@ class Histograms:
         # cost about 5 us a task at 50k tasks.
         self.pending: dict[tuple[str, ...], list[float]] = {}
         self.track = False
+        # key -> the InstantTotals whose values this series counts, each
+        # with whether it counts them as zero (a run histogram's).
+        self.instant: dict[tuple[str, ...], list[tuple[InstantTotals, bool]]] = {}
 
     def record(self, key: tuple[str, ...], value: float) -> None:
         """Add one value to the series ``key``."""
@@ -77,17 +86,131 @@ class Histograms:
     def points(self) -> list[dict[str, Any]]:
         """Every series as a plain dict (count, sum, bucket counts, bounds)."""
         n = len(self.bounds) + 1
-        return [
-            {
-                "name": self.name,
-                "attributes": self.attributes(key),
-                "count": row[-2],
-                "sum": row[-1],
-                "bucket_counts": list(row[:n]),
-                "explicit_bounds": list(self.bounds),
-            }
-            for key, row in list(self.series.items())
-        ]
+        points = []
+        for key, row in list(self.series.items()):
+            now = self._row_now(key, row)
+            points.append(
+                {
+                    "name": self.name,
+                    "attributes": self.attributes(key),
+                    "count": now[-2],
+                    "sum": now[-1],
+                    "bucket_counts": now[:n],
+                    "explicit_bounds": list(self.bounds),
+                }
+            )
+        return points
+
+    def _row_now(self, key: tuple[str, ...], row: list[Any]) -> list[Any]:
+        """A copy of ``row`` with the values its InstantTotals hold and have
+        not counted into it yet (any thread)."""
+        # A copy: the loop's thread may add a kind's totals meanwhile.
+        instant = list(self.instant.get(key) or ())
+        if not instant:
+            return list(row)
+        copy, held = consistent(row, [totals for totals, _ in instant])
+        for values, (totals, as_zero) in zip(held, instant, strict=True):
+            if values:
+                _add(copy, totals.bucket_counts(values, as_zero), values, as_zero)
+        return copy
+
+
+class InstantTotals:
+    """The total durations (ns) of the tasks of one kind that were ready as
+    they were created and ran for no time (a dry run's): counted into their
+    rows in bulk instead of one task at a time.
+
+    Such a task adds its total to the queue and total histograms (it waited
+    its whole time) and a zero to the run histogram and the run statistics.
+    The loop's thread appends to :attr:`values` and calls :meth:`fold` when
+    they reach ``FOLD_AT``; readers on any thread see the values not yet
+    counted through :meth:`Histograms.points` and :func:`consistent`.
+
+    Args:
+        rows: the queue, total and run histogram rows the values count in.
+        hists: the three histograms (their ``instant`` maps are told).
+        keys: the three rows' series keys.
+        stats: the recorder's run statistics ``[count, total, min, max]``.
+    """
+
+    __slots__ = ("bounds", "folds", "rows", "stats", "values", "zero")
+
+    def __init__(
+        self,
+        rows: tuple[list[Any], list[Any], list[Any]],
+        hists: tuple[Histograms, Histograms, Histograms],
+        keys: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]],
+        stats: list[float],
+    ) -> None:
+        self.values: list[int] = []
+        # Odd while the loop's thread moves values into the rows: a reader
+        # that saw it change reads again.
+        self.folds = 0
+        self.rows = rows
+        self.bounds = hists[1].bounds
+        self.zero = bisect_left(self.bounds, 0.0)
+        self.stats = stats
+        for hist, key, as_zero in zip(hists, keys, (False, False, True), strict=True):
+            hist.instant.setdefault(key, []).append((self, as_zero))
+
+    def fold(self) -> None:
+        """Count the values held into the rows and the run statistics (the
+        loop's thread only: it alone writes the rows)."""
+        self.folds += 1
+        try:
+            values = self.values[:]
+            if not values:
+                return
+            queue, total, run = self.rows
+            counts = self.bucket_counts(values, False)
+            _add(queue, counts, values, False)
+            _add(total, counts, values, False)
+            _add(run, self.bucket_counts(values, True), values, True)
+            stats = self.stats
+            stats[0] += len(values)
+            if stats[2] > 0.0:
+                stats[2] = 0.0
+            del self.values[: len(values)]
+        finally:
+            self.folds += 1
+
+    def bucket_counts(self, values: list[int], as_zero: bool) -> list[int]:
+        """The bucket counts of ``values`` (ns) in seconds, or of as many zeros."""
+        counts = [0] * (len(self.bounds) + 1)
+        if as_zero:
+            counts[self.zero] = len(values)
+            return counts
+        seconds = sorted(map(truediv, values, repeat(1e9)))
+        below = 0
+        for at, bound in enumerate(self.bounds):
+            upto = bisect_right(seconds, bound)  # the values <= bound
+            counts[at] = upto - below
+            below = upto
+        counts[-1] = len(seconds) - below
+        return counts
+
+
+def _add(row: list[Any], counts: list[int], values: list[int], as_zero: bool) -> None:
+    """Add bucket ``counts`` of ``values`` to a row (buckets..., count, sum)."""
+    for at, count in enumerate(counts):
+        if count:
+            row[at] += count
+    row[-2] += len(values)
+    if not as_zero:
+        row[-1] += sum(map(truediv, values, repeat(1e9)))
+
+
+def consistent(row: list[Any], instant: list[InstantTotals]) -> tuple[list[Any], list[list[int]]]:
+    """A copy of ``row`` and of the values each of ``instant`` holds, taken
+    while none of them was folding (then no value is in both, or in neither)."""
+    while True:
+        before = [totals.folds for totals in instant]
+        if not any(folds & 1 for folds in before):
+            copy = list(row)
+            held = [totals.values[:] for totals in instant]
+            if [totals.folds for totals in instant] == before:
+                return copy, held
+        time.sleep(0)  # the loop's thread is folding: let it finish
 
 
 class Counters:

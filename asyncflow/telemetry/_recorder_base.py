@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import names as n
-from ._aggregate import Counters, Histograms
+from ._aggregate import Counters, Histograms, consistent
 from ._failures import error_text
 from ._records import (
     COMPLETED_PACKED,
@@ -38,6 +38,10 @@ from .redact import describer, redactor
 __all__ = ["RecorderBase"]
 
 _ended_ints = ENDED_INTS.pack
+
+
+def _no_writer() -> None:
+    """``flush_soon`` without a checkpoint writer: nothing to send."""
 
 
 class RecorderBase:
@@ -59,6 +63,11 @@ class RecorderBase:
         self.trace_hex = f"{self.trace_id:032x}"
         self.writer: Any = None
         self._put: Callable[[tuple[Any, ...]], None] | None = None
+        # The engine is about to complete a future: this loop turn's records
+        # go to the checkpoint writer before that future's waiters run. The
+        # writer's own method once one is attached (called for every task
+        # that ends: one call, not two).
+        self.flush_soon: Callable[[], None] = _no_writer
         # The writer's relieve(), called every 1,024 created tasks: a burst
         # of task calls in one loop turn queues a bounded number of records.
         self._relieve: Callable[[], None] | None = None
@@ -130,6 +139,7 @@ class RecorderBase:
         self.writer = writer
         self._put = getattr(writer, "put", writer.write)
         self._relieve = getattr(writer, "relieve", None)
+        self.flush_soon = getattr(writer, "flush_soon", _no_writer)
         for shape in self._shapes.values():  # a new writer knows no kind yet
             shape.sent = False
 
@@ -141,6 +151,17 @@ class RecorderBase:
             out[(n.STATE_PENDING, backend)] = pending
             out[(n.STATE_RUNNING, backend)] = running
         return out
+
+    def run_totals(self) -> list[float]:
+        """``run_stats`` with the instant tasks whose totals are not counted
+        in yet (any thread)."""
+        instant = [s.instant for s in list(self._shapes.values()) if s.instant is not None]
+        stats, held = consistent(self.run_stats, instant)
+        count = sum(map(len, held))
+        if count:
+            stats[0] += count
+            stats[2] = min(stats[2], 0.0)
+        return stats
 
     def _shape(self, key: tuple[str, str, str, str, int, int]) -> TaskShape:
         backend = key[2]
@@ -158,12 +179,6 @@ class RecorderBase:
             (self.queue_duration, self.task_duration, self.run_duration),
         )
         return shape
-
-    def flush_soon(self) -> None:
-        """The engine is about to complete a future: this loop turn's records
-        go to the checkpoint writer before that future's waiters run."""
-        if self.writer is not None:
-            self.writer.flush_soon()
 
     # ------------------------------------------------------------------ ids and events
     def new_span(self, parent: int | None, level: str, name: str) -> LiveSpan:

@@ -51,10 +51,13 @@ __all__ = [
     "ID_SUBMITTED",
     "INSTANT",
     "INSTANT_PACKED",
+    "INSTANT_READY_PACKED",
     "LINE",
     "NOTE",
     "PACKED",
     "READY",
+    "READY_ENDED_INTS",
+    "READY_ENDED_SPAN_INTS",
     "SHAPE",
     "SPAN",
     "STARTED",
@@ -119,6 +122,16 @@ CREATED_INTS: Final = struct.Struct("<qqIQQ")
 ENDED_INTS: Final = struct.Struct("<qqqqq")
 # the same, then the TaskSpan's span_id, parent_id, start_ns, shape
 ENDED_SPAN_INTS: Final = struct.Struct("<qqqqqQQqI")
+# An Instant record of a task that was also ready as it was created (a dry
+# run's task without dependencies): its resolved and queued times are its
+# start and its started time is its end, so they are left out.
+#   (kind, uid, depends_on, READY_ENDED_INTS), or with the TaskSpan's fields
+#   (kind, uid, depends_on, workflow_id, READY_ENDED_SPAN_INTS)
+INSTANT_READY_PACKED: Final = "j"
+# end_ns, t_submitted, start_ns
+READY_ENDED_INTS: Final = struct.Struct("<qqq")
+# the same, then the TaskSpan's span_id, parent_id, shape
+READY_ENDED_SPAN_INTS: Final = struct.Struct("<qqqQQI")
 # The tasks one ``submit_tasks`` call handed over, at one time: a submitted
 # Step each, (kind, t_ns, uids). The renderer writes their lines; OTLP reads
 # the time from the task's end record.
@@ -136,6 +149,7 @@ PACKED: Final = {
     CREATED_READY_PACKED: CREATED_READY,
     COMPLETED_PACKED: COMPLETED,
     INSTANT_PACKED: INSTANT,
+    INSTANT_READY_PACKED: INSTANT,
 }
 
 # A task's event ids are a block of 8 (``id_base`` is a multiple of 8): its
@@ -318,6 +332,8 @@ def expand(record: tuple[Any, ...] | list[Any]) -> tuple[Any, ...] | list[Any]:
         _, uid, workflow_id, ints = record
         id_base, t_ns, shape, span_id, parent_id = CREATED_INTS.unpack(ints)
         return (plain, uid, id_base, t_ns, shape, workflow_id, span_id, parent_id or None)
+    if record[0] == INSTANT_READY_PACKED:
+        return _ready_instant(record)
     if len(record) == 4:
         _, uid, depends_on, ints = record
         end_ns, *steps = ENDED_INTS.unpack(ints)
@@ -335,6 +351,31 @@ def expand(record: tuple[Any, ...] | list[Any]) -> tuple[Any, ...] | list[Any]:
         queued,
         submitted,
         started,
+        span_id,
+        parent_id or None,
+        start_ns,
+        shape,
+        workflow_id,
+    )
+
+
+def _ready_instant(record: tuple[Any, ...] | list[Any]) -> tuple[Any, ...]:
+    """An ``INSTANT_READY_PACKED`` record as the plain ``Instant`` it stands for."""
+    if len(record) == 4:
+        _, uid, depends_on, ints = record
+        end_ns, submitted, start_ns = READY_ENDED_INTS.unpack(ints)
+        return (INSTANT, uid, end_ns, depends_on, start_ns, start_ns, submitted, end_ns)
+    _, uid, depends_on, workflow_id, ints = record
+    end_ns, submitted, start_ns, span_id, parent_id, shape = READY_ENDED_SPAN_INTS.unpack(ints)
+    return (
+        INSTANT,
+        uid,
+        end_ns,
+        depends_on,
+        start_ns,
+        start_ns,
+        submitted,
+        end_ns,
         span_id,
         parent_id or None,
         start_ns,

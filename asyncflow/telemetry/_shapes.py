@@ -16,7 +16,7 @@ from bisect import bisect_left
 from typing import Any
 
 from . import names as n
-from ._aggregate import Histograms
+from ._aggregate import Histograms, InstantTotals
 from ._records import SHAPE
 
 __all__ = ["TaskShape"]
@@ -42,6 +42,7 @@ class TaskShape:
         "cpus",
         "gpus",
         "id",
+        "instant",
         "kind",
         "level",
         "name",
@@ -74,6 +75,8 @@ class TaskShape:
         # Their rows for a task that completes, made when first used (a
         # series with no value is never exported).
         self.rows: list[list[Any] | None] = [None, None, None]
+        # Its instant tasks' totals, counted in bulk (see instant_totals).
+        self.instant: InstantTotals | None = None
 
     def record(self) -> tuple[Any, ...]:
         """Its ``records.Shape``."""
@@ -98,6 +101,15 @@ class TaskShape:
             (name, kind, n.RESULT_COMPLETED, backend, wf, ""),
             (name, kind, n.RESULT_COMPLETED, backend, wf),
         )
+
+    def instant_totals(self, stats: list[float]) -> InstantTotals:
+        """Where its tasks that were ready as they were created and ran for
+        no time leave their totals (made once; its three rows exist)."""
+        queue, total, run = self.rows
+        assert queue is not None and total is not None and run is not None
+        if self.instant is None:
+            self.instant = InstantTotals((queue, total, run), self._hists, self.keys(), stats)
+        return self.instant
 
     def add(self, which: int, value: float) -> None:
         """Add ``value`` to the queue (0), total (1) or run (2) histogram of

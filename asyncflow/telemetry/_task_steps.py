@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from . import names as n
+from ._aggregate import FOLD_AT
 from ._records import (
     ASSIGNED,
     COMPLETED_PACKED,
@@ -25,7 +26,10 @@ from ._records import (
     ID_STARTED,
     ID_SUBMITTED,
     INSTANT_PACKED,
+    INSTANT_READY_PACKED,
     READY,
+    READY_ENDED_INTS,
+    READY_ENDED_SPAN_INTS,
     STARTED,
     STEP,
     SUBMITTED_ALL,
@@ -42,6 +46,8 @@ _created_ints = CREATED_INTS.pack
 _new_span = object.__new__
 _time_ns = time.time_ns
 _ended_span_ints = ENDED_SPAN_INTS.pack
+_ready_ints = READY_ENDED_INTS.pack
+_ready_span_ints = READY_ENDED_SPAN_INTS.pack
 
 # The steps before a task starts that the engine reports one by one:
 # (LiveSpan attribute, engine event, offset of its event id).
@@ -246,40 +252,55 @@ class TaskSteps(TaskEnds):
         span.end_ns = t_ns = time.time_ns()
         put = self._put
         uid = span.uid
-        bounds = self.task_duration.bounds  # every duration histogram's
         span.result = n.RESULT_COMPLETED
         span.depends_on = depends_on
-        total = (t_ns - span.start_ns) / 1e9
-        at = bisect_left(bounds, total)
-        row = rows[1]
-        row[at] += 1
-        row[-2] += 1
-        row[-1] += total
-        if ran:
-            started = span.t_started
-            if started:
-                active[1] -= 1
-                self._ran_for((t_ns - started) / 1e9, rows[2], bounds)
-            else:  # never reported running: a cache hit, a retried dry run
-                active[0] -= 1
-        else:  # started as it ended (a dry run): it ran for no time
+        start = span.start_ns
+        ready_instant = not ran and span.t_resolved == start
+        if ready_instant:
+            # Ready as it was created and ran for no time (a dry run): its
+            # total is all the histograms need, counted in bulk.
             span.t_started = t_ns
             active[0] -= 1
-            resolved = span.t_resolved
-            if resolved:  # the queue wait phase, the whole time for a task ready at once
-                wait = total if resolved == span.start_ns else (t_ns - resolved) / 1e9
-                queue = rows[0]
-                assert queue is not None
-                queue[at if wait == total else bisect_left(bounds, wait)] += 1
-                queue[-2] += 1
-                queue[-1] += wait
-            row = rows[2]
-            row[self._zero_bucket] += 1
+            instant = shape.instant
+            if instant is None:
+                instant = shape.instant_totals(self.run_stats)
+            values = instant.values
+            values.append(t_ns - start)
+            if len(values) >= FOLD_AT:
+                instant.fold()
+        else:
+            bounds = self.task_duration.bounds  # every duration histogram's
+            total = (t_ns - start) / 1e9
+            at = bisect_left(bounds, total)
+            row = rows[1]
+            row[at] += 1
             row[-2] += 1
-            stats = self.run_stats  # _ran(0.0), inline
-            stats[0] += 1
-            if stats[2] > 0.0:
-                stats[2] = 0.0
+            row[-1] += total
+            if ran:
+                started = span.t_started
+                if started:
+                    active[1] -= 1
+                    self._ran_for((t_ns - started) / 1e9, rows[2], bounds)
+                else:  # never reported running: a cache hit, a retried dry run
+                    active[0] -= 1
+            else:  # started as it ended (a dry run): it ran for no time
+                span.t_started = t_ns
+                active[0] -= 1
+                resolved = span.t_resolved
+                if resolved:  # the queue wait phase
+                    wait = (t_ns - resolved) / 1e9
+                    queue = rows[0]
+                    assert queue is not None
+                    queue[bisect_left(bounds, wait)] += 1
+                    queue[-2] += 1
+                    queue[-1] += wait
+                row = rows[2]
+                row[self._zero_bucket] += 1
+                row[-2] += 1
+                stats = self.run_stats  # _ran(0.0), inline
+                stats[0] += 1
+                if stats[2] > 0.0:
+                    stats[2] = 0.0
         # finish_span(), inline, for a task with nothing more to say
         span.status = n.STATUS_OK
         span.status_description = ""
@@ -287,7 +308,35 @@ class TaskSteps(TaskEnds):
         self.ring.append(span)
         if put is not None:
             wf = span.workflow_id or ""
-            if self.task_spans and not span.slots and not span.extra:
+            if ready_instant and not span.slots and not span.extra:
+                # records.Instant, without the times its start and end say
+                if self.task_spans:
+                    put(
+                        (
+                            INSTANT_READY_PACKED,
+                            uid,
+                            depends_on,
+                            wf,
+                            _ready_span_ints(
+                                t_ns,
+                                span.t_submitted,
+                                start,
+                                span.span_id,
+                                span.parent or 0,
+                                shape.id,
+                            ),
+                        )
+                    )
+                else:
+                    put(
+                        (
+                            INSTANT_READY_PACKED,
+                            uid,
+                            depends_on,
+                            _ready_ints(t_ns, span.t_submitted, start),
+                        )
+                    )
+            elif self.task_spans and not span.slots and not span.extra:
                 # records.Completed and, after it, its TaskSpan's fields:
                 # one record for the file and the span, packed
                 put(

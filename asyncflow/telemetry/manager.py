@@ -338,7 +338,7 @@ class Telemetry:
                 failures[entry["error_type"]] = failures.get(entry["error_type"], 0) + count
             per_wf = per_workflow.setdefault(entry["workflow_name"], {})
             per_wf[result] = per_wf.get(result, 0) + count
-        runs, run_total, run_min, run_max = rec.run_stats
+        runs, run_total, run_min, run_max = rec.run_totals()
         end_ns = rec.session.end_ns or time.time_ns()
         return {
             "session_id": rec.session_id,

@@ -399,6 +399,14 @@ def test_packed_records_expand_to_the_plain_ones(
         assert expand((packed, "task.1", ("a", "b"), ended)) == expected
         expected = (plain, "task.1", t + 9, (), *steps, span_id, parent, t, shape, workflow_id)
         assert expand((packed, "task.1", (), workflow_id, with_span)) == expected
+    # Ready as it was created (resolved and queued at its start) and started as it ended.
+    ready = r.READY_ENDED_INTS.pack(t + 9, t + 4, t)
+    expected = (r.INSTANT, "task.1", t + 9, ("a",), t, t, t + 4, t + 9)
+    assert expand((r.INSTANT_READY_PACKED, "task.1", ("a",), ready)) == expected
+    ready = r.READY_ENDED_SPAN_INTS.pack(t + 9, t + 4, t, span_id, parent or 0, shape)
+    expected = (r.INSTANT, "task.1", t + 9, (), t, t, t + 4, t + 9)
+    expected += (span_id, parent, t, shape, workflow_id)
+    assert expand((r.INSTANT_READY_PACKED, "task.1", (), workflow_id, ready)) == expected
     for record in ((r.STEP, "task.1", t, r.ID_QUEUED), (r.SUBMITTED_ALL, t, ("task.1",))):
         assert expand(record) is record
 
@@ -433,8 +441,9 @@ def test_a_large_batch_is_submitted_in_small_records() -> None:
 @pytest.mark.parametrize("ran", [False, True])
 @pytest.mark.parametrize("in_workflow", [False, True])
 @pytest.mark.parametrize("mode", ["combined", "created ready"])
+@pytest.mark.parametrize("task_spans", [True, False])
 def test_completed_is_started_and_task_finished_in_one_call(
-    ran: bool, in_workflow: bool, mode: str
+    ran: bool, in_workflow: bool, mode: str, task_spans: bool
 ) -> None:
     """The engine's common way (``ready`` or ``task_created(ready=True)``,
     ``submitted_all`` and ``completed``) records what the single hooks
@@ -446,7 +455,7 @@ def test_completed_is_started_and_task_finished_in_one_call(
         recorder = Recorder("sess", "node", 10, None)
         sink = _Sink()
         recorder.attach(sink)
-        recorder.task_spans = True
+        recorder.task_spans = task_spans  # with OTLP on: the span's fields too
         events: list[tuple[str, int]] = []
         # A subscriber's events, up to the end (with one, the end takes the
         # single hooks' way whatever the engine calls).
@@ -509,7 +518,10 @@ def test_completed_is_started_and_task_finished_in_one_call(
 
     assert kinds(two_sink) == kinds(one_sink)
     assert ("q" in {r[0] for r in two_sink.records}) == (mode == "created ready")
-    assert ("i" in {r[0] for r in two_sink.records}) == (not ran)
+    sent = {r[0] for r in two_sink.records}
+    assert bool({"i", "j"} & sent) == (not ran)
+    # Ready as it was created and ran for no time: the times that says are left out.
+    assert ("j" in sent) == (not ran and mode == "created ready")
     renderer = LineRenderer("sess", "node", one.trace_hex)
     lines = [
         sorted(json.loads(line))
@@ -527,7 +539,7 @@ def test_completed_is_started_and_task_finished_in_one_call(
             for p in getattr(one, attribute).points()
         ], attribute
         assert [p["count"] for p in getattr(two, attribute).points()] == [3]
-    assert two.run_stats[0] == one.run_stats[0] == 3
+    assert two.run_totals()[0] == one.run_totals()[0] == 3
     assert two.active_tasks == one.active_tasks == {("pending", "gpu"): 0, ("running", "gpu"): 0}
     assert two.spans_finished == one.spans_finished
     assert [s.status for s in two.ring] == [s.status for s in one.ring]
