@@ -29,7 +29,7 @@ import numpy as np
 from asyncflow.telemetry import names as n
 
 from ._columns import Ints
-from ._making import _strings, task_record
+from ._making import EVERY_STEP_FIELDS, _strings, task_record
 from .model import (
     _TASK_KINDS,
     FINAL_STATES,
@@ -92,17 +92,8 @@ def _current(module: Any) -> bool:
 SCANNER = _scan if _scan is not None and _current(_scan) else None
 ABSENT = np.iinfo(np.int64).min  # a field a task has no line with
 # What task_record's plain way takes (a task with all of these): the rest is its.
-_EVERY_INT = (n.TL_CREATED, *n.TL_STEPS, n.TL_ENDED, n.TL_CPUS, n.TL_GPUS)
-_EVERY_CODE = (
-    n.TL_PARENT,
-    n.TL_BACKEND,
-    n.TL_WORKFLOW_ID,
-    n.TL_NAME,
-    n.TL_WORKFLOW_NAME,
-    n.TL_LEVEL,
-    n.TL_TYPE,
-    n.TL_RESULT,
-)
+_EVERY_INT = tuple(k for k in EVERY_STEP_FIELDS if k in _INTS)
+_EVERY_CODE = tuple(k for k in EVERY_STEP_FIELDS if k in _CODES)
 _PLAIN_RESULTS = frozenset(FINAL_STATES) - {STATE_FAILED}
 _Lists = tuple[Mapping[str, Any], Mapping[str, Any]]  # columns, as arrays or lists
 _CHUNK = 8 * 1024 * 1024

@@ -231,7 +231,8 @@ def task_record(task: Mapping[str, Any]) -> SpanRecord:
     return record
 
 
-_EVERY_STEP = operator.itemgetter(
+# The fields of a task that went through every step (task_record's plain way).
+EVERY_STEP_FIELDS = (
     n.TL_UID,
     n.TL_CREATED,
     n.TL_SPAN,
@@ -248,6 +249,7 @@ _EVERY_STEP = operator.itemgetter(
     n.TL_ENDED,
     n.TL_RESULT,
 )
+_EVERY_STEP = operator.itemgetter(*EVERY_STEP_FIELDS)
 _new_tuple: Any = tuple.__new__
 # Names, workflow ids and backends repeat from task to task: one string each
 # (a million tasks would otherwise hold four million copies). An interned
