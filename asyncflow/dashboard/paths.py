@@ -183,6 +183,9 @@ def slot_lanes(run: Run) -> Lanes:
     return Lanes(lanes, inferred, backends)
 
 
+MOST_LANES = 1024  # lanes one task takes, at most, when no slot was assigned
+
+
 def _pack(
     runs: Iterable[tuple[SpanRecord, float, float]],
 ) -> dict[tuple[str, str], list[tuple[SpanRecord, float, float]]]:
@@ -198,7 +201,9 @@ def _pack(
     for task, start, end in sorted(runs, key=lambda r: (r[1], r[0].uid)):
         kind = n.KIND_GPU if task.gpus else n.KIND_CPU
         group = (task.backend, kind)
-        count = max(1, task.gpus if task.gpus else task.cpus)
+        # At most MOST_LANES each: a count from a broken file (2**62 cpus)
+        # would otherwise open lanes for ever.
+        count = min(max(1, task.gpus if task.gpus else task.cpus), MOST_LANES)
         heap, spare = busy[group], free[group]
         while heap and heap[0][0] <= start:
             heapq.heappush(spare, heapq.heappop(heap)[1])

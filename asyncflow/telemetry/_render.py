@@ -14,7 +14,6 @@ the renderer keeps nothing per task: its memory does not grow with the run
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -47,10 +46,11 @@ from ._records import (
     SpanFields,
     expand,
 )
+from ._spill import dumps
 
 __all__ = ["LineRenderer"]
 
-_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+_json = dumps  # no NaN in a line: a float that is not finite as its text
 # What the encoder above escapes in a string: without any, a string's JSON
 # is the string in quotes (four of a task's six lines are its uid and a number).
 _ESCAPED = re.compile(r'["\\\x00-\x1f]')

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import marshal
+import math
 import os
 import struct
 import tempfile
@@ -113,9 +114,28 @@ def _plain(record: tuple[Any, ...]) -> tuple[Any, ...]:
         return tuple(json.loads(dumps(list(record))))
 
 
-_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+_encode = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), default=str, allow_nan=False
+).encode
 
 
 def dumps(record: Any) -> str:
-    """``record`` as compact JSON (anything JSON cannot carry as its ``str``)."""
-    return _encoder.encode(record)
+    """``record`` as compact JSON: anything JSON cannot carry as its ``str``,
+    a float that is not finite too (``"nan"``, ``"inf"``: ``NaN`` is no JSON,
+    and no reader would take the line)."""
+    try:
+        return _encode(record)
+    except ValueError:  # a float that is not finite (or a cycle: as str)
+        return _encode(_finite(record, 64))
+
+
+def _finite(value: Any, depth: int) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if depth <= 0:
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v, depth - 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v, depth - 1) for v in value]
+    return value

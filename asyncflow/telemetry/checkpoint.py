@@ -36,7 +36,7 @@ from ._pipe_writer import (
 )
 from ._records import SHAPE
 from ._render import LineRenderer
-from ._spill import counted
+from ._spill import counted, dumps
 from ._unencodable import LINE_ERRORS
 
 __all__ = [
@@ -239,14 +239,6 @@ def open_checkpoint(
         except NoWriterProcess as exc:
             logger.warning("no checkpoint writer process (%s): writing from a thread", exc)
     return CheckpointWriter(path, LineRenderer(*header))
-
-
-_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
-
-
-def dumps(record: Any) -> str:
-    """A compact JSON text for one record (unknown types as ``str``)."""
-    return _encoder.encode(record)
 
 
 def checkpoint_files(path: str | os.PathLike[str]) -> list[Path]:

@@ -31,7 +31,8 @@ from ._otel import (
 from ._pipe_writer import NoWriterProcess, ProcessCheckpointWriter
 from ._recorder import Recorder
 from ._sampler import IO_KEYS, NodeSampler
-from .checkpoint import dumps, open_checkpoint
+from ._spill import dumps
+from .checkpoint import open_checkpoint
 from .events import ENGINE_EVENT_TYPES, Event, ResourceUpdate, as_event
 from .observer import LiveSpan, TaskObserver
 from .otlp_json import spans_to_otlp_json

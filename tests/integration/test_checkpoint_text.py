@@ -14,6 +14,7 @@ file held ``"b'\\x00...'"``. Attribute values are now made plain first.
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,49 @@ async def test_numpy_values_in_span_attributes_keep_their_values(tmp_path: Path)
     assert task["test.label"] == "best" and task["test.level"] == 2
     assert task[names.WORKFLOW_NAME] == "simulate"
     assert [t.workflow_type for t in open_source(file).poll().tasks] == ["simulate"]
+
+
+@pytest.mark.parametrize("scanner", [True, False])
+async def test_a_float_that_is_not_finite_leaves_the_line_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scanner: bool
+) -> None:
+    """NaN and infinities from a span enricher are written as text: NaN is no
+    JSON, and a task whose last line no reader takes would show as running."""
+    from asyncflow.dashboard import _finished
+
+    engine = await WorkflowEngine.create(dry_run=True, work_dir=tmp_path)
+    try:
+        tel = await engine.start_telemetry(checkpoint_path=tmp_path / "tel")
+        tel.register_span_enricher(
+            lambda task, attrs: {
+                "test.nan": float("nan"),
+                "test.inf": float("inf"),
+                "test.list": [1.5, float("-inf")],
+            }
+        )
+
+        @engine.function_task
+        async def train(x: int) -> int:
+            return x
+
+        with tel.span_scope("prepare", {"test.nan": float("nan")}):
+            pass
+        await train(1)
+    finally:
+        await engine.shutdown()
+    file = next((tmp_path / "tel").glob("*.jsonl"))
+    constants: list[str] = []  # NaN, Infinity: what json reads but JSON has not
+    for line in file.read_text().splitlines():
+        json.loads(line, parse_constant=constants.append)
+    assert not constants
+    spans = {s["name"]: s["attributes"] for s in read_checkpoint(file, ["span"])}
+    assert spans["task train"]["test.nan"] == "nan" and spans["task train"]["test.inf"] == "inf"
+    assert spans["task train"]["test.list"] == [1.5, "-inf"]
+    assert spans["span prepare"]["test.nan"] == "nan"
+    if not scanner:
+        monkeypatch.setattr(_finished, "SCANNER", None)
+    (task,) = open_source(file).poll().tasks
+    assert task.state == "completed" and dict(task.extra)["test.nan"] == "nan"
 
 
 def test_plain_values() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -134,6 +135,18 @@ def test_slot_lanes_are_packed_when_no_slot_was_assigned() -> None:
     got = {lane.slot: [t.name for t, _, _ in lane.spans] for lane in lanes.lanes}
     assert got == {"gpu:0": ["step"], "cpu:0": ["A", "C"], "cpu:1": ["B"]}
     assert [lane.slot for lane in lanes.lanes] == ["gpu:0", "cpu:0", "cpu:1"]
+
+
+def test_a_task_asking_for_absurdly_many_slots_takes_a_bounded_number_of_lanes() -> None:
+    """A broken file's count (2**62 cpus) must not open lanes for ever."""
+    builder = RunBuilder("huge")
+    builder.add_span(r.session_span(9.0))
+    builder.add_span(span("task.000001", 0, 0, 0, 2))
+    run = builder.snapshot()
+    huge = run.tasks[0]._replace(cpus=2**62)
+    lanes = paths.slot_lanes(dataclasses.replace(run, tasks=(huge,)))
+    assert len(lanes.lanes) == paths.MOST_LANES
+    f.slots_figure(dataclasses.replace(run, tasks=(huge,)))
 
 
 def test_tasks_waiting_for_a_slot_over_time() -> None:
