@@ -112,8 +112,8 @@ def scan(f: io.BufferedIOBase) -> tuple[Scanned, list[bytes], int, bytes]:
         line not yet whole).
 
     Raises:
-        Unreadable: a task line as the writer never writes one, or a task
-            that never ended.
+        Unreadable: a task line as the writer never writes one (the tasks
+            of a killed run that never ended are read: ``Scanned.open_tasks``).
     """
     if SCANNER is None:
         raise Unreadable("the compiled scanner is not built")

@@ -105,7 +105,7 @@ class TaskTable(Sequence[SpanRecord]):
         return f"<TaskTable of {len(self)} tasks>"
 
     def columns(self, run: Any) -> TaskColumns:
-        """The timeline's columns of these tasks (``run`` gives nothing needed here)."""
+        """The timeline's columns of these tasks (``run``: its end, for live tasks' records)."""
         if self._columns is None:
             scanned = self._scanned
             # Rows of the tasks that never ended, at their places after the others.
