@@ -41,6 +41,11 @@ logger = logging.getLogger("asyncflow.backends")
 
 # Result fetches in flight at once.
 _GATHERS = 4
+# Seconds a finished future waits for the fetch in flight before one more
+# fetch starts beside it: while fetches are quick, what finishes meanwhile
+# joins the next one (fewer round trips to the scheduler and the workers);
+# a slow one (a large result) holds the others back no longer than this.
+_PATIENCE = 0.02
 # Keys a task_description may carry that are not Client.submit's.
 _ENGINE_KEYS = ("cpus", "gpus", "cwd", "env", "shell")
 
@@ -146,6 +151,7 @@ class DaskBackend(BaseBackend):
         self._futures: dict[str, Any] = {}  # uid -> Dask future
         self._stream: Any = None
         self._collector: asyncio.Task[None] | None = None
+        self._more = asyncio.Event()  # set when futures join the stream
         self._closed = False
 
     def __await__(self) -> Any:
@@ -269,15 +275,19 @@ class DaskBackend(BaseBackend):
         if self._stream is None:
             self._stream = self._distributed.as_completed()
         self._stream.update(futures)
+        self._more.set()
         if self._collector is None or self._collector.done():
             self._collector = asyncio.get_running_loop().create_task(self._collect())
 
     async def _collect(self) -> None:
         """Report finished futures, everything finished together in one gather.
 
-        Up to ``_GATHERS`` gathers are in flight at once, so that the round
-        trips overlap; a batch is reported when its results are in. Runs
-        until nothing is left to wait for; ``_track`` starts it again.
+        One gather at a time while gathers are quick: the futures that finish
+        while one is in flight go together in the next. A gather that takes
+        longer than ``_PATIENCE`` gets company, up to ``_GATHERS`` in flight,
+        so a large result does not hold the others back. A batch is reported
+        when its results are in. Runs until nothing is left to wait for;
+        ``_track`` starts it again.
         """
         stream = self._stream
         in_flight: set[asyncio.Task[None]] = set()
@@ -289,6 +299,10 @@ class DaskBackend(BaseBackend):
                         first = await stream.__anext__()
                     except StopAsyncIteration:
                         break
+                    if in_flight:
+                        await asyncio.wait(
+                            in_flight, timeout=_PATIENCE, return_when=asyncio.FIRST_COMPLETED
+                        )
                     batch = [first, *stream.next_batch(block=False)]
                     task = loop.create_task(self._report_batch(batch))
                     in_flight.add(task)
@@ -297,8 +311,15 @@ class DaskBackend(BaseBackend):
                         await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
                 if not in_flight:
                     return  # nothing left: checked with no await after it
-                # Reports in flight may submit more tasks (a dependent released).
-                await asyncio.wait(in_flight)
+                # Wait for a gather to end (its reports may submit more tasks:
+                # a dependent released) or for futures submitted meanwhile,
+                # which must not wait for a slow gather.
+                self._more.clear()
+                more = loop.create_task(self._more.wait())
+                try:
+                    await asyncio.wait({*in_flight, more}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    more.cancel()
         except Exception as exc:
             logger.exception("DaskBackend %r lost track of its tasks", self.name)
             for future, lost in list(self._running.items()):

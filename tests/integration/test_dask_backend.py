@@ -13,6 +13,7 @@ from distributed import Client, LocalCluster
 
 from asyncflow import DependencyFailureError, WorkflowEngine
 from asyncflow.backends import DaskBackend
+from asyncflow.backends import dask as dask_backend
 from asyncflow.errors import ExecutableError
 
 pytestmark = pytest.mark.dask
@@ -149,3 +150,80 @@ async def test_a_synchronous_client_is_refused() -> None:
 
     with pytest.raises(ValueError, match="asynchronous"):
         DaskBackend(client=SyncClient())
+
+
+class CountedGathers:
+    """Wraps a backend's ``Client.gather``: how many are in flight at once,
+    how many there were, and (when ``hold`` is set) the first one held until
+    ``release`` is set."""
+
+    def __init__(self, backend: DaskBackend, latency: float = 0.0, hold: bool = False) -> None:
+        self.client = backend.client
+        self.real = self.client.gather
+        self.latency = latency
+        self.hold = hold
+        self.release = asyncio.Event()
+        self.in_flight = self.most = self.calls = 0
+        self.sizes: list[int] = []
+
+    async def __call__(self, futures: list[Any], *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        first = self.calls == 1
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        self.sizes.append(len(futures))
+        try:
+            if first and self.hold:
+                await self.release.wait()
+            await asyncio.sleep(self.latency)  # a cluster farther away than this one
+            return await self.real(futures, *args, **kwargs)
+        finally:
+            self.in_flight -= 1
+
+
+async def test_results_come_back_in_few_gathers_one_at_a_time(
+    client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # While gathers are quicker than the patience, one is in flight at a
+    # time and what finishes meanwhile goes in the next: fewer round trips
+    # than tasks.
+    monkeypatch.setattr(dask_backend, "_PATIENCE", 60.0)
+    backend = await DaskBackend(client=client)
+    gathers = CountedGathers(backend, latency=0.2)
+    monkeypatch.setattr(client, "gather", gathers)
+    async with await WorkflowEngine.create(backend=backend, work_dir=tmp_path) as engine:
+
+        @engine.function_task
+        async def square(x: int) -> int:
+            return x * x
+
+        assert await asyncio.gather(*[square(i) for i in range(200)]) == [i * i for i in range(200)]
+    assert gathers.most == 1
+    assert sum(gathers.sizes) == 200
+    assert gathers.calls < 100  # each 200 ms round trip brings back several
+
+
+async def test_a_slow_gather_does_not_hold_back_the_others(
+    client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first gather never ends on its own: after the patience, the
+    # results that finished later are fetched beside it and reported.
+    monkeypatch.setattr(dask_backend, "_PATIENCE", 0.02)
+    backend = await DaskBackend(client=client)
+    gathers = CountedGathers(backend, hold=True)
+    monkeypatch.setattr(client, "gather", gathers)
+    async with await WorkflowEngine.create(backend=backend, work_dir=tmp_path) as engine:
+
+        @engine.function_task
+        async def echo(x: int) -> int:
+            return x
+
+        first = echo(-1)
+        while gathers.calls == 0:  # its result is being fetched, and held
+            await asyncio.sleep(0.01)
+        later = [echo(i) for i in range(20)]
+        assert await asyncio.wait_for(asyncio.gather(*later), 60) == list(range(20))
+        assert not first.done()
+        assert gathers.most >= 2
+        gathers.release.set()
+        assert await first == -1
