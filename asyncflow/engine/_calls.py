@@ -19,7 +19,7 @@ from ._reporting import Reporting
 from ._tasks import NO_KWARGS, NO_TASK_DESCRIPTION, POLICY_KINDS, TaskSpec
 
 if TYPE_CHECKING:
-    from ..telemetry.observer import LiveSpan
+    from ..telemetry.observer import LiveSpan, TaskSpan
 
 __all__ = ["Calls"]
 
@@ -280,7 +280,7 @@ class Calls(Reporting):
         backend = fut.target_backend or self._default
         fut._tel = observer.task_created(fut, backend, parent, scope[0] if scope else None, ready)
 
-    def _telemetry_parent(self) -> LiveSpan | None:
+    def _telemetry_parent(self) -> LiveSpan | TaskSpan | None:
         """The span of the innermost block or workflow scope, if any."""
         block, scope = self._innermost()
         if block is not None and block._tel is not None:

@@ -17,7 +17,7 @@ from ..telemetry import names as n
 
 if TYPE_CHECKING:
     from ..backends._base import Backend, TaskDescription
-    from ..telemetry.observer import LiveSpan
+    from ..telemetry.observer import LiveWorkflow, SpanMore, TaskShape, TaskSpan
     from ._engine import WorkflowEngine
     from ._policy import RunState, TaskPolicy
     from ._tasks import TaskSpec
@@ -67,6 +67,19 @@ class TaskFuture(asyncio.Future, Generic[T]):  # type: ignore[type-arg]
         "kind",
         "kwargs",
         "name",
+        "span_depends_on",
+        "span_end",
+        "span_id",
+        "span_ids",
+        "span_more",
+        "span_owner",
+        "span_parent",
+        "span_queued",
+        "span_resolved",
+        "span_shape",
+        "span_start",
+        "span_started",
+        "span_submitted",
         "target_backend",
         "task_description",
         "uid",
@@ -97,7 +110,22 @@ class TaskFuture(asyncio.Future, Generic[T]):  # type: ignore[type-arg]
     _pushed: bool
     _deps: Sequence[Any]
     _files: Any
-    _tel: LiveSpan | None
+    # The task itself while telemetry observes it (its span is in the
+    # span_* fields, which only telemetry sets, from task_created on).
+    _tel: TaskSpan | None
+    span_id: int
+    span_parent: int
+    span_start: int
+    span_end: int
+    span_resolved: int
+    span_queued: int
+    span_submitted: int
+    span_started: int
+    span_ids: int
+    span_shape: TaskShape
+    span_owner: LiveWorkflow | None
+    span_depends_on: tuple[str, ...]
+    span_more: SpanMore | None
     _policy: TaskPolicy | None
     _run: RunState | None
 
@@ -182,7 +210,7 @@ def new_task_future(
     # is one (the engine tests ``_deps is args``).
     fut._deps = ()
     fut._files = None
-    fut._tel = None  # its span, while telemetry observes it
+    fut._tel = None  # itself, while telemetry observes it (span_* unset until then)
     fut._policy = None  # retries, timeout, cache (None: none)
     fut._run = None  # their moving parts, with a policy
     return fut

@@ -19,7 +19,7 @@ from ._engine_state import _Route
 from ._future import KIND_BLOCK, KIND_EXECUTABLE, KIND_FUNCTION, TaskFuture
 
 if TYPE_CHECKING:
-    from ..telemetry.observer import LiveSpan
+    from ..telemetry.observer import TaskSpan
 
 __all__ = ["Submission"]
 
@@ -241,7 +241,7 @@ class Submission(Descriptions):
         observer = self._observer
         batch: list[TaskDescription] = []
         # Telemetry's submitted step, for the whole batch in one call.
-        spans: list[LiveSpan] | None = [] if observer is not None else None
+        spans: list[TaskSpan] | None = [] if observer is not None else None
         for fut in futs:
             if fut.done():
                 continue

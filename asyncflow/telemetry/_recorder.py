@@ -23,7 +23,8 @@ from typing import Any
 
 from . import names as n
 from ._records import NOTE
-from ._spans import span_dict
+from ._spans import LiveSpan, span_dict
+from ._task_span import live_span
 from ._task_steps import TaskSteps
 
 __all__ = ["Recorder"]
@@ -67,4 +68,9 @@ class Recorder(TaskSteps):
 
     def traces(self) -> list[dict[str, Any]]:
         """The finished spans in the ring, as dicts."""
-        return [span_dict(rec, self.trace_hex, self._notes(rec)) for rec in list(self.ring)]
+        return [
+            span_dict(rec, self.trace_hex, self._notes(rec))
+            if isinstance(rec, LiveSpan)
+            else span_dict(live_span(rec), self.trace_hex)
+            for rec in list(self.ring)
+        ]

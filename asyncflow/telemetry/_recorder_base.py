@@ -16,28 +16,21 @@ import time
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import names as n
 from ._aggregate import Counters, Histograms, consistent
 from ._failures import error_text
-from ._records import (
-    COMPLETED_PACKED,
-    ENDED_INTS,
-    FINISHED,
-    INSTANT_PACKED,
-    LINE,
-    SPAN,
-    STARTED,
-)
+from ._records import LINE, SPAN
 from ._render import LineRenderer
 from ._shapes import TaskShape
 from ._spans import LiveSpan, LiveWorkflow, plain_attributes, span_dict
 from .redact import describer, redactor
 
-__all__ = ["RecorderBase"]
+if TYPE_CHECKING:
+    from ._task_span import TaskSpan
 
-_ended_ints = ENDED_INTS.pack
+__all__ = ["RecorderBase"]
 
 
 def _no_writer() -> None:
@@ -73,7 +66,8 @@ class RecorderBase:
         self._relieve: Callable[[], None] | None = None
         self._created = 0
         self._lines = LineRenderer(session_id, node_id, self.trace_hex)
-        self.ring: deque[LiveSpan] = deque(maxlen=max(1, ring_size))
+        # Finished spans; a task's is the task itself (see _task_span.py).
+        self.ring: deque[LiveSpan | TaskSpan] = deque(maxlen=max(1, ring_size))
         self.span_sink = span_sink
         # The telemetry process exports OTLP: send a TaskSpan record per task.
         self.task_spans = False
@@ -270,8 +264,9 @@ class RecorderBase:
                 self._end_workflow(owner)
 
     # ------------------------------------------------------------------ spans
-    def finish_span(self, rec: LiveSpan, status: str, desc: str, final: str | None = None) -> None:
-        """End a span; ``final`` is a task's final event, written with it."""
+    def finish_span(self, rec: LiveSpan, status: str, desc: str) -> None:
+        """End a span (the session, a workflow, a user span; a task's ends in
+        ``TaskEnds._finish_task``)."""
         if not rec.end_ns:
             rec.end_ns = time.time_ns()
         rec.status = status
@@ -279,81 +274,25 @@ class RecorderBase:
         self.spans_finished += 1
         self.ring.append(rec)
         if self._put is not None:
-            if final is not None:
-                self._put_end(rec, status, desc, final)
-            else:
-                # records.Span of a records.SpanFields
-                self._put(
-                    (
-                        SPAN,
-                        (
-                            rec.name,
-                            rec.span_id,
-                            rec.parent,
-                            rec.start_ns,
-                            rec.end_ns,
-                            status,
-                            desc,
-                            plain_attributes(rec.attributes_dict()),
-                            rec.span_events(),
-                        ),
-                    )
-                )
-        if self.span_sink is not None:
-            self.span_sink(span_dict(rec, self.trace_hex, self._notes(rec)))
-
-    def _put_end(
-        self, rec: LiveSpan, status: str, desc: str, final: str, instant: bool = False
-    ) -> None:
-        """Send a task's (or block's) last record: ``Completed`` when it has
-        nothing more to say, else ``Finished``.
-
-        ``instant``: it started now and no ``Started`` record was sent.
-        """
-        assert self._put is not None
-        if instant and not (status == n.STATUS_OK and not desc and not rec.extra and not rec.slots):
-            self._put((STARTED, rec.uid, rec.t_started))  # records.Started
-            instant = False
-        if (
-            status == n.STATUS_OK
-            and not desc
-            and not rec.extra
-            and not rec.slots
-            and rec.exception is None
-        ):
-            # records.Completed, packed: all a task that completed has to say
+            # records.Span of a records.SpanFields
             self._put(
                 (
-                    INSTANT_PACKED if instant else COMPLETED_PACKED,
-                    rec.uid,
-                    rec.depends_on,
-                    _ended_ints(
-                        rec.end_ns, rec.t_resolved, rec.t_queued, rec.t_submitted, rec.t_started
+                    SPAN,
+                    (
+                        rec.name,
+                        rec.span_id,
+                        rec.parent,
+                        rec.start_ns,
+                        rec.end_ns,
+                        status,
+                        desc,
+                        plain_attributes(rec.attributes_dict()),
+                        rec.span_events(),
                     ),
                 )
             )
-        else:
-            # records.Finished
-            self._put(
-                (
-                    FINISHED,
-                    rec.uid,
-                    final,
-                    rec.error_type,
-                    rec.end_ns,
-                    status,
-                    desc,
-                    rec.t_resolved,
-                    rec.t_queued,
-                    rec.t_submitted,
-                    rec.t_started,
-                    rec.result,
-                    rec.depends_on,
-                    rec.extra,
-                    rec.slots,
-                    rec.exception,
-                )
-            )
+        if self.span_sink is not None:
+            self.span_sink(span_dict(rec, self.trace_hex, self._notes(rec)))
 
     def _notes(self, rec: LiveSpan) -> list[tuple[str, int, dict[str, Any]]]:
         return list(self.session_notes) if rec is self.session else []

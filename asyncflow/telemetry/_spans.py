@@ -39,11 +39,12 @@ _NO_ATTRIBUTES: dict[str, Any] = {}
 
 
 class LiveSpan:
-    """One span being recorded (session, workflow, block, task or a user span).
+    """One span being recorded (session, workflow or a user span), or a
+    task's (or block's) span as a reader sees it.
 
-    The engine holds one per task (``TaskFuture._tel``) and hands it back to
-    every :class:`~asyncflow.telemetry.observer.TaskObserver` hook; only the
-    telemetry side reads or writes its fields.
+    A task's span is kept on the task itself (``_task_span.TaskSpan``); its
+    ``LiveSpan`` is made only when something reads it (``read_traces()``,
+    span processors, subscribers: ``_task_span.live_span``).
     """
 
     __slots__ = (

@@ -36,40 +36,41 @@ from ._records import (
     SUBMITTED_PER_RECORD,
     TASK_SPAN,
 )
-from ._spans import _NO_ATTRIBUTES, LiveSpan, count, span_dict
+from ._spans import LiveSpan, count, span_dict
 from ._task_ends import TaskEnds
-from .observer import TaskInfo
+from ._task_span import TaskSpan, live_span, more_of
 
 __all__ = ["TaskSteps"]
 
 _created_ints = CREATED_INTS.pack
-_new_span = object.__new__
 _time_ns = time.time_ns
 _ended_span_ints = ENDED_SPAN_INTS.pack
 _ready_ints = READY_ENDED_INTS.pack
 _ready_span_ints = READY_ENDED_SPAN_INTS.pack
 
 # The steps before a task starts that the engine reports one by one:
-# (LiveSpan attribute, engine event, offset of its event id).
-_RESOLVED = ("t_resolved", n.EVENT_TASK_RESOLVED, ID_RESOLVED)
-_QUEUED = ("t_queued", n.EVENT_TASK_QUEUED, ID_QUEUED)
+# (TaskSpan attribute, engine event, offset of its event id).
+_RESOLVED = ("span_resolved", n.EVENT_TASK_RESOLVED, ID_RESOLVED)
+_QUEUED = ("span_queued", n.EVENT_TASK_QUEUED, ID_QUEUED)
 
 
 class TaskSteps(TaskEnds):
     """A task's steps from its creation to its common end (``completed``):
-    the engine calls these for every task, so they are written for speed."""
+    the engine calls these for every task, so they are written for speed.
+
+    A task's span is the task itself (:class:`~._task_span.TaskSpan`): these
+    hooks set its ``span_*`` fields; no span object is made per task.
+    """
 
     def task_created(
         self,
-        task: TaskInfo,
+        task: TaskSpan,
         backend: str,
-        parent: LiveSpan | None,
+        parent: LiveSpan | TaskSpan | None,
         scope_id: str | None,
         ready: bool = False,
-    ) -> LiveSpan:
+    ) -> TaskSpan:
         owner = self._open_workflows.get(scope_id) if scope_id is not None else None
-        if parent is None:
-            parent = owner
         td = task.task_description
         key = (
             task.name,
@@ -82,37 +83,29 @@ class TaskSteps(TaskEnds):
         shape = self._shapes.get(key)
         if shape is None:
             shape = self._shape(key)
-        # LiveSpan(...), inline: every slot set once, to its final value
-        # (no __init__ call, no slot written twice; a test holds it to the
-        # constructor's defaults).
-        rec = _new_span(LiveSpan)
-        rec.span_id = self._rng.getrandbits(64) or 1
-        rec.parent = parent.span_id if parent is not None else self.session.span_id
-        rec.level = shape.level
-        rec.name = shape.span_name
-        start = rec.start_ns = _time_ns()
-        rec.end_ns = rec.t_submitted = rec.t_started = 0
+        # Every span field set once, to its final value so far.
+        span_id = task.span_id = self._rng.getrandbits(64) or 1
+        if parent is None:
+            parent = owner
+        parent_id = task.span_parent = (
+            parent.span_id if parent is not None else self.session.span_id
+        )
+        start = task.span_start = _time_ns()
+        task.span_end = task.span_submitted = task.span_started = 0
         if ready:  # resolved and queued as it was created: ready(), at its time
-            rec.t_resolved = rec.t_queued = start
+            task.span_resolved = task.span_queued = start
         else:
-            rec.t_resolved = rec.t_queued = 0
-        base = rec.id_base = next(self._blocks) << 3
-        rec.attributes = _NO_ATTRIBUTES
-        rec.uid = task.uid
-        rec.workflow_id = task.workflow_id
-        rec.fut = task
-        rec.shape = shape
-        rec.result = rec.error_type = rec.status_description = ""
-        rec.exception = rec.extra = rec.attempt_events = None
-        rec.depends_on = rec.slots = ()
-        rec.status = n.STATUS_UNSET
+            task.span_resolved = task.span_queued = 0
+        base = task.span_ids = next(self._blocks) << 3
+        task.span_shape = shape
+        task.span_owner = owner
+        task.span_depends_on = ()
+        task.span_more = None
         active = shape.active
-        rec.backend = backend if active is not None else None
         if active is not None:
             active[0] += 1
         if owner is not None:
             owner.pending += 1
-        rec.owner = owner
         put = self._put
         if put is not None:
             if not shape.sent:
@@ -122,55 +115,56 @@ class TaskSteps(TaskEnds):
             put(
                 (
                     CREATED_READY_PACKED if ready else CREATED_PACKED,
-                    rec.uid,
-                    rec.workflow_id,
-                    _created_ints(base, start, shape.id, rec.span_id, rec.parent or 0),
+                    task.uid,
+                    task.workflow_id,
+                    _created_ints(base, start, shape.id, span_id, parent_id),
                 )
             )
         if self.subscribers_active and self.deliver is not None:
             seconds = start / 1e9
-            self.deliver(n.EVENT_TASK_CREATED, rec, seconds, {}, base)
+            live = live_span(task)
+            self.deliver(n.EVENT_TASK_CREATED, live, seconds, {}, base)
             if ready:
-                self.deliver(n.EVENT_TASK_RESOLVED, rec, seconds, {}, base + ID_RESOLVED)
-                self.deliver(n.EVENT_TASK_QUEUED, rec, seconds, {}, base + ID_QUEUED)
+                self.deliver(n.EVENT_TASK_RESOLVED, live, seconds, {}, base + ID_RESOLVED)
+                self.deliver(n.EVENT_TASK_QUEUED, live, seconds, {}, base + ID_QUEUED)
         self._created += 1
         if not self._created & 1023 and self._relieve is not None:
             self._relieve()
-        return rec
+        return task
 
-    def _step(self, rec: LiveSpan, step: tuple[str, str, int]) -> None:
+    def _step(self, span: TaskSpan, step: tuple[str, str, int]) -> None:
         """One of the steps before a task starts: resolved, queued, submitted."""
         attr, event, offset = step
         t_ns = time.time_ns()
-        setattr(rec, attr, t_ns)
+        setattr(span, attr, t_ns)
         if self._put is not None:
-            self._put((STEP, rec.uid, t_ns, offset))  # records.Step
+            self._put((STEP, span.uid, t_ns, offset))  # records.Step
         if self.subscribers_active and self.deliver is not None:
-            self.deliver(event, rec, t_ns / 1e9, {}, rec.id_base + offset)
+            self.deliver(event, live_span(span), t_ns / 1e9, {}, span.span_ids + offset)
 
-    def resolved(self, span: LiveSpan) -> None:
+    def resolved(self, span: TaskSpan) -> None:
         self._step(span, _RESOLVED)
 
-    def ready(self, span: LiveSpan) -> None:
+    def ready(self, span: TaskSpan) -> None:
         """``resolved`` and ``queued`` at once (one clock reading)."""
-        span.t_resolved = span.t_queued = t_ns = time.time_ns()
+        span.span_resolved = span.span_queued = t_ns = time.time_ns()
         if self._put is not None:
             self._put((READY, span.uid, t_ns))  # records.Ready
         if self.subscribers_active and self.deliver is not None:
-            base, seconds = span.id_base, t_ns / 1e9
-            self.deliver(n.EVENT_TASK_RESOLVED, span, seconds, {}, base + ID_RESOLVED)
-            self.deliver(n.EVENT_TASK_QUEUED, span, seconds, {}, base + ID_QUEUED)
+            base, seconds, live = span.span_ids, t_ns / 1e9, live_span(span)
+            self.deliver(n.EVENT_TASK_RESOLVED, live, seconds, {}, base + ID_RESOLVED)
+            self.deliver(n.EVENT_TASK_QUEUED, live, seconds, {}, base + ID_QUEUED)
 
-    def queued(self, span: LiveSpan) -> None:
+    def queued(self, span: TaskSpan) -> None:
         self._step(span, _QUEUED)
 
-    def submitted_all(self, spans: list[LiveSpan]) -> None:
+    def submitted_all(self, spans: list[TaskSpan]) -> None:
         """``spans`` were handed to their backend in one ``submit_tasks``
         call: one clock reading for the batch."""
         self.submitted_total += len(spans)
         t_ns = time.time_ns()
         for span in spans:
-            span.t_submitted = t_ns
+            span.span_submitted = t_ns
         put = self._put
         if put is not None:
             # In pieces: the telemetry process renders a record at a time,
@@ -181,21 +175,27 @@ class TaskSteps(TaskEnds):
         if self.subscribers_active and self.deliver is not None:
             seconds = t_ns / 1e9
             for span in spans:
-                self.deliver(n.EVENT_TASK_SUBMITTED, span, seconds, {}, span.id_base + ID_SUBMITTED)
+                self.deliver(
+                    n.EVENT_TASK_SUBMITTED,
+                    live_span(span),
+                    seconds,
+                    {},
+                    span.span_ids + ID_SUBMITTED,
+                )
 
-    def assigned(self, span: LiveSpan, slots: Iterable[Any]) -> None:
+    def assigned(self, span: TaskSpan, slots: Iterable[Any]) -> None:
         """A backend gave the task its resource slots (just before it starts;
         again before each later attempt)."""
+        more = more_of(span)
         # A later attempt's assignment is an event of its own: a fresh id (the
         # task's block of ids has one place for it).
-        later = bool(span.slots)
-        event_id = self.new_event_id() if later else span.id_base + ID_ASSIGNED
-        span.slots = tuple(str(s) for s in slots)
+        later = bool(more.slots)
+        event_id = self.new_event_id() if later else span.span_ids + ID_ASSIGNED
+        more.slots = tuple(str(s) for s in slots)
         t_ns = time.time_ns()
-        fut = span.fut
-        td = fut.task_description if fut is not None else None
+        td = span.task_description
         extra = {
-            "slots": list(span.slots),
+            "slots": list(more.slots),
             "cpus": count(td, "cpus", 1),
             "gpus": count(td, "gpus", 0),
         }
@@ -205,23 +205,25 @@ class TaskSteps(TaskEnds):
             fields = {**extra, n.TL_ASSIGNED_ID: event_id} if later else extra
             self._put((ASSIGNED, span.uid, t_ns, fields))  # records.Assigned
         if self.subscribers_active and self.deliver is not None:
-            self.deliver(n.EVENT_RESOURCE_ASSIGNED, span, t_ns / 1e9, extra, event_id)
+            self.deliver(n.EVENT_RESOURCE_ASSIGNED, live_span(span), t_ns / 1e9, extra, event_id)
 
-    def started(self, span: LiveSpan) -> None:
-        span.t_started = t_ns = time.time_ns()
-        shape = span.shape
-        if shape is not None and shape.active is not None:  # a task
-            active = shape.active
+    def started(self, span: TaskSpan) -> None:
+        span.span_started = t_ns = time.time_ns()
+        shape = span.span_shape
+        active = shape.active
+        if active is not None:  # a task
             active[0] -= 1
             active[1] += 1
-            if span.t_resolved:  # the queue wait phase
-                shape.add(0, (t_ns - span.t_resolved) / 1e9)
+            if span.span_resolved:  # the queue wait phase
+                shape.add(0, (t_ns - span.span_resolved) / 1e9)
         if self._put is not None:
             self._put((STARTED, span.uid, t_ns))  # records.Started
         if self.subscribers_active and self.deliver is not None:
-            self.deliver(n.EVENT_TASK_STARTED, span, t_ns / 1e9, {}, span.id_base + ID_STARTED)
+            self.deliver(
+                n.EVENT_TASK_STARTED, live_span(span), t_ns / 1e9, {}, span.span_ids + ID_STARTED
+            )
 
-    def completed(self, span: LiveSpan, ran: bool, depends_on: tuple[str, ...]) -> None:
+    def completed(self, span: TaskSpan, ran: bool, depends_on: tuple[str, ...]) -> None:
         """``started`` (unless ``ran``: it did) and ``task_finished`` of a
         task that completed, in one call.
 
@@ -229,15 +231,14 @@ class TaskSteps(TaskEnds):
         out here in one body (one clock reading when it did not report
         running, no call per histogram); anything else takes the two hooks.
         """
-        shape = span.shape
-        rows = shape.rows if shape is not None else None
+        shape = span.span_shape
+        rows = shape.rows
+        active = shape.active
         if (
-            rows is None
-            or shape is None
-            or shape.active is None
+            active is None
             or rows[1] is None
             or rows[2] is None
-            or (not ran and rows[0] is None and span.t_resolved)
+            or (not ran and rows[0] is None and span.span_resolved)
             or self.subscribers_active
             or self.enrichers
             or self.queue_duration.track
@@ -248,18 +249,16 @@ class TaskSteps(TaskEnds):
                 self.started(span)
             self.task_finished(span, n.RESULT_COMPLETED, None, False, depends_on)
             return
-        active = shape.active
-        span.end_ns = t_ns = time.time_ns()
+        span.span_end = t_ns = time.time_ns()
         put = self._put
         uid = span.uid
-        span.result = n.RESULT_COMPLETED
-        span.depends_on = depends_on
-        start = span.start_ns
-        ready_instant = not ran and span.t_resolved == start
+        span.span_depends_on = depends_on
+        start = span.span_start
+        ready_instant = not ran and span.span_resolved == start
         if ready_instant:
             # Ready as it was created and ran for no time (a dry run): its
             # total is all the histograms need, counted in bulk.
-            span.t_started = t_ns
+            span.span_started = t_ns
             active[0] -= 1
             instant = shape.instant
             if instant is None:
@@ -277,16 +276,16 @@ class TaskSteps(TaskEnds):
             row[-2] += 1
             row[-1] += total
             if ran:
-                started = span.t_started
+                started = span.span_started
                 if started:
                     active[1] -= 1
                     self._ran_for((t_ns - started) / 1e9, rows[2], bounds)
                 else:  # never reported running: a cache hit, a retried dry run
                     active[0] -= 1
             else:  # started as it ended (a dry run): it ran for no time
-                span.t_started = t_ns
+                span.span_started = t_ns
                 active[0] -= 1
-                resolved = span.t_resolved
+                resolved = span.span_resolved
                 if resolved:  # the queue wait phase
                     wait = (t_ns - resolved) / 1e9
                     queue = rows[0]
@@ -301,14 +300,19 @@ class TaskSteps(TaskEnds):
                 stats[0] += 1
                 if stats[2] > 0.0:
                     stats[2] = 0.0
-        # finish_span(), inline, for a task with nothing more to say
-        span.status = n.STATUS_OK
-        span.status_description = ""
+        # _finish_task(), inline, for a task with nothing more to say
+        more = span.span_more
+        plain = more is None
+        if more is not None:  # slots, or attributes of a cache miss or attempts
+            more.result = n.RESULT_COMPLETED
+            more.status = n.STATUS_OK
+            more.status_description = ""
+            plain = not more.slots and not more.extra
         self.spans_finished += 1
         self.ring.append(span)
         if put is not None:
             wf = span.workflow_id or ""
-            if ready_instant and not span.slots and not span.extra:
+            if ready_instant and plain:
                 # records.Instant, without the times its start and end say
                 if self.task_spans:
                     put(
@@ -319,10 +323,10 @@ class TaskSteps(TaskEnds):
                             wf,
                             _ready_span_ints(
                                 t_ns,
-                                span.t_submitted,
+                                span.span_submitted,
                                 start,
                                 span.span_id,
-                                span.parent or 0,
+                                span.span_parent,
                                 shape.id,
                             ),
                         )
@@ -333,10 +337,10 @@ class TaskSteps(TaskEnds):
                             INSTANT_READY_PACKED,
                             uid,
                             depends_on,
-                            _ready_ints(t_ns, span.t_submitted, start),
+                            _ready_ints(t_ns, span.span_submitted, start),
                         )
                     )
-            elif self.task_spans and not span.slots and not span.extra:
+            elif self.task_spans and plain:
                 # records.Completed and, after it, its TaskSpan's fields:
                 # one record for the file and the span, packed
                 put(
@@ -347,22 +351,22 @@ class TaskSteps(TaskEnds):
                         wf,
                         _ended_span_ints(
                             t_ns,
-                            span.t_resolved,
-                            span.t_queued,
-                            span.t_submitted,
-                            span.t_started,
+                            span.span_resolved,
+                            span.span_queued,
+                            span.span_submitted,
+                            span.span_started,
                             span.span_id,
-                            span.parent or 0,
-                            span.start_ns,
+                            span.span_parent,
+                            start,
                             shape.id,
                         ),
                     )
                 )
             else:
                 if self.task_spans:
-                    put((TASK_SPAN, uid, span.span_id, span.parent, span.start_ns, shape.id, wf))
+                    put((TASK_SPAN, uid, span.span_id, span.span_parent, start, shape.id, wf))
                 self._put_end(span, n.STATUS_OK, "", n.EVENT_TASK_COMPLETED, not ran)
         if self.span_sink is not None:
-            self.span_sink(span_dict(span, self.trace_hex))
-        if span.owner is not None:
+            self.span_sink(span_dict(live_span(span), self.trace_hex))
+        if span.span_owner is not None:
             self._leave_workflow(span)

@@ -34,7 +34,7 @@ from ._sampler import IO_KEYS, NodeSampler
 from ._spill import dumps
 from .checkpoint import open_checkpoint
 from .events import ENGINE_EVENT_TYPES, Event, ResourceUpdate, as_event
-from .observer import LiveSpan, TaskObserver
+from .observer import LiveSpan, TaskObserver, TaskSpan
 from .otlp_json import spans_to_otlp_json
 from .redact import describer, redactor
 
@@ -65,7 +65,7 @@ class Telemetry:
         writer: Any,
         slot_pools: Mapping[str, SlotPool],
         prometheus: tuple[Any, int] | None,
-        parent_span: Callable[[], LiveSpan | None],
+        parent_span: Callable[[], LiveSpan | TaskSpan | None],
         on_stopped: Callable[[TaskObserver], None],
         resource_poll_interval: float,
         checkpoint_interval: float | None,
@@ -571,7 +571,7 @@ async def start(
     *,
     session_id: str,
     backends: Mapping[str, object],
-    parent_span: Callable[[], LiveSpan | None],
+    parent_span: Callable[[], LiveSpan | TaskSpan | None],
     on_stopped: Callable[[TaskObserver], None],
     resource_poll_interval: float,
     checkpoint_interval: float | None,

@@ -33,9 +33,19 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+from ._shapes import TaskShape
 from ._spans import LiveSpan, LiveWorkflow
+from ._task_span import SpanMore, TaskSpan
 
-__all__ = ["LiveSpan", "LiveWorkflow", "TaskInfo", "TaskObserver"]
+__all__ = [
+    "LiveSpan",
+    "LiveWorkflow",
+    "SpanMore",
+    "TaskInfo",
+    "TaskObserver",
+    "TaskShape",
+    "TaskSpan",
+]
 
 
 class TaskInfo(Protocol):
@@ -71,42 +81,43 @@ class TaskObserver(Protocol):
 
     def task_created(
         self,
-        task: TaskInfo,
+        task: TaskSpan,
         backend: str,
-        parent: LiveSpan | None,
+        parent: LiveSpan | TaskSpan | None,
         scope_id: str | None,
         ready: bool = False,
-    ) -> LiveSpan:
-        """A task or block was registered; returns the span handed to later hooks.
+    ) -> TaskSpan:
+        """A task or block was registered; returns the span handed to later
+        hooks: the task itself, whose ``span_*`` fields hold its span.
 
         Args:
             task: the task.
             backend: the name of the backend it is routed to.
-            parent: the span of the block it was created in, if any.
+            parent: the span of the block it was created in (the block), if any.
             scope_id: the id of the innermost workflow scope, if any.
             ready: it is resolved and queued at the same moment (a function
                 task with nothing to wait for): the same as calling
                 ``ready`` next, which the engine then does not.
         """
 
-    def resolved(self, span: LiveSpan) -> None:
+    def resolved(self, span: TaskSpan) -> None:
         """Every dependency finished; its arguments are resolved."""
 
-    def queued(self, span: LiveSpan) -> None:
+    def queued(self, span: TaskSpan) -> None:
         """It waits in the engine's outbox for its backend."""
 
-    def ready(self, span: LiveSpan) -> None:
+    def ready(self, span: TaskSpan) -> None:
         """``resolved`` and ``queued`` at one moment (a task queued as soon
         as its arguments resolved): the same as calling both."""
 
-    def submitted_all(self, spans: list[LiveSpan]) -> None:
+    def submitted_all(self, spans: list[TaskSpan]) -> None:
         """They were handed to their backend in one ``submit_tasks`` call
         (one clock reading for the batch)."""
 
-    def assigned(self, span: LiveSpan, slots: Iterable[Any]) -> None:
+    def assigned(self, span: TaskSpan, slots: Iterable[Any]) -> None:
         """A slot-aware backend gave it these slots (just before it starts)."""
 
-    def started(self, span: LiveSpan) -> None:
+    def started(self, span: TaskSpan) -> None:
         """It started running (a block: its body started)."""
 
     def flush_soon(self) -> None:
@@ -116,7 +127,7 @@ class TaskObserver(Protocol):
 
     def task_finished(
         self,
-        span: LiveSpan,
+        span: TaskSpan,
         result: str,
         error: BaseException | None,
         cut_off: bool,
@@ -132,14 +143,14 @@ class TaskObserver(Protocol):
             depends_on: the uids of the tasks it depended on.
         """
 
-    def completed(self, span: LiveSpan, ran: bool, depends_on: tuple[str, ...]) -> None:
+    def completed(self, span: TaskSpan, ran: bool, depends_on: tuple[str, ...]) -> None:
         """``started`` (unless ``ran``: the backend reported it running) and
         ``task_finished`` with ``RESULT_COMPLETED``: the same as calling them
         (call ``flush_soon`` first, as for ``task_finished``)."""
 
     def attempt_ended(
         self,
-        span: LiveSpan,
+        span: TaskSpan,
         attempt: int,
         started_ns: int,
         error: BaseException | None,
@@ -156,7 +167,7 @@ class TaskObserver(Protocol):
         """
 
     def cached(
-        self, span: LiveSpan, state: str, source_session: str | None, source_task: str | None
+        self, span: TaskSpan, state: str, source_session: str | None, source_task: str | None
     ) -> None:
         """A cached task's result was looked up.
 

@@ -207,6 +207,7 @@ def test_the_records_give_the_span_the_in_process_path_sends() -> None:
     from asyncflow.telemetry._recorder import Recorder
     from asyncflow.telemetry._span_assembly import SpanAssembler
     from asyncflow.telemetry._spans import span_dict
+    from asyncflow.telemetry._task_span import live_span
 
     recorder = Recorder("sess", "node", 100, None)
     sink = _Sink()
@@ -223,7 +224,7 @@ def test_the_records_give_the_span_the_in_process_path_sends() -> None:
         recorder.submitted_all([span])
     recorder.assigned(failed, ["gpu:0"])
     recorder.started(failed)
-    recorder.attempt_ended(failed, 1, failed.t_started, RuntimeError("flaky"), True)
+    recorder.attempt_ended(failed, 1, failed.span_started, RuntimeError("flaky"), True)
     recorder.started(plain)
     recorder.task_finished(plain, n.RESULT_COMPLETED, None, False, ())
     recorder.completed(after, False, ("task.000002",))  # a dry run's way out
@@ -234,7 +235,7 @@ def test_the_records_give_the_span_the_in_process_path_sends() -> None:
     except RuntimeError as exc:
         recorder.task_finished(failed, n.RESULT_FAILED, exc, False, ("task.000002",))
     recorder.task_finished(block, n.RESULT_COMPLETED, None, False, ())
-    recorder.session_note("lab.Calibrated", failed.end_ns, {"detector": "A7"})
+    recorder.session_note("lab.Calibrated", failed.span_end, {"detector": "A7"})
     recorder.session_ended()
 
     encoder = SpanEncoder(recorder.trace_hex, RESOURCE, "asyncflow", __version__)
@@ -245,8 +246,9 @@ def test_the_records_give_the_span_the_in_process_path_sends() -> None:
 
     keep = _Keep()
     bridge = SpanBridge([_OnEnd(keep)], Resource(RESOURCE))  # type: ignore[list-item]
-    for rec in (plain, failed, after, block, recorder.session):
-        bridge(span_dict(rec, recorder.trace_hex, recorder._notes(rec)))
+    for task in (plain, failed, after, block):
+        bridge(span_dict(live_span(task), recorder.trace_hex))
+    bridge(span_dict(recorder.session, recorder.trace_hex, recorder._notes(recorder.session)))
     sdk = encode_spans(keep.spans)
     assert len(_one_span(ours)) == 5
     by_id = {s.span_id: s for s in _one_span(sdk)}

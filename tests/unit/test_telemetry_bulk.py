@@ -53,9 +53,9 @@ def test_instant_tasks_count_as_if_counted_one_by_one(tasks: int) -> None:
     now = time.time_ns()
     for number, span in enumerate(spans):
         # Totals spread over the buckets: from microseconds to minutes.
-        span.start_ns = span.t_resolved = now - 1_000 * 3 ** (number % 17)
+        span.span_start = span.span_resolved = now - 1_000 * 3 ** (number % 17)
         recorder.completed(span, False, ())
-    shape = spans[0].shape
+    shape = spans[0].span_shape
     assert shape is not None and shape.instant is not None
     # The first task of its kind took the one-by-one way; the rest are held
     # until FOLD_AT of them are.
@@ -71,10 +71,10 @@ def test_instant_tasks_count_as_if_counted_one_by_one(tasks: int) -> None:
     }
     for span in spans:
         if span is not spans[0]:  # it waited its whole time and ran for none
-            assert span.t_started == span.end_ns and span.t_resolved == span.start_ns
-        expected["total"].record(shape.keys()[1], (span.end_ns - span.start_ns) / 1e9)
-        expected["queue"].record(shape.keys()[0], (span.t_started - span.t_resolved) / 1e9)
-        expected["run"].record(shape.keys()[2], (span.end_ns - span.t_started) / 1e9)
+            assert span.span_started == span.span_end and span.span_resolved == span.span_start
+        expected["total"].record(shape.keys()[1], (span.span_end - span.span_start) / 1e9)
+        expected["queue"].record(shape.keys()[0], (span.span_started - span.span_resolved) / 1e9)
+        expected["run"].record(shape.keys()[2], (span.span_end - span.span_started) / 1e9)
     for name, hist in (
         ("total", recorder.task_duration),
         ("queue", recorder.queue_duration),
@@ -84,7 +84,7 @@ def test_instant_tasks_count_as_if_counted_one_by_one(tasks: int) -> None:
         (point,) = hist.points()
         (want,) = expected[name].points()
         assert point["sum"] == pytest.approx(want["sum"], rel=1e-12), name
-    first_run = (spans[0].end_ns - spans[0].t_started) / 1e9
+    first_run = (spans[0].span_end - spans[0].span_started) / 1e9
     assert recorder.run_totals() == [tasks, first_run, 0.0, first_run]
     assert recorder.active_tasks[(names.STATE_PENDING, "noop")] == 0
 
