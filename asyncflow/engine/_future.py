@@ -44,6 +44,8 @@ class TaskFuture(asyncio.Future, Generic[T]):  # type: ignore[type-arg]
         id: the engine-unique number, e.g. ``"000001"``.
         uid: ``"task.000001"`` or ``"block.000001"``.
         name: the function name.
+        span_*: its telemetry span (``telemetry.observer.TaskSpan``), set by
+            telemetry only, from when it observes the task; unset without it.
     """
 
     __slots__ = (
