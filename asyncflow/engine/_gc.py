@@ -1,14 +1,15 @@
 """The cyclic garbage collector's first threshold while engines run.
 
-A campaign keeps every task's future, description and (with telemetry) span
-record alive until it ends: hundreds of thousands of long-lived objects. With
-Python's default threshold (700 allocations) the collector keeps deciding to
-scan all of them, finds nothing to free, and at 100,000 local tasks spends
-more time scanning than the engine spends scheduling (measured: 2.8 of 5.0 s).
-While at least one engine runs, the first threshold is raised (default
-200,000; ``ASYNCFLOW_GC_THRESHOLD``; ``0`` leaves the collector alone), and it
-is put back when the last engine shuts down, unless something else changed it
-meanwhile. Garbage is still collected, just in larger, rarer steps.
+A campaign keeps every task's future (with telemetry, its span is kept on
+it) and description alive until it ends: hundreds of thousands of long-lived
+objects. With Python's default threshold (700 allocations) the collector
+keeps deciding to scan all of them, finds nothing to free, and at 100,000
+local tasks spends more time scanning than the engine spends scheduling
+(measured: 2.8 of 5.0 s). While at least one engine runs, the first
+threshold is raised (default 200,000; ``ASYNCFLOW_GC_THRESHOLD``; ``0``
+leaves the collector alone), and it is put back when the last engine shuts
+down, unless something else changed it meanwhile. Garbage is still
+collected, just in larger, rarer steps.
 
 Why 200,000: a task keeps about 3 objects the collector tracks (7 with
 dependencies), so a workflow of up to about 25,000 tasks runs without a
