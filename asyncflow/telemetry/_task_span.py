@@ -23,7 +23,6 @@ from ._spans import _NO_ATTRIBUTES, LiveSpan
 if TYPE_CHECKING:
     from ._shapes import TaskShape
     from ._spans import LiveWorkflow
-    from .observer import TaskInfo
 
 __all__ = ["SpanMore", "TaskSpan", "live_span", "more_of", "span_status"]
 
@@ -125,8 +124,7 @@ def live_span(task: TaskSpan) -> LiveSpan:
     span.backend = shape.backend if shape.active is not None else None
     span.uid = task.uid
     span.workflow_id = task.workflow_id
-    info: TaskInfo = task
-    span.fut = info
+    span.fut = task
     span.shape = shape
     span.depends_on = task.span_depends_on
     span.owner = task.span_owner
