@@ -298,8 +298,11 @@ STUCK_WORKER = textwrap.dedent(
 
         @engine.function_task
         async def stuck(path):
-            with open(path, "w") as f:
+            # Written whole, then renamed: the engine's side polls for the file
+            # and must never read it empty.
+            with open(path + ".part", "w") as f:
                 f.write(str(os.getpid()))
+            os.replace(path + ".part", path)
             await asyncio.sleep(120)
 
         fut = stuck(sys.argv[2])
