@@ -79,6 +79,7 @@ class TaskFuture(asyncio.Future, Generic[T]):  # type: ignore[type-arg]
         "span_queued",
         "span_resolved",
         "span_shape",
+        "span_slots",
         "span_start",
         "span_started",
         "span_submitted",
@@ -127,6 +128,7 @@ class TaskFuture(asyncio.Future, Generic[T]):  # type: ignore[type-arg]
     span_shape: TaskShape
     span_owner: LiveWorkflow | None
     span_depends_on: tuple[str, ...]
+    span_slots: tuple[str, ...]
     span_more: SpanMore | None
     _policy: TaskPolicy | None
     _run: RunState | None

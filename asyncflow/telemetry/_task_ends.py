@@ -58,9 +58,9 @@ class TaskEnds(RecorderBase):
             n.ATTEMPT_STARTED: started_ns,
             n.ATTEMPT_RETRIED: retrying,
         }
-        if more.slots and started_ns:
+        if span.span_slots and started_ns:
             # Each attempt's own: a later one may run on other slots.
-            attrs[n.ATTEMPT_SLOTS] = list(more.slots)
+            attrs[n.ATTEMPT_SLOTS] = list(span.span_slots)
         error_type = ""
         if error is not None:
             error_type = type(error).__name__
@@ -201,7 +201,7 @@ class TaskEnds(RecorderBase):
         assert self._put is not None
         more = span.span_more
         plain = status == n.STATUS_OK and not desc
-        if more is not None and (more.extra or more.slots):
+        if span.span_slots or (more is not None and more.extra):
             plain = False
         if instant and not plain:
             self._put((STARTED, span.uid, span.span_started))  # records.Started
@@ -223,14 +223,18 @@ class TaskEnds(RecorderBase):
                 )
             )
         else:
-            assert more is not None  # only a task that completed plainly has none
-            # records.Finished
+            # records.Finished (no SpanMore: a task that completed, with slots)
+            error_type, result, extra, exception = (
+                (more.error_type, more.result, more.extra, more.exception)
+                if more is not None
+                else ("", n.RESULT_COMPLETED, None, None)
+            )
             self._put(
                 (
                     FINISHED,
                     span.uid,
                     final,
-                    more.error_type,
+                    error_type,
                     span.span_end,
                     status,
                     desc,
@@ -238,11 +242,11 @@ class TaskEnds(RecorderBase):
                     span.span_queued,
                     span.span_submitted,
                     span.span_started,
-                    more.result,
+                    result,
                     span.span_depends_on,
-                    more.extra,
-                    more.slots,
-                    more.exception,
+                    extra,
+                    span.span_slots,
+                    exception,
                 )
             )
 

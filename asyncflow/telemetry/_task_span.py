@@ -53,6 +53,7 @@ class TaskSpan(Protocol):
     span_shape: TaskShape  # what its kind shares
     span_owner: LiveWorkflow | None  # the workflow scope it keeps open
     span_depends_on: tuple[str, ...]  # set when it ends
+    span_slots: tuple[str, ...]  # its resource slots, once a backend gave them
     span_more: SpanMore | None  # what few tasks have; None: nothing of it
 
 
@@ -68,7 +69,6 @@ class SpanMore:
         "exception",
         "extra",
         "result",
-        "slots",
         "status",
         "status_description",
     )
@@ -78,7 +78,6 @@ class SpanMore:
         self.error_type = ""
         self.exception: tuple[str, str, str] | None = None  # type, message, stack trace
         self.extra: dict[str, Any] | None = None  # attributes: process, cache, attempts, enrichers
-        self.slots: tuple[str, ...] = ()
         # (time in ns, attributes) of each attempt of a task with retries
         self.attempt_events: list[tuple[int, dict[str, Any]]] | None = None
         self.status = n.STATUS_UNSET
@@ -133,11 +132,10 @@ def live_span(task: TaskSpan) -> LiveSpan:
     if more is None:
         span.error_type = ""
         span.exception = span.extra = span.attempt_events = None
-        span.slots = ()
     else:
         span.error_type = more.error_type
         span.exception = more.exception
         span.extra = more.extra
         span.attempt_events = more.attempt_events
-        span.slots = more.slots
+    span.slots = task.span_slots
     return span

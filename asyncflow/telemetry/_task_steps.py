@@ -38,7 +38,7 @@ from ._records import (
 )
 from ._spans import LiveSpan, count, span_dict
 from ._task_ends import TaskEnds
-from ._task_span import TaskSpan, live_span, more_of
+from ._task_span import TaskSpan, live_span
 
 __all__ = ["TaskSteps"]
 
@@ -99,7 +99,7 @@ class TaskSteps(TaskEnds):
         base = task.span_ids = next(self._blocks) << 3
         task.span_shape = shape
         task.span_owner = owner
-        task.span_depends_on = ()
+        task.span_depends_on = task.span_slots = ()
         task.span_more = None
         active = shape.active
         if active is not None:
@@ -186,16 +186,17 @@ class TaskSteps(TaskEnds):
     def assigned(self, span: TaskSpan, slots: Iterable[Any]) -> None:
         """A backend gave the task its resource slots (just before it starts;
         again before each later attempt)."""
-        more = more_of(span)
         # A later attempt's assignment is an event of its own: a fresh id (the
         # task's block of ids has one place for it).
-        later = bool(more.slots)
+        later = bool(span.span_slots)
         event_id = self.new_event_id() if later else span.span_ids + ID_ASSIGNED
-        more.slots = tuple(str(s) for s in slots)
+        # On the task itself, not in a SpanMore: every task of a slot-aware
+        # backend has them, and the future outlives the task's end.
+        span.span_slots = tuple(str(s) for s in slots)
         t_ns = time.time_ns()
         td = span.task_description
         extra = {
-            "slots": list(more.slots),
+            "slots": list(span.span_slots),
             "cpus": count(td, "cpus", 1),
             "gpus": count(td, "gpus", 0),
         }
@@ -302,12 +303,12 @@ class TaskSteps(TaskEnds):
                     stats[2] = 0.0
         # _finish_task(), inline, for a task with nothing more to say
         more = span.span_more
-        plain = more is None
-        if more is not None:  # slots, or attributes of a cache miss or attempts
+        plain = not span.span_slots
+        if more is not None:  # attributes of a cache miss or attempts
             more.result = n.RESULT_COMPLETED
             more.status = n.STATUS_OK
             more.status_description = ""
-            plain = not more.slots and not more.extra
+            plain = plain and not more.extra
         self.spans_finished += 1
         self.ring.append(span)
         if put is not None:
