@@ -46,6 +46,12 @@ class Reporting(Attempts):
                 are ignored.
         """
         if _get_ident() == self._thread_id:
+            if self._inbox:
+                # Reports from threads come first: a backend that reports a
+                # start from its worker and the end on the loop (the local
+                # backend) has its start in here when another thread's
+                # wake-up of the inbox is late.
+                self._handle_inbox()
             self._report(task, state)
             return
         self._inbox.append((task, state))
@@ -56,12 +62,15 @@ class Reporting(Attempts):
             except RuntimeError:  # loop closed: nobody is waiting any more
                 self._wakeup_pending = False
 
-    def _drain_inbox(self) -> None:
-        self._wakeup_pending = False
+    def _handle_inbox(self) -> None:
         inbox = self._inbox
         report = self._report
         while inbox:
             report(*inbox.popleft())
+
+    def _drain_inbox(self) -> None:
+        self._wakeup_pending = False
+        self._handle_inbox()
         if self._outbox:
             # Hand over what these reports released now, as one batch, not
             # in a flush on the loop's next iteration: a chain on a backend
@@ -189,6 +198,11 @@ class Reporting(Attempts):
         observer = self._observer
         run = fut._run
         if state == STATE_RUNNING:
+            if run is not None and self._graph.state(fut) == g.READY:
+                # A start reported after its attempt's end (a backend that
+                # reports out of order): the next attempt is not handed over
+                # yet, and must be.
+                return
             if self._graph.started(fut):
                 fut._running = True
                 if fut._tel is not None and observer is not None:

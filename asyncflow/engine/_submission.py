@@ -215,10 +215,16 @@ class Submission(Descriptions):
                 self._outbox = spare
                 if len(outbox) == 1:  # one backend (a chain's every round)
                     name, futs = outbox.popitem()
-                    self._hand_over(name, futs)
+                    try:
+                        self._hand_over(name, futs)
+                    except Exception as exc:  # noqa: BLE001 - failed, never lost
+                        self._hand_over_failed(name, futs, exc)
                 else:
                     for name, futs in outbox.items():
-                        self._hand_over(name, futs)
+                        try:
+                            self._hand_over(name, futs)
+                        except Exception as exc:  # noqa: BLE001 - failed, never lost
+                            self._hand_over_failed(name, futs, exc)
                     outbox.clear()
                 spare = outbox
         except BaseException:
@@ -279,6 +285,34 @@ class Submission(Descriptions):
             return
         if result is not SUBMITTED:  # else handed over already, nothing to await
             self._drive(backend, batch, result)
+
+    def _hand_over_failed(self, name: str, futs: list[TaskFuture[Any]], exc: Exception) -> None:
+        """The engine itself failed while handing tasks over (a bug): fail
+        those tasks with a ``BackendError`` that names it, log once. A task
+        taken out of the outbox is never left pending."""
+        from ..errors import BackendError
+
+        live = [f for f in futs if not f.done()]
+        logger.error(
+            "engine failed to hand %d task(s) to backend %r: %s: %s",
+            len(live),
+            name,
+            type(exc).__name__,
+            exc,
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
+        for fut in live:
+            error = BackendError(
+                f"the engine could not hand task {fut.uid} to backend {name!r}: "
+                f"{type(exc).__name__}: {exc}"
+            )
+            error.__cause__ = exc
+            try:
+                self._finish_exc(fut, error)
+            except Exception:  # the normal path broke too: end it anyway
+                logger.critical("engine failed to fail task %s", fut.uid, exc_info=True)
+            if not fut.done():
+                fut.set_exception(error)
 
     def _route(self, name: str) -> _Route:
         """What handing tasks to backend ``name`` needs, looked up once."""

@@ -14,6 +14,7 @@ import pytest
 
 from asyncflow import WorkflowEngine
 from asyncflow.errors import BackendError
+from asyncflow.telemetry import names as n
 
 Report = Callable[[Any, str], None]
 
@@ -192,3 +193,101 @@ async def test_a_report_that_makes_the_handler_raise_fails_only_that_task(
     errors = _engine_errors(caplog)
     assert len(errors) == 1
     assert bad.uid in errors[0].getMessage()
+
+
+class _HeldWakeup(asyncio.SelectorEventLoop):
+    """A loop on which the thread named ``held-reporter`` is stopped inside
+    ``call_soon_threadsafe`` until ``release`` is set: as when the OS takes
+    the CPU from a reporting thread between its report and its wake-up call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holding = threading.Event()  # the held thread is inside the call
+        self.release = threading.Event()
+
+    def call_soon_threadsafe(self, callback: Any, *args: Any, context: Any = None) -> Any:
+        if threading.current_thread().name == "held-reporter":
+            self.holding.set()
+            self.release.wait(10)
+        return super().call_soon_threadsafe(callback, *args, context=context)
+
+
+def test_a_report_made_on_the_loop_after_a_thread_s_report_is_handled_after_it(
+    tmp_path: Path,
+) -> None:
+    """The local backend reports RUNNING from its worker thread (the engine's
+    inbox) and a task's end on the loop (``call_soon_threadsafe``). While
+    another thread's wake-up of the inbox is late, the end must not overtake
+    the start: a retried task's late RUNNING would then take over the next
+    attempt, which was never handed to the backend (it hung for ever)."""
+    loop = _HeldWakeup()
+    attempts: list[int] = []
+
+    def react(backend: FakeBackend, task: dict[str, Any]) -> None:
+        attempts.append(task.get("attempt", 1))
+
+        def first() -> None:
+            held = threading.Thread(
+                target=backend.report,
+                args=({"uid": "task.elsewhere"}, "RUNNING"),
+                name="held-reporter",
+            )
+            held.start()
+            assert loop.holding.wait(10)
+            backend.report(task, "RUNNING")  # into the inbox, whose wake-up is late
+            task["exception"] = RuntimeError("first try fails")
+            loop.call_soon_threadsafe(backend.report, task, "FAILED")
+            loop.release.set()  # the inbox's wake-up comes after the end
+            held.join()
+
+        def second() -> None:
+            backend.report(task, "RUNNING")
+            task["return_value"] = "second"
+            backend.report(task, "DONE")
+
+        threading.Thread(target=first if len(attempts) == 1 else second).start()
+
+    async def main() -> tuple[Any, list[dict[str, Any]]]:
+        backend = FakeBackend("ordered", react)
+        async with await WorkflowEngine.create(backend=backend, work_dir=tmp_path) as engine:
+            tel = await engine.start_telemetry()
+
+            @engine.function_task(retries=1)
+            async def flaky() -> str:
+                return "never run here"
+
+            fut = flaky()
+            result = await asyncio.wait_for(fut, 10)
+            (span,) = [s for s in tel.read_traces() if s["attributes"].get(n.TASK_UID) == fut.uid]
+            return result, [e["attributes"] for e in span["events"] if e["name"] == "attempt"]
+
+    with asyncio.Runner(loop_factory=lambda: loop) as runner:
+        result, history = runner.run(main())
+    assert result == "second"
+    assert attempts == [1, 2]
+    # Each attempt's RUNNING was handled before its end.
+    assert [e[n.ATTEMPT_NUMBER] for e in history] == [1, 2]
+    assert all(e[n.ATTEMPT_STARTED] > 0 for e in history)
+
+
+async def test_a_retried_task_s_start_reported_after_its_end_is_ignored(tmp_path: Path) -> None:
+    """A backend that reports an attempt's RUNNING after its FAILED: the next
+    attempt is still handed over and runs (the late start once took it over)."""
+
+    def react(backend: FakeBackend, task: dict[str, Any]) -> None:
+        if task.get("attempt", 1) == 1:
+            task["exception"] = RuntimeError("first try fails")
+            backend.report(task, "FAILED")
+            backend.report(task, "RUNNING")  # late
+        else:
+            backend.report(task, "RUNNING")
+            backend.report({**task, "return_value": "second"}, "DONE")
+
+    backend = FakeBackend("late-start", react)
+    async with await WorkflowEngine.create(backend=backend, work_dir=tmp_path) as engine:
+
+        @engine.function_task(retries=1, retry_delay=0.05)
+        async def flaky() -> str:
+            return "never run here"
+
+        assert await asyncio.wait_for(flaky(), 10) == "second"

@@ -159,3 +159,43 @@ async def test_a_report_from_a_thread_hands_the_released_task_over_in_the_same_c
         assert order[:3] == [first.uid, second.uid, "mark"], order
     finally:
         await engine.shutdown()
+
+
+async def test_a_task_the_engine_fails_to_hand_over_fails_and_the_engine_serves_on(
+    tmp_path: Path, caplog: Any
+) -> None:
+    """A fault of the engine itself while handing a batch over (here a graph
+    transition that raises, as a late report once made one) fails that
+    batch's tasks with a BackendError naming it: no task is left pending,
+    dependents are told, and later tasks run."""
+    from asyncflow.errors import BackendError, DependencyFailureError
+
+    async with await WorkflowEngine.create(
+        backend=NoopExecutionBackend(), work_dir=tmp_path
+    ) as engine:
+        graph = engine._graph
+        real = graph.submitted
+        broken: list[str] = []
+
+        def submitted(key: Any) -> None:
+            if not broken:
+                broken.append(key.uid)
+                raise RuntimeError("transition table corrupted")
+            real(key)
+
+        graph.submitted = submitted  # type: ignore[method-assign]
+
+        @engine.function_task
+        async def f(*deps: Any) -> str:
+            return "ok"
+
+        first = f()
+        after = f(first)
+        results = await asyncio.wait_for(asyncio.gather(first, after, return_exceptions=True), 10)
+        assert isinstance(results[0], BackendError)
+        assert first.uid in str(results[0]) and "transition table corrupted" in str(results[0])
+        assert isinstance(results[1], DependencyFailureError)
+        assert await asyncio.wait_for(f(), 10) == "Dummy Output"  # the dry run's value
+    assert broken == [first.uid]
+    errors = [r for r in caplog.records if r.name == "asyncflow" and r.levelname == "ERROR"]
+    assert len(errors) == 1 and "failed to hand 1 task(s)" in errors[0].getMessage()
