@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 __all__ = [
     "EndpointHealth",
+    "ForwardedMetricExporter",
     "GuardedMetricExporter",
     "GuardedSpanExporter",
     "quiet_sdk_exporter_logs",
@@ -136,8 +137,61 @@ class GuardedSpanExporter(SpanExporter):
             return False
 
 
+class ForwardedMetricExporter(MetricExporter):
+    """Encodes each export as an OTLP ``ExportMetricsServiceRequest`` and
+    hands the bytes to the telemetry process, which sends them with the
+    spans: this process needs no OTLP client (gRPC alone is about 10 MB).
+
+    Temporality and histogram aggregation follow the same variables as the
+    SDK's OTLP exporters. Until :meth:`attach` an export fails quietly. The
+    endpoint's health is the telemetry process's to report.
+    """
+
+    forwards = True
+
+    def __init__(self) -> None:
+        from opentelemetry.exporter.otlp.proto.common._internal.metrics_encoder import (
+            OTLPMetricExporterMixin,
+        )
+
+        mixin = OTLPMetricExporterMixin()
+        super().__init__(
+            preferred_temporality=mixin._get_temporality({}),
+            preferred_aggregation=mixin._get_aggregation({}),
+        )
+        self._put: Callable[[tuple[Any, ...]], None] | None = None
+
+    def attach(self, put: Callable[[tuple[Any, ...]], None]) -> None:
+        """Send through ``put``: the telemetry process's record queue."""
+        self._put = put
+
+    def export(
+        self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> MetricExportResult:
+        from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+
+        from ._records import METRICS_REQUEST
+
+        put = self._put
+        if put is None:
+            return MetricExportResult.FAILURE
+        put((METRICS_REQUEST, encode_metrics(metrics_data).SerializeToString()))
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self._put = None
+
+
 class GuardedMetricExporter(MetricExporter):
-    """A metric exporter that never raises and warns once while its endpoint is down."""
+    """A metric exporter that never raises and warns once while its endpoint is down.
+
+    Around a :class:`ForwardedMetricExporter` it only adds the extra
+    metrics and skips exports while the endpoint is known to be down: the
+    telemetry process reports the endpoint's health.
+    """
 
     def __init__(self, inner: MetricExporter, health: EndpointHealth) -> None:
         super().__init__(
@@ -146,6 +200,7 @@ class GuardedMetricExporter(MetricExporter):
         )
         self._inner = inner
         self._health = health
+        self._forward_failed = False
         # Metrics made outside the SDK, added to every export (see Instruments).
         self.extra: Callable[[], list[Any]] | None = None
         quiet_sdk_exporter_logs()
@@ -159,11 +214,37 @@ class GuardedMetricExporter(MetricExporter):
             metrics_data = _with_metrics(metrics_data, self.extra())
         try:
             result = self._inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - reported once per endpoint
-            self._health.outcome(False, str(exc))
+        except Exception as exc:  # reported once per endpoint, or once when forwarded
+            if self.forwarded:
+                if not self._forward_failed:
+                    self._forward_failed = True
+                    logger.warning(
+                        "OTLP metrics not handed to the telemetry process: %s: %s (said once)",
+                        type(exc).__name__,
+                        exc,
+                        exc_info=True,
+                    )
+            else:
+                self._health.outcome(False, str(exc))
             return MetricExportResult.FAILURE
-        self._health.outcome(result == MetricExportResult.SUCCESS)
+        if not self.forwarded:
+            self._health.outcome(result == MetricExportResult.SUCCESS)
         return result
+
+    @property
+    def forwarded(self) -> bool:
+        """Whether the telemetry process sends these metrics (see ForwardedMetricExporter)."""
+        return getattr(self._inner, "forwards", False) is True
+
+    def attach(self, put: Callable[[tuple[Any, ...]], None]) -> None:
+        """Forward through ``put`` (a ForwardedMetricExporter inside)."""
+        attach = getattr(self._inner, "attach", None)
+        if attach is not None:
+            attach(put)
+
+    def use(self, inner: MetricExporter) -> None:
+        """Export through ``inner`` from now on (the same preferences)."""
+        self._inner = inner
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
         try:

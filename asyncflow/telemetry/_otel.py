@@ -36,6 +36,7 @@ __all__ = [
     "SpanBridge",
     "assemble_exporters",
     "make_resource",
+    "metrics_in_process",
     "otlp_exporters",
     "otlp_span_processor",
     "serve_prometheus",
@@ -141,7 +142,7 @@ def otlp_exporters(endpoint: str, protocol: str) -> tuple[Any, Any]:
         endpoint: ``http://host:4317`` (gRPC) or ``http://host:4318`` (HTTP).
         protocol: ``grpc`` or ``http/protobuf``.
     """
-    protocol = (protocol or "grpc").strip().lower()
+    protocol = _protocol(protocol)
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -164,7 +165,15 @@ def otlp_exporters(endpoint: str, protocol: str) -> tuple[Any, Any]:
             HTTPSpanExporter(endpoint=f"{base}/v1/traces", timeout=5),
             HTTPMetricExporter(endpoint=f"{base}/v1/metrics", timeout=5),
         )
-    raise ValueError(f"unknown OTLP protocol {protocol!r}: use 'grpc' or 'http/protobuf'")
+    raise AssertionError(protocol)  # _protocol() let it through
+
+
+def _protocol(protocol: str | None) -> str:
+    """``protocol`` in its plain form; ``ValueError`` for one that is not OTLP's."""
+    plain = (protocol or "grpc").strip().lower()
+    if plain not in ("grpc", "http/protobuf", "http"):
+        raise ValueError(f"unknown OTLP protocol {protocol!r}: use 'grpc' or 'http/protobuf'")
+    return plain
 
 
 @dataclasses.dataclass
@@ -195,7 +204,9 @@ def assemble_exporters(
     variables. An exporter that cannot be built is logged and left out; an
     unknown OTLP protocol raises ``ValueError``. With ``spans_in_process``
     False, OTLP spans are left to the telemetry process: ``otlp_spans`` says
-    where to (add :func:`otlp_span_processor` if that process cannot run).
+    where to (add :func:`otlp_span_processor` if that process cannot run),
+    and so are the metrics: ``otlp_metrics`` forwards them once attached to
+    that process (:func:`metrics_in_process` if it cannot run).
     """
     processors = list(span_processors or [])
     readers = list(metric_readers or [])
@@ -209,14 +220,23 @@ def assemble_exporters(
             from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
             from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-            from ._guard import EndpointHealth, GuardedMetricExporter, GuardedSpanExporter
+            from ._guard import (
+                EndpointHealth,
+                ForwardedMetricExporter,
+                GuardedMetricExporter,
+                GuardedSpanExporter,
+            )
 
-            span_exporter, metric_exporter = otlp_exporters(endpoint, protocol)
             health = EndpointHealth(endpoint)
             if spans_in_process:
+                span_exporter, metric_exporter = otlp_exporters(endpoint, protocol)
                 processors.append(BatchSpanProcessor(GuardedSpanExporter(span_exporter, health)))
             else:
+                # Checked now, as the in-process exporters would be: a bad
+                # protocol raises, a bad endpoint says so in the process.
+                _protocol(protocol)
                 otlp_spans = (endpoint, protocol)
+                metric_exporter = ForwardedMetricExporter()
             otlp_metrics = GuardedMetricExporter(metric_exporter, health)
             readers.append(
                 PeriodicExportingMetricReader(otlp_metrics, export_interval_millis=5_000)
@@ -253,6 +273,12 @@ def assemble_exporters(
         health,
         otlp_metrics,
     )
+
+
+def metrics_in_process(otlp_metrics: Any, endpoint: str, protocol: str) -> None:
+    """The telemetry process cannot run: ``otlp_metrics`` (a
+    GuardedMetricExporter) exports through the SDK's OTLP exporter here."""
+    otlp_metrics.use(otlp_exporters(endpoint, protocol)[1])
 
 
 def otlp_span_processor(endpoint: str, protocol: str, health: Any) -> SpanProcessor:

@@ -11,8 +11,13 @@ and an endpoint that stays down is reported once (``say("otlp down ...")``,
 which the engine logs as its one warning for that endpoint) and then costs
 nothing: batches are dropped at once, with a probe every few seconds.
 
-The standard variables ``OTEL_EXPORTER_OTLP_[TRACES_]HEADERS`` and
-``OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION`` (``gzip``) are honoured.
+The engine's metrics come here too, as whole encoded
+``ExportMetricsServiceRequest`` bodies (``put_metrics``): the same thread
+sends them, on the same connection, so the engine's process needs no OTLP
+client of its own.
+
+The standard variables ``OTEL_EXPORTER_OTLP_[TRACES_|METRICS_]HEADERS`` and
+``OTEL_EXPORTER_OTLP_[TRACES_|METRICS_]COMPRESSION`` (``gzip``) are honoured.
 """
 
 from __future__ import annotations
@@ -47,28 +52,44 @@ STALL_SECONDS = 1.0
 # Seconds between probes of an endpoint that is down.
 PROBE_EVERY = 5.0
 
-_GRPC_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+# The two signals sent, and what each is sent to.
+TRACES = "traces"
+METRICS = "metrics"
+_GRPC_METHODS = {
+    TRACES: "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    METRICS: "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+}
+_HTTP_PATHS = {TRACES: "/v1/traces", METRICS: "/v1/metrics"}
+
+# Encoded metrics requests waiting to be sent; beyond, the oldest is dropped
+# (each holds every metric's current value, so the newest says the most).
+QUEUE_METRICS = 4
 
 
 class Transport(Protocol):
-    """Sends one encoded ``ExportTraceServiceRequest``; raises on failure."""
+    """Sends one encoded export request of a signal; raises on failure."""
 
-    def send(self, body: bytes) -> None: ...
+    def send(self, body: bytes, signal: str = TRACES) -> None: ...
 
     def close(self) -> None: ...
 
 
-def _env(name: str) -> str:
-    """A trace exporter setting: the ``_TRACES_`` variable, else the general one."""
-    return os.environ.get(f"OTEL_EXPORTER_OTLP_TRACES_{name}") or os.environ.get(
+def _env(name: str, signal: str = TRACES) -> str:
+    """An exporter setting: the signal's own variable (``_TRACES_``,
+    ``_METRICS_``), else the general one."""
+    return os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_{name}") or os.environ.get(
         f"OTEL_EXPORTER_OTLP_{name}", ""
     )
 
 
-def _headers() -> list[tuple[str, str]]:
+def _gzip(signal: str) -> bool:
+    return _env("COMPRESSION", signal).strip().lower() == "gzip"
+
+
+def _headers(signal: str = TRACES) -> list[tuple[str, str]]:
     """``OTEL_EXPORTER_OTLP_HEADERS``: ``key=value`` pairs, comma separated, URL-encoded."""
     out = []
-    for item in _env("HEADERS").split(","):
+    for item in _env("HEADERS", signal).split(","):
         key, sep, value = item.partition("=")
         if sep and key.strip():
             out.append(
@@ -81,21 +102,25 @@ class _HttpTransport:
     """OTLP/HTTP with protobuf bodies, on one kept-alive connection."""
 
     def __init__(self, endpoint: str) -> None:
-        url = urllib.parse.urlsplit(endpoint.rstrip("/") + "/v1/traces")
+        url = urllib.parse.urlsplit(endpoint.rstrip("/"))
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ValueError(f"OTLP/HTTP endpoint {endpoint!r} is not an http(s) URL")
         self._https = url.scheme == "https"
         self._host = url.hostname
         self._port = url.port or (443 if self._https else 80)
-        self._path = url.path
-        self._gzip = _env("COMPRESSION").strip().lower() == "gzip"
-        self._headers = {"Content-Type": "application/x-protobuf", **dict(_headers())}
-        if self._gzip:
-            self._headers["Content-Encoding"] = "gzip"
+        # Per signal: (path, whether gzip, headers).
+        self._signals: dict[str, tuple[str, bool, dict[str, str]]] = {}
+        for signal, path in _HTTP_PATHS.items():
+            compress = _gzip(signal)
+            headers = {"Content-Type": "application/x-protobuf", **dict(_headers(signal))}
+            if compress:
+                headers["Content-Encoding"] = "gzip"
+            self._signals[signal] = (url.path + path, compress, headers)
         self._conn: http.client.HTTPConnection | None = None
 
-    def send(self, body: bytes) -> None:
-        if self._gzip:
+    def send(self, body: bytes, signal: str = TRACES) -> None:
+        path, compress, headers = self._signals[signal]
+        if compress:
             body = gzip.compress(body, compresslevel=5)
         for attempt in (1, 2):  # a kept-alive connection the server closed: once more
             conn = self._conn
@@ -103,7 +128,7 @@ class _HttpTransport:
                 cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
                 conn = self._conn = cls(self._host, self._port, timeout=EXPORT_TIMEOUT)
             try:
-                conn.request("POST", self._path, body, self._headers)
+                conn.request("POST", path, body, headers)
                 response = conn.getresponse()
                 response.read()
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
@@ -138,19 +163,20 @@ class _GrpcTransport:
             self._channel = grpc.secure_channel(target, grpc.ssl_channel_credentials())
         else:
             self._channel = grpc.insecure_channel(target)
-        compression = _env("COMPRESSION").strip().lower() == "gzip"
-        self._compression = grpc.Compression.Gzip if compression else None
-        self._metadata = _headers() or None
-        # No serializers: the request is already bytes, the reply is not read.
-        self._call: Callable[..., Any] = self._channel.unary_unary(_GRPC_METHOD)
+        # Per signal: (the call, its compression, its metadata). No
+        # serializers: the request is already bytes, the reply is not read.
+        self._signals: dict[str, tuple[Callable[..., Any], Any, Any]] = {
+            signal: (
+                self._channel.unary_unary(method),
+                grpc.Compression.Gzip if _gzip(signal) else None,
+                _headers(signal) or None,
+            )
+            for signal, method in _GRPC_METHODS.items()
+        }
 
-    def send(self, body: bytes) -> None:
-        self._call(
-            body,
-            timeout=EXPORT_TIMEOUT,
-            metadata=self._metadata,
-            compression=self._compression,
-        )
+    def send(self, body: bytes, signal: str = TRACES) -> None:
+        call, compression, metadata = self._signals[signal]
+        call(body, timeout=EXPORT_TIMEOUT, metadata=metadata, compression=compression)
 
     def close(self) -> None:
         self._channel.close()
@@ -188,6 +214,7 @@ class SpanSender:
         self._say = say
         self._queue: deque[bytes] = deque()
         self._queued_bytes = 0
+        self._metrics: deque[bytes] = deque(maxlen=QUEUE_METRICS)
         self._cond = threading.Condition()
         self._closing = False
         self.sent = 0
@@ -214,6 +241,14 @@ class SpanSender:
             if len(self._queue) >= BATCH_SPANS:
                 self._cond.notify()
 
+    def put_metrics(self, request: bytes) -> None:
+        """Queue one encoded ``ExportMetricsServiceRequest`` (sent before the
+        next batch of spans). Never waits: past ``QUEUE_METRICS`` the oldest
+        goes."""
+        with self._cond:
+            self._metrics.append(request)
+            self._cond.notify()
+
     def _room(self, size: int) -> bool:
         """Wait (the lock held) until ``size`` bytes fit; False: drop instead."""
         sent, since = self.sent, time.monotonic()
@@ -232,7 +267,7 @@ class SpanSender:
     def _take(self) -> list[bytes] | None:
         """The next batch, waiting up to ``BATCH_DELAY`` for a full one; None: done."""
         with self._cond:
-            if len(self._queue) < BATCH_SPANS and not self._closing:
+            if len(self._queue) < BATCH_SPANS and not self._closing and not self._metrics:
                 self._cond.wait(BATCH_DELAY)
             if not self._queue:
                 return None if self._closing else []
@@ -244,10 +279,44 @@ class SpanSender:
     def _run(self) -> None:
         while True:
             batch = self._take()
+            while self._metrics:
+                with self._cond:
+                    request = self._metrics.popleft() if self._metrics else None
+                if request is not None:
+                    self._export_metrics(request)
             if batch is None:
                 return
             if batch:
                 self._export(batch)
+
+    def _export_metrics(self, request: bytes) -> None:
+        if self.down and time.monotonic() - self._last_try < PROBE_EVERY:
+            return  # a dead endpoint costs nothing; the next request says it all again
+        self._last_try = time.monotonic()
+        error = self._send(request, METRICS)
+        if error is None:
+            if self.down:
+                self.down = False
+                self._say("otlp up")
+        elif not self.down:
+            self.down = True
+            self._say(f"otlp down {_describe(error)}")
+
+    def _send(self, body: bytes, signal: str) -> Exception | None:
+        """Send one request, once more after a failure that is not a time-out."""
+        error: Exception | None = None
+        for attempt in (1, 2):
+            try:
+                self._transport.send(body, signal)
+            except Exception as exc:  # noqa: BLE001 - any failure: reported once
+                error = exc
+                if self.down or self._closing or _is_timeout(exc):
+                    break  # a probe, the end, or a black hole: not once more
+                if attempt == 1:
+                    time.sleep(0.5)
+                continue
+            return None
+        return error
 
     def _export(self, batch: list[bytes]) -> None:
         now = time.monotonic()
@@ -256,19 +325,7 @@ class SpanSender:
             return
         self._last_try = now
         body = self._request(batch)
-        error: Exception | None = None
-        for attempt in (1, 2):
-            try:
-                self._transport.send(body)
-            except Exception as exc:  # noqa: BLE001 - any failure: reported once
-                error = exc
-                if self.down or self._closing or _is_timeout(exc):
-                    break  # a probe, the end, or a black hole: not once more
-                if attempt == 1:
-                    time.sleep(0.5)
-                continue
-            error = None
-            break
+        error = self._send(body, TRACES)
         if error is None:
             with self._cond:
                 self.sent += len(batch)

@@ -53,6 +53,7 @@ __all__ = [
     "INSTANT_PACKED",
     "INSTANT_READY_PACKED",
     "LINE",
+    "METRICS_REQUEST",
     "NOTE",
     "PACKED",
     "READY",
@@ -142,6 +143,9 @@ SUBMITTED_ALL: Final = "B"
 # 100,000 tasks took it from 38 to 64 MB, four uids a record keep a frame
 # within the lines of four thousand CreatedReady records.
 SUBMITTED_PER_RECORD: Final = 4
+# An encoded OTLP ``ExportMetricsServiceRequest``, (kind, bytes): the
+# telemetry process sends it to the collector; no line in the file.
+METRICS_REQUEST: Final = "M"
 
 # The packed kinds and the plain kind each expands to.
 PACKED: Final = {

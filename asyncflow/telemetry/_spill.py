@@ -20,7 +20,7 @@ import struct
 import tempfile
 from typing import Any
 
-from ._records import NOTE, SHAPE
+from ._records import METRICS_REQUEST, NOTE, SHAPE
 
 __all__ = [
     "END_MARK",
@@ -70,7 +70,7 @@ def make_spill() -> int:
 # Records that are no line of their own: a kind's names (the lines of its
 # tasks are rendered with them) and a session note (for OTLP only). A count
 # of records not written leaves them out.
-UNCOUNTED = frozenset({SHAPE, NOTE})
+UNCOUNTED = frozenset({SHAPE, NOTE, METRICS_REQUEST})
 
 
 def counted(records: list[tuple[Any, ...]]) -> int:

@@ -18,8 +18,9 @@ a fresh line, once there is room.
 
 With OTLP export on (a seventh argument: the export settings as JSON), it
 also builds each finished span from the same records and sends it to the
-collector (``_span_assembly``, ``_otlp_sender``), reporting ``otlp ...``
-lines; the file descriptor may then be ``-`` (no checkpoint file).
+collector (``_span_assembly``, ``_otlp_sender``), with the engine's metrics
+requests that come in the spill, reporting ``otlp ...`` lines; the file
+descriptor may then be ``-`` (no checkpoint file).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import names as n
 from ._file_out import FileOut, finish_file
-from ._records import expand
+from ._records import METRICS_REQUEST, expand
 from ._render import LineRenderer
 from ._spill import END_MARK, READ_UP_TO, SPILL_START
 from ._unencodable import LINE_ERRORS
@@ -259,6 +260,10 @@ def _consume(
         done += 4 + size
         lines: list[str] = []
         for packed in batch:
+            if packed[0] == METRICS_REQUEST:  # the engine's metrics: no line
+                if spans is not None:
+                    spans[1].put_metrics(packed[1])
+                continue
             try:
                 record = expand(packed)  # once, for the renderer and the spans
             except Exception:  # noqa: BLE001 - they skip it and say so, below

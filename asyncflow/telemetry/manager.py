@@ -25,6 +25,7 @@ from ._otel import (
     SpanBridge,
     assemble_exporters,
     make_resource,
+    metrics_in_process,
     otlp_span_processor,
     serve_prometheus,
 )
@@ -75,6 +76,7 @@ class Telemetry:
         self._recorder = recorder
         self._bridge = bridge
         self._writer = writer
+        self._otlp_metrics = otlp_metrics
         self._parent_span = parent_span
         self._on_stopped = on_stopped
         self._subscribers: list[Subscriber] = []
@@ -482,12 +484,18 @@ class Telemetry:
             self._sampler.stop()
         self._bridge.flush()
         self._bridge.shutdown()
-        # The telemetry process first: it sends the last spans, and an
+        forwarded = self._otlp_metrics is not None and self._otlp_metrics.forwarded
+        if forwarded:
+            # The metrics' final export goes to the telemetry process with
+            # the last records, which it sends after them.
+            self._instruments.shutdown()
+        # Else the telemetry process first: it sends the last spans, and an
         # endpoint it found down is then not tried again by the metrics'
         # final export (the SDK exporter would retry it for seconds).
         if self._writer is not None:
             self._writer.close()
-        self._instruments.shutdown()
+        if not forwarded:
+            self._instruments.shutdown()
         if self._prometheus is not None:
             server = self._prometheus[0]
             server.shutdown()
@@ -543,8 +551,9 @@ def _open_writer(
     recorder: Recorder,
 ) -> Any:
     """The telemetry process: it writes the checkpoint file and exports the
-    OTLP spans, off this process. Without it, the file is written from a
-    thread and OTLP spans go through the SDK's batch processor here."""
+    OTLP spans and metrics, off this process. Without it, the file is
+    written from a thread and OTLP spans and metrics go through the SDK's
+    exporters here."""
     if exporters.otlp_spans is None:
         return open_checkpoint(file, header, loop=loop) if file is not None else None
     endpoint, protocol = exporters.otlp_spans
@@ -562,8 +571,12 @@ def _open_writer(
         logger.warning("no telemetry process (%s): OTLP spans are exported from this one", exc)
     else:
         recorder.task_spans = True
+        if exporters.otlp_metrics is not None:
+            exporters.otlp_metrics.attach(writer.write)
         return writer
     bridge.processors.append(otlp_span_processor(endpoint, protocol, exporters.otlp_health))
+    if exporters.otlp_metrics is not None:
+        metrics_in_process(exporters.otlp_metrics, endpoint, protocol)
     return open_checkpoint(file, header, in_process=True) if file is not None else None
 
 

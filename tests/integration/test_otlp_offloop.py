@@ -181,6 +181,93 @@ async def test_without_the_telemetry_process_spans_go_from_the_engine(
         await engine.shutdown()
     receiver.wait_for(lambda: len(task_spans(receiver)) == 20)
     assert built_here.count("task noop") == 20  # the fallback: built here
+    # And the metrics, through the SDK's exporter here.
+    receiver.wait_for(lambda: n.METRIC_TASK_DURATION in receiver.metric_names())
+
+
+async def test_metrics_go_from_the_telemetry_process_with_their_own_settings(
+    protocol: str, receiver: OTLPReceiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine's metrics are encoded here and sent by the telemetry
+    process, with the spans: the engine's process builds no OTLP exporter,
+    and the metrics' own header and compression variables are honoured."""
+
+    def no_exporter(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the engine's process built an OTLP exporter")
+
+    monkeypatch.setattr(_otel, "otlp_exporters", no_exporter)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x-signal=traces")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "x-signal=metrics")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "gzip")
+    engine = await WorkflowEngine.create(dry_run=True, work_dir=tmp_path)
+    try:
+        await engine.start_telemetry(otlp_endpoint=receiver.endpoint, otlp_protocol=protocol)
+        await run(engine, 10)
+    finally:
+        await engine.shutdown()
+    receiver.wait_for(lambda: len(task_spans(receiver)) == 10)
+    receiver.wait_for(lambda: n.METRIC_TASK_DURATION in receiver.metric_names())
+    counts = [
+        point.count
+        for request in receiver.metric_requests
+        for resource in request.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == n.METRIC_TASK_DURATION
+        for point in metric.histogram.data_points
+    ]
+    assert sum(counts) == 10
+    assert {h.get("x-signal") for h in receiver.metric_headers} == {"metrics"}
+    assert {h.get("x-signal") for h in receiver.trace_headers} == {"traces"}
+    if protocol != "grpc":  # gRPC keeps its encoding header to itself
+        assert {h.get("content-encoding") for h in receiver.metric_headers} == {"gzip"}
+        assert {h.get("content-encoding") for h in receiver.trace_headers} == {None}
+
+
+_NO_CLIENT = """
+import asyncio, json, sys
+from asyncflow import WorkflowEngine
+
+async def main(endpoint, protocol, work_dir):
+    engine = await WorkflowEngine.create(dry_run=True, work_dir=work_dir)
+    await engine.start_telemetry(otlp_endpoint=endpoint, otlp_protocol=protocol)
+
+    @engine.function_task
+    async def noop(i):
+        return i
+
+    await asyncio.gather(*[noop(i) for i in range(5)])
+    await engine.shutdown()
+
+asyncio.run(main(*sys.argv[1:4]))
+print(json.dumps(sorted(
+    m for m in sys.modules
+    if m == "grpc" or m.startswith(("grpc.", "opentelemetry.exporter.otlp.proto.grpc",
+                                    "opentelemetry.exporter.otlp.proto.http", "requests"))
+)))
+"""
+
+
+def test_the_engine_s_process_loads_no_otlp_client(
+    protocol: str, receiver: OTLPReceiver, tmp_path: Path
+) -> None:
+    """With the telemetry process sending spans and metrics, the engine's
+    process imports neither gRPC nor the SDK's OTLP exporters (their memory,
+    about 10 MB for gRPC, and their threads stay out of it)."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _NO_CLIENT, receiver.endpoint, protocol, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+    receiver.wait_for(lambda: n.METRIC_TASK_DURATION in receiver.metric_names())
 
 
 def telemetry_process() -> Any:

@@ -82,6 +82,7 @@ class OTLPReceiver:
         # Per trace request: its headers (gRPC metadata), names lower-cased,
         # and how its body came (``gzip`` or "").
         self.trace_headers: list[dict[str, str]] = []
+        self.metric_headers: list[dict[str, str]] = []  # the same, per metrics request
         # Seconds each trace request takes before it is answered (a slow collector).
         self.delay = 0.0
 
@@ -94,9 +95,10 @@ class OTLPReceiver:
             self.trace_headers.append(headers or {})
             self._cond.notify_all()
 
-    def _add_metrics(self, request: MetricsRequest) -> None:
+    def _add_metrics(self, request: MetricsRequest, headers: dict[str, str] | None = None) -> None:
         with self._cond:
             self._metrics.append(request)
+            self.metric_headers.append(headers or {})
             self._cond.notify_all()
 
     # ------------------------------------------------------------------ views
@@ -209,11 +211,12 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
 
 
 class _MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
-    def __init__(self, sink: Callable[[MetricsRequest], None]) -> None:
+    def __init__(self, sink: Callable[[MetricsRequest, dict[str, str]], None]) -> None:
         self._sink = sink
 
     def Export(self, request: MetricsRequest, context: Any) -> Any:
-        self._sink(request)
+        metadata = {str(k).lower(): str(v) for k, v in context.invocation_metadata()}
+        self._sink(request, metadata)
         return metrics_service_pb2.ExportMetricsServiceResponse()
 
 
@@ -267,7 +270,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.receiver._add_traces(TraceRequest.FromString(body), headers)
             response = trace_service_pb2.ExportTraceServiceResponse()
         elif path == "/v1/metrics":
-            self.receiver._add_metrics(MetricsRequest.FromString(body))
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            self.receiver._add_metrics(MetricsRequest.FromString(body), headers)
             response = metrics_service_pb2.ExportMetricsServiceResponse()
         else:
             self.send_error(404)
