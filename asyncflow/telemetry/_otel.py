@@ -36,7 +36,6 @@ __all__ = [
     "SpanBridge",
     "assemble_exporters",
     "make_resource",
-    "metrics_in_process",
     "otlp_exporters",
     "otlp_span_processor",
     "serve_prometheus",
@@ -204,9 +203,9 @@ def assemble_exporters(
     variables. An exporter that cannot be built is logged and left out; an
     unknown OTLP protocol raises ``ValueError``. With ``spans_in_process``
     False, OTLP spans are left to the telemetry process: ``otlp_spans`` says
-    where to (add :func:`otlp_span_processor` if that process cannot run),
-    and so are the metrics: ``otlp_metrics`` forwards them once attached to
-    that process (:func:`metrics_in_process` if it cannot run).
+    where to, and so are the metrics: ``otlp_metrics`` forwards them once
+    attached to that process (add :func:`otlp_span_processor`, given
+    ``otlp_metrics``, if that process cannot run).
     """
     processors = list(span_processors or [])
     readers = list(metric_readers or [])
@@ -275,19 +274,21 @@ def assemble_exporters(
     )
 
 
-def metrics_in_process(otlp_metrics: Any, endpoint: str, protocol: str) -> None:
-    """The telemetry process cannot run: ``otlp_metrics`` (a
-    GuardedMetricExporter) exports through the SDK's OTLP exporter here."""
-    otlp_metrics.use(otlp_exporters(endpoint, protocol)[1])
-
-
-def otlp_span_processor(endpoint: str, protocol: str, health: Any) -> SpanProcessor:
-    """The in-process OTLP span export: a batch processor on the SDK exporter."""
+def otlp_span_processor(
+    endpoint: str, protocol: str, health: Any, otlp_metrics: Any = None
+) -> SpanProcessor:
+    """The in-process OTLP export, for when the telemetry process cannot run:
+    a batch processor on the SDK's span exporter, and ``otlp_metrics`` (a
+    GuardedMetricExporter, if given) exporting through the SDK's metric
+    exporter, both made by one :func:`otlp_exporters` call."""
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     from ._guard import GuardedSpanExporter
 
-    return BatchSpanProcessor(GuardedSpanExporter(otlp_exporters(endpoint, protocol)[0], health))
+    span_exporter, metric_exporter = otlp_exporters(endpoint, protocol)
+    if otlp_metrics is not None:
+        otlp_metrics.use(metric_exporter)
+    return BatchSpanProcessor(GuardedSpanExporter(span_exporter, health))
 
 
 def serve_prometheus(exporters: Exporters, host: str) -> tuple[Any, int] | None:

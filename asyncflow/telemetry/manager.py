@@ -25,7 +25,6 @@ from ._otel import (
     SpanBridge,
     assemble_exporters,
     make_resource,
-    metrics_in_process,
     otlp_span_processor,
     serve_prometheus,
 )
@@ -574,9 +573,9 @@ def _open_writer(
         if exporters.otlp_metrics is not None:
             exporters.otlp_metrics.attach(writer.write)
         return writer
-    bridge.processors.append(otlp_span_processor(endpoint, protocol, exporters.otlp_health))
-    if exporters.otlp_metrics is not None:
-        metrics_in_process(exporters.otlp_metrics, endpoint, protocol)
+    bridge.processors.append(
+        otlp_span_processor(endpoint, protocol, exporters.otlp_health, exporters.otlp_metrics)
+    )
     return open_checkpoint(file, header, in_process=True) if file is not None else None
 
 

@@ -66,6 +66,18 @@ def task_spans(receiver: OTLPReceiver) -> list[dict[str, Any]]:
     return [s for s in receiver.spans() if s["name"] == "task noop"]
 
 
+def duration_metrics(receiver: OTLPReceiver) -> list[Any]:
+    """The task duration histogram of every metrics request received, in order."""
+    return [
+        metric
+        for request in receiver.metric_requests
+        for resource in request.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == n.METRIC_TASK_DURATION
+    ]
+
+
 async def test_every_span_arrives_and_none_is_built_in_the_engine(
     protocol: str, receiver: OTLPReceiver, built_here: list[str], tmp_path: Path
 ) -> None:
@@ -207,15 +219,7 @@ async def test_metrics_go_from_the_telemetry_process_with_their_own_settings(
         await engine.shutdown()
     receiver.wait_for(lambda: len(task_spans(receiver)) == 10)
     receiver.wait_for(lambda: n.METRIC_TASK_DURATION in receiver.metric_names())
-    counts = [
-        point.count
-        for request in receiver.metric_requests
-        for resource in request.resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-        if metric.name == n.METRIC_TASK_DURATION
-        for point in metric.histogram.data_points
-    ]
+    counts = [p.count for m in duration_metrics(receiver) for p in m.histogram.data_points]
     assert sum(counts) == 10
     assert {h.get("x-signal") for h in receiver.metric_headers} == {"metrics"}
     assert {h.get("x-signal") for h in receiver.trace_headers} == {"traces"}
@@ -383,23 +387,12 @@ async def test_otlp_metrics_carry_the_recorders_histograms_without_a_replay(
         await engine.shutdown()
 
     def counts() -> list[int]:
-        return [
-            sum(point.count for point in metric.histogram.data_points)
-            for request in receiver.metric_requests
-            for resource in request.resource_metrics
-            for scope in resource.scope_metrics
-            for metric in scope.metrics
-            if metric.name == n.METRIC_TASK_DURATION
-        ]
+        return [sum(p.count for p in m.histogram.data_points) for m in duration_metrics(receiver)]
 
     receiver.wait_for(lambda: 40 in counts())
     buckets = [
         (list(point.bucket_counts), list(point.explicit_bounds))
-        for request in receiver.metric_requests
-        for resource in request.resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-        if metric.name == n.METRIC_TASK_DURATION
+        for metric in duration_metrics(receiver)
         for point in metric.histogram.data_points
     ]
     counts_, bounds = buckets[-1]
