@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,13 +27,34 @@ def elements(browser: Any, css: str) -> list[Any]:
     return list(browser.find_elements("css selector", css))
 
 
-def text_of(browser: Any, css: str) -> str:
+def text_of(browser: Any, css: str, attempts: int = 20) -> str:
+    """The text of every element ``css`` matches, read again if Plotly redraws meanwhile.
+
+    A graph re-rendered between finding its elements and reading them leaves
+    stale references: the read starts over, as a user's eyes would.
+    """
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    for _ in range(attempts - 1):
+        try:
+            return " ".join(e.text for e in elements(browser, css))
+        except StaleElementReferenceException:
+            time.sleep(0.05)
     return " ".join(e.text for e in elements(browser, css))
 
 
 def open_tab(browser: Any, label: str) -> None:
-    (tab,) = [t for t in elements(browser, ".tab") if t.text.strip() == label]
-    tab.click()
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    def opened() -> bool:
+        try:
+            (tab,) = [t for t in elements(browser, ".tab") if t.text.strip() == label]
+            tab.click()
+        except StaleElementReferenceException:
+            return False  # the tab bar was re-rendered: find it again
+        return True
+
+    wait_for(opened, what=f"the {label!r} tab")
 
 
 def gantt_title(browser: Any) -> str:
@@ -110,7 +132,7 @@ def test_campaign_timeline_workflow_gantt_utilisation(
     title = text_of(browser, "#slots-graph .gtitle")
     assert " task spans" in title and "<" not in title, title
     assert text_of(browser, "#slots-graph .gtitle-subtitle").startswith("Critical path: makespan")
-    assert "gpu:0" in text_of(browser, "#slots-graph .ytick")
+    wait_for(lambda: "gpu:0" in text_of(browser, "#slots-graph .ytick"), what="a gpu:0 lane")
 
     open_tab(browser, "Summary")
     wait_for(lambda: FAILING_MESSAGE in text_of(browser, "#summary-tables"), what="the summary")
