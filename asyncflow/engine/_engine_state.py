@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, cast
 from .. import _check
 from ..backends._base import Backend, TaskDescription
 from . import _graph as g
-from . import _serving
+from . import _native, _serving
 from ._foreign import Adapter, adapter_for, runs_exact_argv
 from ._future import KIND_BLOCK, KIND_EXECUTABLE, KIND_FUNCTION, KIND_PROMPT, TaskFuture
 from ._registry import Components
@@ -96,7 +96,7 @@ class EngineState:
         self._default = ""  # its name
         if backend is not None:
             self._add_backends(backend)
-        self._graph = g.Graph(validate=_validate_graph())
+        self._graph = _native.Graph(validate=_validate_graph())
         self._tasks: dict[str, TaskFuture[Any]] = {}
         self.components = Components(self._tasks, self._description_of)
         self._counter = 0

@@ -45,6 +45,7 @@ __all__ = [
     "WAITING",
     "Graph",
     "InvalidTransition",
+    "check_graph",
 ]
 
 WAITING: Final = "WAITING"
@@ -82,7 +83,10 @@ class InvalidTransition(RuntimeError):
 
 
 class Graph:
-    """Dependency bookkeeping for one engine.
+    """Dependency bookkeeping for one engine: the reference implementation.
+
+    The engine uses the compiled one (``_cgraph.c``, the same algorithm on
+    the same dicts, see ``_native``) when it was built; this one otherwise.
 
     Four dicts, no object per node: the state of every node, the count of
     unfinished dependencies of each WAITING node, the dependents of each
@@ -151,7 +155,7 @@ class Graph:
             raise ValueError(f"node {key!r} added twice")
         if not distinct:
             deps = dict.fromkeys(deps)  # each dependency once, in order
-        elif type(deps) is tuple:
+        elif type(deps) is tuple and deps:
             # Every dependency unfinished (a chain's link, a fan-out's
             # branch, a layer of a DAG): straight to WAITING, without the
             # general bookkeeping.
@@ -396,25 +400,38 @@ class Graph:
         if self._calls_unchecked <= len(self._state) >> 8:
             return
         self._calls_unchecked = 0
-        pending_edges: dict[Hashable, int] = {}
-        for src, lst in self._dependents.items():
-            if self._state[src] in TERMINAL:
-                raise InvalidTransition(f"{src!r} ended but still lists dependents")
-            for dep in lst:
-                if dep in self._waiting:
-                    pending_edges[dep] = pending_edges.get(dep, 0) + 1
-        for key, st in self._state.items():
-            if st == WAITING and key not in self._waiting:
-                raise InvalidTransition(f"{key!r} is WAITING on nothing")
-        for key, count in self._waiting.items():
-            st = self._state[key]
-            if st not in (WAITING, SUBMITTED, RUNNING):
-                raise InvalidTransition(f"{key!r} is {st} but still counted as waiting")
-            if count <= 0 or count != pending_edges.get(key, 0):
-                raise InvalidTransition(
-                    f"{key!r} waits on {count} but has "
-                    f"{pending_edges.get(key, 0)} unfinished dependencies"
-                )
-        for key in self._doomed:
-            if key not in self._waiting:
-                raise InvalidTransition(f"{key!r} is {self._state[key]} but still doomed")
+        check_graph(self._state, self._waiting, self._dependents, self._doomed)
+
+
+def check_graph(
+    state: dict[Hashable, str],
+    waiting: dict[Hashable, int],
+    dependents: dict[Hashable, list[Hashable]],
+    doomed: dict[Hashable, Hashable],
+) -> None:
+    """Validate mode's full check of a graph's four dicts (both implementations).
+
+    Raises :class:`InvalidTransition` when the counters disagree with the edges.
+    """
+    pending_edges: dict[Hashable, int] = {}
+    for src, lst in dependents.items():
+        if state[src] in TERMINAL:
+            raise InvalidTransition(f"{src!r} ended but still lists dependents")
+        for dep in lst:
+            if dep in waiting:
+                pending_edges[dep] = pending_edges.get(dep, 0) + 1
+    for key, st in state.items():
+        if st == WAITING and key not in waiting:
+            raise InvalidTransition(f"{key!r} is WAITING on nothing")
+    for key, count in waiting.items():
+        st = state[key]
+        if st not in (WAITING, SUBMITTED, RUNNING):
+            raise InvalidTransition(f"{key!r} is {st} but still counted as waiting")
+        if count <= 0 or count != pending_edges.get(key, 0):
+            raise InvalidTransition(
+                f"{key!r} waits on {count} but has "
+                f"{pending_edges.get(key, 0)} unfinished dependencies"
+            )
+    for key in doomed:
+        if key not in waiting:
+            raise InvalidTransition(f"{key!r} is {state[key]} but still doomed")

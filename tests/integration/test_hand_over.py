@@ -173,17 +173,24 @@ async def test_a_task_the_engine_fails_to_hand_over_fails_and_the_engine_serves_
     async with await WorkflowEngine.create(
         backend=NoopExecutionBackend(), work_dir=tmp_path
     ) as engine:
-        graph = engine._graph
-        real = graph.submitted
         broken: list[str] = []
 
-        def submitted(key: Any) -> None:
-            if not broken:
-                broken.append(key.uid)
-                raise RuntimeError("transition table corrupted")
-            real(key)
+        class Faulty:
+            """The engine's graph, whose first ``submitted`` raises."""
 
-        graph.submitted = submitted  # type: ignore[method-assign]
+            def __init__(self, graph: Any) -> None:
+                self.graph = graph
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(self.graph, name)
+
+            def submitted(self, key: Any) -> None:
+                if not broken:
+                    broken.append(key.uid)
+                    raise RuntimeError("transition table corrupted")
+                self.graph.submitted(key)
+
+        engine._graph = Faulty(engine._graph)  # type: ignore[assignment]
 
         @engine.function_task
         async def f(*deps: Any) -> str:

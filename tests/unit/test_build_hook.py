@@ -1,4 +1,4 @@
-"""The build hook (hatch_build.py) compiles the checkpoint scanner, or leaves the wheel pure.
+"""The build hook (hatch_build.py) compiles the C extensions, or leaves the wheel pure.
 
 Run as hatchling runs it, with the real C compiler: a wheel build carries
 the compiled module, an editable one puts it next to its source, and
@@ -131,3 +131,53 @@ def test_a_module_built_from_another_source_is_not_used(
     assert _finished._current(module)  # its source beside it, unchanged
     (tree / SOURCE).write_text((tree / SOURCE).read_text() + "\n/* changed */\n")
     assert not _finished._current(module)
+
+
+GRAPH = Path("asyncflow") / "engine" / "_cgraph.c"
+
+
+def test_a_wheel_carries_the_compiled_graph_too(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from asyncflow.engine import _graph as g
+    from asyncflow.engine import _native
+
+    monkeypatch.delenv("ASYNCFLOW_NO_EXTENSION", raising=False)
+    (tree / GRAPH.parent).mkdir(parents=True)
+    shutil.copy(ROOT / GRAPH, tree / GRAPH)
+    build_data, app = run_hook(tree, "standard")
+    suffix = sysconfig.get_config_var("EXT_SUFFIX")
+    inside = {v: Path(k) for k, v in build_data["force_include"].items()}
+    assert set(inside) == {
+        f"asyncflow/dashboard/_scan{suffix}",
+        f"asyncflow/engine/_cgraph{suffix}",
+    }
+    assert not app.warnings
+    module = load(inside[f"asyncflow/engine/_cgraph{suffix}"], "_cgraph")
+    assert module.SOURCE == _native._cgraph.SOURCE  # the same source, the same hash
+    # What _native does before the engine uses it.
+    module.setup(
+        *(g.WAITING, g.READY, g.SUBMITTED, g.RUNNING, g.DONE, g.FAILED, g.CANCELLED),
+        *(g.RELEASE, g.FAIL, g.CANCEL, dict(g.TRANSITIONS), g.InvalidTransition, g.check_graph),
+    )
+    graph = module.Graph()
+    graph.add_ready("a")
+    assert graph.add("b", ("a",), distinct=True) == []
+    assert graph.finish("a", g.DONE) == [(g.RELEASE, "b", None)]
+
+
+def test_a_graph_built_from_another_source_is_not_used(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from asyncflow.engine import _native
+
+    monkeypatch.delenv("ASYNCFLOW_NO_EXTENSION", raising=False)
+    (tree / GRAPH.parent).mkdir(parents=True)
+    shutil.copy(ROOT / GRAPH, tree / GRAPH)
+    run_hook(tree, "editable")
+    module = load(
+        tree / GRAPH.parent / f"_cgraph{sysconfig.get_config_var('EXT_SUFFIX')}", "_cgraph"
+    )
+    assert _native._current(module)  # its source beside it, unchanged
+    (tree / GRAPH).write_text((tree / GRAPH).read_text() + "\n/* changed */\n")
+    assert not _native._current(module)

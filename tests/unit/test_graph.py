@@ -9,10 +9,25 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from asyncflow.engine import _graph as g
+from asyncflow.engine import _native
+
+# Every test here runs on the Python graph (the reference) and on the
+# compiled one the engine uses (asyncflow/engine/_cgraph.c), when built.
+IMPLEMENTATIONS = {"python": g.Graph}
+if _native.COMPILED:
+    IMPLEMENTATIONS["compiled"] = _native.Graph
+_graph_class: type[g.Graph] = g.Graph
+
+
+@pytest.fixture(scope="module", autouse=True, params=list(IMPLEMENTATIONS))
+def implementation(request: pytest.FixtureRequest) -> str:
+    global _graph_class
+    _graph_class = IMPLEMENTATIONS[request.param]
+    return str(request.param)
 
 
 def make() -> g.Graph:
-    return g.Graph(validate=True)
+    return _graph_class(validate=True)
 
 
 def test_node_without_deps_is_released_at_once() -> None:
