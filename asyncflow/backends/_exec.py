@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import selectors
 import signal
 import subprocess
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +31,10 @@ OUTPUT_GRACE = 0.5
 
 # How often a task whose pipes stay open checks whether its process exited.
 _EXIT_POLL = 0.2
+
+_READ_SIZE = 65536
+# As subprocess itself: poll(2) where there is one (no descriptor of its own).
+_Selector = getattr(selectors, "PollSelector", selectors.SelectSelector)
 
 
 def _env(overrides: Any) -> dict[str, str] | None:
@@ -118,26 +124,46 @@ def _spawn(
 
 
 def _communicate(proc: subprocess.Popen[bytes]) -> tuple[bytes | None, bytes | None]:
-    """Read the output of ``proc`` until it exits, plus a short grace.
+    """Read the output of ``proc`` until end of file, then reap it.
 
-    ``communicate()`` alone waits for end of file, which never comes while a
-    descendant that escaped the process group holds the pipe.
+    While its pipes are open, whether the process exited is checked every
+    :data:`_EXIT_POLL` seconds: a descendant that escaped the process group
+    can hold them after it exited, and then the output gets
+    :data:`OUTPUT_GRACE` seconds more before the pipes are closed on it.
+    The exit is collected by a blocking wait, not by
+    ``Popen.communicate(timeout=...)``, which polls for it with sleeps from
+    0.5 ms up: the pipes reach end of file a moment before the process can
+    be reaped, and that sleep made a short executable take up to a
+    millisecond longer.
     """
-    while True:
-        try:
-            return proc.communicate(timeout=_EXIT_POLL)
-        except subprocess.TimeoutExpired:
-            if proc.poll() is not None:
-                break
-    try:
-        return proc.communicate(timeout=OUTPUT_GRACE)
-    except subprocess.TimeoutExpired as exc:
-        # Output read so far is kept; the pipes are ours to close.
-        out, err = exc.output, exc.stderr
-    for pipe in (proc.stdout, proc.stderr):
-        if pipe is not None:
-            with contextlib.suppress(OSError):
-                pipe.close()
+    pipes = [pipe for pipe in (proc.stdout, proc.stderr) if pipe is not None]
+    output: dict[int, list[bytes]] = {id(pipe): [] for pipe in pipes}
+    with _Selector() as selector:
+        for pipe in pipes:
+            selector.register(pipe, selectors.EVENT_READ, output[id(pipe)])
+        exited: float | None = None
+        check = time.monotonic() + _EXIT_POLL
+        while selector.get_map():
+            now = time.monotonic()
+            if exited is None and now >= check:
+                if proc.poll() is not None:
+                    exited = now
+                check = now + _EXIT_POLL
+            if exited is not None and now >= exited + OUTPUT_GRACE:
+                break  # a stranger holds the pipes: what was read is kept
+            wake = check if exited is None else exited + OUTPUT_GRACE
+            for key, _ in selector.select(max(wake - now, 0.0)):
+                data = os.read(key.fd, _READ_SIZE)
+                if data:
+                    key.data.append(data)
+                else:
+                    selector.unregister(key.fileobj)
+    for pipe in pipes:
+        with contextlib.suppress(OSError):
+            pipe.close()
+    proc.wait()
+    out = b"".join(output[id(proc.stdout)]) if proc.stdout is not None else None
+    err = b"".join(output[id(proc.stderr)]) if proc.stderr is not None else None
     return out, err
 
 

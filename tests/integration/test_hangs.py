@@ -86,3 +86,49 @@ async def test_shutdown_ends_a_task_whose_pipe_a_stranger_holds(
     await wait_until(lambda: fut.state == "RUNNING" and escaped.exists())
     await asyncio.wait_for(engine.shutdown(), DEADLINE)
     assert fut.cancelled()
+
+
+async def test_a_stranger_that_never_stops_writing_does_not_hold_the_task(
+    engine: WorkflowEngine, escaped: Path
+) -> None:
+    """The exit is checked while output flows, not only when the pipes go quiet."""
+
+    @engine.executable_task
+    async def chatty() -> str:
+        return (
+            f'sh -c \'setsid sh -c "while :; do echo noise; done" & '
+            f"echo $! > {escaped}; echo mine'"
+        )
+
+    out = await asyncio.wait_for(chatty(), DEADLINE)
+    assert out.startswith("mine\n")  # then some of the stranger's noise, cut off
+
+
+async def test_both_pipes_are_read_in_full_whatever_their_size(engine: WorkflowEngine) -> None:
+    """Two megabytes on each pipe, interleaved: nothing lost, no pipe left full."""
+
+    @engine.executable_task
+    async def loud() -> str:
+        return (
+            "python3 -c 'import sys\n"
+            "for i in range(2048):\n"
+            '    sys.stdout.write("o" * 1023 + "\\n"); sys.stderr.write("e" * 1023 + "\\n")\n'
+            "sys.stdout.flush(); sys.stderr.flush()'"
+        )
+
+    out = await asyncio.wait_for(loud(), DEADLINE)
+    assert out == ("o" * 1023 + "\n") * 2048
+
+
+async def test_a_task_that_closes_its_output_ends_when_its_process_does(
+    engine: WorkflowEngine, tmp_path: Path
+) -> None:
+    """End of file on the pipes is not the end of the task: its process is."""
+    marker = tmp_path / "last-word"
+
+    @engine.executable_task
+    async def quiet() -> str:
+        return f"sh -c 'echo early; exec >&- 2>&-; sleep 0.5; touch {marker}'"
+
+    out = await asyncio.wait_for(quiet(), DEADLINE)
+    assert out == "early\n" and marker.exists()
