@@ -151,3 +151,19 @@ def test_setup_is_required_and_bad_arguments_are_named() -> None:
     with pytest.raises(TypeError, match="unhashable"):
         graph.finish("a", [])  # type: ignore[arg-type]
     assert graph.add("b", deps=()) == [(g.RELEASE, "b", None)]
+
+
+def test_validate_mode_checks_the_compiled_graph_s_dicts() -> None:
+    """The full check (``_graph.check_graph``) runs on the compiled graph's own
+    dicts: a counter out of step with the edges is caught."""
+    graph = _native.Graph(validate=True)
+    graph.add_ready("a")
+    graph.add("b", ("a",), distinct=True)
+    graph._waiting["b"] = 2  # only one unfinished dependency: a corrupted counter
+    graph.add_ready("c")  # add_ready checks nothing, in either class
+    with pytest.raises(g.InvalidTransition, match="waits on 2 but has 1"):
+        graph.add("d", ("c",), distinct=True)
+    quiet = _native.Graph()  # no validate mode: no check
+    quiet.add_ready("a")
+    quiet._waiting["a"] = 7
+    quiet.add("b", ("a",), distinct=True)
