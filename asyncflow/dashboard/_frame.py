@@ -5,10 +5,11 @@ objects check every value they are given; for the campaign timeline that
 cost more than drawing it (the template alone about 10 ms a figure, 50 ms
 for the first of a process), and a figure of 100,000 tasks has nothing to
 check but the builders' own constants. These builders write the values
-that checking would produce, the panels are laid out once by plotly per
-process (:func:`grid`), and :func:`figure` wraps the result without checking
-it again. ``tests/unit/test_dashboard_campaign.py`` holds the result to
-plotly's checks and to the figure as plotly's objects drew it.
+that checking would produce, the panels get the domains plotly's
+``make_subplots`` would give them (:func:`grid`, computed here), and
+:func:`figure` wraps the result without checking it again.
+``tests/unit/test_dashboard_campaign.py`` holds the result to plotly's
+checks and to the figure as plotly's objects drew it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from typing import Any
 
 import plotly.graph_objects as go
 import plotly.io as pio
-from plotly.subplots import make_subplots
 
 from asyncflow.telemetry import names as n
 
@@ -59,50 +59,91 @@ def axis_key(ref: str) -> str:
     return f"{ref[0]}axis{ref[1:]}"
 
 
+# The grid: two columns (the panels, the configuration table), two rows
+# (the timeline, the busy slots; the table spans both), a secondary y axis on
+# the busy-slot panel.
+COLUMN_WIDTHS = (0.74, 0.26)
+HORIZONTAL_SPACING = 0.02
+# The width the columns share: plotly leaves the rest of the figure to a
+# secondary y axis's title.
+_SHARED_WIDTH = 0.94
+_TITLES = ("Workflow instances", "Configuration", "Busy slots")
+
+
 @functools.lru_cache(maxsize=64)
 def grid(top: int) -> Grid:
-    """The panels for a timeline ``top`` pixels tall, laid out by plotly once per size."""
-    fig = make_subplots(
-        rows=2,
-        cols=2,
-        column_widths=[0.74, 0.26],
-        row_heights=[top, BUSY_HEIGHT],
-        specs=[
-            [{"type": "xy"}, {"type": "table", "rowspan": 2}],
-            [{"type": "xy", "secondary_y": True}, None],
+    """The panels for a timeline ``top`` pixels tall.
+
+    The numbers are those plotly's ``make_subplots`` computes for this grid
+    (``tests/unit/test_dashboard_frame.py`` compares them, bit for bit,
+    over many heights); computing them here saves the first figure of a
+    process about 60 ms of plotly's subplot machinery.
+    """
+    vertical = 0.08 if top < 400 else 0.05
+    across = _SHARED_WIDTH - HORIZONTAL_SPACING
+    total = float(sum(COLUMN_WIDTHS))
+    left_width, right_width = (across * (w / total) for w in COLUMN_WIDTHS)
+    rows = float(top + BUSY_HEIGHT)
+    busy_height = (1.0 - vertical) * (BUSY_HEIGHT / rows)
+    top_height = (1.0 - vertical) * (top / rows)
+    # Columns from the left, rows from the bottom; a domain end just past 1
+    # (rounding) is 1.
+    left = [0.0, 0.0 + left_width]
+    right_start = left_width + HORIZONTAL_SPACING
+    right = [right_start, right_start + right_width]
+    timeline_start = busy_height + vertical
+    timeline_y = [timeline_start, min(timeline_start + top_height, 1.0)]
+    busy_y = [0.0, 0.0 + busy_height]
+    table_y = [0.0, timeline_y[1]]
+    layout: dict[str, Any] = {
+        "xaxis": {
+            "anchor": "y",
+            "domain": list(left),
+            "showticklabels": True,
+            "rangemode": "tozero",
+        },
+        "yaxis": {"anchor": "x", "domain": timeline_y},
+        "xaxis2": {
+            "anchor": "y2",
+            "domain": list(left),
+            "title": {"text": AXIS_TIME},
+            "matches": "x",
+        },
+        "yaxis2": {"anchor": "x2", "domain": busy_y},
+        "yaxis3": {"anchor": "x2", "overlaying": "y2", "side": "right"},
+        "annotations": [
+            {
+                "font": {"size": 16},
+                "showarrow": False,
+                "text": text,
+                "x": sum(x) / 2.0,
+                "xanchor": "center",
+                "xref": "paper",
+                "y": y[1],
+                "yanchor": "bottom",
+                "yref": "paper",
+            }
+            for text, x, y in zip(
+                _TITLES, (left, right, left), (timeline_y, table_y, busy_y), strict=True
+            )
         ],
-        vertical_spacing=0.08 if top < 400 else 0.05,
-        horizontal_spacing=0.02,
-        subplot_titles=("Workflow instances", "Configuration", "Busy slots"),
-    )
-    fig.update_xaxes(matches="x", row=2, col=1, title_text=AXIS_TIME)
-    fig.update_xaxes(showticklabels=True, row=1, col=1, rangemode="tozero")
-    fig.update_layout(
-        height=top + BUSY_HEIGHT + 130,
-        barmode="overlay",
-        legend={"x": 0.755, "y": 0.0, "xanchor": "left", "yanchor": "bottom"},
-        margin={"l": 10, "r": 10, "t": 70, "b": 50},
-        uniformtext={"minsize": 8, "mode": "hide"},
-        hovermode="closest",
-        uirevision="campaign",  # a live refresh keeps the user's zoom
-    )
-
-    def refs(row: int, right: bool = False) -> tuple[str, str]:
-        found = fig.get_subplot(row, 1, secondary_y=right)
-        x, y = found.xaxis.plotly_name, found.yaxis.plotly_name  # "xaxis2", "yaxis3"
-        return x[0] + x[5:], y[0] + y[5:]
-
-    layout = fig.to_plotly_json()["layout"]
-    # The template as plotly keeps it: checking it into the layout would
-    # cost 50 ms for the first figure of a process, 10 ms for each size after.
-    layout["template"] = pio.templates[TEMPLATE].to_plotly_json()
-    table = fig.get_subplot(1, 2)
+        "legend": {"x": 0.755, "y": 0.0, "xanchor": "left", "yanchor": "bottom"},
+        "margin": {"l": 10, "r": 10, "t": 70, "b": 50},
+        "uniformtext": {"minsize": 8, "mode": "hide"},
+        "height": top + BUSY_HEIGHT + 130,
+        "barmode": "overlay",
+        "hovermode": "closest",
+        "uirevision": "campaign",  # a live refresh keeps the user's zoom
+        # The template as plotly keeps it: checking it into the layout would
+        # cost 50 ms for the first figure of a process, 10 ms for each size after.
+        "template": pio.templates[TEMPLATE].to_plotly_json(),
+    }
     return Grid(
         layout=pickle.dumps(layout),
-        timeline=refs(1),
-        busy=refs(2),
-        busy_right=refs(2, right=True),
-        table={"x": list(table.x), "y": list(table.y)},
+        timeline=("x", "y"),
+        busy=("x2", "y2"),
+        busy_right=("x2", "y3"),
+        table={"x": list(right), "y": table_y},
     )
 
 
