@@ -80,6 +80,12 @@ static int check_move(Graph *self, PyObject *key, PyObject *from, PyObject *to) 
     return 0;
 }
 
+/* key moves from -> to: checked in validate mode, then stored. 0, or -1 with an error. */
+static int move(Graph *self, PyObject *key, PyObject *from, PyObject *to) {
+    if (check_move(self, key, from, to) < 0) return -1;
+    return PyDict_SetItem(self->state, key, to);
+}
+
 /* The full check, every len(graph) // 256 calls (as Graph._check). */
 static int check(Graph *self) {
     if (!self->validate) return 0;
@@ -393,10 +399,8 @@ done:
 static PyObject *graph_submitted(Graph *self, PyObject *key) {
     PyObject *state = state_of(self, key);
     if (state == NULL) return NULL;
-    if (state != SUBMITTED) { /* a pushed-down node is submitted already */
-        if (check_move(self, key, state, SUBMITTED) < 0) return NULL;
-        if (PyDict_SetItem(self->state, key, SUBMITTED) < 0) return NULL;
-    }
+    /* a pushed-down node is submitted already */
+    if (state != SUBMITTED && move(self, key, state, SUBMITTED) < 0) return NULL;
     Py_RETURN_NONE;
 }
 
@@ -412,8 +416,7 @@ static PyObject *graph_started(Graph *self, PyObject *key) {
     PyObject *state = state_of(self, key);
     if (state == NULL) return NULL;
     if (terminal(state) || state == RUNNING) Py_RETURN_FALSE;
-    if (check_move(self, key, state, RUNNING) < 0) return NULL;
-    if (PyDict_SetItem(self->state, key, RUNNING) < 0) return NULL;
+    if (move(self, key, state, RUNNING) < 0) return NULL;
     Py_RETURN_TRUE;
 }
 
@@ -426,8 +429,7 @@ static PyObject *graph_retry(Graph *self, PyObject *key) {
         return PyErr_Format(
             INVALID, "%R: retry from %U (only a submitted node runs again)", key, state);
     }
-    if (check_move(self, key, state, READY) < 0) return NULL;
-    if (PyDict_SetItem(self->state, key, READY) < 0) return NULL;
+    if (move(self, key, state, READY) < 0) return NULL;
     Py_RETURN_NONE;
 }
 
@@ -583,8 +585,7 @@ static PyObject *graph_finish(Graph *self, PyObject *const *args, Py_ssize_t nar
     PyObject *current = state_of(self, key);
     if (current == NULL) return NULL;
     if (terminal(current)) return PyList_New(0);
-    if (check_move(self, key, current, state) < 0) return NULL;
-    if (PyDict_SetItem(self->state, key, state) < 0) return NULL;
+    if (move(self, key, current, state) < 0) return NULL;
     PyObject *count = pop(self->waiting, key);
     if (count != NULL) {
         Py_DECREF(count);

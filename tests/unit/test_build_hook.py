@@ -136,16 +136,20 @@ def test_a_module_built_from_another_source_is_not_used(
 GRAPH = Path("asyncflow") / "engine" / "_cgraph.c"
 
 
-def test_a_wheel_carries_the_compiled_graph_too(
-    tree: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from asyncflow.engine import _graph as g
-    from asyncflow.engine import _native
-
+@pytest.fixture
+def graph_tree(tree: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A source tree holding the scanner's and the graph's sources."""
     monkeypatch.delenv("ASYNCFLOW_NO_EXTENSION", raising=False)
     (tree / GRAPH.parent).mkdir(parents=True)
     shutil.copy(ROOT / GRAPH, tree / GRAPH)
-    build_data, app = run_hook(tree, "standard")
+    return tree
+
+
+def test_a_wheel_carries_the_compiled_graph_too(graph_tree: Path) -> None:
+    from asyncflow.engine import _graph as g
+    from asyncflow.engine import _native
+
+    build_data, app = run_hook(graph_tree, "standard")
     suffix = sysconfig.get_config_var("EXT_SUFFIX")
     inside = {v: Path(k) for k, v in build_data["force_include"].items()}
     assert set(inside) == {
@@ -155,25 +159,17 @@ def test_a_wheel_carries_the_compiled_graph_too(
     assert not app.warnings
     module = load(inside[f"asyncflow/engine/_cgraph{suffix}"], "_cgraph")
     assert module.SOURCE == _native._cgraph.SOURCE  # the same source, the same hash
-    # What _native does before the engine uses it.
-    module.setup(
-        *(g.WAITING, g.READY, g.SUBMITTED, g.RUNNING, g.DONE, g.FAILED, g.CANCELLED),
-        *(g.RELEASE, g.FAIL, g.CANCEL, dict(g.TRANSITIONS), g.InvalidTransition, g.check_graph),
-    )
+    _native.set_up(module)  # what the engine's own module gets before its first Graph
     graph = module.Graph()
     graph.add_ready("a")
     assert graph.add("b", ("a",), distinct=True) == []
     assert graph.finish("a", g.DONE) == [(g.RELEASE, "b", None)]
 
 
-def test_a_graph_built_from_another_source_is_not_used(
-    tree: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_graph_built_from_another_source_is_not_used(graph_tree: Path) -> None:
     from asyncflow.engine import _native
 
-    monkeypatch.delenv("ASYNCFLOW_NO_EXTENSION", raising=False)
-    (tree / GRAPH.parent).mkdir(parents=True)
-    shutil.copy(ROOT / GRAPH, tree / GRAPH)
+    tree = graph_tree
     run_hook(tree, "editable")
     module = load(
         tree / GRAPH.parent / f"_cgraph{sysconfig.get_config_var('EXT_SUFFIX')}", "_cgraph"
